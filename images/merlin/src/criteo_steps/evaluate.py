@@ -1,0 +1,115 @@
+"""evaluate: AUC and logloss of the candidate, and of the production baseline, on the same held-out rows.
+
+Both models are scored through their exported packages (criteo_serving: lookup tables +
+onnxruntime), i.e. exactly as Triton will serve them, on the raw held-out slice of the extracted
+days. Scoring the baseline on the candidate's evaluation rows is what makes the blessing's
+"no worse than production" comparison fair (TFX Evaluator's change threshold).
+
+    python -m criteo_steps evaluate --eval .../extracted/day=5 --candidate .../package \
+        [--baseline .../model_repository/criteo_dcn/3] --output .../candidates/KEY/evaluation
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import sys
+
+import numpy as np
+
+from . import storage
+from .schema import CAT_COLUMNS, INT_COLUMNS, LABEL, decode_hex_column, parse_int_column
+
+
+def roc_auc(label: np.ndarray, score: np.ndarray) -> float:
+    """Mann-Whitney AUC with average ranks for ties."""
+    label = np.asarray(label).astype(bool)
+    n_pos, n_neg = int(label.sum()), int((~label).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    order = np.argsort(score, kind="mergesort")
+    sorted_scores = score[order]
+    _, first, counts = np.unique(sorted_scores, return_index=True, return_counts=True)
+    avg_rank = first + (counts + 1) / 2.0  # 1-based average rank of each tie group
+    ranks = np.empty(len(score))
+    ranks[order] = np.repeat(avg_rank, counts)
+    return float((ranks[label].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def log_loss(label: np.ndarray, prob: np.ndarray, eps: float = 1e-7) -> float:
+    p = np.clip(prob.astype(np.float64), eps, 1 - eps)
+    y = label.astype(np.float64)
+    return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
+
+
+def raw_eval_rows(partitions: list[str], max_rows: int | None):
+    """Decode the held-out slice of extracted (all-text) partitions into serving inputs."""
+    import pyarrow.parquet as pq
+
+    dense, cats, labels, n = [], [], [], 0
+    for part in partitions:
+        fs, path = storage.fs_path(storage.join(part, "eval"))
+        for f in sorted(fs.glob(path.rstrip("/") + "/*.parquet")):
+            with fs.open(f, "rb") as fh:
+                for rb in pq.ParquetFile(fh).iter_batches(batch_size=100_000):
+                    src = f"{part}/eval/{os.path.basename(f)}"
+                    labels.append(np.asarray(rb.column(LABEL).to_numpy(zero_copy_only=False) == "1", dtype=np.int8))
+                    dense.append(np.stack([parse_int_column(rb.column(c), c, src) for c in INT_COLUMNS], 1))
+                    cats.append(np.stack([decode_hex_column(rb.column(c), c, src) for c in CAT_COLUMNS], 1))
+                    n += rb.num_rows
+                    if max_rows and n >= max_rows:
+                        break
+    if not labels:
+        raise SystemExit(f"evaluate: no held-out rows in {partitions}")
+    d, c, y = np.concatenate(dense), np.concatenate(cats), np.concatenate(labels)
+    if max_rows:
+        d, c, y = d[:max_rows], c[:max_rows], y[:max_rows]
+    return d.astype(np.float32), c, y
+
+
+def load_package(url: str):
+    """Import a package's own criteo_serving.py, so each version is scored by the code it ships."""
+    local = storage.download_dir(url, os.path.join(__import__("tempfile").mkdtemp(), "pkg"))
+    spec = importlib.util.spec_from_file_location(f"criteo_serving_{abs(hash(local))}",
+                                                  os.path.join(local, "criteo_serving.py"))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module.CTRModel(local)
+
+
+def score(model, dense, cats, label, batch: int = 65536) -> dict:
+    prob = np.concatenate([model.predict(dense[i:i + batch], cats[i:i + batch]) for i in range(0, len(label), batch)])
+    return {"auc": roc_auc(label, prob), "logloss": log_loss(label, prob),
+            "mean_prediction": float(prob.mean()), "observed_ctr": float(label.mean()), "rows": int(len(label))}
+
+
+def evaluate(eval_parts: list[str], candidate: str, baseline: str | None, output: str | None,
+             max_rows: int | None = None) -> dict:
+    dense, cats, label = raw_eval_rows(eval_parts, max_rows)
+    result = {"eval_partitions": eval_parts, "candidate": candidate, "baseline": baseline,
+              "candidate_metrics": score(load_package(candidate), dense, cats, label)}
+    if baseline:
+        result["baseline_metrics"] = score(load_package(baseline), dense, cats, label)
+    if output:
+        with storage.staged_partition(output) as staging:
+            storage.write_json(storage.join(staging, "evaluation.json"), result)
+    cm = result["candidate_metrics"]
+    line = f"candidate AUC {cm['auc']:.4f} logloss {cm['logloss']:.4f} on {cm['rows']} held-out rows"
+    if baseline:
+        bm = result["baseline_metrics"]
+        line += f"; production AUC {bm['auc']:.4f} logloss {bm['logloss']:.4f}"
+    print(line, flush=True)
+    return result
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(prog="criteo_steps evaluate", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--eval", nargs="+", required=True, help="extracted partitions whose eval/ slice is scored")
+    p.add_argument("--candidate", required=True, help="candidate package (export output)")
+    p.add_argument("--baseline", default=None, help="production version folder, if one exists")
+    p.add_argument("--output", default=None, help="where to publish evaluation.json")
+    p.add_argument("--max-rows", type=int, default=None)
+    a = p.parse_args(argv)
+    return evaluate(a.eval, a.candidate, a.baseline or None, a.output, a.max_rows)

@@ -1,0 +1,93 @@
+"""export: a trained checkpoint + its workflow -> a self-contained Triton model version package.
+
+Package layout (exactly what deploy copies into MODEL_REPOSITORY/criteo_dcn/<version>/):
+
+    model.onnx             the DCN, inputs cat_ids INT64 [B,26] + dense FP32 [B,13], output ctr [B,1]
+    model.py               Triton python-backend entry point
+    criteo_serving.py      numpy + onnxruntime preprocessing and inference (no NVTabular needed)
+    preprocessing/         the NVTabular workflow folder: nvt/ (Workflow.save), serving/ lookup tables
+    checkpoint.pt          PyTorch weights, the warm start of the next incremental run
+    config.pbtxt           the model's Triton config (deploy places it at the model level)
+    export.json            signature and the ONNX-vs-PyTorch parity check
+
+The export fails if ONNX and PyTorch disagree on a probe batch by more than --tolerance.
+
+    python -m criteo_steps export --checkpoint .../train/checkpoint.pt --workflow .../workflows/wf \
+        --output .../candidates/KEY/package
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import tempfile
+
+import numpy as np
+
+from . import storage
+
+TRITON_DIR = os.path.join(os.path.dirname(__file__), "triton")
+
+
+def export(checkpoint: str, workflow: str, output: str, tolerance: float = 1e-4, probe_rows: int = 512) -> dict:
+    import onnxruntime as ort
+    import torch
+
+    from .dcn import ServingDCN, load_checkpoint
+    from .train import _local_copy
+
+    if not storage.is_published(workflow):
+        raise SystemExit(f"export: workflow {workflow} is not published (no {storage.SUCCESS})")
+    model, ckpt = load_checkpoint(_local_copy(checkpoint))
+    model.eval()
+    wrapped = ServingDCN(model).eval()
+    vocab = model.cfg.vocab_sizes
+    rng = np.random.default_rng(0)
+    probe_cats = np.stack([rng.integers(0, v, size=probe_rows) for v in vocab], 1).astype(np.int64)
+    probe_dense = rng.normal(size=(probe_rows, model.cfg.num_dense)).astype(np.float32)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        pkg = os.path.join(tmp, "pkg")
+        os.makedirs(pkg)
+        onnx_path = os.path.join(pkg, "model.onnx")
+        torch.onnx.export(
+            wrapped, (torch.from_numpy(probe_cats[:2]), torch.from_numpy(probe_dense[:2])), onnx_path,
+            input_names=["cat_ids", "dense"], output_names=["ctr"],
+            dynamic_axes={"cat_ids": {0: "batch"}, "dense": {0: "batch"}, "ctr": {0: "batch"}},
+            opset_version=17, dynamo=False,
+        )
+        with torch.no_grad():
+            ref = wrapped(torch.from_numpy(probe_cats), torch.from_numpy(probe_dense)).numpy()
+        sess = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
+        (got,) = sess.run(["ctr"], {"cat_ids": probe_cats, "dense": probe_dense})
+        max_diff = float(np.max(np.abs(ref - got)))
+        if not max_diff <= tolerance:
+            raise SystemExit(f"export: ONNX and PyTorch disagree by {max_diff:.2e} > {tolerance:.0e} on the probe batch")
+        for name in ("model.py", "criteo_serving.py", "config.pbtxt"):
+            shutil.copy(os.path.join(TRITON_DIR, name), os.path.join(pkg, name))
+        shutil.copy(_local_copy(checkpoint), os.path.join(pkg, "checkpoint.pt"))
+        wf_local = storage.download_dir(workflow, os.path.join(tmp, "wf"))
+        shutil.copytree(wf_local, os.path.join(pkg, "preprocessing"))
+        info = {
+            "inputs": {"cat_ids": ["INT64", [-1, len(vocab)]], "dense": ["FP32", [-1, model.cfg.num_dense]]},
+            "outputs": {"ctr": ["FP32", [-1, 1]]},
+            "parity_max_abs_diff": max_diff, "parity_rows": probe_rows, "tolerance": tolerance,
+            "checkpoint": checkpoint, "workflow": workflow, "model_config": model.cfg.to_dict(),
+            "onnx_bytes": os.path.getsize(onnx_path),
+        }
+        with storage.staged_partition(output) as staging:
+            storage.upload_dir(pkg, staging)
+            storage.write_json(storage.join(staging, "export.json"), info)
+    print(f"exported {output}: ONNX parity max |diff| = {max_diff:.2e}", flush=True)
+    return {"package": output, "parity_max_abs_diff": max_diff, "onnx_bytes": info["onnx_bytes"]}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(prog="criteo_steps export", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--workflow", required=True, help="the published workflow the model was trained with")
+    p.add_argument("--output", required=True, help="where to publish the version package")
+    p.add_argument("--tolerance", type=float, default=1e-4)
+    a = p.parse_args(argv)
+    return export(a.checkpoint, a.workflow, a.output, a.tolerance)

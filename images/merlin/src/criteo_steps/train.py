@@ -1,0 +1,151 @@
+"""train: the DCN in PyTorch, from scratch or warm-started from the production checkpoint.
+
+Reads preprocessed day partitions in bounded chunks (a chunk is shuffled in memory, never a whole
+day), trains with SparseAdam on the embedding rows and Adam on the dense layers, and publishes
+OUTPUT/checkpoint.pt + OUTPUT/_train.json.
+
+In production this step is HugeCTR's DCN in the GPU image (images/merlin/hugectr_train.py); the
+PyTorch model here has the same architecture and is what the embedded default runs.
+
+    python -m criteo_steps train --train .../processed/wf/day=0 --output .../candidates/KEY/train \
+        [--warm-start .../model_repository/criteo_dcn/3/checkpoint.pt] --epochs 1 --batch-size 4096
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import numpy as np
+
+from . import storage
+from .schema import CAT_COLUMNS, INT_COLUMNS, LABEL
+
+
+def iter_batches(partitions: list[str], split: str, batch_size: int, chunk_rows: int = 262_144,
+                 shuffle: bool = True, seed: int = 0):
+    """Yield (cat_ids int64 [B,26], dense float32 [B,13], label float32 [B]) from parquet partitions."""
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(seed)
+    for part in partitions:
+        fs, path = storage.fs_path(storage.join(part, split))
+        for f in sorted(fs.glob(path.rstrip("/") + "/*.parquet")):
+            with fs.open(f, "rb") as fh:
+                pf = pq.ParquetFile(fh)
+                for rb in pf.iter_batches(batch_size=chunk_rows, columns=[*CAT_COLUMNS, *INT_COLUMNS, LABEL]):
+                    cats = np.stack([rb.column(c).to_numpy(zero_copy_only=False) for c in CAT_COLUMNS], 1)
+                    dense = np.stack([rb.column(c).to_numpy(zero_copy_only=False) for c in INT_COLUMNS], 1)
+                    label = rb.column(LABEL).to_numpy(zero_copy_only=False)
+                    order = rng.permutation(len(label)) if shuffle else np.arange(len(label))
+                    for s in range(0, len(order), batch_size):
+                        idx = order[s:s + batch_size]
+                        yield (cats[idx].astype(np.int64), dense[idx].astype(np.float32),
+                               label[idx].astype(np.float32))
+
+
+def embedding_sizes(partition: str) -> list[int]:
+    meta = storage.read_json(storage.join(partition, "_preprocess.json"))
+    return [int(meta["embedding_sizes"][c]) for c in CAT_COLUMNS]
+
+
+def train(train_parts: list[str], output: str, warm_start: str | None, epochs: int, batch_size: int,
+          lr: float, embedding_dim: int, cross_layers: int, mlp_dims: list[int], dropout: float,
+          threads: int, seed: int, log_every: int = 50) -> dict:
+    import torch
+
+    from .dcn import DCN, DCNConfig, load_checkpoint, save_checkpoint
+
+    torch.manual_seed(seed)
+    if threads:
+        torch.set_num_threads(threads)
+    for p in train_parts:
+        if not storage.is_published(p):
+            raise SystemExit(f"train: {p} is not a published partition (no {storage.SUCCESS})")
+    vocab = embedding_sizes(train_parts[0])
+    parent = None
+    if warm_start:
+        local = _local_copy(warm_start)
+        model, ckpt = load_checkpoint(local)
+        if list(model.cfg.vocab_sizes) != vocab:
+            raise SystemExit(
+                f"train: warm start {warm_start} has vocabulary sizes of another workflow; "
+                "an incremental run must use the production version's workflow (run a full retrain instead)")
+        parent = warm_start
+    else:
+        model = DCN(DCNConfig(vocab, embedding_dim=embedding_dim, num_cross_layers=cross_layers,
+                              mlp_dims=mlp_dims, dropout=dropout))
+    sparse = [model.embedding.weight]
+    dense_params = [p for n, p in model.named_parameters() if n != "embedding.weight"]
+    opt_sparse = torch.optim.SparseAdam(sparse, lr=lr)
+    opt_dense = torch.optim.Adam(dense_params, lr=lr)
+    loss_fn = torch.nn.BCEWithLogitsLoss()
+    model.train()
+    seen, steps, t_start, losses = 0, 0, time.time(), []
+    for epoch in range(epochs):
+        for cats, dense, label in iter_batches(train_parts, "train", batch_size, seed=seed + epoch):
+            logits = model(torch.from_numpy(cats), torch.from_numpy(dense)).squeeze(1)
+            loss = loss_fn(logits, torch.from_numpy(label))
+            opt_sparse.zero_grad()
+            opt_dense.zero_grad()
+            loss.backward()
+            opt_sparse.step()
+            opt_dense.step()
+            seen += len(label)
+            steps += 1
+            losses.append(float(loss))
+            if steps % log_every == 0:
+                rate = seen / (time.time() - t_start)
+                print(f"epoch {epoch} step {steps}: loss {np.mean(losses[-log_every:]):.4f}, "
+                      f"{rate:,.0f} samples/s", flush=True)
+    seconds = time.time() - t_start
+    if seen == 0:
+        raise SystemExit(f"train: no training rows in {train_parts}")
+    metrics = {"samples": seen, "steps": steps, "epochs": epochs, "seconds": round(seconds, 3),
+               "samples_per_s": round(seen / seconds, 1), "final_loss": float(np.mean(losses[-50:]))}
+    with storage.staged_partition(output) as staging:
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            save_checkpoint(model, os.path.join(tmp, "checkpoint.pt"),
+                            {"parent": parent, "trained_on": train_parts, "metrics": metrics})
+            storage.upload_dir(tmp, staging)
+        storage.write_json(storage.join(staging, "_train.json"),
+                           {"metrics": metrics, "warm_start": parent, "trained_on": train_parts,
+                            "config": model.cfg.to_dict(),
+                            "hyperparameters": {"lr": lr, "batch_size": batch_size, "epochs": epochs}})
+    print(f"trained on {seen} samples in {seconds:.1f}s ({seen / seconds:,.0f} samples/s), "
+          f"loss {metrics['final_loss']:.4f}", flush=True)
+    return {"output": output, "checkpoint": storage.join(output, "checkpoint.pt"),
+            "warm_start": parent, "metrics": metrics}
+
+
+def _local_copy(url: str) -> str:
+    if storage.is_local(url):
+        return storage.local_path(url)
+    import tempfile
+
+    fs, path = storage.fs_path(url)
+    dst = os.path.join(tempfile.mkdtemp(), os.path.basename(path))
+    fs.get(path, dst)
+    return dst
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(prog="criteo_steps train", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--train", nargs="+", required=True, help="processed day partitions to train on")
+    p.add_argument("--output", required=True, help="where to publish checkpoint.pt and _train.json")
+    p.add_argument("--warm-start", default=None, help="checkpoint to continue from (incremental)")
+    p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--batch-size", type=int, default=4096)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--embedding-dim", type=int, default=16)
+    p.add_argument("--cross-layers", type=int, default=6)
+    p.add_argument("--mlp-dims", default="1024,1024", help="comma-separated hidden sizes")
+    p.add_argument("--dropout", type=float, default=0.5)
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
+    p.add_argument("--seed", type=int, default=0)
+    a = p.parse_args(argv)
+    return train(a.train, a.output, a.warm_start, a.epochs, a.batch_size, a.lr, a.embedding_dim,
+                 a.cross_layers, [int(x) for x in a.mlp_dims.split(",") if x], a.dropout, a.threads, a.seed)

@@ -1,0 +1,65 @@
+"""Serving-time preprocessing and inference, in numpy + onnxruntime alone.
+
+This file is copied into every Triton model version (beside model.py) and is also what the
+evaluate step scores candidates with, so the offline metrics are those of the served artifact.
+It must not import NVTabular, torch or Airflow: the Triton python backend stub has none of them.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+
+INT_COLUMNS = [f"I{i}" for i in range(1, 14)]
+CAT_COLUMNS = [f"C{i}" for i in range(1, 27)]
+
+
+class Preprocessor:
+    """Applies the fitted NVTabular workflow's encoding from its exported lookup tables."""
+
+    def __init__(self, serving_dir: str):
+        tables = np.load(os.path.join(serving_dir, "categories.npz"))
+        with open(os.path.join(serving_dir, "continuous.json")) as fh:
+            cont = json.load(fh)
+        self.keys = [tables[f"{c}_keys"] for c in CAT_COLUMNS]
+        self.ids = [tables[f"{c}_ids"] for c in CAT_COLUMNS]
+        self.oov = [int(cont["oov_ids"][c]) for c in CAT_COLUMNS]
+        self.mean = np.array([cont["mean"][c] for c in INT_COLUMNS], dtype=np.float64)
+        self.std = np.array([cont["std"][c] for c in INT_COLUMNS], dtype=np.float64)
+        self.fill = float(cont["fill_value"])
+        self.clip_min = float(cont["clip_min"])
+
+    def transform(self, dense_raw: np.ndarray, cat_hash: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """dense_raw [B,13] (NaN = missing), cat_hash [B,26] int64 (-1 = missing) -> model inputs."""
+        cat_hash = np.asarray(cat_hash, dtype=np.int64)
+        cat_ids = np.empty(cat_hash.shape, dtype=np.int64)
+        for j in range(cat_hash.shape[1]):
+            keys, col = self.keys[j], cat_hash[:, j]
+            pos = np.minimum(np.searchsorted(keys, col), len(keys) - 1)
+            found = keys[pos] == col
+            cat_ids[:, j] = np.where(found, self.ids[j][pos], self.oov[j])
+        x = np.asarray(dense_raw, dtype=np.float64)
+        x = np.where(np.isnan(x), self.fill, x)
+        x = np.log(np.maximum(x, self.clip_min).astype(np.float32) + 1).astype(np.float64)
+        std = np.where(self.std > 0, self.std, 1.0)
+        return cat_ids, ((x - self.mean) / std).astype(np.float32)
+
+
+class CTRModel:
+    """One exported model version: preprocessing tables + model.onnx."""
+
+    def __init__(self, version_dir: str, threads: int = 0):
+        import onnxruntime as ort
+
+        self.pre = Preprocessor(os.path.join(version_dir, "preprocessing", "serving"))
+        opts = ort.SessionOptions()
+        if threads:
+            opts.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(os.path.join(version_dir, "model.onnx"), opts,
+                                            providers=["CPUExecutionProvider"])
+
+    def predict(self, dense_raw: np.ndarray, cat_hash: np.ndarray) -> np.ndarray:
+        cat_ids, dense = self.pre.transform(dense_raw, cat_hash)
+        (prob,) = self.session.run(["ctr"], {"cat_ids": cat_ids, "dense": dense})
+        return prob.reshape(-1)
