@@ -15,11 +15,20 @@ import time
 import numpy as np
 
 from . import storage
-from .schema import COLUMNS, NUM_FIELDS
+from .schema import COLUMNS, NUM_FIELDS, day_file_name
 
 
 class ExtractError(RuntimeError):
     pass
+
+
+def find_day_file(folder: str, day: int) -> str:
+    names = [day_file_name(day), day_file_name(day, gz=True)]
+    for name in names:
+        url = storage.join(folder, name)
+        if storage.exists(url):
+            return url
+    raise ExtractError(f"raw day {day} not found: expected {' or '.join(storage.join(folder, n) for n in names)}")
 
 
 def extract(input_url: str, output_url: str, eval_every: int = 10, block_mb: int = 64,
@@ -112,10 +121,14 @@ def extract(input_url: str, output_url: str, eval_every: int = 10, block_mb: int
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(prog="criteo_steps extract", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--input", required=True, help="raw day file URL (day_N or day_N.gz)")
+    p.add_argument("--input", required=True,
+                   help="raw day file URL (day_N or day_N.gz), or with --day the folder holding it")
+    p.add_argument("--day", type=int, default=None, help="look for day_N or day_N.gz inside --input")
     p.add_argument("--output", required=True, help="partition URL to publish, e.g. .../extracted/day=N")
     p.add_argument("--eval-every", type=int, default=10, help="every k-th row is held out for evaluation")
     p.add_argument("--max-rows", type=int, default=None, help="read at most this many rows (sampling runs)")
     args = p.parse_args(argv)
+    if args.day is not None:
+        args.input = find_day_file(args.input, args.day)
     return extract(args.input, args.output, args.eval_every, max_rows=args.max_rows)
 

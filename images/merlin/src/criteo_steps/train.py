@@ -93,7 +93,7 @@ def train(train_parts: list[str], output: str, warm_start: str | None, epochs: i
             opt_dense.step()
             seen += len(label)
             steps += 1
-            losses.append(float(loss))
+            losses.append(loss.item())
             if steps % log_every == 0:
                 rate = seen / (time.time() - t_start)
                 print(f"epoch {epoch} step {steps}: loss {np.mean(losses[-log_every:]):.4f}, "

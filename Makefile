@@ -1,0 +1,67 @@
+# Two commands matter: `make demo` and `make test`. Both do all setup first.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+UV_VERSION := 0.13.9
+UV := .tools/bin/uv
+# The CPU build of torch 2.13.0 for Python 3.11 lies here on the project's machines; uv needs the hint.
+TORCH_WHEELS ?= /opt/wheels
+export UV_PYTHON_DOWNLOADS := never
+export AIRFLOW_HOME ?= $(CURDIR)/.airflow
+export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
+export AIRFLOW__CORE__PLUGINS_FOLDER := $(CURDIR)/plugins
+export AIRFLOW__CORE__LOAD_EXAMPLES := False
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test test-unit test-steps test-e2e bench lock clean
+
+setup: .venv/.installed .venv-steps/.installed $(AIRFLOW_HOME)/airflow.db
+
+$(UV):
+	$(PYTHON) -m venv .tools
+	.tools/bin/python -m pip install -q --disable-pip-version-check uv==$(UV_VERSION)
+
+# Airflow side: scheduler, DAG tasks, Great Expectations, Triton client. Locked, byte-compiled.
+.venv/.installed: requirements/airflow.lock.txt pyproject.toml | $(UV)
+	$(UV) venv -q --allow-existing --python $(PYTHON) .venv
+	$(UV) pip sync -q --python .venv/bin/python --compile-bytecode requirements/airflow.lock.txt
+	$(UV) pip install -q --python .venv/bin/python --no-deps -e .
+	touch $@
+
+# Step images' environment: NVTabular 23.08 + PyTorch CPU (old pins; cannot share Airflow's env).
+.venv-steps/.installed: requirements/steps.lock.txt | $(UV)
+	$(UV) venv -q --allow-existing --python $(PYTHON) .venv-steps
+	$(UV) pip sync -q --python .venv-steps/bin/python --compile-bytecode --find-links $(TORCH_WHEELS) requirements/steps.lock.txt
+	touch $@
+
+$(AIRFLOW_HOME)/airflow.db: .venv/.installed
+	mkdir -p $(AIRFLOW_HOME)
+	.venv/bin/airflow db migrate > $(AIRFLOW_HOME)/db-migrate.log 2>&1 || (cat $(AIRFLOW_HOME)/db-migrate.log; exit 1)
+
+demo: setup
+	.venv/bin/python scripts/demo.py $(DEMO_ARGS)
+
+test: setup
+	$(MAKE) --no-print-directory test-steps test-unit test-e2e
+
+test-unit:
+	.venv/bin/python -m pytest -q -m "not e2e" tests/airflow tests/validator $(PYTEST_ARGS)
+
+test-steps:
+	PYTHONPATH=images/merlin/src .venv-steps/bin/python -m pytest -q tests/steps $(PYTEST_ARGS)
+
+test-e2e:
+	.venv/bin/python -m pytest -q -m e2e tests/airflow $(PYTEST_ARGS)
+
+bench: setup
+	.venv/bin/python bench/bench_parse.py
+	.venv-steps/bin/python bench/bench_preprocess.py
+	PYTHONPATH=images/merlin/src .venv-steps/bin/python bench/bench_train.py
+	.venv/bin/python bench/bench_daily_run.py
+
+# Re-resolve the locks (needs the registries); commit the result.
+lock: | $(UV)
+	$(UV) pip compile -q --python-version 3.11 requirements/airflow.in -o requirements/airflow.lock.txt
+	$(UV) pip compile -q --python-version 3.11 --find-links $(TORCH_WHEELS) requirements/steps.in -o requirements/steps.lock.txt
+
+clean:
+	rm -rf .venv .venv-steps .tools .airflow .data

@@ -1,0 +1,79 @@
+"""
+### Criteo full retrain (weekly, or by hand)
+
+Fits a new NVTabular workflow on a window of Criteo days and trains the DCN from scratch.
+
+```
+wait_for_raw_days[] -> extract[] -> validate[] (GX gate, per day) -> preprocess (fit workflow on the window)
+  -> train (from scratch) -> export -> evaluate (vs production, same rows) -> blessing_gate -> deploy
+```
+
+**Trigger by hand** from the UI with the form: `end_day` (-1 = the day of the logical date),
+`window_days`, `epochs`, `batch_size`, `learning_rate`, model sizes. The monitoring sensors trigger
+it the same way when the served model degrades.
+
+Any day of the window failing validation stops the run before training; production stays untouched.
+The same window and hyperparameters give the same run key: a rerun creates no duplicate version.
+"""
+from __future__ import annotations
+
+from datetime import datetime
+
+from airflow.sdk import DAG, Param
+
+from operators.deploy import DeployModelOperator
+from operators.sensors import RawDaySensor
+from operators.steps import CriteoStepOperator
+from operators.training_tasks import (DEFAULT_ARGS, RAW_POKE_INTERVAL_S, RAW_WAIT_TIMEOUT_S, SENSOR_MODE,
+                                      TRAINING_PARAMS, blessing_gate, day_of, extract_args_of, per_day_plans,
+                                      plan_full_retrain, validate_args_of)
+
+with DAG(
+    dag_id="criteo_full_retrain",
+    description="Weekly or on demand: fit the workflow on a window of days, train the DCN from scratch, deploy",
+    schedule="@weekly",
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    max_active_runs=1,
+    default_args=DEFAULT_ARGS,
+    params={
+        "end_day": Param(-1, type="integer", minimum=-1, title="Last day of the window",
+                         description="Criteo day number; -1 = the day of the run's logical date."),
+        "window_days": Param(7, type="integer", minimum=1, maximum=24, title="Window (days)",
+                             description="How many days, ending at end_day, to fit and train on."),
+        **TRAINING_PARAMS,
+        "mlp_dims": Param("1024,1024", type="string", pattern=r"^\d+(,\d+)*$", title="MLP sizes",
+                          description="Hidden layer widths of the DCN's deep part (HugeCTR sample: 1024,1024)."),
+        "embedding_dim": Param(16, type="integer", minimum=2, maximum=256, title="Embedding size"),
+        "cross_layers": Param(6, type="integer", minimum=0, maximum=16, title="Cross layers"),
+        "max_vocab": Param(0, type="integer", minimum=0, title="Max vocabulary per column",
+                           description="Categorify max_size; 0 keeps every value seen in the window."),
+    },
+    doc_md=__doc__,
+    tags=["criteo", "training", "full-retrain"],
+) as dag:
+    plan = plan_full_retrain()
+    days = per_day_plans(plan["per_day"])
+    raw_days = RawDaySensor.partial(task_id="wait_for_raw_days", raw_url=plan["raw_url"],
+                                    timeout=RAW_WAIT_TIMEOUT_S, poke_interval=RAW_POKE_INTERVAL_S,
+                                    mode=SENSOR_MODE).expand(day=days.map(day_of))
+    extract = CriteoStepOperator.partial(task_id="extract", step="extract").expand(
+        arguments=days.map(extract_args_of))
+    validate = CriteoStepOperator.partial(task_id="validate", step="validate", retries=0).expand(
+        arguments=days.map(validate_args_of))
+    preprocess = CriteoStepOperator(task_id="preprocess", step="preprocess", arguments=plan["preprocess_args"])
+    train = CriteoStepOperator(task_id="train", step="train", arguments=plan["train_args"])
+    export = CriteoStepOperator(task_id="export", step="export", arguments=plan["export_args"])
+    evaluate = CriteoStepOperator(task_id="evaluate", step="evaluate", arguments=plan["evaluate_args"])
+    blessed = blessing_gate(evaluate.output, plan["gate"])
+    deploy = DeployModelOperator(
+        task_id="deploy",
+        package=plan["package"],
+        run_key=plan["run_key"],
+        lineage={"mode": "full", "days": plan["days"], "workflow_id": plan["workflow_id"],
+                 "parent_version": plan["parent_version"], "validation": validate.output,
+                 "training": train.output, "evaluation": evaluate.output, "export": export.output,
+                 "gate": plan["gate"], "hyperparameters": plan["hyperparameters"]},
+    )
+
+    raw_days >> extract >> validate >> preprocess >> train >> export >> evaluate >> blessed >> deploy

@@ -1,0 +1,66 @@
+"""
+### Criteo incremental training (daily)
+
+One run = one Criteo day. The logical date maps to `day_N` with
+`N = logical date - criteo_day0_date` (Variable, default 2026-01-01 -> day_0).
+
+```
+wait_for_raw_day -> extract -> validate (GX gate) -> preprocess (saved NVTabular workflow)
+  -> train (warm start from production) -> export (ONNX + Triton package) -> evaluate
+  -> blessing_gate (AUC floor, no worse than production) -> deploy (new Triton model version)
+```
+
+* Runs apply in order: `max_active_runs=1`, `depends_on_past=True`. A day that fails validation
+  blocks the following days until it is fixed or cleared.
+* A bad day stops at **validate**; training and deploy never run and the production version is untouched.
+* Rerunning a day rewrites the same partitions and creates no new model version.
+* Backfill: `airflow backfill create --dag-id criteo_incremental_training --from-date 2026-01-02 --to-date 2026-01-05`.
+
+Settings (Airflow Variables): `criteo_base_url`, `criteo_raw_url`, `criteo_runtime` (local | kubernetes),
+`criteo_day0_date`, `criteo_num_days`, `criteo_model_name`.
+"""
+from __future__ import annotations
+
+from datetime import datetime
+
+from airflow.sdk import DAG
+
+from operators.deploy import DeployModelOperator
+from operators.sensors import RawDaySensor
+from operators.steps import CriteoStepOperator
+from operators.training_tasks import (DEFAULT_ARGS, RAW_POKE_INTERVAL_S, RAW_WAIT_TIMEOUT_S, SENSOR_MODE,
+                                      TRAINING_PARAMS, blessing_gate, plan_incremental_run)
+
+with DAG(
+    dag_id="criteo_incremental_training",
+    description="Daily: one Criteo day, warm-started from production, gated, deployed to Triton",
+    schedule="@daily",
+    start_date=datetime(2026, 1, 2),
+    catchup=False,
+    max_active_runs=1,
+    default_args={**DEFAULT_ARGS, "depends_on_past": True},
+    params=TRAINING_PARAMS,
+    doc_md=__doc__,
+    tags=["criteo", "training", "incremental"],
+) as dag:
+    plan = plan_incremental_run()
+    raw_day = RawDaySensor(task_id="wait_for_raw_day", raw_url=plan["raw_url"], day=plan["day"],
+                           timeout=RAW_WAIT_TIMEOUT_S, poke_interval=RAW_POKE_INTERVAL_S, mode=SENSOR_MODE)
+    extract = CriteoStepOperator(task_id="extract", step="extract", arguments=plan["extract_args"])
+    validate = CriteoStepOperator(task_id="validate", step="validate", arguments=plan["validate_args"], retries=0)
+    preprocess = CriteoStepOperator(task_id="preprocess", step="preprocess", arguments=plan["preprocess_args"])
+    train = CriteoStepOperator(task_id="train", step="train", arguments=plan["train_args"])
+    export = CriteoStepOperator(task_id="export", step="export", arguments=plan["export_args"])
+    evaluate = CriteoStepOperator(task_id="evaluate", step="evaluate", arguments=plan["evaluate_args"])
+    blessed = blessing_gate(evaluate.output, plan["gate"])
+    deploy = DeployModelOperator(
+        task_id="deploy",
+        package=plan["package"],
+        run_key=plan["run_key"],
+        lineage={"mode": "incremental", "days": plan["days"], "workflow_id": plan["workflow_id"],
+                 "parent_version": plan["parent_version"], "validation": [validate.output],
+                 "training": train.output, "evaluation": evaluate.output, "export": export.output,
+                 "gate": plan["gate"]},
+    )
+
+    raw_day >> extract >> validate >> preprocess >> train >> export >> evaluate >> blessed >> deploy

@@ -1,0 +1,84 @@
+"""Where everything lives under the base URL, and which Criteo day a run processes.
+
+    raw/day_N[.gz]                                  input, as Criteo publishes it
+    work/extracted/day=N/                           text columns, train/ + eval/ slices
+    work/processed/<workflow id>/day=N/             NVTabular output
+    work/workflows/<workflow id>/                   fitted workflow (full retrain)
+    work/candidates/<run key>/{train,package,evaluation}/
+    model_repository/<model>/config.pbtxt, <model>/<version>/...   Triton's repository
+    data_docs/                                      Great Expectations data docs
+
+Logical date -> day: day_N with N = (logical date - criteo_day0_date) in days. With the defaults,
+the run for 2026-01-01 processes day_0 and 2026-01-24 processes day_23. A date outside
+[0, criteo_num_days) is an error naming the mapping, not a silent wrap-around.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import date, datetime
+
+from .config import PipelineConfig
+
+
+class DayOutOfRange(ValueError):
+    pass
+
+
+def day_for_date(logical: date | datetime, day0: date, num_days: int) -> int:
+    d = logical.date() if isinstance(logical, datetime) else logical
+    n = (d - day0).days
+    if not 0 <= n < num_days:
+        raise DayOutOfRange(
+            f"logical date {d} maps to day_{n}, outside day_0..day_{num_days - 1} "
+            f"(criteo_day0_date={day0}, criteo_num_days={num_days})")
+    return n
+
+
+def date_for_day(day: int, day0: date):
+    from datetime import timedelta
+
+    return day0 + timedelta(days=day)
+
+
+@dataclass(frozen=True)
+class Layout:
+    cfg: PipelineConfig
+
+    @property
+    def raw(self) -> str:
+        return self.cfg.raw_url
+
+    def extracted(self, day: int) -> str:
+        return f"{self.cfg.base_url}/work/extracted/day={day}"
+
+    def processed_root(self, workflow_id: str) -> str:
+        return f"{self.cfg.base_url}/work/processed/{workflow_id}"
+
+    def processed(self, workflow_id: str, day: int) -> str:
+        return f"{self.processed_root(workflow_id)}/day={day}"
+
+    def workflow(self, workflow_id: str) -> str:
+        return f"{self.cfg.base_url}/work/workflows/{workflow_id}"
+
+    def candidate(self, run_key: str) -> str:
+        return f"{self.cfg.base_url}/work/candidates/{run_key}"
+
+    @property
+    def data_docs(self) -> str:
+        return f"{self.cfg.base_url}/data_docs"
+
+    @property
+    def model_repository(self) -> str:
+        return self.cfg.model_repository
+
+    def model_dir(self) -> str:
+        return f"{self.model_repository}/{self.cfg.model_name}"
+
+    def version_dir(self, version: int) -> str:
+        return f"{self.model_dir()}/{version}"
+
+
+def fingerprint(payload: dict) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:10]
