@@ -25,6 +25,17 @@ def code_revision() -> str:
         return "unknown"
 
 
+def plain(obj):
+    """Materialise XCom values (mapped results arrive as lazy sequences) into JSON-able data."""
+    if isinstance(obj, dict):
+        return {str(k): plain(v) for k, v in obj.items()}
+    if obj is None or isinstance(obj, (str, int, float, bool)):
+        return obj
+    if hasattr(obj, "__iter__"):
+        return [plain(x) for x in obj]
+    return str(obj)
+
+
 class DeployModelOperator(BaseOperator):
     """Publish a candidate package as the next version of the model in the Triton repository.
 
@@ -58,7 +69,7 @@ class DeployModelOperator(BaseOperator):
             self.log.info("run %s is already deployed as version %s; nothing to do", self.run_key, existing)
             return {"version": existing, "created": False, "version_dir": layout.version_dir(existing)}
         manifest = {
-            **self.lineage,
+            **plain(self.lineage),
             "run_key": self.run_key,
             "model": layout.cfg.model_name,
             "package": self.package,

@@ -66,8 +66,11 @@ class ModelRepositoryHook:
             version = (max(self._all_numeric(), default=0)) + 1
             staging = self.model_dir / f".staging-{version}-{uuid.uuid4().hex[:8]}"
             for src in package.rglob("*"):
-                if src.is_file() and src.name != SUCCESS:
-                    dst = staging / str(src.relative_to(package))
+                rel = str(src.relative_to(package))
+                # The package's own marker is replaced by the version's; nested ones (the
+                # workflow's) are part of the content.
+                if src.is_file() and rel != SUCCESS:
+                    dst = staging / rel
                     dst.parent.mkdir(parents=True, exist_ok=True)
                     src.copy(dst)
             (staging / "lineage.json").write_text(json.dumps({**lineage, "version": version}, indent=2, default=str))

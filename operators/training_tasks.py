@@ -13,7 +13,7 @@ from airflow.sdk import Param, task
 DEFAULT_ARGS = {
     "owner": "ml-platform",
     "retries": 2,
-    "retry_delay": timedelta(minutes=2),
+    "retry_delay": timedelta(seconds=float(os.environ.get("CRITEO_RETRY_DELAY_S", "120"))),
     "retry_exponential_backoff": True,
     "execution_timeout": timedelta(hours=6),
 }

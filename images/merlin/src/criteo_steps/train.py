@@ -4,8 +4,9 @@ Reads preprocessed day partitions in bounded chunks (a chunk is shuffled in memo
 day), trains with SparseAdam on the embedding rows and Adam on the dense layers, and publishes
 OUTPUT/checkpoint.pt + OUTPUT/_train.json.
 
-In production this step is HugeCTR's DCN in the GPU image (images/merlin/hugectr_train.py); the
-PyTorch model here has the same architecture and is what the embedded default runs.
+The same CLI runs in the GPU image (torch uses CUDA when present) and on the embedded default's
+CPU. The model has the architecture of HugeCTR's DCN sample; a HugeCTR trainer is not part of this
+release (see README, "What is not executed here").
 
     python -m criteo_steps train --train .../processed/wf/day=0 --output .../candidates/KEY/train \
         [--warm-start .../model_repository/criteo_dcn/3/checkpoint.pt] --epochs 1 --batch-size 4096
@@ -75,6 +76,8 @@ def train(train_parts: list[str], output: str, warm_start: str | None, epochs: i
     else:
         model = DCN(DCNConfig(vocab, embedding_dim=embedding_dim, num_cross_layers=cross_layers,
                               mlp_dims=mlp_dims, dropout=dropout))
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model.to(device)
     sparse = [model.embedding.weight]
     dense_params = [p for n, p in model.named_parameters() if n != "embedding.weight"]
     opt_sparse = torch.optim.SparseAdam(sparse, lr=lr)
@@ -84,8 +87,8 @@ def train(train_parts: list[str], output: str, warm_start: str | None, epochs: i
     seen, steps, t_start, losses = 0, 0, time.time(), []
     for epoch in range(epochs):
         for cats, dense, label in iter_batches(train_parts, "train", batch_size, seed=seed + epoch):
-            logits = model(torch.from_numpy(cats), torch.from_numpy(dense)).squeeze(1)
-            loss = loss_fn(logits, torch.from_numpy(label))
+            logits = model(torch.from_numpy(cats).to(device), torch.from_numpy(dense).to(device)).squeeze(1)
+            loss = loss_fn(logits, torch.from_numpy(label).to(device))
             opt_sparse.zero_grad()
             opt_dense.zero_grad()
             loss.backward()
@@ -101,8 +104,9 @@ def train(train_parts: list[str], output: str, warm_start: str | None, epochs: i
     seconds = time.time() - t_start
     if seen == 0:
         raise SystemExit(f"train: no training rows in {train_parts}")
-    metrics = {"samples": seen, "steps": steps, "epochs": epochs, "seconds": round(seconds, 3),
+    metrics = {"device": str(device), "samples": seen, "steps": steps, "epochs": epochs, "seconds": round(seconds, 3),
                "samples_per_s": round(seen / seconds, 1), "final_loss": float(np.mean(losses[-50:]))}
+    model.to("cpu")
     with storage.staged_partition(output) as staging:
         import tempfile
 

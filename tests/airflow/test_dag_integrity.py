@@ -1,0 +1,65 @@
+import ast
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.unit
+DAG_FILES = sorted((Path(__file__).resolve().parents[2] / "dags").glob("*.py"))
+HEAVY = {"great_expectations", "nvtabular", "torch", "tritonclient", "kubernetes", "onnxruntime",
+         "pandas", "numpy", "pyarrow", "google.cloud"}
+
+
+def test_every_dag_file_imports_without_errors(dagbag):
+    assert dagbag.import_errors == {}
+    assert set(dagbag.dag_ids) >= {"criteo_incremental_training", "criteo_full_retrain"}
+
+
+@pytest.mark.parametrize("dag_id", ["criteo_incremental_training", "criteo_full_retrain"])
+def test_dag_conventions(dagbag, dag_id):
+    dag = dagbag.get_dag(dag_id)
+    assert dag.doc_md and len(dag.doc_md) > 200
+    assert dag.tags and "criteo" in dag.tags
+    assert dag.max_active_runs == 1
+    for task in dag.tasks:
+        assert task.owner == "ml-platform", task.task_id
+        assert task.retries is not None, task.task_id
+    # data errors are not retried; infrastructure errors are
+    assert dag.get_task("validate").retries == 0
+    assert dag.get_task("train").retries >= 1
+    # the gate sits between evaluation and deployment
+    assert "blessing_gate" in dag.get_task("deploy").upstream_task_ids
+    assert dag.get_task("deploy").trigger_rule == "all_success"
+    assert "evaluate" in dag.get_task("blessing_gate").upstream_task_ids
+
+
+def test_incremental_runs_apply_in_order(dagbag):
+    dag = dagbag.get_dag("criteo_incremental_training")
+    assert all(t.depends_on_past for t in dag.tasks)
+    assert "preprocess" in dag.get_task("validate").downstream_task_ids
+
+
+def test_full_retrain_trigger_form_has_typed_params(dagbag):
+    params = dagbag.get_dag("criteo_full_retrain").params
+    for name, typ in [("window_days", "integer"), ("epochs", "integer"), ("batch_size", "integer"),
+                      ("learning_rate", "number"), ("end_day", "integer")]:
+        p = params.get_param(name)
+        assert p.schema["type"] == typ and p.description, name
+
+
+def test_dag_graph_has_no_cycles(dagbag):
+    for dag in dagbag.dags.values():
+        # topological order exists only for an acyclic graph
+        assert len(dag.topological_sort()) == len(dag.tasks)
+
+
+@pytest.mark.parametrize("path", DAG_FILES, ids=lambda p: p.name)
+def test_dag_files_do_not_import_heavy_libraries_at_module_level(path):
+    tree = ast.parse(path.read_text())
+    for node in tree.body:
+        names = []
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            names = [node.module or ""]
+        for n in names:
+            assert not any(n == h or n.startswith(h + ".") for h in HEAVY), f"{path.name} imports {n}"

@@ -1,0 +1,108 @@
+"""End to end: the real DAGs, run with dag.test() on small synthetic Criteo days.
+
+Order matters and the runs share one bucket, as in production: a full retrain, two daily runs,
+a rerun of a day, a malformed day and a missing day.
+"""
+import json
+import os
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+DAY0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+ROWS = 60_000
+SMALL_MODEL = {"epochs": 2, "learning_rate": 0.005, "mlp_dims": "128,128", "batch_size": 2048,
+               "auc_floor": 0.6}
+
+
+@pytest.fixture(scope="module")
+def bucket(tmp_path_factory):
+    base = tmp_path_factory.mktemp("bucket")
+    os.environ["AIRFLOW_VAR_CRITEO_BASE_URL"] = str(base)
+    os.environ["AIRFLOW_VAR_CRITEO_DAY0_DATE"] = DAY0.date().isoformat()
+    from operators.steps import STEPS, LocalProcessRuntime
+
+    LocalProcessRuntime().run(STEPS["synth"], ["--out", str(base / "raw"), "--days", "0-3", "--rows", str(ROWS)])
+    yield base
+    os.environ.pop("AIRFLOW_VAR_CRITEO_BASE_URL", None)
+
+
+def run(dagbag, dag_id, day, conf=None):
+    dr = dagbag.get_dag(dag_id).test(logical_date=DAY0 + timedelta(days=day), run_conf=conf)
+    return dr, {ti.task_id + (f"[{ti.map_index}]" if ti.map_index >= 0 else ""): ti.state
+                for ti in dr.get_task_instances()}
+
+
+def versions(base):
+    model = Path(base) / "model_repository" / "criteo_dcn"
+    return sorted(int(p.name) for p in model.iterdir() if p.name.isdigit()) if model.exists() else []
+
+
+def lineage(base, v):
+    return json.loads((Path(base) / "model_repository" / "criteo_dcn" / str(v) / "lineage.json").read_text())
+
+
+def test_full_retrain_then_two_incremental_days(dagbag, bucket):
+    dr, states = run(dagbag, "criteo_full_retrain", 1, {"end_day": 1, "window_days": 2, **SMALL_MODEL})
+    assert dr.state == "success", states
+    assert versions(bucket) == [1]
+    first = lineage(bucket, 1)
+    assert first["mode"] == "full" and first["days"] == [0, 1] and first["parent_version"] is None
+    assert first["evaluation"]["candidate_metrics"]["auc"] > 0.6
+    assert all(v["success"] for v in first["validation"])
+    assert first["code_revision"] and first["training"]["metrics"]["samples"] == 2 * 2 * ROWS * 9 // 10
+    assert first["hyperparameters"]["mlp_dims"] == "128,128"
+
+    for day, expected in ((2, 2), (3, 3)):
+        dr, states = run(dagbag, "criteo_incremental_training", day, {"auc_floor": 0.6})
+        assert dr.state == "success", states
+        assert states["deploy"] == "success"
+        lin = lineage(bucket, expected)
+        assert lin["mode"] == "incremental" and lin["days"] == [day] and lin["parent_version"] == expected - 1
+        assert lin["workflow_id"] == first["workflow_id"]
+        assert lin["training"]["warm_start"].endswith(f"criteo_dcn/{expected - 1}/checkpoint.pt")
+        assert lin["evaluation"]["candidate_metrics"]["auc"] > 0.6
+        assert "baseline_metrics" in lin["evaluation"]
+    version_dir = Path(bucket) / "model_repository" / "criteo_dcn" / "3"
+    for name in ("model.onnx", "model.py", "criteo_serving.py", "checkpoint.pt", "preprocessing/nvt/workflow.pkl",
+                 "preprocessing/serving/categories.npz", "lineage.json", "_SUCCESS"):
+        assert (version_dir / name).exists(), name
+    assert (Path(bucket) / "model_repository" / "criteo_dcn" / "config.pbtxt").exists()
+    assert list((Path(bucket) / "data_docs").rglob("*.html"))
+
+
+def test_rerunning_a_day_creates_no_duplicate(dagbag, bucket):
+    before = versions(bucket)
+    dr, states = run(dagbag, "criteo_incremental_training", 2, {"auc_floor": 0.6})
+    assert dr.state == "success", states
+    assert versions(bucket) == before
+    processed = Path(bucket) / "work" / "processed"
+    (wf,) = list(processed.iterdir())
+    assert sorted(p.name for p in wf.iterdir()) == ["day=0", "day=1", "day=2", "day=3"]
+    leftovers = [p for p in Path(bucket).rglob(".staging-*")] + [p for p in Path(bucket).rglob(".replaced-*")]
+    assert leftovers == []
+
+
+def test_a_malformed_day_stops_before_training(dagbag, bucket):
+    good = (Path(bucket) / "raw" / "day_3").read_text().splitlines()[:5000]
+    broken = [line.replace("\t", "\t", 1) for line in good]
+    broken[10] = "2" + broken[10][1:]                      # label 2
+    broken[20] = broken[20][:-8] + "NOTAHEX!"              # bad hex in C26
+    (Path(bucket) / "raw" / "day_4").write_text("\n".join(broken) + "\n")
+    before = versions(bucket)
+    prod = (Path(bucket) / "model_repository" / "criteo_dcn" / str(before[-1]) / "model.onnx").read_bytes()
+    dr, states = run(dagbag, "criteo_incremental_training", 4, {"auc_floor": 0.6})
+    assert dr.state == "failed"
+    assert states["validate"] == "failed"
+    assert states["preprocess"] == states["train"] == states["deploy"] == "upstream_failed"
+    assert versions(bucket) == before
+    assert (Path(bucket) / "model_repository" / "criteo_dcn" / str(before[-1]) / "model.onnx").read_bytes() == prod
+
+
+def test_a_missing_day_waits_then_fails(dagbag, bucket):
+    dr, states = run(dagbag, "criteo_incremental_training", 5, {"auc_floor": 0.6})
+    assert dr.state == "failed"
+    assert states["wait_for_raw_day"] == "failed"
+    assert states["extract"] == "upstream_failed"

@@ -1,0 +1,111 @@
+import json
+from datetime import date, datetime
+
+import pytest
+
+from operators.blessing import judge
+from operators.config import PipelineConfig
+from operators.layout import DayOutOfRange, Layout, day_for_date
+from operators.model_repository import ModelRepositoryHook
+from operators.planning import NoProductionModel, plan_full, plan_incremental, window_days
+
+pytestmark = pytest.mark.unit
+PARAMS = {"epochs": 1, "batch_size": 4096, "learning_rate": 0.001, "auc_floor": 0.7, "max_auc_drop": 0.01,
+          "max_eval_rows": 100000, "end_day": -1, "window_days": 3, "mlp_dims": "1024,1024",
+          "embedding_dim": 16, "cross_layers": 6, "max_vocab": 0}
+
+
+@pytest.fixture
+def cfg(tmp_path):
+    return PipelineConfig(base_url=str(tmp_path), raw_url=str(tmp_path / "raw"), runtime="local",
+                          day0=date(2026, 1, 1), num_days=24, model_name="criteo_dcn")
+
+
+def _fake_version(cfg, version, **lineage):
+    d = tmp = Layout(cfg).version_dir(version)
+    from pathlib import Path
+
+    Path(tmp).mkdir(parents=True)
+    (Path(d) / "lineage.json").write_text(json.dumps({"version": version, **lineage}))
+    (Path(d) / "_SUCCESS").touch()
+
+
+def test_day_mapping_is_documented_and_bounded():
+    assert day_for_date(date(2026, 1, 1), date(2026, 1, 1), 24) == 0
+    assert day_for_date(datetime(2026, 1, 24, 5), date(2026, 1, 1), 24) == 23
+    with pytest.raises(DayOutOfRange, match="maps to day_24, outside day_0..day_23"):
+        day_for_date(date(2026, 1, 25), date(2026, 1, 1), 24)
+    with pytest.raises(DayOutOfRange):
+        day_for_date(date(2025, 12, 31), date(2026, 1, 1), 24)
+
+
+def test_incremental_needs_a_production_model(cfg):
+    with pytest.raises(NoProductionModel, match="trigger criteo_full_retrain first"):
+        plan_incremental(cfg, date(2026, 1, 4), PARAMS)
+
+
+def test_incremental_plan_warm_starts_from_production(cfg):
+    _fake_version(cfg, 1, workflow_id="full-day0-2-abc", run_key="full-day0-2-abc")
+    _fake_version(cfg, 2, workflow_id="full-day0-2-abc", run_key="incremental-day3", parent_version=1)
+    plan = plan_incremental(cfg, date(2026, 1, 5), PARAMS)
+    assert plan["day"] == 4 and plan["run_key"] == "incremental-day4" and plan["parent_version"] == 2
+    v2 = Layout(cfg).version_dir(2)
+    assert plan["train_args"]["--warm-start"] == f"{v2}/checkpoint.pt"
+    assert plan["preprocess_args"]["--workflow"] == f"{v2}/preprocessing"
+    assert plan["preprocess_args"]["--output-root"].endswith("/work/processed/full-day0-2-abc")
+    assert plan["extract_args"] == {"--input": f"{cfg.base_url}/raw", "--day": 4,
+                                    "--output": f"{cfg.base_url}/work/extracted/day=4"}
+    assert plan["evaluate_args"]["--baseline"] == v2
+
+
+def test_rerun_of_a_deployed_day_keeps_its_original_parent(cfg):
+    _fake_version(cfg, 1, workflow_id="w", run_key="full")
+    _fake_version(cfg, 2, workflow_id="w", run_key="incremental-day3", parent_version=1)
+    plan = plan_incremental(cfg, date(2026, 1, 4), PARAMS)  # day 3 again
+    assert plan["parent_version"] == 1
+
+
+def test_full_plan_window_and_stable_run_key(cfg):
+    assert window_days(cfg, date(2026, 1, 8), -1, 7) == [1, 2, 3, 4, 5, 6, 7]
+    assert window_days(cfg, date(2026, 1, 3), -1, 7) == [0, 1, 2]
+    p1 = plan_full(cfg, date(2026, 1, 3), {**PARAMS, "end_day": 2})
+    p2 = plan_full(cfg, date(2026, 6, 1), {**PARAMS, "end_day": 2})
+    p3 = plan_full(cfg, date(2026, 1, 3), {**PARAMS, "end_day": 2, "epochs": 2})
+    assert p1["days"] == [0, 1, 2] and p1["run_key"] == p2["run_key"] != p3["run_key"]
+    assert p1["parent_version"] is None and p1["evaluate_args"]["--baseline"] is None
+    assert p1["preprocess_args"]["--fit-workflow"] == f"{cfg.base_url}/work/workflows/{p1['run_key']}"
+    assert [d["day"] for d in p1["per_day"]] == [0, 1, 2]
+    with pytest.raises(ValueError, match="outside day_0..day_23"):
+        plan_full(cfg, date(2026, 1, 3), {**PARAMS, "end_day": 30})
+
+
+def test_blessing_gate():
+    ev = lambda c, b=None: {"candidate_metrics": {"auc": c}, **({"baseline_metrics": {"auc": b}} if b else {})}
+    assert judge(ev(0.75), 0.7, 0.01).blessed
+    assert not judge(ev(0.69), 0.7, 0.01).blessed
+    assert judge(ev(0.745, 0.75), 0.7, 0.01).blessed
+    v = judge(ev(0.73, 0.75), 0.7, 0.01)
+    assert not v.blessed and "worse than production 0.7500" in v.reasons[0]
+    assert not judge(ev(float("nan")), 0.7, 0.01).blessed
+
+
+def test_model_repository_push_is_atomic_and_idempotent_by_key(cfg, tmp_path):
+    pkg = tmp_path / "pkg"
+    (pkg / "preprocessing").mkdir(parents=True)
+    (pkg / "model.onnx").write_bytes(b"onnx")
+    (pkg / "config.pbtxt").write_text('name: "criteo_dcn"')
+    (pkg / "preprocessing" / "x.json").write_text("{}")
+    (pkg / "preprocessing" / "_SUCCESS").touch()
+    hook = ModelRepositoryHook(Layout(cfg))
+    with pytest.raises(FileNotFoundError, match="not published"):
+        hook.push(str(pkg), {"run_key": "a"})
+    (pkg / "_SUCCESS").touch()
+    model_dir = tmp_path / "model_repository" / "criteo_dcn"
+    (model_dir / "2").mkdir(parents=True)  # a stray, incomplete folder: not a version, not reused
+    assert hook.production_version() is None
+    v = hook.push(str(pkg), {"run_key": "a"})
+    assert v == 3 and hook.versions() == [3] and hook.find_by_run_key("a") == 3
+    assert (model_dir / "3" / "preprocessing" / "x.json").exists() and (model_dir / "config.pbtxt").exists()
+    assert (model_dir / "3" / "preprocessing" / "_SUCCESS").exists()  # nested markers are content
+    assert hook.lineage(3)["version"] == 3
+    assert not [p for p in model_dir.iterdir() if p.name.startswith(".staging")]
