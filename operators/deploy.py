@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
-from datetime import datetime, timezone
 from typing import Any, Sequence
 
 from airflow.sdk import BaseOperator
@@ -13,6 +11,8 @@ def code_revision() -> str:
     """The git revision of the pipeline code (images bake it in as CRITEO_CODE_REVISION)."""
     if os.environ.get("CRITEO_CODE_REVISION"):
         return os.environ["CRITEO_CODE_REVISION"]
+    import subprocess
+
     from .config import REPO_ROOT
 
     try:
@@ -58,6 +58,8 @@ class DeployModelOperator(BaseOperator):
         self.lineage = lineage
 
     def execute(self, context) -> dict:
+        from datetime import datetime, timezone
+
         from .config import PipelineConfig
         from .layout import Layout
         from .model_repository import ModelRepositoryHook

@@ -47,4 +47,4 @@ class RawDaySensor(BaseSensorOperator):
         except AirflowSensorTimeout as exc:
             raise AirflowSensorTimeout(
                 f"raw Criteo day {self.day} never arrived: expected {' or '.join(self.candidates())} "
-                f"(waited {self.timeout:.0f}s; {exc})") from None
+                f"(waited {self.timeout:g}s; {exc})") from None

@@ -11,14 +11,9 @@ task's XCom. The Airflow Variable `criteo_runtime` picks the runtime; DAG files 
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
-import signal
-import subprocess
-import tempfile
-from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 from airflow.sdk import BaseOperator
@@ -95,7 +90,7 @@ class LocalProcessRuntime:
 
     def __init__(self, tail_lines: int = 40):
         self.tail_lines = tail_lines
-        self._proc: subprocess.Popen | None = None
+        self._proc = None
 
     def command(self, step: StepSpec, argv: list[str]) -> tuple[list[str], dict[str, str]]:
         image = IMAGES[step.image]
@@ -105,6 +100,12 @@ class LocalProcessRuntime:
         return [image.local_python, "-m", image.module, *step.command, *argv], env
 
     def run(self, step: StepSpec, argv: list[str]) -> dict:
+        # Imported here, not at module level: DAG files import this module at parse time.
+        import json
+        import subprocess
+        import tempfile
+        from collections import deque
+
         cmd, env = self.command(step, argv)
         if not os.path.exists(cmd[0]):
             raise FileNotFoundError(
@@ -132,6 +133,8 @@ class LocalProcessRuntime:
         return result or {}
 
     def kill(self) -> None:
+        import signal
+
         if self._proc and self._proc.poll() is None:
             os.killpg(self._proc.pid, signal.SIGTERM)
 
