@@ -4,8 +4,9 @@
 Fits a new NVTabular workflow on a window of Criteo days and trains the DCN from scratch.
 
 ```
-wait_for_raw_days[] -> extract[] -> validate[] (GX gate, per day) -> preprocess (fit workflow on the window)
-  -> train (from scratch) -> export -> evaluate (vs production, same rows) -> blessing_gate -> deploy
+plan -> wait_for_raw_days[] -> extract[] -> validate[] (GX gate, per day)
+  -> preprocess (fit workflow on the window) -> train (from scratch) -> export
+  -> evaluate (vs production, same rows) -> blessing_gate -> deploy
 ```
 
 **Trigger by hand** from the UI with the form: `end_day` (-1 = the day of the logical date),
@@ -21,12 +22,11 @@ from datetime import datetime
 
 from airflow.sdk import DAG, Param
 
-from operators.deploy import DeployModelOperator
 from operators.sensors import RawDaySensor
 from operators.steps import CriteoStepOperator
 from operators.training_tasks import (DEFAULT_ARGS, RAW_POKE_INTERVAL_S, RAW_WAIT_TIMEOUT_S, SENSOR_MODE,
                                       TRAINING_PARAMS, blessing_gate, day_of, extract_args_of, per_day_plans,
-                                      plan_full_retrain, validate_args_of)
+                                      plan_full_retrain, train_evaluate_deploy, validate_args_of)
 
 with DAG(
     dag_id="criteo_full_retrain",
@@ -61,19 +61,6 @@ with DAG(
         arguments=days.map(extract_args_of))
     validate = CriteoStepOperator.partial(task_id="validate", step="validate", retries=0).expand(
         arguments=days.map(validate_args_of))
-    preprocess = CriteoStepOperator(task_id="preprocess", step="preprocess", arguments=plan["preprocess_args"])
-    train = CriteoStepOperator(task_id="train", step="train", arguments=plan["train_args"])
-    export = CriteoStepOperator(task_id="export", step="export", arguments=plan["export_args"])
-    evaluate = CriteoStepOperator(task_id="evaluate", step="evaluate", arguments=plan["evaluate_args"])
-    blessed = blessing_gate(evaluate.output, plan["gate"])
-    deploy = DeployModelOperator(
-        task_id="deploy",
-        package=plan["package"],
-        run_key=plan["run_key"],
-        lineage={"mode": "full", "days": plan["days"], "workflow_id": plan["workflow_id"],
-                 "parent_version": plan["parent_version"], "validation": validate.output,
-                 "training": train.output, "evaluation": evaluate.output, "export": export.output,
-                 "gate": plan["gate"], "hyperparameters": plan["hyperparameters"]},
-    )
+    train_evaluate_deploy(plan, validate, mode="full", hyperparameters=plan["hyperparameters"])
 
-    raw_days >> extract >> validate >> preprocess >> train >> export >> evaluate >> blessed >> deploy
+    raw_days >> extract >> validate

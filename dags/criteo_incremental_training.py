@@ -5,7 +5,7 @@ One run = one Criteo day. The logical date maps to `day_N` with
 `N = logical date - criteo_day0_date` (Variable, default 2026-01-01 -> day_0).
 
 ```
-wait_for_raw_day -> extract -> validate (GX gate) -> preprocess (saved NVTabular workflow)
+plan -> wait_for_raw_day -> extract -> validate (GX gate) -> preprocess (saved NVTabular workflow)
   -> train (warm start from production) -> export (ONNX + Triton package) -> evaluate
   -> blessing_gate (AUC floor, no worse than production) -> deploy (new Triton model version)
 ```
@@ -25,11 +25,10 @@ from datetime import datetime
 
 from airflow.sdk import DAG
 
-from operators.deploy import DeployModelOperator
 from operators.sensors import RawDaySensor
 from operators.steps import CriteoStepOperator
 from operators.training_tasks import (DEFAULT_ARGS, RAW_POKE_INTERVAL_S, RAW_WAIT_TIMEOUT_S, SENSOR_MODE,
-                                      TRAINING_PARAMS, blessing_gate, plan_incremental_run)
+                                      TRAINING_PARAMS, plan_incremental_run, train_evaluate_deploy)
 
 with DAG(
     dag_id="criteo_incremental_training",
@@ -48,19 +47,6 @@ with DAG(
                            timeout=RAW_WAIT_TIMEOUT_S, poke_interval=RAW_POKE_INTERVAL_S, mode=SENSOR_MODE)
     extract = CriteoStepOperator(task_id="extract", step="extract", arguments=plan["extract_args"])
     validate = CriteoStepOperator(task_id="validate", step="validate", arguments=plan["validate_args"], retries=0)
-    preprocess = CriteoStepOperator(task_id="preprocess", step="preprocess", arguments=plan["preprocess_args"])
-    train = CriteoStepOperator(task_id="train", step="train", arguments=plan["train_args"])
-    export = CriteoStepOperator(task_id="export", step="export", arguments=plan["export_args"])
-    evaluate = CriteoStepOperator(task_id="evaluate", step="evaluate", arguments=plan["evaluate_args"])
-    blessed = blessing_gate(evaluate.output, plan["gate"])
-    deploy = DeployModelOperator(
-        task_id="deploy",
-        package=plan["package"],
-        run_key=plan["run_key"],
-        lineage={"mode": "incremental", "days": plan["days"], "workflow_id": plan["workflow_id"],
-                 "parent_version": plan["parent_version"], "validation": [validate.output],
-                 "training": train.output, "evaluation": evaluate.output, "export": export.output,
-                 "gate": plan["gate"]},
-    )
+    train_evaluate_deploy(plan, validate, mode="incremental")
 
-    raw_day >> extract >> validate >> preprocess >> train >> export >> evaluate >> blessed >> deploy
+    raw_day >> extract >> validate

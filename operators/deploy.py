@@ -70,8 +70,11 @@ class DeployModelOperator(BaseOperator):
         if existing is not None:
             self.log.info("run %s is already deployed as version %s; nothing to do", self.run_key, existing)
             return {"version": existing, "created": False, "version_dir": layout.version_dir(existing)}
+        lineage = plain(self.lineage)
+        if isinstance(lineage.get("validation"), dict):  # one day (incremental): same shape as a window
+            lineage["validation"] = [lineage["validation"]]
         manifest = {
-            **plain(self.lineage),
+            **lineage,
             "run_key": self.run_key,
             "model": layout.cfg.model_name,
             "package": self.package,

@@ -109,3 +109,30 @@ def blessing_gate(evaluation: dict, gate: dict) -> bool:
     for reason in verdict.reasons:
         print(("BLESSED: " if verdict.blessed else "NOT BLESSED: ") + reason)
     return verdict.blessed
+
+
+def train_evaluate_deploy(plan, validation, mode: str, **lineage_extra):
+    """preprocess -> train -> export -> evaluate -> blessing_gate -> deploy, the same in both DAGs.
+
+    `plan` is the plan task's output; `validation` the validate task(s), whose results go into the
+    lineage. Returns (first, last) task so the caller can wire the chain in.
+    """
+    from operators.deploy import DeployModelOperator
+    from operators.steps import CriteoStepOperator
+
+    preprocess = CriteoStepOperator(task_id="preprocess", step="preprocess", arguments=plan["preprocess_args"])
+    train = CriteoStepOperator(task_id="train", step="train", arguments=plan["train_args"])
+    export = CriteoStepOperator(task_id="export", step="export", arguments=plan["export_args"])
+    evaluate = CriteoStepOperator(task_id="evaluate", step="evaluate", arguments=plan["evaluate_args"])
+    blessed = blessing_gate(evaluate.output, plan["gate"])
+    deploy = DeployModelOperator(
+        task_id="deploy",
+        package=plan["package"],
+        run_key=plan["run_key"],
+        lineage={"mode": mode, "days": plan["days"], "workflow_id": plan["workflow_id"],
+                 "parent_version": plan["parent_version"], "validation": validation.output,
+                 "training": train.output, "evaluation": evaluate.output, "export": export.output,
+                 "gate": plan["gate"], **lineage_extra},
+    )
+    validation >> preprocess >> train >> export >> evaluate >> blessed >> deploy
+    return preprocess, deploy
