@@ -36,12 +36,6 @@ def day_for_date(logical: date | datetime, day0: date, num_days: int) -> int:
     return n
 
 
-def date_for_day(day: int, day0: date):
-    from datetime import timedelta
-
-    return day0 + timedelta(days=day)
-
-
 @dataclass(frozen=True)
 class Layout:
     cfg: PipelineConfig

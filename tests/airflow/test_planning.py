@@ -1,5 +1,6 @@
 import json
 from datetime import date, datetime
+from pathlib import Path
 
 import pytest
 
@@ -22,12 +23,10 @@ def cfg(tmp_path):
 
 
 def _fake_version(cfg, version, **lineage):
-    d = tmp = Layout(cfg).version_dir(version)
-    from pathlib import Path
-
-    Path(tmp).mkdir(parents=True)
-    (Path(d) / "lineage.json").write_text(json.dumps({"version": version, **lineage}))
-    (Path(d) / "_SUCCESS").touch()
+    d = Path(Layout(cfg).version_dir(version))
+    d.mkdir(parents=True)
+    (d / "lineage.json").write_text(json.dumps({"version": version, **lineage}))
+    (d / "_SUCCESS").touch()
 
 
 def test_day_mapping_is_documented_and_bounded():

@@ -6,7 +6,6 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from criteo_steps.schema import CAT_COLUMNS, INT_COLUMNS
-from criteo_steps.triton.criteo_serving import Preprocessor  # noqa: F401  (import check)
 
 
 def _serving(root):

@@ -67,4 +67,4 @@ def test_drift_switch_shifts_features_and_clicks():
     top_base = np.bincount(np.unique(base_c[:, 4], return_inverse=True)[1]).argmax()
     assert np.unique(base_c[:, 4])[top_base] != np.unique(drift_c[:, 4])[
         np.bincount(np.unique(drift_c[:, 4], return_inverse=True)[1]).argmax()]  # popularity moves
-    assert abs(base_l.mean() - drift_l.mean()) > 0.005 or not np.array_equal(base_l, drift_l)
+    assert abs(base_l.mean() - drift_l.mean()) > 0.02  # the click function moves the CTR

@@ -14,6 +14,7 @@ import argparse
 import importlib.util
 import os
 import sys
+import tempfile
 
 import numpy as np
 
@@ -69,7 +70,7 @@ def raw_eval_rows(partitions: list[str], max_rows: int | None):
 
 def load_package(url: str):
     """Import a package's own criteo_serving.py, so each version is scored by the code it ships."""
-    local = storage.download_dir(url, os.path.join(__import__("tempfile").mkdtemp(), "pkg"))
+    local = storage.download_dir(url, os.path.join(tempfile.mkdtemp(), "pkg"))
     spec = importlib.util.spec_from_file_location(f"criteo_serving_{abs(hash(local))}",
                                                   os.path.join(local, "criteo_serving.py"))
     module = importlib.util.module_from_spec(spec)

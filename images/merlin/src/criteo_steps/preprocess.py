@@ -410,7 +410,7 @@ def embedding_sizes(workflow) -> dict[str, int]:
 
 
 def preprocess(extracted: list[str], output_root: str, fit_workflow: str | None, workflow_url: str | None,
-               max_vocab: int = 0, freq_threshold: int = 0, part_mb: int = 512, engine: str = "fast",
+               max_vocab: int = 0, freq_threshold: int = 0, engine: str = "fast",
                cache_mb: int = 4096) -> dict:
     """Fit (full retrain) or load (incremental) the workflow, then transform every day.
 
@@ -419,7 +419,6 @@ def preprocess(extracted: list[str], output_root: str, fit_workflow: str | None,
     the decoded files kept in memory between the fit and the transform (others are decoded again).
     `engine`: "fast" (compiled lookups from the fitted workflow, spot-checked against
     Workflow.transform on every file) or "nvt" (Workflow.transform on each file's pandas frame).
-    `part_mb` is kept for CLI compatibility (partitions are files now).
     """
     import dask
     import nvtabular as nvt
@@ -577,7 +576,6 @@ def main(argv: list[str] | None = None) -> dict:
     g.add_argument("--workflow", help="published workflow to transform with (incremental)")
     p.add_argument("--max-vocab", type=int, default=0, help="Categorify max_size per column (0 = unbounded)")
     p.add_argument("--freq-threshold", type=int, default=0, help="Categorify frequency threshold")
-    p.add_argument("--part-mb", type=int, default=512, help="unused; kept for compatibility (partitions are files)")
     p.add_argument("--engine", choices=("fast", "nvt"), default="fast",
                    help="fast: compiled lookups from the fitted workflow, spot-checked against "
                         "Workflow.transform on every file; nvt: Workflow.transform on every file")
@@ -585,4 +583,4 @@ def main(argv: list[str] | None = None) -> dict:
                    help="decoded files kept in memory between fit and transform (others are re-decoded)")
     a = p.parse_args(argv)
     return preprocess(a.extracted, a.output_root, a.fit_workflow, a.workflow, a.max_vocab,
-                      a.freq_threshold, a.part_mb, a.engine, a.cache_mb)
+                      a.freq_threshold, a.engine, a.cache_mb)
