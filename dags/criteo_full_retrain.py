@@ -4,16 +4,20 @@
 Fits a new NVTabular workflow on a window of Criteo days and trains the DCN from scratch.
 
 ```
-plan -> wait_for_raw_days[] -> extract[] -> validate[] (GX gate, per day)
-  -> preprocess (fit workflow on the window) -> train (from scratch) -> export
-  -> evaluate (vs production, same rows) -> blessing_gate -> deploy
+plan -> wait_for_raw_days[] -> extract[] -> validate[] (GX gate, per day) -> learn_reference
+  -> preprocess (fit workflow on the window) -> validate_processed (GX gate) -> train (from scratch)
+  -> export -> evaluate (vs production, same rows) -> blessing_gate -> deploy
 ```
 
 **Trigger by hand** from the UI with the form: `end_day` (-1 = the day of the logical date),
 `window_days`, `epochs`, `batch_size`, `learning_rate`, model sizes. The monitoring sensors trigger
 it the same way when the served model degrades.
 
-Any day of the window failing validation stops the run before training; production stays untouched.
+Any day of the window failing a **hard** expectation stops the run before training; production stays
+untouched. Soft expectations (drift, learned soft bounds) only warn. Each validation publishes a
+Great Expectations data docs site: open it from the task's **Data docs** extra link, or browse all
+runs under **Data quality docs** in the UI's navigation. `learn_reference` saves the window's data
+profile with the new model: later days are validated and checked for drift against it.
 The same window and hyperparameters give the same run key: a rerun creates no duplicate version.
 """
 from __future__ import annotations
@@ -61,6 +65,10 @@ with DAG(
         arguments=days.map(extract_args_of))
     validate = CriteoStepOperator.partial(task_id="validate", step="validate", retries=0).expand(
         arguments=days.map(validate_args_of))
-    train_evaluate_deploy(plan, validate, mode="full", hyperparameters=plan["hyperparameters"])
+    learn_reference = CriteoStepOperator(
+        task_id="learn_reference", step="reference", arguments=plan["reference_args"],
+        doc_md="Merge the window's day profiles into the reference profile the new model ships with: "
+               "later days are validated (learned bounds) and checked for drift against it.")
+    preprocess, _ = train_evaluate_deploy(plan, validate, mode="full", hyperparameters=plan["hyperparameters"])
 
-    raw_days >> extract >> validate
+    raw_days >> extract >> validate >> learn_reference >> preprocess

@@ -6,13 +6,18 @@ One run = one Criteo day. The logical date maps to `day_N` with
 
 ```
 plan -> wait_for_raw_day -> extract -> validate (GX gate) -> preprocess (saved NVTabular workflow)
-  -> train (warm start from production) -> export (ONNX + Triton package) -> evaluate
+  -> validate_processed (GX gate) -> train (warm start from production) -> export (ONNX + Triton package) -> evaluate
   -> blessing_gate (AUC floor, no worse than production) -> deploy (new Triton model version)
 ```
 
 * Runs apply in order: `max_active_runs=1`, `depends_on_past=True`. A day that fails validation
   blocks the following days until it is fixed or cleared.
-* A bad day stops at **validate**; training and deploy never run and the production version is untouched.
+* A bad day stops at **validate** (a hard expectation of the `raw_day` suite failed); training and
+  deploy never run and the production version is untouched. The task log lists each failed
+  expectation with its column, rule and observed values; the task's **Data docs** extra link opens
+  the run's Great Expectations page (all runs: **Data quality docs** in the UI navigation).
+* Soft expectations warn without stopping: drift against the production model's reference profile
+  (PSI per feature), and the soft learned bounds.
 * Rerunning a day rewrites the same partitions and creates no new model version.
 * Backfill: `airflow backfill create --dag-id criteo_incremental_training --from-date 2026-01-02 --to-date 2026-01-05`.
 

@@ -5,8 +5,9 @@
     work/processed/<workflow id>/day=N/             NVTabular output
     work/workflows/<workflow id>/                   fitted workflow (full retrain)
     work/candidates/<run key>/{train,package,evaluation}/
+    work/validation/<run key>/day=N/profile.json   the day's data profile (validate step)
     model_repository/<model>/config.pbtxt, <model>/<version>/...   Triton's repository
-    data_docs/                                      Great Expectations data docs
+    data_docs/<dag id>/<run id>/day=N/, processed/  Great Expectations data docs, one site per validation
 
 Logical date -> day: day_N with N = (logical date - criteo_day0_date) in days. With the defaults,
 the run for 2026-01-01 processes day_0 and 2026-01-24 processes day_23. A date outside
@@ -55,6 +56,9 @@ class Layout:
 
     def workflow(self, workflow_id: str) -> str:
         return f"{self.cfg.base_url}/work/workflows/{workflow_id}"
+
+    def validation(self, run_key: str) -> str:
+        return f"{self.cfg.base_url}/work/validation/{run_key}"
 
     def candidate(self, run_key: str) -> str:
         return f"{self.cfg.base_url}/work/candidates/{run_key}"

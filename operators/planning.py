@@ -13,13 +13,19 @@ from .layout import Layout, day_for_date, fingerprint
 from .model_repository import ModelRepositoryHook
 
 
+REFERENCE_PROFILE = "reference_profile.json"
+
+
 class NoProductionModel(RuntimeError):
     pass
 
 
 def _common(layout: Layout, run_key: str, days: list[int], workflow_url: str, processed_root: str,
-            params: dict, baseline_dir: str | None) -> dict:
+            params: dict, baseline_dir: str | None, docs_run: str, reference: str | None) -> dict:
+    """docs_run: this DAG run's folder under data_docs/ (see data_docs_run); reference: the reference
+    profile raw days are validated and checked for drift against (production's), if any."""
     cand = layout.candidate(run_key)
+    docs = f"{layout.data_docs}/{docs_run}"
     return {
         "run_key": run_key,
         "days": days,
@@ -32,17 +38,29 @@ def _common(layout: Layout, run_key: str, days: list[int], workflow_url: str, pr
                           "--max-rows": params.get("max_eval_rows") or None},
         "per_day": [{"day": d,
                      "extract_args": {"--input": layout.raw, "--day": d, "--output": layout.extracted(d)},
-                     "validate_args": {"--input": layout.extracted(d), "--suite": "raw_day",
-                                       "--data-docs": layout.data_docs, "--run-name": f"{run_key}.day{d}"}}
+                     "validate_args": {"--input": layout.extracted(d), "--suite": ["raw_day", "drift"],
+                                       "--data-docs": f"{docs}/day={d}", "--run-name": f"{run_key}.day{d}",
+                                       "--reference": reference,
+                                       "--profile-out": f"{layout.validation(run_key)}/day={d}/profile.json"}}
                     for d in days],
+        "validate_processed_args": {"--input": [f"{processed_root}/day={d}" for d in days],
+                                    "--suite": "processed_day", "--data-docs": f"{docs}/processed",
+                                    "--run-name": f"{run_key}.processed"},
         "gate": {"auc_floor": float(params["auc_floor"]), "max_auc_drop": float(params["max_auc_drop"])},
         "workflow_url": workflow_url,
         "processed_root": processed_root,
     }
 
 
+def data_docs_run(dag_id: str, run_id: str) -> str:
+    """The run's folder under data_docs/: <dag_id>/<run_id>, made safe for paths and URLs."""
+    from .data_docs import safe_run_id
+
+    return f"{safe_run_id(dag_id)}/{safe_run_id(run_id)}"
+
+
 def plan_incremental(cfg: PipelineConfig, logical_date: date | datetime, params: dict,
-                     hook: ModelRepositoryHook | None = None) -> dict:
+                     hook: ModelRepositoryHook | None = None, docs_run: str = "manual/run") -> dict:
     layout = Layout(cfg)
     hook = hook or ModelRepositoryHook(layout)
     day = day_for_date(logical_date, cfg.day0, cfg.num_days)
@@ -58,8 +76,11 @@ def plan_incremental(cfg: PipelineConfig, logical_date: date | datetime, params:
     parent_dir = layout.version_dir(parent)
     workflow_id = parent_lineage["workflow_id"]
     workflow_url = f"{parent_dir}/preprocessing"
-    plan = _common(layout, run_key, [day], workflow_url, layout.processed_root(workflow_id), params, parent_dir)
+    reference = f"{parent_dir}/{REFERENCE_PROFILE}"
+    plan = _common(layout, run_key, [day], workflow_url, layout.processed_root(workflow_id), params, parent_dir,
+                   docs_run, reference)
     cand = layout.candidate(run_key)
+    plan["export_args"]["--reference-profile"] = reference  # the window it descends from
     plan.update({
         "day": day,
         "mode": "incremental",
@@ -87,7 +108,7 @@ def window_days(cfg: PipelineConfig, logical_date: date | datetime, end_day: int
 
 
 def plan_full(cfg: PipelineConfig, logical_date: date | datetime, params: dict,
-              hook: ModelRepositoryHook | None = None) -> dict:
+              hook: ModelRepositoryHook | None = None, docs_run: str = "manual/run") -> dict:
     layout = Layout(cfg)
     hook = hook or ModelRepositoryHook(layout)
     days = window_days(cfg, logical_date, int(params["end_day"]), int(params["window_days"]))
@@ -97,8 +118,14 @@ def plan_full(cfg: PipelineConfig, logical_date: date | datetime, params: dict,
     already = hook.find_by_run_key(run_key)
     parent = hook.lineage(already).get("parent_version") if already is not None else hook.production_version()
     parent_dir = layout.version_dir(parent) if parent is not None else None
-    plan = _common(layout, run_key, days, layout.workflow(run_key), layout.processed_root(run_key), params, parent_dir)
+    reference = f"{parent_dir}/{REFERENCE_PROFILE}" if parent_dir else None
+    plan = _common(layout, run_key, days, layout.workflow(run_key), layout.processed_root(run_key), params, parent_dir,
+                   docs_run, reference)
     cand = layout.candidate(run_key)
+    # The new model's reference profile: learned from the window's days as validated.
+    plan["reference_args"] = {"--profiles": [p["validate_args"]["--profile-out"] for p in plan["per_day"]],
+                              "--output": f"{cand}/{REFERENCE_PROFILE}"}
+    plan["export_args"]["--reference-profile"] = f"{cand}/{REFERENCE_PROFILE}"
     plan.update({
         "mode": "full",
         "parent_version": parent,

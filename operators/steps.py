@@ -19,6 +19,7 @@ from typing import Any, Sequence
 from airflow.sdk import BaseOperator
 
 from .config import REPO_ROOT
+from .data_docs import DataDocsLink
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,7 @@ IMAGES = {
 STEPS = {
     "extract": StepSpec("extract", "merlin", ("extract",)),
     "validate": StepSpec("validate", "validator", (), data_error_exit_codes=(1, 2), memory="4Gi"),
+    "reference": StepSpec("reference", "validator", ("reference",), memory="1Gi"),
     "preprocess": StepSpec("preprocess", "merlin", ("preprocess",), gpu=True, memory="32Gi"),
     "train": StepSpec("train", "merlin", ("train",), gpu=True, memory="32Gi"),
     "export": StepSpec("export", "merlin", ("export",)),
@@ -157,6 +159,7 @@ class CriteoStepOperator(BaseOperator):
 
     template_fields: Sequence[str] = ("arguments",)
     ui_color = "#c5e3c5"
+    operator_extra_links = (DataDocsLink(),)
 
     def __init__(self, *, step: str, arguments: dict[str, Any] | list[str] | None = None, **kwargs):
         if step not in STEPS:
@@ -176,6 +179,8 @@ class CriteoStepOperator(BaseOperator):
         try:
             return self._runtime.run(spec, to_argv(self.arguments))
         except StepFailed as exc:
+            if exc.result is not None:
+                context["ti"].xcom_push(key="step_result", value=exc.result)
             if exc.exit_code in spec.data_error_exit_codes:
                 raise AirflowFailException(str(exc)) from None
             raise

@@ -45,6 +45,12 @@ def run_date(context):
     return context.get("logical_date") or context["dag_run"].run_after
 
 
+def _docs_run(context) -> str:
+    from operators.planning import data_docs_run
+
+    return data_docs_run(context["dag"].dag_id, context["run_id"])
+
+
 @contextmanager
 def _no_retry_on_bad_plan():
     """A run that cannot be planned (no production model, day out of range) will not fix itself."""
@@ -65,7 +71,8 @@ def plan_incremental_run(**context) -> dict:
     from operators.planning import plan_incremental
 
     with _no_retry_on_bad_plan():
-        plan = plan_incremental(PipelineConfig.load(), run_date(context), context["params"])
+        plan = plan_incremental(PipelineConfig.load(), run_date(context), context["params"],
+                                docs_run=_docs_run(context))
     print(f"run {plan['run_key']}: day_{plan['day']}, warm start from version {plan['parent_version']}")
     return plan
 
@@ -77,7 +84,7 @@ def plan_full_retrain(**context) -> dict:
     from operators.planning import plan_full
 
     with _no_retry_on_bad_plan():
-        plan = plan_full(PipelineConfig.load(), run_date(context), context["params"])
+        plan = plan_full(PipelineConfig.load(), run_date(context), context["params"], docs_run=_docs_run(context))
     print(f"run {plan['run_key']}: days {plan['days']}, production version {plan['parent_version']}")
     return plan
 
@@ -98,6 +105,7 @@ def extract_args_of(item: dict) -> dict:
 
 def validate_args_of(item: dict) -> dict:
     return item["validate_args"]
+
 
 
 @task.short_circuit
@@ -121,6 +129,10 @@ def train_evaluate_deploy(plan, validation, mode: str, **lineage_extra):
     from operators.steps import CriteoStepOperator
 
     preprocess = CriteoStepOperator(task_id="preprocess", step="preprocess", arguments=plan["preprocess_args"])
+    validate_processed = CriteoStepOperator(task_id="validate_processed", step="validate", retries=0,
+                                            arguments=plan["validate_processed_args"],
+                                            doc_md="GX gate on the NVTabular output: no nulls, ids within the "
+                                                   "vocabulary, finite normalised features.")
     train = CriteoStepOperator(task_id="train", step="train", arguments=plan["train_args"])
     export = CriteoStepOperator(task_id="export", step="export", arguments=plan["export_args"])
     evaluate = CriteoStepOperator(task_id="evaluate", step="evaluate", arguments=plan["evaluate_args"])
@@ -131,8 +143,9 @@ def train_evaluate_deploy(plan, validation, mode: str, **lineage_extra):
         run_key=plan["run_key"],
         lineage={"mode": mode, "days": plan["days"], "workflow_id": plan["workflow_id"],
                  "parent_version": plan["parent_version"], "validation": validation.output,
+                 "processed_validation": validate_processed.output,
                  "training": train.output, "evaluation": evaluate.output, "export": export.output,
                  "gate": plan["gate"], **lineage_extra},
     )
-    validation >> preprocess >> train >> export >> evaluate >> blessed >> deploy
+    validation >> preprocess >> validate_processed >> train >> export >> evaluate >> blessed >> deploy
     return preprocess, deploy

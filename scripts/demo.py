@@ -99,7 +99,14 @@ def main(argv=None) -> int:
     print("\n== runs")
     for name, state, took in runs:
         print(f"  {name:<40} {state:<8} {took:6.1f}s")
-    print(f"\n== data docs:   {layout.data_docs}/index.html")
+    from operators.data_docs import list_runs
+
+    print(f"\n== data quality (GX data docs under {layout.data_docs}; in the Airflow UI: Browse -> "
+          "Data quality docs, or each validate task's 'Data docs' link)")
+    for site in sorted(list_runs(layout.data_docs), key=lambda r: r["site"]):
+        verdict = "PASSED" if site.get("success") else "FAILED"
+        print(f"  {site['site']:<70} {verdict}  {site['failed_count']} hard failed, "
+              f"{site['warning_count']} soft  -> {layout.data_docs}/{site['site']}/{site['page']}")
     print(f"== lineage:     {layout.model_dir()}/<version>/lineage.json")
     print(f"== candidates:  {base}/work/candidates/<run key>/evaluation/evaluation.json")
     ok = all(state == "success" for _, state, _ in runs)

@@ -17,8 +17,24 @@ SMALL_MODEL = {"epochs": 2, "learning_rate": 0.005, "mlp_dims": "128,128", "batc
                "auc_floor": 0.6}
 
 
+def forget_earlier_runs(dag_ids) -> None:
+    """Start from no runs of these DAGs in the dev database (.airflow), as on a fresh install.
+
+    Runs left by earlier sessions would count as "the previous run" for depends_on_past, and one
+    made by an older version of a DAG lacks its newer tasks, which then never become runnable.
+    """
+    from airflow.models.dagrun import DagRun
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        for model in (TaskInstance, DagRun):
+            session.query(model).filter(model.dag_id.in_(dag_ids)).delete(synchronize_session=False)
+
+
 @pytest.fixture(scope="module")
 def bucket(tmp_path_factory):
+    forget_earlier_runs(["criteo_full_retrain", "criteo_incremental_training"])
     base = tmp_path_factory.mktemp("bucket")
     os.environ["AIRFLOW_VAR_CRITEO_BASE_URL"] = str(base)
     os.environ["AIRFLOW_VAR_CRITEO_DAY0_DATE"] = DAY0.date().isoformat()
@@ -70,7 +86,23 @@ def test_full_retrain_then_two_incremental_days(dagbag, bucket):
                  "preprocessing/serving/categories.npz", "lineage.json", "_SUCCESS"):
         assert (version_dir / name).exists(), name
     assert (Path(bucket) / "model_repository" / "criteo_dcn" / "config.pbtxt").exists()
-    assert list((Path(bucket) / "data_docs").rglob("*.html"))
+
+    # data quality: the window's reference profile ships with v1 and is inherited by v2, v3;
+    # the daily runs were validated (and drift-checked) against it; processed output was gated too
+    model = Path(bucket) / "model_repository" / "criteo_dcn"
+    ref = json.loads((model / "1" / "reference_profile.json").read_text())
+    assert ref["kind"] == "reference" and ref["days"] == 2 and ref["rows"]["min"] == ROWS
+    assert (model / "3" / "reference_profile.json").read_bytes() == (model / "1" / "reference_profile.json").read_bytes()
+    (daily,) = lineage(bucket, 3)["validation"]
+    assert daily["success"] and daily["reference"].endswith("criteo_dcn/2/reference_profile.json")
+    assert "drift" not in daily["skipped"] and daily["max_psi"] < 0.25
+    assert lineage(bucket, 3)["processed_validation"]["success"]
+    assert "drift" in first["validation"][0]["skipped"]  # nothing to compare the first window with
+    sites = sorted(p.parent for p in (Path(bucket) / "data_docs").rglob("_summary.json"))
+    assert [p.relative_to(Path(bucket) / "data_docs").parts[0] for p in sites].count("criteo_full_retrain") == 3
+    for site in sites:  # day=0, day=1, processed of the full retrain; day=N + processed of each daily run
+        summary = json.loads((site / "_summary.json").read_text())
+        assert summary["success"] and (site / summary["page"]).exists() and (site / "index.html").exists()
 
 
 def test_rerunning_a_day_creates_no_duplicate(dagbag, bucket):
@@ -89,7 +121,8 @@ def test_a_malformed_day_stops_before_training(dagbag, bucket):
     good = (Path(bucket) / "raw" / "day_3").read_text().splitlines()[:5000]
     broken = [line.replace("\t", "\t", 1) for line in good]
     broken[10] = "2" + broken[10][1:]                      # label 2
-    broken[20] = broken[20][:-8] + "NOTAHEX!"              # bad hex in C26
+    row = next(i for i in range(20, 200) if not broken[i].endswith("\t"))  # a row with a C26 value
+    broken[row] = broken[row][:-8] + "NOTAHEX!"            # bad hex in C26
     (Path(bucket) / "raw" / "day_4").write_text("\n".join(broken) + "\n")
     before = versions(bucket)
     prod = (Path(bucket) / "model_repository" / "criteo_dcn" / str(before[-1]) / "model.onnx").read_bytes()
@@ -98,6 +131,17 @@ def test_a_malformed_day_stops_before_training(dagbag, bucket):
     assert states["validate"] == "failed"
     assert states["preprocess"] == states["train"] == states["deploy"] == "upstream_failed"
     assert versions(bucket) == before
+    # why, for the UI: the failed task's result (pushed before failing) names columns and rules,
+    # and the run's data docs page says FAILED
+    ti = dr.get_task_instance("validate")
+    result = ti.xcom_pull(task_ids="validate", key="step_result")
+    failed = {(f["column"], f["expectation"]) for f in result["failed"]}
+    assert ("label", "expect_column_values_to_be_in_set") in failed
+    assert ("C26", "expect_column_values_to_match_regex") in failed
+    page = Path(result["data_docs_page"])
+    assert page.exists() and "criteo_incremental_training" in page.parts
+    summary = json.loads((Path(result["data_docs_site"]) / "_summary.json").read_text())
+    assert summary["success"] is False
     assert (Path(bucket) / "model_repository" / "criteo_dcn" / str(before[-1]) / "model.onnx").read_bytes() == prod
 
 

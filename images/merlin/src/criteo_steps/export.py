@@ -8,6 +8,9 @@ Package layout (exactly what deploy copies into MODEL_REPOSITORY/criteo_dcn/<ver
     preprocessing/         the NVTabular workflow folder: nvt/ (Workflow.save), serving/ lookup tables
     checkpoint.pt          PyTorch weights, the warm start of the next incremental run
     config.pbtxt           the model's Triton config (deploy places it at the model level)
+    reference_profile.json the data profile of the training window (full retrain: learned from its
+                           days; incremental: inherited from the parent), which later days are
+                           validated and checked for drift against (images/validator)
     export.json            signature and the ONNX-vs-PyTorch parity check
 
 The export fails if ONNX and PyTorch disagree on a probe batch by more than --tolerance.
@@ -29,7 +32,8 @@ from . import storage
 TRITON_DIR = os.path.join(os.path.dirname(__file__), "triton")
 
 
-def export(checkpoint: str, workflow: str, output: str, tolerance: float = 1e-4, probe_rows: int = 512) -> dict:
+def export(checkpoint: str, workflow: str, output: str, tolerance: float = 1e-4, probe_rows: int = 512,
+           reference_profile: str | None = None) -> dict:
     import onnxruntime as ort
     import torch
 
@@ -66,6 +70,14 @@ def export(checkpoint: str, workflow: str, output: str, tolerance: float = 1e-4,
         for name in ("model.py", "criteo_serving.py", "config.pbtxt"):
             shutil.copy(os.path.join(TRITON_DIR, name), os.path.join(pkg, name))
         shutil.copy(_local_copy(checkpoint), os.path.join(pkg, "checkpoint.pt"))
+        reference = None
+        if reference_profile:
+            if storage.exists(reference_profile):
+                reference = reference_profile
+                fs, path = storage.fs_path(reference_profile)
+                fs.get(path, os.path.join(pkg, "reference_profile.json"))
+            else:  # a parent exported before profiles existed: validation falls back to default bounds
+                print(f"WARNING: reference profile {reference_profile} not found; the package has none", flush=True)
         wf_local = storage.download_dir(workflow, os.path.join(tmp, "wf"))
         shutil.copytree(wf_local, os.path.join(pkg, "preprocessing"))
         info = {
@@ -73,13 +85,14 @@ def export(checkpoint: str, workflow: str, output: str, tolerance: float = 1e-4,
             "outputs": {"ctr": ["FP32", [-1, 1]]},
             "parity_max_abs_diff": max_diff, "parity_rows": probe_rows, "tolerance": tolerance,
             "checkpoint": checkpoint, "workflow": workflow, "model_config": model.cfg.to_dict(),
-            "onnx_bytes": os.path.getsize(onnx_path),
+            "onnx_bytes": os.path.getsize(onnx_path), "reference_profile": reference,
         }
         with storage.staged_partition(output) as staging:
             storage.upload_dir(pkg, staging)
             storage.write_json(storage.join(staging, "export.json"), info)
     print(f"exported {output}: ONNX parity max |diff| = {max_diff:.2e}", flush=True)
-    return {"package": output, "parity_max_abs_diff": max_diff, "onnx_bytes": info["onnx_bytes"]}
+    return {"package": output, "parity_max_abs_diff": max_diff, "onnx_bytes": info["onnx_bytes"],
+            "reference_profile": reference}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -89,5 +102,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--workflow", required=True, help="the published workflow the model was trained with")
     p.add_argument("--output", required=True, help="where to publish the version package")
     p.add_argument("--tolerance", type=float, default=1e-4)
+    p.add_argument("--reference-profile", default=None,
+                   help="data reference profile to ship with the version (see images/validator)")
     a = p.parse_args(argv)
-    return export(a.checkpoint, a.workflow, a.output, a.tolerance)
+    return export(a.checkpoint, a.workflow, a.output, a.tolerance, reference_profile=a.reference_profile)

@@ -1,0 +1,232 @@
+"""Reading what is validated: published partitions, the sample plan, and chunks of rows.
+
+Two kinds of partition, both published with `_SUCCESS` and holding `train/*.parquet` +
+`eval/*.parquet`:
+
+* `extracted` (extract step): 40 text columns, "" = missing; facts in `_extract.json`
+  (rows, positives, malformed_rows, missing per column, read_error);
+* `processed` (preprocess step): typed NVTabular output; facts in `_preprocess.json`
+  (rows per split, embedding_sizes).
+
+Several partitions (a full retrain's window) are validated as one: their files are read in order.
+
+Scale: a real day is ~195M rows. Rows are read one parquet row group at a time, in chunks of
+`--chunk-rows`, and with `--sample-rows N` (default 200000) only a deterministic sample of N rows
+is read: evenly spaced row groups over all files (at least one per file) and evenly strided rows
+inside each, so the same input always gives the same sample. Day-level counts never come from
+the sample: extract counted them over every row.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+SPLITS = ("train", "eval")
+SAMPLE_ROWS_PER_GROUP = 20_000  # sample: rows to take per selected row group, roughly
+META_FILES = {"extracted": "_extract.json", "processed": "_preprocess.json"}
+
+
+class InputError(RuntimeError):
+    """The input (or the suite) cannot be read: exit status 2."""
+
+
+@dataclass
+class Partition:
+    paths: list  # [Path] of the partition folders
+    kind: str  # extracted | processed
+    stats: dict  # merged facts of the meta files
+    files: list  # [(Path, pyarrow.parquet.ParquetFile)]
+    row_groups: list  # [(file index, row group index, num_rows)]
+
+    @property
+    def path(self) -> Path:
+        return self.paths[0]
+
+    @property
+    def label(self) -> str:
+        return ", ".join(str(p) for p in self.paths)
+
+    @property
+    def parquet_rows(self) -> int:
+        return sum(n for _, _, n in self.row_groups)
+
+
+def _read_meta(part: Path, kind: str) -> dict:
+    meta_path = part / META_FILES[kind]
+    try:
+        stats = json.loads(meta_path.read_text())
+    except FileNotFoundError as exc:
+        raise InputError(f"{meta_path}: missing (is {part} a published {kind} partition?)") from exc
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{meta_path}: cannot be read as JSON: {exc}") from exc
+    if not isinstance(stats, dict):
+        raise InputError(f"{meta_path}: expected a JSON object")
+    if kind == "extracted":
+        missing = [k for k in ("rows", "positives", "malformed_rows") if not isinstance(stats.get(k), int)]
+        if missing:
+            raise InputError(f"{meta_path}: missing or non-integer keys {missing}")
+    elif not isinstance(stats.get("rows"), dict) or not isinstance(stats.get("embedding_sizes"), dict):
+        raise InputError(f"{meta_path}: expected 'rows' (per split) and 'embedding_sizes' objects")
+    return stats
+
+
+def _merge_stats(kind: str, metas: list[dict]) -> dict:
+    if len(metas) == 1:
+        out = dict(metas[0])
+    elif kind == "extracted":
+        out = {k: sum(int(m.get(k, 0)) for m in metas)
+               for k in ("rows", "train_rows", "eval_rows", "positives", "malformed_rows")}
+        out["missing"] = {c: sum(int((m.get("missing") or {}).get(c, 0)) for m in metas)
+                          for c in (metas[0].get("missing") or {})}
+        out["malformed_examples"] = [e for m in metas for e in m.get("malformed_examples") or []][:5]
+        errors = [m["read_error"] for m in metas if m.get("read_error")]
+        out["read_error"] = errors[0] if errors else None
+        out["num_fields_expected"] = metas[0].get("num_fields_expected", 40)
+        out["source"] = ", ".join(str(m.get("source")) for m in metas)
+    else:
+        out = {"embedding_sizes": metas[0]["embedding_sizes"], "workflow": metas[0].get("workflow")}
+    if kind == "processed":
+        out["rows_total"] = sum(sum(int(v) for v in m["rows"].values()) for m in metas)
+        sizes = [m["embedding_sizes"] for m in metas]
+        if any(s != sizes[0] for s in sizes):
+            raise InputError("processed partitions come from different workflows (embedding_sizes differ)")
+    return out
+
+
+def open_partitions(paths: list, kind: str = "extracted") -> Partition:
+    import pyarrow.parquet as pq
+
+    if kind not in META_FILES:
+        raise InputError(f"unknown partition kind {kind!r}: expected one of {sorted(META_FILES)}")
+    folders, metas, files, groups = [], [], [], []
+    for raw in paths:
+        part = Path(raw)
+        if not part.is_dir():
+            raise InputError(f"{part}: input partition folder not found")
+        if not (part / "_SUCCESS").exists():
+            raise InputError(f"{part / '_SUCCESS'}: missing, the partition was not published")
+        metas.append(_read_meta(part, kind))
+        found = [p for split in SPLITS for p in sorted((part / split).glob("*.parquet"))]
+        if not found:
+            raise InputError(f"{part}: no parquet files under {'/, '.join(SPLITS)}/")
+        for p in found:
+            try:
+                pf = pq.ParquetFile(p)
+            except Exception as exc:  # ArrowInvalid, OSError, ...: anything means unreadable
+                raise InputError(f"{p}: cannot be read as parquet: {exc}") from exc
+            fi = len(files)
+            files.append((p, pf))
+            md = pf.metadata
+            groups += [(fi, g, md.row_group(g).num_rows) for g in range(md.num_row_groups)]
+        folders.append(part)
+    if not folders:
+        raise InputError("no input partitions given")
+    return Partition(folders, kind, _merge_stats(kind, metas), files, groups)
+
+
+def open_partition(path: str | os.PathLike, kind: str = "extracted") -> Partition:
+    return open_partitions([path], kind)
+
+
+@dataclass
+class ReadPlan:
+    """What to read: whole row groups, or strided row subsets of some of them."""
+
+    groups: list  # [(file index, row group index, None | numpy array of row indices)]
+    rows: int
+    sampled: bool
+    description: str
+
+
+def plan_reads(part: Partition, sample_rows: int | None) -> ReadPlan:
+    import numpy as np
+
+    total = part.parquet_rows
+    groups = [g for g in part.row_groups if g[2] > 0]
+    if not sample_rows or total <= sample_rows:
+        return ReadPlan([(f, g, None) for f, g, _ in groups], total, False,
+                        f"all {total} rows in {len(part.files)} files validated")
+    n_sel = min(len(groups), max(len(part.files), math.ceil(sample_rows / SAMPLE_ROWS_PER_GROUP)))
+    chosen = {int(round(x)) for x in np.linspace(0, len(groups) - 1, n_sel)}
+    for fi in range(len(part.files)):  # every file contributes at least one row group
+        own = [i for i, g in enumerate(groups) if g[0] == fi]
+        if own and not chosen.intersection(own):
+            chosen.add(own[len(own) // 2])
+    chosen_groups = [groups[i] for i in sorted(chosen)]
+    chosen_rows = sum(n for _, _, n in chosen_groups)
+    plan, taken = [], 0
+    for fi, g, n in chosen_groups:
+        k = min(n, max(1, math.ceil(sample_rows * n / chosen_rows)))
+        idx = np.unique(np.linspace(0, n - 1, k).round().astype(np.int64))
+        plan.append((fi, g, idx))
+        taken += len(idx)
+    return ReadPlan(plan, taken, True,
+                    f"deterministic sample of {taken} of {total} rows: evenly strided rows from "
+                    f"{len(plan)} of {len(groups)} row groups spread over all {len(part.files)} files "
+                    f"(--sample-rows {sample_rows}; 0 validates every row)")
+
+
+def _empty_to_null(table):
+    """The format's missing value is the empty field: make it a null, which GX counts as missing."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    cols = []
+    for col in table.columns:
+        if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+            col = pc.if_else(pc.equal(col, ""), pa.scalar(None, col.type), col)
+        cols.append(col)
+    return pa.Table.from_arrays(cols, names=table.column_names)
+
+
+def iter_chunks(part: Partition, plan: ReadPlan, chunk_rows: int) -> Iterator:
+    """Yield pandas DataFrames of chunk_rows rows (the last one smaller), one row group in memory.
+
+    Extracted text: empty strings become nulls. An empty input still yields one empty frame, so
+    that every row expectation gets a result (with nothing to check) and the day-level rules decide.
+    """
+    import pyarrow as pa
+
+    pending, pending_rows, path, yielded = [], 0, None, False
+    for fi, g, idx in plan.groups:
+        path, pf = part.files[fi]
+        try:
+            if idx is None:
+                pieces = [pa.Table.from_batches([b]) for b in
+                          pf.iter_batches(batch_size=chunk_rows, row_groups=[g], use_threads=True)]
+            else:
+                pieces = [pf.read_row_group(g, use_threads=True).take(pa.array(idx))]
+        except Exception as exc:
+            raise InputError(f"{path}: row group {g} cannot be read: {exc}") from exc
+        for t in pieces:
+            pending.append(t)
+            pending_rows += t.num_rows
+            while pending_rows >= chunk_rows:
+                table = _concat(pending, path)
+                yield _to_frame(table.slice(0, chunk_rows), part.kind)
+                yielded = True
+                rest = table.slice(chunk_rows)
+                pending, pending_rows = ([rest], rest.num_rows) if rest.num_rows else ([], 0)
+    if pending_rows:
+        yield _to_frame(_concat(pending, path), part.kind)
+    elif not yielded and part.files:
+        yield _to_frame(part.files[0][1].schema_arrow.empty_table(), part.kind)
+
+
+def _concat(tables, path):
+    import pyarrow as pa
+
+    if len(tables) == 1:
+        return tables[0]
+    try:
+        return pa.concat_tables(tables, promote_options="default")
+    except pa.ArrowInvalid as exc:
+        raise InputError(f"{path}: schema differs from the partition's other files: {exc}") from exc
+
+
+def _to_frame(table, kind: str):
+    return (_empty_to_null(table) if kind == "extracted" else table).to_pandas()

@@ -1,0 +1,207 @@
+"""The expectation suites, written once here and committed as GX 1.x JSON in expectations/.
+
+    python -m criteo_validate.suites --write expectations/expectations   # regenerate the JSON
+    python -m criteo_validate.suites --check expectations/expectations   # CI: JSON == this file
+
+Why generated: the raw-day suite has ~150 expectations that differ only by column; writing them
+by hand invites a column being forgotten. The JSON in git is still what GX loads and what a
+reviewer diffs; a test fails when it and this file disagree.
+
+Conventions every suite follows (the validator relies on them):
+
+* `severity`: `critical` = hard, a failure stops the run; `warning` = soft, reported in the task
+  log, the step result and the data docs, the run goes on.
+* `meta.batch` says what an expectation is evaluated on:
+  - `rows`: the day's rows as text (the raw format, empty field = missing);
+  - `numbers`: the same rows with the integer columns parsed (non-integers become missing; the
+    `rows` regex rule reports them);
+  - `stats`: one row of day-level facts: counts over the whole day from `_extract.json`
+    (rows, ctr, malformed_rows, read_error, null_fraction(C)), drift against the reference
+    profile (psi(C)) and, for processed output, mean(C)/std(C).
+* Bounds that are learned from a reference window are suite parameters
+  (`{"$PARAMETER": "I5_hard_max"}`), filled in at validation time from the reference profile
+  saved by the last full retrain (see profile.py); without one, the documented defaults in
+  profile.DEFAULT_PARAMETERS apply.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import uuid
+from pathlib import Path
+
+LABEL = "label"
+INT_COLUMNS = [f"I{i}" for i in range(1, 14)]
+CAT_COLUMNS = [f"C{i}" for i in range(1, 27)]
+FEATURES = [*INT_COLUMNS, *CAT_COLUMNS]
+COLUMNS = [LABEL, *FEATURES]
+
+HARD, SOFT = "critical", "warning"
+_NS = uuid.UUID("6d1b3f0e-6c4e-4f7a-9b7e-2f1c3c9a0b11")
+
+
+def null_fraction(col: str) -> str:
+    return f"null_fraction({col})"
+
+
+def psi(col: str) -> str:
+    return f"psi({col})"
+
+
+def mean(col: str) -> str:
+    return f"mean({col})"
+
+
+def std(col: str) -> str:
+    return f"std({col})"
+
+
+def P(name: str) -> dict:
+    return {"$PARAMETER": name}
+
+
+def _exp(suite: str, type_: str, kwargs: dict, batch: str, severity: str, notes: str) -> dict:
+    key = f"{suite}:{type_}:{json.dumps(kwargs, sort_keys=True)}:{severity}"
+    return {"id": str(uuid.uuid5(_NS, key)), "type": type_, "kwargs": kwargs, "severity": severity,
+            "meta": {"batch": batch, "notes": notes}}
+
+
+def raw_day() -> dict:
+    s = "raw_day"
+    e = []
+    # -- the format, row by row (hard) -------------------------------------------------------
+    e.append(_exp(s, "expect_column_values_to_not_be_null", {"column": LABEL}, "rows", HARD,
+                  "every row has a label (an empty field is read as missing)"))
+    e.append(_exp(s, "expect_column_values_to_be_in_set", {"column": LABEL, "value_set": ["0", "1"]},
+                  "rows", HARD, "click label: 1 = clicked, 0 = not"))
+    for c in INT_COLUMNS:
+        e.append(_exp(s, "expect_column_values_to_match_regex", {"column": c, "regex": "^-?[0-9]+$"}, "rows",
+                      HARD, "integer count, may be negative; empty fields are missing and not checked"))
+    for c in CAT_COLUMNS:
+        e.append(_exp(s, "expect_column_values_to_match_regex", {"column": c, "regex": "^[0-9a-f]{8}$"}, "rows",
+                      HARD, "32-bit hash as exactly 8 lowercase hex digits; empty fields are missing"))
+    # -- integer ranges learned from the reference window -------------------------------------
+    for c in INT_COLUMNS:
+        e.append(_exp(s, "expect_column_values_to_be_between",
+                      {"column": c, "min_value": P(f"{c}_hard_min"), "max_value": P(f"{c}_hard_max"),
+                       "mostly": 0.9999}, "numbers", HARD,
+                      "hard range: the reference window's range widened (10x its max); more than 1 in "
+                      "10,000 values outside it is a corrupted or rescaled column"))
+        e.append(_exp(s, "expect_column_values_to_be_between",
+                      {"column": c, "min_value": P(f"{c}_soft_min"), "max_value": P(f"{c}_soft_max"),
+                       "mostly": 0.999}, "numbers", SOFT,
+                      "soft range: the reference window's observed min..max"))
+    # -- day-level facts over the whole day ----------------------------------------------------
+    e.append(_exp(s, "expect_column_values_to_be_in_set", {"column": "read_error", "value_set": ["none"]},
+                  "stats", HARD, "the raw file was read to its end: not truncated, gzip intact, UTF-8 text"))
+    e.append(_exp(s, "expect_column_values_to_be_between",
+                  {"column": "malformed_rows", "min_value": 0, "max_value": 0}, "stats", HARD,
+                  "every line has exactly 40 tab-separated fields (label, I1..I13, C1..C26)"))
+    e.append(_exp(s, "expect_column_values_to_be_between",
+                  {"column": "rows", "min_value": P("rows_hard_min")}, "stats", HARD,
+                  "row count: at least --min-rows and at least 10% of the smallest reference day"))
+    e.append(_exp(s, "expect_column_values_to_be_between",
+                  {"column": "rows", "min_value": P("rows_soft_min"), "max_value": P("rows_soft_max")},
+                  "stats", SOFT, "row count within 0.5x..2x of the reference days"))
+    e.append(_exp(s, "expect_column_values_to_be_between",
+                  {"column": "ctr", "min_value": P("ctr_hard_min"), "max_value": P("ctr_hard_max")},
+                  "stats", HARD, "click-through rate (positives / rows) within 1/4..3x of the reference "
+                                 "range: a collapse to 0 means the labels are broken"))
+    e.append(_exp(s, "expect_column_values_to_be_between",
+                  {"column": "ctr", "min_value": P("ctr_soft_min"), "max_value": P("ctr_soft_max")},
+                  "stats", SOFT, "click-through rate within the reference mean +- max(3 sd, 20%)"))
+    for c in FEATURES:
+        e.append(_exp(s, "expect_column_values_to_be_between",
+                      {"column": null_fraction(c), "min_value": 0, "max_value": P(f"{c}_null_hard_max")},
+                      "stats", HARD, f"share of empty {c} fields: at most the reference's + 0.25 and never "
+                                     "(almost) all empty"))
+        e.append(_exp(s, "expect_column_values_to_be_between",
+                      {"column": null_fraction(c), "min_value": P(f"{c}_null_soft_min"),
+                       "max_value": P(f"{c}_null_soft_max")},
+                      "stats", SOFT, f"share of empty {c} fields within the reference range +- 0.05"))
+    return {"name": s, "expectations": e, "meta": {
+        "input": "extracted",
+        "notes": "A raw Criteo day as published by extract. Hard (critical) expectations stop the run; "
+                 "soft (warning) ones are reported. Learned bounds come from the reference profile of the "
+                 "last full retrain (profile.py)."}}
+
+
+def drift() -> dict:
+    s = "drift"
+    e = [_exp(s, "expect_column_values_to_be_between",
+              {"column": psi(c), "min_value": 0, "max_value": P("psi_max")}, "stats", SOFT,
+              f"population stability index of {c}'s distribution against the reference profile "
+              "(> 0.25 is a major shift)")
+         for c in FEATURES]
+    return {"name": s, "expectations": e, "meta": {
+        "input": "extracted", "requires_reference": True,
+        "notes": "Distribution drift of a day against the reference profile saved by the last full "
+                 "retrain. Soft: drift is not broken data; the monitoring loop retrains on it."}}
+
+
+def processed_day() -> dict:
+    s = "processed_day"
+    e = []
+    for c in COLUMNS:
+        e.append(_exp(s, "expect_column_values_to_not_be_null", {"column": c}, "rows", HARD,
+                      "the workflow fills every missing value (FillMissing, Categorify's null id)"))
+    e.append(_exp(s, "expect_column_values_to_be_in_set", {"column": LABEL, "value_set": [0, 1]}, "rows", HARD,
+                  "click label"))
+    for c in CAT_COLUMNS:
+        e.append(_exp(s, "expect_column_values_to_be_between",
+                      {"column": c, "min_value": 0, "max_value": P(f"{c}_id_max")}, "rows", HARD,
+                      "category id within the embedding table (vocabulary size - 1, from the workflow)"))
+    for c in INT_COLUMNS:
+        e.append(_exp(s, "expect_column_values_to_be_between",
+                      {"column": c, "min_value": -1e4, "max_value": 1e4}, "rows", HARD,
+                      "continuous feature finite (inf and NaN fail) and of normalised magnitude"))
+        e.append(_exp(s, "expect_column_values_to_be_between",
+                      {"column": mean(c), "min_value": -3, "max_value": 3}, "stats", HARD,
+                      "normalised: mean far from 0 means the workflow's statistics do not fit this data"))
+        e.append(_exp(s, "expect_column_values_to_be_between",
+                      {"column": std(c), "min_value": 0, "max_value": 10}, "stats", HARD,
+                      "normalised: standard deviation of order 1"))
+        e.append(_exp(s, "expect_column_values_to_be_between",
+                      {"column": mean(c), "min_value": -0.5, "max_value": 0.5}, "stats", SOFT,
+                      "normalised: mean near 0"))
+        e.append(_exp(s, "expect_column_values_to_be_between",
+                      {"column": std(c), "min_value": 0.5, "max_value": 2}, "stats", SOFT,
+                      "normalised: standard deviation near 1"))
+    return {"name": s, "expectations": e, "meta": {
+        "input": "processed",
+        "notes": "NVTabular output of preprocess, checked before training."}}
+
+
+SUITES = {"raw_day": raw_day, "drift": drift, "processed_day": processed_day}
+
+
+def render(name: str) -> str:
+    suite = SUITES[name]()
+    suite.update({"id": str(uuid.uuid5(_NS, name)), "notes": None})
+    suite["meta"]["great_expectations_version"] = "1.24.1"
+    return json.dumps(suite, indent=2, sort_keys=True) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m criteo_validate.suites", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--write", metavar="DIR", help="write <suite>.json files into DIR")
+    g.add_argument("--check", metavar="DIR", help="exit 1 if DIR's files differ from this module")
+    a = p.parse_args(argv)
+    stale = []
+    for name in SUITES:
+        path = Path(a.write or a.check) / f"{name}.json"
+        if a.write:
+            path.write_text(render(name))
+        elif not path.exists() or path.read_text() != render(name):
+            stale.append(str(path))
+    if stale:
+        print(f"out of date (run python -m criteo_validate.suites --write): {', '.join(stale)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
