@@ -37,11 +37,37 @@ def test_wrong_field_count_is_counted_not_guessed(tmp_path):
     assert stats["malformed_examples"][0]["fields"] == 34
 
 
-def test_missing_and_truncated_files_fail_with_file_name(tmp_path):
+def test_a_missing_file_fails_with_its_names(tmp_path):
     with pytest.raises(extract.ExtractError, match=r"raw day 4 not found: expected .*day_4 or .*day_4.gz"):
         extract.find_day_file(str(tmp_path), 4)
-    data = gzip.compress(("\t".join(["1"] + ["3"] * 13 + ["deadbeef"] * 26) + "\n").encode() * 5000)
+
+
+def test_unreadable_files_are_recorded_for_the_gate_not_crashed_on(tmp_path):
+    """Truncated gzip, binary garbage, an empty file: extract publishes what it read and says why
+    it stopped (`read_error`); the validation gate fails the day on it."""
+    line = "\t".join(["1"] + ["3"] * 13 + ["deadbeef"] * 26) + "\n"
+    data = gzip.compress(line.encode() * 50_000)
     (tmp_path / "day_1.gz").write_bytes(data[: len(data) // 2])
-    with pytest.raises(extract.ExtractError, match=r"day_1.gz: cannot be read"):
-        extract.extract(str(tmp_path / "day_1.gz"), str(tmp_path / "ex1"))
-    assert not (tmp_path / "ex1").exists()
+    res = extract.extract(str(tmp_path / "day_1.gz"), str(tmp_path / "ex1"))
+    assert res["read_error"]["kind"] == "truncated_gzip" and "end-of-stream" in res["read_error"]["message"]
+    assert res["read_error"]["after_rows"] == res["rows"]
+    assert (tmp_path / "ex1" / "_SUCCESS").exists()
+
+    (tmp_path / "day_2").write_bytes(bytes((i * 7919 + 13) % 256 for i in range(100_000)))
+    res = extract.extract(str(tmp_path / "day_2"), str(tmp_path / "ex2"))
+    assert res["read_error"]["kind"] in ("not_text", "invalid_utf8") and res["rows"] == 0
+    assert res["read_error"]["message"].isascii()  # the bytes are escaped, not copied into logs
+
+    (tmp_path / "day_3").write_bytes(b"")
+    res = extract.extract(str(tmp_path / "day_3"), str(tmp_path / "ex3"))
+    assert res["rows"] == 0 and res["read_error"] is None
+    assert sorted(p.name for p in (tmp_path / "ex3").rglob("*.parquet")) == ["part-00000.parquet"] * 2
+
+
+def test_empty_fields_are_counted_per_column_over_the_whole_day(tmp_path):
+    rows = ["\t".join(["0", "" if i % 4 == 0 else "5"] + ["1"] * 12 + ["" if i % 10 == 0 else "deadbeef"] * 26)
+            for i in range(1000)]
+    (tmp_path / "day_0").write_text("\n".join(rows) + "\n")
+    res = extract.extract(str(tmp_path / "day_0"), str(tmp_path / "ex"), block_mb=1)
+    assert res["missing"]["I1"] == 250 and res["missing"]["I2"] == 0 and res["missing"]["C26"] == 100
+    assert res["missing"]["label"] == 0
