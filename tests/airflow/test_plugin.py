@@ -106,7 +106,11 @@ def published(bucket, tmp_path_factory):
             "--input": str(part), "--suite": "raw_day", "--run-name": "{{ run_id }}.day3",
             "--data-docs": f"{root}/{DAG_ID}/{safe}/day=3",
             "--expectations-dir": str(gx_dir), "--min-rows": 10, "--sample-rows": 0})
-    # dag.test() runs DAGs of a bundle: serialize this one into the metadata DB first.
+    # dag.test() runs DAGs of a bundle: serialize this one into the metadata DB first (the bundle
+    # row must exist: on a fresh database nothing has created it yet).
+    from airflow.dag_processing.bundles.manager import DagBundlesManager
+
+    DagBundlesManager().sync_bundles_to_db()
     bag = DagBag(dag_folder=str(work / "no-dags"))
     bag.bag_dag(dag)
     sync_bag_to_db(bag, "dags-folder", None)
