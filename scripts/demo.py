@@ -3,7 +3,9 @@
 1. writes synthetic days day_0..day_{N-1} (exact Criteo format) into the bucket's raw/ folder,
 2. runs criteo_full_retrain over the first days (dag.test(): the real DAG, real tasks),
 3. runs criteo_incremental_training for the next days, each warm-started from production,
-4. prints where the model versions, metrics, lineage and data docs are.
+4. feeds it a broken day (labels of 2, text in an integer column): the data-quality gate stops the
+   run at `validate`, production stays as it was, the data docs page shows why,
+5. prints where the model versions, metrics, lineage and data docs are.
 
     make demo            # or: .venv/bin/python scripts/demo.py --rows 100000 --days 5
 """
@@ -81,8 +83,15 @@ def main(argv=None) -> int:
                         "mlp_dims": a.mlp_dims})
     runs.append(("criteo_full_retrain", dr.state, took))
     for day in range(a.full_days, total_days):
+        if any(state != "success" for _, state, _ in runs):
+            # depends_on_past: the next daily run would wait for this one forever
+            print("DEMO FAILED: a run failed; see its task logs above")
+            return 1
         dr, took = run_dag(bag, "criteo_incremental_training", day0 + timedelta(days=day))
         runs.append((f"criteo_incremental_training day_{day}", dr.state, took))
+    if any(state != "success" for _, state, _ in runs):
+        print("DEMO FAILED: a run failed; see its task logs above")
+        return 1
 
     from operators.config import PipelineConfig
     from operators.layout import Layout
@@ -90,6 +99,28 @@ def main(argv=None) -> int:
 
     layout = Layout(PipelineConfig.load())
     hook = ModelRepositoryHook(layout)
+
+    # A broken day: the gate must stop it before training and leave production alone.
+    bad_day = total_days
+    lines = (base / "raw" / f"day_{total_days - 1}").read_text().splitlines()
+    for i in range(0, len(lines), 97):
+        f = lines[i].split("\t")
+        f[0], f[5] = "2", "n/a"  # label 2; I5 not an integer
+        lines[i] = "\t".join(f)
+    (base / "raw" / f"day_{bad_day}").write_text("\n".join(lines) + "\n")
+    production = hook.production_version()
+    print(f"\n== a broken day_{bad_day}: labels of 2 and text in I5 in every 97th row", flush=True)
+    dr, took = run_dag(bag, "criteo_incremental_training", day0 + timedelta(days=bad_day))
+    states = {ti.task_id: ti.state for ti in dr.get_task_instances()}
+    blocked = dr.state == "failed" and states.get("validate") == "failed" and states.get("train") == "upstream_failed"
+    blocked = blocked and hook.production_version() == production
+    runs.append((f"criteo_incremental_training day_{bad_day} (broken)", "blocked" if blocked else dr.state, took))
+    failure = dr.get_task_instance("validate").xcom_pull(task_ids="validate", key="step_result") or {}
+    print("   stopped at validate:" if blocked else "   NOT STOPPED:", flush=True)
+    for f in failure.get("failed", []):
+        print(f"     {f['column']}: expected {f['rule'].split(' [')[0]}; observed {f['observed'][:90]}")
+    print(f"   production is still version {hook.production_version()}; why, in the data docs: "
+          f"{failure.get('data_docs_page')}")
     print("\n== model versions in", layout.model_dir())
     for v in hook.versions():
         lin = hook.lineage(v)
@@ -109,7 +140,7 @@ def main(argv=None) -> int:
               f"{site['warning_count']} soft  -> {layout.data_docs}/{site['site']}/{site['page']}")
     print(f"== lineage:     {layout.model_dir()}/<version>/lineage.json")
     print(f"== candidates:  {base}/work/candidates/<run key>/evaluation/evaluation.json")
-    ok = all(state == "success" for _, state, _ in runs)
+    ok = all(state in ("success", "blocked") for _, state, _ in runs) and blocked
     print("\nDEMO " + ("OK" if ok else "FAILED"))
     return 0 if ok else 1
 
