@@ -118,7 +118,7 @@ def main(argv=None) -> int:
     failure = dr.get_task_instance("validate").xcom_pull(task_ids="validate", key="step_result") or {}
     print("   stopped at validate:" if blocked else "   NOT STOPPED:", flush=True)
     for f in failure.get("failed", []):
-        print(f"     {f['column']}: expected {f['rule'].split(' [')[0]}; observed {f['observed'][:90]}")
+        print(f"     {f['column']}: expected {f['rule'].rsplit(' [', 1)[0]}; observed {f['observed'][:90]}")
     print(f"   production is still version {hook.production_version()}; why, in the data docs: "
           f"{failure.get('data_docs_page')}")
     print("\n== model versions in", layout.model_dir())
