@@ -56,6 +56,7 @@ bench: setup
 	.venv/bin/python bench/bench_parse.py
 	.venv-steps/bin/python bench/bench_preprocess.py
 	PYTHONPATH=images/merlin/src .venv-steps/bin/python bench/bench_train.py
+	.venv/bin/python bench/bench_validate.py
 	.venv/bin/python bench/bench_daily_run.py
 
 # Re-resolve the locks (needs the registries); commit the result.
