@@ -252,7 +252,8 @@ def save(profile: dict, url: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     """`reference` subcommand: merge day profiles into a reference profile; prints STEP_RESULT."""
     import argparse
-    import os
+
+    from .result import emit
 
     a = argparse.ArgumentParser(prog="python -m criteo_validate reference",
                                 description="Merge day profiles (validate --profile-out) into a reference profile.")
@@ -271,9 +272,5 @@ def main(argv: list[str] | None = None) -> int:
     result = {"output": args.output, "days": ref["days"], "sources": ref["sources"],
               "rows_mean": ref["rows"]["mean"], "ctr_mean": ref["ctr"]["mean"]}
     print(f"reference profile of {ref['days']} day(s) written to {args.output}", flush=True)
-    out = os.environ.get("STEP_RESULT_PATH")
-    if out:
-        with open(out, "w") as fh:
-            json.dump(result, fh)
-    print("STEP_RESULT " + json.dumps(result), flush=True)
+    emit(result)
     return 0

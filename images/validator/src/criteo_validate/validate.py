@@ -38,6 +38,7 @@ from pathlib import Path
 from . import gx_results as gxr
 from . import profile as prof
 from .partition import InputError, Partition, ReadPlan, iter_chunks, open_partitions, plan_reads
+from .result import emit
 from .suites import CAT_COLUMNS, FEATURES, INT_COLUMNS, mean, std
 
 DEFAULT_SUITES = ("raw_day", "drift")
@@ -366,17 +367,6 @@ def _rows_speed(outcome: Outcome) -> str:
     rate = outcome.rows_validated / outcome.seconds_gx if outcome.seconds_gx > 0 else 0.0
     return (f"{outcome.rows_validated} rows in {outcome.chunks} chunks, GX {outcome.seconds_gx:.1f} s "
             f"({rate:,.0f} rows/s), total {outcome.seconds_total:.1f} s")
-
-
-def emit(result: dict, print_line: bool = True) -> None:
-    out = os.environ.get("STEP_RESULT_PATH")
-    if out:
-        os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
-        with open(out + ".tmp", "w") as fh:
-            json.dump(result, fh, indent=2, default=str)
-        os.replace(out + ".tmp", out)
-    if print_line:
-        print("STEP_RESULT " + json.dumps(result, default=str), flush=True)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
