@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 
 .PHONY: setup demo test test-unit test-steps test-e2e bench lock clean
 
-setup: .venv/.installed .venv-steps/.installed $(AIRFLOW_HOME)/airflow.db
+setup: .venv/.installed .venv-steps/.installed .venv-triton/.installed .tools/prometheus.ok $(AIRFLOW_HOME)/airflow.db
 
 $(UV):
 	$(PYTHON) -m venv .tools
@@ -31,6 +31,21 @@ $(UV):
 .venv-steps/.installed: requirements/steps.lock.txt | $(UV)
 	$(UV) venv -q --allow-existing --python $(PYTHON) .venv-steps
 	$(UV) pip sync -q --python .venv-steps/bin/python --compile-bytecode --find-links $(TORCH_WHEELS) requirements/steps.lock.txt
+	touch $@
+
+# The local Triton server (tritonserver + python backend from nvidia-pytriton) and the python
+# backend's interpreter with onnxruntime: the embedded default's stand-in for NVIDIA's Triton image.
+.venv-triton/.installed: requirements/triton.lock.txt | $(UV)
+	$(UV) venv -q --allow-existing --python $(PYTHON) .venv-triton
+	$(UV) pip sync -q --python .venv-triton/bin/python --compile-bytecode requirements/triton.lock.txt
+	touch $@
+
+# Prometheus from Debian (scrapes the monitor and Triton); started by the demo and the tests.
+.tools/prometheus.ok: | $(UV)
+	command -v prometheus >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+	prometheus --version 2>&1 | head -1
 	touch $@
 
 $(AIRFLOW_HOME)/airflow.db: .venv/.installed
@@ -63,6 +78,7 @@ bench: setup
 lock: | $(UV)
 	$(UV) pip compile -q --python-version 3.11 requirements/airflow.in -o requirements/airflow.lock.txt
 	$(UV) pip compile -q --python-version 3.11 --find-links $(TORCH_WHEELS) requirements/steps.in -o requirements/steps.lock.txt
+	$(UV) pip compile -q --python-version 3.11 requirements/triton.in -o requirements/triton.lock.txt
 
 clean:
-	rm -rf .venv .venv-steps .tools .airflow .data
+	rm -rf .venv .venv-steps .venv-triton .tools .airflow .data
