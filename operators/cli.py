@@ -1,6 +1,8 @@
 """`criteo-mlops`: the project's command line, installed into the main environment by `make setup`.
 
     criteo-mlops validate PATH [--data-docs DIR] [--reference REF.json] [--min-rows N] [--sample-rows N]
+    criteo-mlops versions                      the model versions in the Triton repository
+    criteo-mlops rollback [--to N]             serve an earlier version again (checked by a smoke inference)
 
 `validate` checks one raw Criteo day file (day_N or day_N.gz, TSV) against the raw-day suite the
 pipeline's gate uses: the file is extracted exactly as the DAG's extract step does (into a scratch
@@ -43,6 +45,47 @@ def _validate(args: argparse.Namespace) -> int:
     return 0 if code == 0 else 1
 
 
+def _hook():
+    from .config import PipelineConfig
+    from .layout import Layout
+    from .model_repository import ModelRepositoryHook
+
+    return ModelRepositoryHook(Layout(PipelineConfig.load()))
+
+
+def _versions(args: argparse.Namespace) -> int:
+    from .deploy import ROLLED_BACK
+
+    hook = _hook()
+    production = hook.production_version()
+    print(f"model repository: {hook.model_dir}")
+    for v in hook.versions():
+        lin = hook.lineage(v)
+        auc = (lin.get("evaluation") or {}).get("candidate_metrics", {}).get("auc")
+        marks = ("  <- production" if v == production else "") + \
+                ("  (rolled back)" if (hook.model_dir / str(v) / ROLLED_BACK).exists() else "")
+        print(f"  {v:>4}  {lin.get('mode', '?'):<11} days {lin.get('days')}  parent {lin.get('parent_version')}  "
+              f"AUC {auc if auc is None else round(auc, 4)}  {lin.get('deployed_at', '')}{marks}")
+    return 0
+
+
+def _rollback(args: argparse.Namespace) -> int:
+    from .deploy import SmokeTestFailed, rollback
+    from .triton import TritonHook, TritonModelError, TritonUnavailable, triton_url
+
+    hook = _hook()
+    triton = TritonHook(args.triton or triton_url())
+    try:
+        result = rollback(hook, triton, to=args.to, reason=args.reason)
+    except (ValueError, SmokeTestFailed, TritonModelError, TritonUnavailable) as exc:
+        print(f"ERROR: rollback not done: {exc}", file=sys.stderr)
+        return 1
+    print(f"{hook.layout.cfg.model_name}: version {result['version']} serves again (was {result['previous_version']}); "
+          f"smoke inference on {result['smoke']['rows']} held-out rows matched (max |diff| "
+          f"{result['smoke']['max_abs_diff']:.2e})")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="criteo-mlops", description="Criteo MLOps pipeline tools.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -56,10 +99,18 @@ def main(argv: list[str] | None = None) -> int:
     v.add_argument("--min-rows", type=int, default=1000, help="fewest rows a day may have (default 1000)")
     v.add_argument("--sample-rows", type=int, default=200_000,
                    help="validate rows on a deterministic sample of this many (default 200000; 0 = all)")
+    sub.add_parser("versions", help="list the model versions in the Triton repository (criteo_base_url)")
+    r = sub.add_parser("rollback", help="serve an earlier model version again",
+                       description="Point the model at an earlier version (default: the newest one below "
+                                   "production), tell Triton to load it and check it with a smoke inference; "
+                                   "if that fails, the current version keeps serving. Settings come from the "
+                                   "Airflow Variables (AIRFLOW_VAR_CRITEO_BASE_URL, AIRFLOW_VAR_CRITEO_TRITON_GRPC_URL).")
+    r.add_argument("--to", type=int, default=None, help="the version to serve (default: the newest below production)")
+    r.add_argument("--triton", default=None, help="Triton gRPC address (default: Variable criteo_triton_grpc_url)")
+    r.add_argument("--reason", default="rolled back by hand", help="recorded in the version left")
     args = p.parse_args(argv)
-    if args.command == "validate":
-        return _validate(args)
-    return 2
+    commands = {"validate": _validate, "versions": _versions, "rollback": _rollback}
+    return commands[args.command](args)
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ class PipelineConfig:
     day0: date             # the logical date that maps to day_0
     num_days: int          # days in the dataset (24 for Criteo Terabyte)
     model_name: str
+    keep_versions: int = 5  # model versions kept in the Triton repository (production always is)
 
     @classmethod
     def load(cls) -> "PipelineConfig":
@@ -41,6 +42,7 @@ class PipelineConfig:
             day0=date.fromisoformat(_var("criteo_day0_date", "2026-01-01")),
             num_days=int(_var("criteo_num_days", "24")),
             model_name=_var("criteo_model_name", "criteo_dcn"),
+            keep_versions=int(_var("criteo_keep_versions", "5")),
         )
 
     @property

@@ -1,10 +1,33 @@
-"""Deploy: push a blessed package into the Triton model repository as a new version, with lineage."""
+"""Deploy: push a blessed package into the Triton model repository as a new version, promote it,
+and prove Triton serves it; roll back when it does not.
+
+Promotion, used by deploy and by `criteo-mlops rollback`:
+
+1. Triton must answer before anything changes (else: a retryable error, nothing touched);
+2. the model's config.pbtxt is pointed at the version (see model_repository) and Triton is told
+   to load the model (explicit model control): it loads that version and drops the old one;
+3. smoke inference: the held-out rows saved by the evaluate step (`smoke.npz` in the version)
+   go through Triton over gRPC; the predictions must equal the offline ones and the response
+   must come from the new version.
+
+If 2 or 3 fails, the pointer goes back to the previous version and Triton reloads it, so the
+previous version keeps serving and the repository stays consistent.
+"""
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any, Sequence
 
 from airflow.sdk import BaseOperator
+
+log = logging.getLogger(__name__)
+SMOKE_FILE = "smoke.npz"
+ROLLED_BACK = "_ROLLED_BACK"
+
+
+class SmokeTestFailed(RuntimeError):
+    """Triton answered, but not with the offline predictions: the version must not serve."""
 
 
 def code_revision() -> str:
@@ -36,54 +59,185 @@ def plain(obj):
     return str(obj)
 
 
+def smoke_check(hook, triton, model: str, version: int, tolerance: float) -> dict:
+    """Send the version's smoke rows to Triton; compare with their offline predictions."""
+    import io
+
+    import numpy as np
+
+    path = hook.model_dir / str(version) / SMOKE_FILE
+    if not path.exists():
+        raise SmokeTestFailed(f"version {version} has no {SMOKE_FILE} (held-out rows with offline predictions): "
+                              "it cannot be verified, so it is not promoted")
+    rows = np.load(io.BytesIO(path.read_bytes()))
+    got, served = triton.infer(model, rows["dense_raw"].astype(np.float32), rows["cat_hash"].astype(np.int64))
+    expected = rows["prediction"].astype(np.float32).reshape(-1)
+    if served != version:
+        raise SmokeTestFailed(f"smoke inference was answered by version {served}, not {version}")
+    diff = float(np.max(np.abs(got.reshape(-1) - expected))) if len(expected) else 0.0
+    if not diff <= tolerance:
+        worst = int(np.argmax(np.abs(got.reshape(-1) - expected)))
+        raise SmokeTestFailed(f"Triton's predictions differ from the offline ones by up to {diff:.3g} "
+                              f"(> {tolerance:g}) on {len(expected)} held-out rows; row {worst}: "
+                              f"Triton {float(got.reshape(-1)[worst]):.6f}, offline {float(expected[worst]):.6f}")
+    log.info("smoke inference OK: %d held-out rows through Triton match the offline predictions "
+             "(max |diff| %.2e) from version %s", len(expected), diff, version)
+    return {"rows": int(len(expected)), "max_abs_diff": diff, "served_version": served}
+
+
+def promote(hook, triton, version: int, tolerance: float = 1e-4) -> dict:
+    """Make `version` the serving one (steps in the module doc); restore the previous on failure."""
+    from .triton import TritonUnavailable
+
+    model = hook.layout.cfg.model_name
+    triton.ensure_ready()
+    previous = hook.set_production(version)
+    try:
+        triton.load_model(model)
+        smoke = smoke_check(hook, triton, model, version, tolerance)
+    except BaseException as exc:
+        log.error("promotion of %s version %s failed (%s); restoring version %s", model, version, exc, previous)
+        _restore(hook, triton, model, previous, cause=exc, unavailable=TritonUnavailable)
+        raise
+    return {"version": version, "previous_version": previous, "smoke": smoke}
+
+
+def _restore(hook, triton, model: str, previous: int | None, cause: BaseException, unavailable) -> None:
+    if previous is None:
+        hook.clear_production()
+    else:
+        hook.set_production(previous)
+    if isinstance(cause, unavailable):
+        return  # Triton is down: it keeps whatever it had loaded, and reads the restored pointer on its next load
+    try:
+        if previous is None:
+            triton.unload_model(model)
+        else:
+            triton.load_model(model)
+        log.info("restored: %s is served by version %s again", model, previous)
+    except Exception as exc:  # the pointer is restored; Triton still serves what it had before the failed load
+        log.error("could not reload %s version %s on Triton: %s", model, previous, exc)
+
+
 class DeployModelOperator(BaseOperator):
     """Publish a candidate package as the next version of the model in the Triton repository.
 
-    Idempotent: if a version with the same run key exists, it is returned and nothing is copied.
-    The version folder becomes visible only complete, and carries lineage.json: the days trained
-    on, the validation results, metrics, the parent version and the code revision.
+    Then promotes it on Triton (module doc): Triton loads it and a smoke inference on held-out rows
+    must match the offline predictions, else the previous version is restored and the task fails
+    without retry (the version keeps its files, marked `_REJECTED`). Triton unreachable: the task
+    fails and retries; the version stays pushed but unpromoted, and the retry promotes it.
+    After a promotion only the newest `criteo_keep_versions` versions are kept.
+
+    Idempotent: if a version with the same run key exists, nothing is copied; it is promoted only
+    if it never served (newer than production, not rolled back), so a rerun or backfill of an old
+    run never takes production backwards.
 
     :param package: URL of the exported package (export step output).
     :param run_key: identity of the training run (same inputs -> same key).
     :param lineage: the manifest fields to record (templated; may hold XComArgs).
+    :param smoke_rows: URL of the evaluate step's smoke.npz (held-out rows + offline predictions).
+    :param tolerance: largest |Triton - offline| prediction difference accepted.
     """
 
-    template_fields: Sequence[str] = ("package", "run_key", "lineage")
+    template_fields: Sequence[str] = ("package", "run_key", "lineage", "smoke_rows")
     ui_color = "#ffe0b3"
 
-    def __init__(self, *, package: str, run_key: str, lineage: dict[str, Any], **kwargs):
+    def __init__(self, *, package: str, run_key: str, lineage: dict[str, Any], smoke_rows: str | None = None,
+                 tolerance: float = 1e-4, **kwargs):
         super().__init__(**kwargs)
         self.package = package
         self.run_key = run_key
         self.lineage = lineage
+        self.smoke_rows = smoke_rows
+        self.tolerance = tolerance
 
     def execute(self, context) -> dict:
         from datetime import datetime, timezone
 
+        from airflow.sdk.exceptions import AirflowFailException
+
         from .config import PipelineConfig
         from .layout import Layout
         from .model_repository import ModelRepositoryHook
+        from .triton import TritonHook, TritonModelError, triton_url
 
-        layout = Layout(PipelineConfig.load())
+        cfg = PipelineConfig.load()
+        layout = Layout(cfg)
         hook = ModelRepositoryHook(layout)
-        existing = hook.find_by_run_key(self.run_key)
-        if existing is not None:
-            self.log.info("run %s is already deployed as version %s; nothing to do", self.run_key, existing)
-            return {"version": existing, "created": False, "version_dir": layout.version_dir(existing)}
-        lineage = plain(self.lineage)
-        if isinstance(lineage.get("validation"), dict):  # one day (incremental): same shape as a window
-            lineage["validation"] = [lineage["validation"]]
-        manifest = {
-            **lineage,
-            "run_key": self.run_key,
-            "model": layout.cfg.model_name,
-            "package": self.package,
-            "code_revision": code_revision(),
-            "dag_id": context["dag"].dag_id,
-            "run_id": context["run_id"],
-            "deployed_at": datetime.now(timezone.utc).isoformat(),
-        }
-        version = hook.push(self.package, manifest)
-        self.log.info("deployed %s version %s (parent %s)", layout.cfg.model_name, version,
-                      manifest.get("parent_version"))
-        return {"version": version, "created": True, "version_dir": layout.version_dir(version)}
+        production = hook.production_version()
+        version = hook.find_by_run_key(self.run_key)
+        if version is not None:
+            if version == production:
+                self.log.info("run %s is deployed as version %s, which serves; checking Triton serves it",
+                              self.run_key, version)
+            elif (production is not None and version < production) or (hook.model_dir / str(version) / ROLLED_BACK).exists():
+                self.log.info("run %s was deployed as version %s, since superseded or rolled back (production: %s); "
+                              "nothing to do", self.run_key, version, production)
+                return {"version": version, "created": False, "promoted": False,
+                        "version_dir": layout.version_dir(version)}
+            else:
+                self.log.info("run %s was pushed as version %s but never promoted; promoting it", self.run_key, version)
+            created = False
+        else:
+            lineage = plain(self.lineage)
+            if isinstance(lineage.get("validation"), dict):  # one day (incremental): same shape as a window
+                lineage["validation"] = [lineage["validation"]]
+            manifest = {
+                **lineage,
+                "run_key": self.run_key,
+                "model": cfg.model_name,
+                "package": self.package,
+                "code_revision": code_revision(),
+                "dag_id": context["dag"].dag_id,
+                "run_id": context["run_id"],
+                "deployed_at": datetime.now(timezone.utc).isoformat(),
+            }
+            extra = {SMOKE_FILE: self.smoke_rows} if self.smoke_rows else None
+            version = hook.push(self.package, manifest, extra_files=extra)
+            created = True
+            self.log.info("pushed %s version %s (parent %s); promoting it", cfg.model_name, version,
+                          manifest.get("parent_version"))
+        triton = TritonHook(triton_url())
+        try:
+            promoted = promote(hook, triton, version, self.tolerance)
+        except (SmokeTestFailed, TritonModelError) as exc:
+            if version != production:
+                hook.reject(version, f"deploy {context['run_id']}: {exc}")
+            raise AirflowFailException(
+                f"version {version} was rolled back: {exc}. Production stays at version {production}.") from None
+        removed = hook.prune(cfg.keep_versions)
+        self.log.info("%s version %s serves (previous %s); smoke: %s; pruned: %s", cfg.model_name, version,
+                      promoted["previous_version"], promoted["smoke"], removed or "none")
+        return {"version": version, "created": created, "promoted": True, "version_dir": layout.version_dir(version),
+                "previous_version": promoted["previous_version"], "smoke": promoted["smoke"], "pruned": removed}
+
+
+def rollback(hook, triton, to: int | None = None, reason: str = "rolled back by hand") -> dict:
+    """Serve an earlier version again (default: the newest complete one below production).
+
+    The version left is marked `_ROLLED_BACK`, so no rerun of its deploy promotes it again;
+    `to` may also name a newer version (roll forward), which clears its mark.
+    """
+    from datetime import datetime, timezone
+
+    current = hook.production_version()
+    versions = hook.versions()
+    if to is None:
+        older = [v for v in versions if current is not None and v < current]
+        if not older:
+            raise ValueError(f"no complete version older than production ({current}) to roll back to; "
+                             f"complete versions: {versions}")
+        to = older[-1]
+    if to not in versions:
+        raise ValueError(f"version {to} is not a complete version of {hook.layout.cfg.model_name} "
+                         f"(complete: {versions})")
+    if to == current:
+        raise ValueError(f"version {to} already serves")
+    result = promote(hook, triton, to)
+    target_mark = hook.model_dir / str(to) / ROLLED_BACK
+    if target_mark.exists():
+        target_mark.unlink()
+    if current is not None:
+        (hook.model_dir / str(current) / ROLLED_BACK).write_text(
+            f"{datetime.now(timezone.utc).isoformat()} {reason}: production {current} -> {to}\n")
+    return result

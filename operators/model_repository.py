@@ -2,19 +2,44 @@
 
 Versions are integer folders `<model>/<N>/`. A version is complete when its `_SUCCESS` marker is
 present: on a local disk the whole folder appears in one rename; on GCS the marker is the last
-object copied. The production version is the highest complete one, the version Triton's
-`latest` policy serves. Each version folder carries `lineage.json`.
+object copied. Each version folder carries `lineage.json`.
+
+The production version is named by the model's own `config.pbtxt`
+(`version_policy: { specific: { versions: [N] } }`), so the repository itself says what serves:
+any Triton that (re)loads the model, a restarted one included, serves exactly that version, and a
+pushed but unpromoted version, or a half-copied one, is never loaded. A repository written
+before the pointer existed (policy `latest`) falls back to the highest complete version.
+A version whose promotion failed keeps its files for inspection, loses `_SUCCESS` and gets
+`_REJECTED` (the reason), so it is neither production nor a rerun's "already deployed".
 """
 from __future__ import annotations
 
 import json
 import logging
+import re
 import uuid
 
 from .layout import Layout
 
 log = logging.getLogger(__name__)
 SUCCESS = "_SUCCESS"
+REJECTED = "_REJECTED"
+CONFIG = "config.pbtxt"
+_POLICY = re.compile(r"version_policy\s*:?\s*\{(?:[^{}]|\{[^{}]*\})*\}", re.S)
+_SPECIFIC = re.compile(r"version_policy\s*:?\s*\{\s*specific\s*:?\s*\{\s*versions\s*:\s*\[?\s*(\d+)\s*\]?\s*\}\s*\}")
+
+
+def with_version_policy(config_text: str, version: int) -> str:
+    """The model config with its version policy pinned to one version."""
+    policy = f"version_policy: {{ specific: {{ versions: [ {int(version)} ] }} }}"
+    if _POLICY.search(config_text):
+        return _POLICY.sub(policy, config_text, count=1)
+    return config_text.rstrip("\n") + "\n" + policy + "\n"
+
+
+def pinned_version(config_text: str) -> int | None:
+    m = _SPECIFIC.search(config_text)
+    return int(m.group(1)) if m else None
 
 
 def storage_path(url: str):
@@ -38,8 +63,72 @@ class ModelRepositoryHook:
         return sorted(out)
 
     def production_version(self) -> int | None:
+        config = self.model_dir / CONFIG
+        if not config.exists():  # nothing promoted yet (a pushed version is not production)
+            return None
         versions = self.versions()
-        return versions[-1] if versions else None
+        pinned = pinned_version(config.read_text())
+        if pinned is None:  # a repository from before the pointer: Triton's `latest` policy
+            return versions[-1] if versions else None
+        if pinned not in versions:
+            raise RuntimeError(f"{config} pins version {pinned}, which is not a complete version "
+                               f"(complete: {versions}); fix the repository or run `criteo-mlops rollback`")
+        return pinned
+
+    def set_production(self, version: int) -> int | None:
+        """Point the model's config.pbtxt at `version` (one object write); return the previous one."""
+        if version not in self.versions():
+            raise ValueError(f"version {version} of {self.layout.cfg.model_name} is not complete in {self.model_dir}")
+        previous = self.production_version()
+        text = with_version_policy((self.model_dir / str(version) / CONFIG).read_text(), version)
+        self._write_atomic(self.model_dir / CONFIG, text)
+        log.info("production pointer of %s: %s -> %s", self.layout.cfg.model_name, previous, version)
+        return previous
+
+    def clear_production(self) -> None:
+        """No version serves any more (the first promotion failed): the model config goes away."""
+        config = self.model_dir / CONFIG
+        if config.exists():
+            config.unlink()
+
+    def reject(self, version: int, reason: str) -> None:
+        """Take a version out of service for good, keeping its files: marker off, reason on."""
+        vdir = self.model_dir / str(version)
+        (vdir / REJECTED).write_text(reason + "\n")
+        if (vdir / SUCCESS).exists():
+            (vdir / SUCCESS).unlink()
+        log.warning("version %s rejected: %s", version, reason)
+
+    def prune(self, keep: int) -> list[int]:
+        """Delete version folders beyond the newest `keep` complete ones; never production."""
+        if keep < 1:
+            raise ValueError(f"keep must be at least 1, got {keep}")
+        production = self.production_version()
+        newest = self.versions()[-keep:]
+        kept = set(newest) | {production}
+        removed = []
+        for v in sorted(self._all_numeric()):
+            # Folders newer than the kept ones (a push under way, a fresh rejection) are left alone.
+            if v in kept or not newest or v > newest[0]:
+                continue
+            vdir = self.model_dir / str(v)
+            if (vdir / SUCCESS).exists():  # marker first: a half-deleted version is never "complete"
+                (vdir / SUCCESS).unlink()
+            vdir.rmdir(recursive=True)
+            removed.append(v)
+        if removed:
+            log.info("pruned versions %s of %s (keeping %s)", removed, self.layout.cfg.model_name, sorted(kept))
+        return removed
+
+    def _write_atomic(self, path, text: str) -> None:
+        if self._is_local:
+            import os
+
+            tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:8]}"
+            tmp.write_text(text)
+            os.replace(tmp.path, path.path)
+        else:  # one object PUT is atomic on GCS
+            path.write_text(text)
 
     def lineage(self, version: int) -> dict:
         return json.loads((self.model_dir / str(version) / "lineage.json").read_text())
@@ -53,15 +142,17 @@ class ModelRepositoryHook:
                 continue
         return None
 
-    def push(self, package_url: str, lineage: dict, max_attempts: int = 5) -> int:
-        """Copy a package in as the next version; return its number. Visible only when complete."""
+    def push(self, package_url: str, lineage: dict, extra_files: dict[str, str] | None = None,
+             max_attempts: int = 5) -> int:
+        """Copy a package in as the next version; return its number. Visible only when complete.
+
+        Pushing does not change what serves: `set_production` does. extra_files: {name in the
+        version: source URL}, e.g. the smoke rows with their offline predictions.
+        """
         package = storage_path(package_url)
         if not (package / SUCCESS).exists():
             raise FileNotFoundError(f"{package_url}: package is not published (no {SUCCESS})")
         self.model_dir.mkdir(parents=True, exist_ok=True)
-        config = package / "config.pbtxt"
-        if not (self.model_dir / "config.pbtxt").exists():
-            config.copy(self.model_dir / "config.pbtxt")
         for _ in range(max_attempts):
             version = (max(self._all_numeric(), default=0)) + 1
             staging = self.model_dir / f".staging-{version}-{uuid.uuid4().hex[:8]}"
@@ -73,6 +164,8 @@ class ModelRepositoryHook:
                     dst = staging / rel
                     dst.parent.mkdir(parents=True, exist_ok=True)
                     src.copy(dst)
+            for name, src_url in (extra_files or {}).items():
+                storage_path(src_url).copy(staging / name)
             (staging / "lineage.json").write_text(json.dumps({**lineage, "version": version}, indent=2, default=str))
             final = self.model_dir / str(version)
             if self._is_local:

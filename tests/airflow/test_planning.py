@@ -27,6 +27,8 @@ def _fake_version(cfg, version, **lineage):
     d.mkdir(parents=True)
     (d / "lineage.json").write_text(json.dumps({"version": version, **lineage}))
     (d / "_SUCCESS").touch()
+    (d / "config.pbtxt").write_text('name: "criteo_dcn"\nbackend: "python"\n')
+    ModelRepositoryHook(Layout(cfg)).set_production(version)
 
 
 def test_day_mapping_is_documented_and_bounded():
@@ -104,7 +106,10 @@ def test_model_repository_push_is_atomic_and_idempotent_by_key(cfg, tmp_path):
     assert hook.production_version() is None
     v = hook.push(str(pkg), {"run_key": "a"})
     assert v == 3 and hook.versions() == [3] and hook.find_by_run_key("a") == 3
-    assert (model_dir / "3" / "preprocessing" / "x.json").exists() and (model_dir / "config.pbtxt").exists()
+    assert (model_dir / "3" / "preprocessing" / "x.json").exists()
+    assert hook.production_version() is None  # pushed, not promoted
+    assert hook.set_production(3) is None and hook.production_version() == 3
+    assert "specific: { versions: [ 3 ] }" in (model_dir / "config.pbtxt").read_text()
     assert (model_dir / "3" / "preprocessing" / "_SUCCESS").exists()  # nested markers are content
     assert hook.lineage(3)["version"] == 3
     assert not [p for p in model_dir.iterdir() if p.name.startswith(".staging")]

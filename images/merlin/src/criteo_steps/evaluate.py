@@ -79,22 +79,39 @@ def load_package(url: str):
     return module.CTRModel(local)
 
 
-def score(model, dense, cats, label, batch: int = 65536) -> dict:
-    prob = np.concatenate([model.predict(dense[i:i + batch], cats[i:i + batch]) for i in range(0, len(label), batch)])
+def predict(model, dense, cats, batch: int = 65536) -> np.ndarray:
+    return np.concatenate([model.predict(dense[i:i + batch], cats[i:i + batch]) for i in range(0, len(dense), batch)])
+
+
+def metrics(label, prob) -> dict:
     return {"auc": roc_auc(label, prob), "logloss": log_loss(label, prob),
             "mean_prediction": float(prob.mean()), "observed_ctr": float(label.mean()), "rows": int(len(label))}
 
 
+def score(model, dense, cats, label) -> dict:
+    return metrics(label, predict(model, dense, cats))
+
+
+SMOKE_FILE = "smoke.npz"
+
+
 def evaluate(eval_parts: list[str], candidate: str, baseline: str | None, output: str | None,
-             max_rows: int | None = None) -> dict:
+             max_rows: int | None = None, smoke_rows: int = 256) -> dict:
     dense, cats, label = raw_eval_rows(eval_parts, max_rows)
+    prob = predict(load_package(candidate), dense, cats)
     result = {"eval_partitions": eval_parts, "candidate": candidate, "baseline": baseline,
-              "candidate_metrics": score(load_package(candidate), dense, cats, label)}
+              "candidate_metrics": metrics(label, prob)}
     if baseline:
         result["baseline_metrics"] = score(load_package(baseline), dense, cats, label)
     if output:
         with storage.staged_partition(output) as staging:
             storage.write_json(storage.join(staging, "evaluation.json"), result)
+            # Deploy sends these held-out rows to Triton and expects these offline predictions back.
+            fs, path = storage.fs_path(storage.join(staging, SMOKE_FILE))
+            with fs.open(path, "wb") as fh:
+                np.savez(fh, dense_raw=dense[:smoke_rows], cat_hash=cats[:smoke_rows],
+                         prediction=prob[:smoke_rows].astype(np.float32), label=label[:smoke_rows])
+        result["smoke_rows"] = storage.join(output, SMOKE_FILE)
     cm = result["candidate_metrics"]
     line = f"candidate AUC {cm['auc']:.4f} logloss {cm['logloss']:.4f} on {cm['rows']} held-out rows"
     if baseline:
