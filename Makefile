@@ -12,7 +12,7 @@ export AIRFLOW__CORE__PLUGINS_FOLDER := $(CURDIR)/plugins
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-unit test-steps test-e2e bench lock clean
+.PHONY: setup demo demo-loop test test-unit test-steps test-serving test-e2e bench lock clean
 
 setup: .venv/.installed .venv-steps/.installed .venv-triton/.installed .tools/prometheus.ok $(AIRFLOW_HOME)/airflow.db
 
@@ -55,8 +55,12 @@ $(AIRFLOW_HOME)/airflow.db: .venv/.installed
 demo: setup
 	.venv/bin/python scripts/demo.py $(DEMO_ARGS)
 
+# The closed loop: serve with Triton, monitor, drift, sensor, full retrain, recovery.
+demo-loop: setup
+	.venv/bin/python scripts/demo_loop.py $(DEMO_ARGS)
+
 test: setup
-	$(MAKE) --no-print-directory test-steps test-unit test-e2e
+	$(MAKE) --no-print-directory test-steps test-unit test-serving test-e2e
 
 test-unit:
 	.venv/bin/python -m pytest -q -m "not e2e" tests/airflow tests/validator $(PYTEST_ARGS)
@@ -64,8 +68,12 @@ test-unit:
 test-steps:
 	PYTHONPATH=images/merlin/src .venv-steps/bin/python -m pytest -q tests/steps $(PYTEST_ARGS)
 
+# Real Triton, GCS emulator and Prometheus: deploy/rollback, the inference client, the monitor.
+test-serving:
+	.venv/bin/python -m pytest -q -m "not e2e" tests/serving tests/monitoring $(PYTEST_ARGS)
+
 test-e2e:
-	.venv/bin/python -m pytest -q -m e2e tests/airflow $(PYTEST_ARGS)
+	.venv/bin/python -m pytest -q -m e2e tests/airflow tests/serving $(PYTEST_ARGS)
 
 bench: setup
 	.venv/bin/python bench/bench_parse.py
@@ -73,6 +81,7 @@ bench: setup
 	PYTHONPATH=images/merlin/src .venv-steps/bin/python bench/bench_train.py
 	.venv/bin/python bench/bench_validate.py
 	.venv/bin/python bench/bench_daily_run.py
+	.venv/bin/python bench/bench_serving.py
 
 # Re-resolve the locks (needs the registries); commit the result.
 lock: | $(UV)

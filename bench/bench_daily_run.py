@@ -30,14 +30,22 @@ def main() -> None:
     import demo
 
     demo.configure(base, "2026-01-01")
-    from datetime import datetime, timedelta, timezone
-
     from operators.steps import STEPS, LocalProcessRuntime
 
     rt = LocalProcessRuntime()
     rt.run(STEPS["synth"], ["--out", str(base / "raw"), "--days", "0", "--rows", str(a.full_rows)])
     rt.run(STEPS["synth"], ["--out", str(base / "raw"), "--days", "1", "--rows", str(a.rows)])
     bag = demo.load_dags()
+    from operators.local_services.stack import ServingStack
+
+    with ServingStack(base, base / ".services", monitor=False, prometheus=False):  # deploy promotes on Triton
+        run(a, bag)
+
+
+def run(a, bag) -> None:
+    import demo
+    from datetime import datetime, timedelta, timezone
+
     day0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
     dr, _ = demo.run_dag(bag, "criteo_full_retrain", day0,
                          {"end_day": 0, "window_days": 1, "mlp_dims": a.mlp_dims, "auc_floor": 0.5})

@@ -29,7 +29,7 @@ class Image:
     name: str
     module: str                 # python -m <module>
     local_python: str           # interpreter of the local virtual environment
-    source_dir: str             # put on PYTHONPATH locally; COPY'd into the image
+    source_dir: str             # put on PYTHONPATH locally (os.pathsep-separated); COPY'd into the image
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,10 @@ IMAGES = {
                     str(REPO_ROOT / "images" / "merlin" / "src")),
     "validator": Image("validator", "criteo_validate", str(REPO_ROOT / ".venv" / "bin" / "python"),
                        str(REPO_ROOT / "images" / "validator" / "src")),
+    # The inference client and the monitor; the monitor's drift reuses the validator's profiles.
+    "monitoring": Image("monitoring", "criteo_monitoring", str(REPO_ROOT / ".venv" / "bin" / "python"),
+                        os.pathsep.join([str(REPO_ROOT / "images" / "monitoring" / "src"),
+                                         str(REPO_ROOT / "images" / "validator" / "src")])),
 }
 
 STEPS = {
@@ -60,6 +64,8 @@ STEPS = {
     "export": StepSpec("export", "merlin", ("export",)),
     "evaluate": StepSpec("evaluate", "merlin", ("evaluate",)),
     "synth": StepSpec("synth", "merlin", ("synth",)),
+    "replay": StepSpec("replay", "monitoring", ("replay",), memory="2Gi"),
+    "request_log_to_day": StepSpec("request_log_to_day", "monitoring", ("to-day",), memory="4Gi"),
 }
 
 

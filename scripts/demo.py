@@ -65,8 +65,6 @@ def main(argv=None) -> int:
 
     base = Path(a.base).resolve()
     configure(base, a.day0)
-    from datetime import datetime, timedelta, timezone
-
     from operators.steps import STEPS, LocalProcessRuntime
 
     total_days = a.full_days + a.incremental_days
@@ -74,6 +72,19 @@ def main(argv=None) -> int:
     LocalProcessRuntime().run(STEPS["synth"], ["--out", str(base / "raw"), "--days", f"0-{total_days - 1}",
                                                "--rows", str(a.rows)])
     bag = load_dags()
+    from operators.local_services.stack import ServingStack
+
+    # Deploy promotes each version on a real Triton serving the bucket's model repository.
+    with ServingStack(base, base / ".services", monitor=False, prometheus=False) as stack:
+        print(f"== Triton Inference Server on {stack.triton.grpc_url} (gRPC), model repository "
+              f"{stack.model_repository}", flush=True)
+        return run_pipeline(a, base, bag, stack)
+
+
+def run_pipeline(a, base: Path, bag, stack) -> int:
+    from datetime import datetime, timedelta, timezone
+
+    total_days = a.full_days + a.incremental_days
     day0 = datetime.fromisoformat(a.day0).replace(tzinfo=timezone.utc)
     last_full = a.full_days - 1
     runs = []
@@ -118,8 +129,12 @@ def main(argv=None) -> int:
     print("   stopped at validate:" if blocked else "   NOT STOPPED:", flush=True)
     for f in failure.get("failed", []):
         print(f"     {f['column']}: expected {f['rule'].rsplit(' [', 1)[0]}; observed {f['observed'][:90]}")
-    print(f"   production is still version {hook.production_version()}; why, in the data docs: "
-          f"{failure.get('data_docs_page')}")
+    from operators.triton import TritonHook
+
+    serving = TritonHook(stack.triton.grpc_url).ready_versions(layout.cfg.model_name)
+    blocked = blocked and serving == [production]
+    print(f"   production is still version {hook.production_version()} (Triton serves {serving}); why, in the "
+          f"data docs: {failure.get('data_docs_page')}")
     print("\n== model versions in", layout.model_dir())
     for v in hook.versions():
         lin = hook.lineage(v)

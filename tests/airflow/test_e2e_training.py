@@ -13,6 +13,7 @@ import pytest
 pytestmark = pytest.mark.e2e
 DAY0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 ROWS = 60_000
+TRITON: dict = {}
 SMALL_MODEL = {"epochs": 2, "learning_rate": 0.005, "mlp_dims": "128,128", "batch_size": 2048,
                "auc_floor": 0.6}
 
@@ -41,7 +42,12 @@ def bucket(tmp_path_factory):
     from operators.steps import STEPS, LocalProcessRuntime
 
     LocalProcessRuntime().run(STEPS["synth"], ["--out", str(base / "raw"), "--days", "0-3", "--rows", str(ROWS)])
-    yield base
+    from operators.local_services.stack import ServingStack
+
+    # deploy promotes each version on a real Triton serving the bucket's model repository
+    with ServingStack(base, tmp_path_factory.mktemp("services"), monitor=False, prometheus=False) as stack:
+        TRITON["grpc_url"] = stack.triton.grpc_url
+        yield base
     os.environ.pop("AIRFLOW_VAR_CRITEO_BASE_URL", None)
 
 
@@ -85,7 +91,15 @@ def test_full_retrain_then_two_incremental_days(dagbag, bucket):
     for name in ("model.onnx", "model.py", "criteo_serving.py", "checkpoint.pt", "preprocessing/nvt/workflow.pkl",
                  "preprocessing/serving/categories.npz", "lineage.json", "_SUCCESS"):
         assert (version_dir / name).exists(), name
-    assert (Path(bucket) / "model_repository" / "criteo_dcn" / "config.pbtxt").exists()
+    config = (Path(bucket) / "model_repository" / "criteo_dcn" / "config.pbtxt").read_text()
+    assert "specific: { versions: [ 3 ] }" in config
+    # Triton serves exactly the production version; the deploy's smoke inference matched offline
+    from operators.triton import TritonHook
+
+    assert TritonHook(TRITON["grpc_url"]).ready_versions("criteo_dcn") == [3]
+    deploy = dr.get_task_instance("deploy").xcom_pull(task_ids="deploy")
+    assert deploy["promoted"] and deploy["previous_version"] == 2 and deploy["smoke"]["served_version"] == 3
+    assert deploy["smoke"]["rows"] > 0 and deploy["smoke"]["max_abs_diff"] <= 1e-4
 
     # data quality: the window's reference profile ships with v1 and is inherited by v2, v3;
     # the daily runs were validated (and drift-checked) against it; processed output was gated too
@@ -143,6 +157,9 @@ def test_a_malformed_day_stops_before_training(dagbag, bucket):
     summary = json.loads((Path(result["data_docs_site"]) / "_summary.json").read_text())
     assert summary["success"] is False
     assert (Path(bucket) / "model_repository" / "criteo_dcn" / str(before[-1]) / "model.onnx").read_bytes() == prod
+    from operators.triton import TritonHook
+
+    assert TritonHook(TRITON["grpc_url"]).ready_versions("criteo_dcn") == [before[-1]]
 
 
 def test_a_missing_day_waits_then_fails(dagbag, bucket):
