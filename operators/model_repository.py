@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
 import uuid
 
 from .layout import Layout
@@ -26,6 +27,8 @@ SUCCESS = "_SUCCESS"
 REJECTED = "_REJECTED"
 CONFIG = "config.pbtxt"
 _POLICY = re.compile(r"version_policy\s*:?\s*\{(?:[^{}]|\{[^{}]*\})*\}", re.S)
+_STAGING = re.compile(r"^\.staging-\d+-(\d+)-[0-9a-f]+$")
+STALE_STAGING_S = 6 * 3600  # a push never takes this long: its staging folder is a crash's leftover
 _SPECIFIC = re.compile(r"version_policy\s*:?\s*\{\s*specific\s*:?\s*\{\s*versions\s*:\s*\[?\s*(\d+)\s*\]?\s*\}\s*\}")
 
 
@@ -118,7 +121,20 @@ class ModelRepositoryHook:
             removed.append(v)
         if removed:
             log.info("pruned versions %s of %s (keeping %s)", removed, self.layout.cfg.model_name, sorted(kept))
+        self._remove_stale_staging()
         return removed
+
+    def _remove_stale_staging(self, older_than_s: float = STALE_STAGING_S) -> list[str]:
+        """Staging folders of pushes that died midway (killed, node lost): never loaded, now deleted."""
+        gone = []
+        for p in self.model_dir.iterdir():
+            m = _STAGING.match(p.name)
+            if m and time.time() - int(m.group(1)) > older_than_s:
+                p.rmdir(recursive=True)
+                gone.append(p.name)
+        if gone:
+            log.info("removed the staging folders of interrupted pushes: %s", gone)
+        return gone
 
     def _write_atomic(self, path, text: str) -> None:
         if self._is_local:
@@ -155,43 +171,59 @@ class ModelRepositoryHook:
         self.model_dir.mkdir(parents=True, exist_ok=True)
         for _ in range(max_attempts):
             version = (max(self._all_numeric(), default=0)) + 1
-            staging = self.model_dir / f".staging-{version}-{uuid.uuid4().hex[:8]}"
-            for src in package.rglob("*"):
-                rel = str(src.relative_to(package))
-                # The package's own marker is replaced by the version's; nested ones (the
-                # workflow's) are part of the content.
-                if src.is_file() and rel != SUCCESS:
-                    dst = staging / rel
-                    dst.parent.mkdir(parents=True, exist_ok=True)
-                    src.copy(dst)
-            for name, src_url in (extra_files or {}).items():
-                storage_path(src_url).copy(staging / name)
-            (staging / "lineage.json").write_text(json.dumps({**lineage, "version": version}, indent=2, default=str))
+            # The start time in the name lets `prune` tell a crashed push's leftovers from a live one.
+            staging = self.model_dir / f".staging-{version}-{int(time.time())}-{uuid.uuid4().hex[:8]}"
             final = self.model_dir / str(version)
-            if self._is_local:
-                import os
-
-                (staging / SUCCESS).touch()
-                try:
-                    # rename() of a folder onto an existing one fails: a concurrent deploy that
-                    # took this number first makes us retry with the next.
-                    os.rename(staging.path, final.path)
-                except OSError:
+            try:
+                self._stage(package, staging, lineage, version, extra_files or {})
+                if not self._publish(staging, final):
+                    continue  # a concurrent deploy took this number: try the next
+            except BaseException:
+                # An error midway leaves no half version; a process killed outright leaves only
+                # the hidden staging folder (never loaded: not a number) for `prune` to remove.
+                if staging.exists():
                     staging.rmdir(recursive=True)
-                    continue
-            else:
-                if final.exists():
-                    staging.rmdir(recursive=True)
-                    continue
-                for src in staging.rglob("*"):
-                    if src.is_file():
-                        dst = final / str(src.relative_to(staging))
-                        src.copy(dst)
-                (final / SUCCESS).touch()
-                staging.rmdir(recursive=True)
+                raise
             log.info("published %s version %s from %s", self.layout.cfg.model_name, version, package_url)
             return version
         raise RuntimeError(f"could not reserve a version number in {self.model_dir} after {max_attempts} attempts")
+
+    def _stage(self, package, staging, lineage: dict, version: int, extra_files: dict[str, str]) -> None:
+        for src in package.rglob("*"):
+            rel = str(src.relative_to(package))
+            # The package's own marker is replaced by the version's; nested ones (the
+            # workflow's) are part of the content.
+            if src.is_file() and rel != SUCCESS:
+                dst = staging / rel
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                src.copy(dst)
+        for name, src_url in extra_files.items():
+            storage_path(src_url).copy(staging / name)
+        (staging / "lineage.json").write_text(json.dumps({**lineage, "version": version}, indent=2, default=str))
+
+    def _publish(self, staging, final) -> bool:
+        """Make the staged version visible whole; False if its number was taken meanwhile."""
+        if self._is_local:
+            import os
+
+            (staging / SUCCESS).touch()
+            try:
+                # rename() of a folder onto an existing one fails: a concurrent deploy that
+                # took this number first makes us retry with the next.
+                os.rename(staging.path, final.path)
+            except OSError:
+                staging.rmdir(recursive=True)
+                return False
+            return True
+        if final.exists():
+            staging.rmdir(recursive=True)
+            return False
+        for src in staging.rglob("*"):
+            if src.is_file():
+                src.copy(final / str(src.relative_to(staging)))
+        (final / SUCCESS).touch()  # last: until it exists, the version is not complete
+        staging.rmdir(recursive=True)
+        return True
 
     def _all_numeric(self) -> list[int]:
         if not self.model_dir.exists():

@@ -36,6 +36,8 @@ def _common(layout: Layout, run_key: str, days: list[int], workflow_url: str, pr
         "evaluate_args": {"--eval": [layout.extracted(d) for d in days], "--candidate": f"{cand}/package",
                           "--baseline": baseline_dir, "--output": f"{cand}/evaluation",
                           "--max-rows": params.get("max_eval_rows") or None},
+        # evaluate's declared output: held-out rows + offline predictions, deploy's smoke inference
+        "smoke_rows": f"{cand}/evaluation/smoke.npz",
         "per_day": [{"day": d,
                      "extract_args": {"--input": layout.raw, "--day": d, "--output": layout.extracted(d)},
                      "validate_args": {"--input": layout.extracted(d), "--suite": ["raw_day", "drift"],

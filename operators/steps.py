@@ -49,10 +49,13 @@ IMAGES = {
                     str(REPO_ROOT / "images" / "merlin" / "src")),
     "validator": Image("validator", "criteo_validate", str(REPO_ROOT / ".venv" / "bin" / "python"),
                        str(REPO_ROOT / "images" / "validator" / "src")),
-    # The inference client and the monitor; the monitor's drift reuses the validator's profiles.
+    # The inference client, the monitor and to-day. They share the Criteo codecs and metrics with
+    # images/merlin (schema, evaluate) and the drift bins with images/validator (profile); the
+    # image copies those modules in (images/monitoring/Dockerfile).
     "monitoring": Image("monitoring", "criteo_monitoring", str(REPO_ROOT / ".venv" / "bin" / "python"),
                         os.pathsep.join([str(REPO_ROOT / "images" / "monitoring" / "src"),
-                                         str(REPO_ROOT / "images" / "validator" / "src")])),
+                                         str(REPO_ROOT / "images" / "validator" / "src"),
+                                         str(REPO_ROOT / "images" / "merlin" / "src")])),
 }
 
 STEPS = {

@@ -141,7 +141,7 @@ def train_evaluate_deploy(plan, validation, mode: str, **lineage_extra):
         task_id="deploy",
         package=plan["package"],
         run_key=plan["run_key"],
-        smoke_rows=evaluate.output["smoke_rows"],
+        smoke_rows=plan["smoke_rows"],
         lineage={"mode": mode, "days": plan["days"], "workflow_id": plan["workflow_id"],
                  "parent_version": plan["parent_version"], "validation": validation.output,
                  "processed_validation": validate_processed.output,

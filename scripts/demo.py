@@ -160,4 +160,8 @@ def run_pipeline(a, base: Path, bag, stack) -> int:
 
 
 if __name__ == "__main__":
+    import signal
+
+    # SIGTERM (a CI timeout, `kill`) unwinds like Ctrl-C, so the local servers are stopped too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     sys.exit(main())

@@ -89,13 +89,14 @@ def main(argv=None) -> int:
     p.add_argument("--traffic-days", type=int, default=5, help="days replayed to Triton after it")
     p.add_argument("--drift-from-day", type=int, default=5, help="drift is injected from this day on")
     p.add_argument("--rows", type=int, default=40_000, help="rows per historical day")
-    p.add_argument("--traffic-rows", type=int, default=20_000, help="rows replayed per traffic day")
+    p.add_argument("--traffic-rows", type=int, default=30_000, help="rows replayed per traffic day")
     p.add_argument("--window-rows", type=int, default=5000, help="the monitor's rolling window")
     p.add_argument("--auc-threshold", type=float, default=0.72)
     p.add_argument("--psi-threshold", type=float, default=0.25)
     p.add_argument("--sustained-s", type=int, default=8, help="how long a metric must stay bad")
     p.add_argument("--sensor-timeout-s", type=int, default=25, help="a quiet day's sensors give up after this")
-    p.add_argument("--retrain-window-days", type=int, default=2)
+    p.add_argument("--retrain-window-days", type=int, default=1,
+                   help="days the triggered retrain trains on, ending at the latest day: the drifted ones")
     p.add_argument("--mlp-dims", default="256,256")
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--day0", default="2026-01-01")
@@ -191,12 +192,15 @@ def main(argv=None) -> int:
                 events.append({"event": "retrain_triggered", "after_day": day, "by": fired, "conf": conf})
                 print(f"   queued {run_id} conf {conf}: running it (the scheduler's part)", flush=True)
                 t0 = time.time()
+                before = repo.production_version()
                 dr = bag.get_dag("criteo_full_retrain").test(logical_date=logical_date,
                                                              run_conf={**train_conf, **conf})
-                print(f"   criteo_full_retrain: {dr.state} in {time.time() - t0:.0f}s; "
-                      f"production version {repo.production_version()}", flush=True)
-                if dr.state == "success":
-                    events.append({"event": "deployed", "version": repo.production_version(), "after_day": day})
+                after = repo.production_version()
+                states = {ti.task_id: ti.state for ti in dr.get_task_instances()}
+                print(f"   criteo_full_retrain: {dr.state} in {time.time() - t0:.0f}s; deploy {states.get('deploy')}; "
+                      f"production version {before} -> {after}", flush=True)
+                if after != before:
+                    events.append({"event": "deployed", "version": after, "after_day": day})
 
     checks = evaluate_loop(timeline, events, a.drift_from_day)
     print("\n== AUC timeline (rolling AUC over the last "
@@ -229,11 +233,15 @@ def evaluate_loop(timeline: list[dict], events: list[dict], drift_day: int) -> d
         "auc_dropped_with_drift": bool(before and first_drift and first_drift["auc"] < min(before) - 0.02),
         "no_retrain_before_drift": all(e["after_day"] >= drift_day for e in retrains),
         "sensor_fired_and_retrain_triggered": bool(retrains),
-        "new_version_deployed": len(deployed) >= 2,
+        "new_version_deployed": len({e["version"] for e in deployed}) >= 2,
         "served_auc_recovered": bool(first_drift and after and after[-1]["auc"] > first_drift["auc"] + 0.02),
     }
 
 
 if __name__ == "__main__":
+    import signal
+
+    # SIGTERM (a CI timeout, `kill`) unwinds like Ctrl-C, so the local servers are stopped too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     sys.path.insert(0, str(REPO / "scripts"))
     sys.exit(main())

@@ -20,6 +20,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: its own process group, and SIGTERM when the parent dies (Linux),
+    so a test or demo killed hard (SIGKILL, a CI timeout) leaves no server behind."""
+    os.setsid()
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def http_ok(url: str, timeout: float = 1.0) -> bool:
     import urllib.error
     import urllib.request
@@ -53,7 +65,7 @@ class ServerProcess:
         log_fh = open(self.log_path, "ab")
         log.info("starting %s: %s (log %s)", self.name, " ".join(self.argv), self.log_path)
         self.proc = subprocess.Popen(self.argv, stdout=log_fh, stderr=subprocess.STDOUT, env=self.env,
-                                     cwd=self.cwd, start_new_session=True)
+                                     cwd=self.cwd, preexec_fn=_die_with_parent)
         log_fh.close()
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:

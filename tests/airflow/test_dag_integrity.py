@@ -11,7 +11,7 @@ HEAVY = {"great_expectations", "nvtabular", "torch", "tritonclient", "kubernetes
 
 def test_every_dag_file_imports_without_errors(dagbag):
     assert dagbag.import_errors == {}
-    assert set(dagbag.dag_ids) >= {"criteo_incremental_training", "criteo_full_retrain"}
+    assert set(dagbag.dag_ids) >= {"criteo_incremental_training", "criteo_full_retrain", "model_monitoring"}
 
 
 @pytest.mark.parametrize("dag_id", ["criteo_incremental_training", "criteo_full_retrain"])

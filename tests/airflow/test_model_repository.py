@@ -92,3 +92,42 @@ def test_prune_keeps_the_newest_and_always_production(hook, tmp_path):
 def test_lineage_records_the_version(hook, tmp_path):
     v = hook.push(package(tmp_path), {"run_key": "a", "days": [1]})
     assert json.loads((hook.model_dir / str(v) / "lineage.json").read_text())["version"] == v
+
+
+def test_a_push_that_fails_midway_leaves_no_version(hook, tmp_path, monkeypatch):
+    pkg = package(tmp_path)
+    (Path(pkg) / "checkpoint.pt").write_bytes(b"weights")
+    v1 = hook.push(pkg, {"run_key": "a"})
+    hook.set_production(v1)
+    from airflow.sdk import ObjectStoragePath
+
+    real_copy, calls = ObjectStoragePath.copy, []
+
+    def flaky_copy(self, dst, *args, **kwargs):
+        calls.append(self.name)
+        if len(calls) == 2:
+            raise OSError("connection reset while copying")
+        return real_copy(self, dst, *args, **kwargs)
+
+    monkeypatch.setattr(ObjectStoragePath, "copy", flaky_copy)
+    with pytest.raises(OSError, match="connection reset"):
+        hook.push(pkg, {"run_key": "b"})
+    monkeypatch.undo()
+    assert hook.versions() == [v1] and hook.production_version() == v1
+    assert sorted(p.name for p in hook.model_dir.iterdir()) == ["1", "config.pbtxt"]  # nothing half-copied
+    assert hook.push(pkg, {"run_key": "b"}) == 2
+
+
+def test_prune_removes_the_leftovers_of_a_killed_push_only_when_stale(hook, tmp_path):
+    import time
+
+    v1 = hook.push(package(tmp_path), {"run_key": "a"})
+    hook.set_production(v1)
+    stale = hook.model_dir / f".staging-2-{int(time.time()) - 7 * 3600}-0badf00d"
+    live = hook.model_dir / f".staging-3-{int(time.time())}-c0ffee00"
+    for d in (stale, live):
+        (d / "preprocessing").mkdir(parents=True)
+        (d / "model.onnx").write_bytes(b"half")
+    assert hook.versions() == [1]  # neither is a version
+    hook.prune(keep=5)
+    assert not stale.exists() and live.exists()

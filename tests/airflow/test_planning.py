@@ -57,6 +57,8 @@ def test_incremental_plan_warm_starts_from_production(cfg):
     assert plan["extract_args"] == {"--input": f"{cfg.base_url}/raw", "--day": 4,
                                     "--output": f"{cfg.base_url}/work/extracted/day=4"}
     assert plan["evaluate_args"]["--baseline"] == v2
+    # deploy's smoke rows are the evaluate step's declared output
+    assert plan["smoke_rows"] == plan["evaluate_args"]["--output"] + "/smoke.npz"
 
 
 def test_rerun_of_a_deployed_day_keeps_its_original_parent(cfg):

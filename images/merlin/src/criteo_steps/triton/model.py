@@ -15,19 +15,35 @@ import triton_python_backend_utils as pb_utils
 class TritonPythonModel:
     def initialize(self, args):
         version_dir = os.path.join(args["model_repository"], args["model_version"])
+        # The version folder is the repository's: leave no __pycache__ in it (the stub's embedded
+        # interpreter ignores PYTHONDONTWRITEBYTECODE; model.py's own .pyc is written before this runs).
+        sys.dont_write_bytecode = True
         sys.path.insert(0, version_dir)
         from criteo_serving import CTRModel
 
         self.model = CTRModel(version_dir, threads=int(os.environ.get("CRITEO_ORT_THREADS", "1")))
 
     def execute(self, requests):
-        responses = []
-        for request in requests:
-            dense = pb_utils.get_input_tensor_by_name(request, "dense_raw").as_numpy()
-            cats = pb_utils.get_input_tensor_by_name(request, "cat_hash").as_numpy()
+        """One onnxruntime run for all the requests the dynamic batcher hands over at once (that
+        is what batching them is for); if that fails, each request alone, so that one bad request
+        fails by itself and never takes the others or the model down."""
+        inputs = [(pb_utils.get_input_tensor_by_name(r, "dense_raw").as_numpy(),
+                   pb_utils.get_input_tensor_by_name(r, "cat_hash").as_numpy()) for r in requests]
+        if len(inputs) > 1:
             try:
-                prob = self.model.predict(dense, cats).reshape(-1, 1).astype(np.float32)
-                responses.append(pb_utils.InferenceResponse([pb_utils.Tensor("ctr", prob)]))
+                prob = self._predict(np.concatenate([d for d, _ in inputs]), np.concatenate([c for _, c in inputs]))
+                bounds = np.cumsum([0] + [len(d) for d, _ in inputs])
+                return [pb_utils.InferenceResponse([pb_utils.Tensor("ctr", np.ascontiguousarray(prob[a:b]))])
+                        for a, b in zip(bounds[:-1], bounds[1:])]
+            except Exception:  # noqa: BLE001 - find the culprit below, request by request
+                pass
+        responses = []
+        for dense, cats in inputs:
+            try:
+                responses.append(pb_utils.InferenceResponse([pb_utils.Tensor("ctr", self._predict(dense, cats))]))
             except Exception as exc:  # one bad request must not take the model down
                 responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(str(exc))))
         return responses
+
+    def _predict(self, dense, cats):
+        return np.ascontiguousarray(self.model.predict(dense, cats).reshape(-1, 1), dtype=np.float32)

@@ -1,0 +1,366 @@
+"""monitor: reads the request log as it grows and serves the served model's quality and drift as
+Prometheus metrics, labelled by model and version.
+
+    python -m criteo_monitoring monitor --request-log gs://b/request_log \
+        --model-repository gs://b/model_repository --port 9109 [--window-rows 5000]
+
+Every `--interval-s` it reads the part files that appeared since the last scan (within
+`--lookback-hours` of the newest partition; a restart rebuilds its windows from there), joins
+labels to requests on (request_id, row), and updates each version's rolling windows
+(criteo_monitoring.metrics). A request waits for its label as long as it takes, up to
+`--max-pending-rows` unlabelled rows (then the oldest are dropped, and counted).
+
+Metrics (`/metrics`), labels `model`, `version`:
+
+    criteo_rolling_auc, criteo_rolling_logloss       over the last --window-rows labelled rows
+    criteo_rolling_predicted_ctr, criteo_rolling_observed_ctr, criteo_calibration_ratio (predicted / observed)
+    criteo_rolling_labelled_requests                 rows in that window
+    criteo_feature_psi{feature}, criteo_max_feature_psi   requests vs the version's reference_profile.json
+    criteo_drift_window_requests                     rows in the drift window
+    criteo_requests_logged_total, criteo_labels_joined_total
+    criteo_reference_profile_loaded                  1 when the version's reference profile was found
+    criteo_monitor_files_read_total{kind}, criteo_monitor_bad_files, criteo_monitor_pending_rows{kind},
+    criteo_monitor_unlabelled_dropped_total, criteo_monitor_scan_errors_total,
+    criteo_monitor_last_scan_timestamp_seconds, criteo_monitor_scan_duration_seconds
+
+A quality metric appears only once `--min-rows` labelled rows are in its window, PSI once as many
+requests are (below that it is noise). A file that cannot be read, or lacks the request log's
+columns, is logged with its path and the reason, counted, and skipped (read again if it changes);
+a scan that fails (bucket unreachable) is logged and retried at the next interval. Neither stops
+the monitor.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+import time
+from collections import Counter
+from datetime import datetime, timedelta
+
+import numpy as np
+
+from .metrics import FEATURES, VersionWindow, feature_bins
+from .request_log import KEY, LABELS, REQUESTS, RequestLogError, fs_root, list_parts, part_partition, read_part
+
+log = logging.getLogger("criteo_monitoring.monitor")
+REFERENCE_RETRY_S = 30.0
+
+
+def _hour(partition: tuple[str, str]) -> datetime:
+    return datetime.fromisoformat(f"{partition[0]}T{partition[1]}:00:00")
+
+
+class RequestLogMonitor:
+    """The monitor's state: windows per (model, version), pending joins, counters. Thread-safe."""
+
+    def __init__(self, request_log: str, model_repository: str | None = None, model: str | None = None,
+                 window_rows: int = 5000, min_rows: int = 500, lookback_hours: float = 48,
+                 max_pending_rows: int = 2_000_000):
+        import pandas as pd
+
+        self.request_log = request_log.rstrip("/")
+        self.model_repository = model_repository.rstrip("/") if model_repository else None
+        self.model = model
+        self.window_rows = window_rows
+        self.min_rows = min_rows
+        self.lookback_hours = lookback_hours
+        self.max_pending_rows = max_pending_rows
+        self.windows: dict[tuple[str, int], VersionWindow] = {}
+        self.logged: Counter = Counter()
+        self.joined: Counter = Counter()
+        self.files_read: Counter = Counter()
+        self.seen: dict[str, int] = {}          # path -> size when read
+        self.bad: dict[str, str] = {}           # path -> why it was skipped
+        self.references: dict[tuple[str, int], tuple[dict | None, float]] = {}
+        self.pending_requests = pd.DataFrame(columns=[*KEY, "event_time", "model", "version", "prediction"])
+        self.pending_labels = pd.DataFrame(columns=[*KEY, "label"])
+        self.dropped = 0
+        self.scan_errors = 0
+        self.last_scan = None
+        self.last_scan_seconds = None
+        self.lock = threading.Lock()
+
+    # -- reading the log ------------------------------------------------------------------------
+    def _new_files(self, fs, kind: str) -> list[str]:
+        parts = list_parts(self.request_log, kind)
+        if parts and self.lookback_hours:
+            newest = _hour(part_partition(parts[-1]))
+            oldest = newest - timedelta(hours=self.lookback_hours)
+            parts = [p for p in parts if _hour(part_partition(p)) >= oldest]
+        new = []
+        for p in parts:
+            size = fs.size(p)
+            if self.seen.get(p) == size or (p in self.bad and self.bad[p].endswith(f"[{size} bytes]")):
+                continue
+            new.append((p, size))
+        return new
+
+    def _read(self, fs, kind: str, files) -> list:
+        tables = []
+        for path, size in files:
+            try:
+                tables.append(read_part(fs, path, kind))
+            except RequestLogError as exc:
+                if path not in self.bad:
+                    log.error("skipping %s", exc)
+                self.bad[path] = f"{exc} [{size} bytes]"
+                continue
+            self.seen[path] = size
+            self.bad.pop(path, None)
+            self.files_read[kind] += 1
+        return tables
+
+    def scan(self) -> dict:
+        """Read what is new in the request log and update the windows; returns what it read."""
+        import pandas as pd
+        import pyarrow as pa
+
+        t0 = time.monotonic()
+        fs, _ = fs_root(self.request_log)
+        new_requests = self._read(fs, REQUESTS, self._new_files(fs, REQUESTS))
+        new_labels = self._read(fs, LABELS, self._new_files(fs, LABELS))
+        with self.lock:
+            n_req = n_lab = 0
+            if new_requests:
+                table = pa.concat_tables(new_requests)
+                if self.model:
+                    table = table.filter(pa.compute.equal(table.column("model"), self.model))
+                table = table.sort_by([("event_time", "ascending"), ("request_id", "ascending"), ("row", "ascending")])
+                n_req = table.num_rows
+                self._add_requests(table)
+            if new_labels:
+                labels = pa.concat_tables(new_labels).select([*KEY, "label"]).to_pandas()
+                n_lab = len(labels)
+                self.pending_labels = pd.concat([self.pending_labels, labels], ignore_index=True)
+            matched = self._join()
+            self.last_scan = time.time()
+            self.last_scan_seconds = time.monotonic() - t0
+        return {"request_rows": n_req, "label_rows": n_lab, "joined": matched,
+                "request_files": len(new_requests), "label_files": len(new_labels)}
+
+    def _add_requests(self, table) -> None:
+        import pandas as pd
+
+        from criteo_steps.schema import CAT_COLUMNS, INT_COLUMNS
+
+        models = table.column("model").to_numpy(zero_copy_only=False)
+        versions = table.column("version").to_numpy()
+        ints = np.stack([table.column(c).to_numpy(zero_copy_only=False).astype(np.float64) for c in INT_COLUMNS], 1)
+        cats = np.stack([table.column(c).fill_null(-1).to_numpy() for c in CAT_COLUMNS], 1)
+        bins = feature_bins(ints, cats)
+        for model, version in sorted(set(zip(models, versions.tolist()))):
+            sel = (models == model) & (versions == version)
+            self._window(model, version).add_requests(bins[sel])
+            self.logged[(model, int(version))] += int(sel.sum())
+        frame = table.select([*KEY, "event_time", "model", "version", "prediction"]).to_pandas()
+        self.pending_requests = pd.concat([self.pending_requests, frame], ignore_index=True)
+
+    def _join(self) -> int:
+        """Move labelled requests from pending into their windows, oldest first."""
+        req, lab = self.pending_requests, self.pending_labels
+        if req.empty or lab.empty:
+            self._bound_pending()
+            return 0
+        lab = lab.drop_duplicates(KEY, keep="last")
+        merged = req.merge(lab, on=KEY, how="left", indicator=True)
+        hit = (merged["_merge"] == "both").to_numpy()
+        done = merged[hit].sort_values(["event_time", "request_id", "row"], kind="stable")
+        for (model, version), group in done.groupby(["model", "version"], sort=True):
+            self._window(model, int(version)).add_labelled(group["prediction"].to_numpy(np.float32),
+                                                          group["label"].to_numpy(np.int8))
+            self.joined[(model, int(version))] += len(group)
+        self.pending_requests = req[~hit].reset_index(drop=True)
+        keys = set(map(tuple, done[KEY].itertuples(index=False, name=None)))
+        unmatched = [k not in keys for k in lab[KEY].itertuples(index=False, name=None)]
+        self.pending_labels = lab[unmatched].reset_index(drop=True)
+        self._bound_pending()
+        return int(hit.sum())
+
+    def _bound_pending(self) -> None:
+        extra = len(self.pending_requests) - self.max_pending_rows
+        if extra > 0:
+            self.pending_requests = self.pending_requests.sort_values("event_time").iloc[extra:].reset_index(drop=True)
+            self.dropped += extra
+            log.warning("dropped the %d oldest requests still waiting for a label (more than %d pending)",
+                        extra, self.max_pending_rows)
+        if len(self.pending_labels) > self.max_pending_rows:  # labels of requests outside the lookback
+            self.pending_labels = self.pending_labels.iloc[-self.max_pending_rows:].reset_index(drop=True)
+
+    def _window(self, model: str, version: int) -> VersionWindow:
+        key = (str(model), int(version))
+        if key not in self.windows:
+            self.windows[key] = VersionWindow(self.window_rows)
+            log.info("first requests of %s version %s in the request log", *key)
+        return self.windows[key]
+
+    # -- reference profiles ---------------------------------------------------------------------
+    def reference(self, model: str, version: int) -> dict | None:
+        """The version's reference_profile.json, looked up again every 30 s while missing."""
+        key = (model, version)
+        cached = self.references.get(key)
+        if cached and (cached[0] is not None or time.monotonic() - cached[1] < REFERENCE_RETRY_S):
+            return cached[0]
+        profile = None
+        if self.model_repository:
+            from criteo_validate.profile import load
+
+            url = f"{self.model_repository}/{model}/{version}/reference_profile.json"
+            try:
+                profile = load(url)
+            except (OSError, ValueError) as exc:
+                log.error("cannot read %s: %s", url, exc)
+            if profile is None and cached is None:
+                log.warning("%s not found: no drift metrics for %s version %s (quality metrics still are)",
+                            url, model, version)
+        self.references[key] = (profile, time.monotonic())
+        return profile
+
+    # -- exposition -----------------------------------------------------------------------------
+    def snapshot(self) -> dict:
+        """Every metric's current value: {(model, version): {...}} plus the monitor's own."""
+        with self.lock:
+            versions = {}
+            for (model, version), window in sorted(self.windows.items()):
+                versions[(model, version)] = {
+                    "quality": window.quality(self.min_rows),
+                    "labelled_rows": len(window.labels),
+                    "drift_rows": len(window.bins),
+                    "drift": window.drift(self.reference(model, version), self.min_rows),
+                    "reference": self.reference(model, version) is not None,
+                    "logged": self.logged[(model, version)],
+                    "joined": self.joined[(model, version)],
+                }
+            return {"versions": versions, "files_read": dict(self.files_read), "bad_files": len(self.bad),
+                    "pending": {"requests": len(self.pending_requests), "labels": len(self.pending_labels)},
+                    "dropped": self.dropped, "scan_errors": self.scan_errors, "last_scan": self.last_scan,
+                    "last_scan_seconds": self.last_scan_seconds}
+
+    def collect(self):
+        """prometheus_client collector protocol: the metric families of the snapshot."""
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        snap = self.snapshot()
+        mv = ["model", "version"]
+
+        def gauge(name, doc, labels=mv):
+            return GaugeMetricFamily(name, doc, labels=labels)
+
+        quality = {
+            "auc": gauge("criteo_rolling_auc", "AUC over the last labelled requests of the version"),
+            "logloss": gauge("criteo_rolling_logloss", "Logloss over the last labelled requests of the version"),
+            "predicted_ctr": gauge("criteo_rolling_predicted_ctr", "Mean prediction over the labelled window"),
+            "observed_ctr": gauge("criteo_rolling_observed_ctr", "Observed click rate over the labelled window"),
+            "calibration": gauge("criteo_calibration_ratio", "Predicted CTR / observed CTR over the labelled window"),
+        }
+        rows = gauge("criteo_rolling_labelled_requests", "Labelled rows in the quality window")
+        drift_rows = gauge("criteo_drift_window_requests", "Requests in the drift window")
+        psi = gauge("criteo_feature_psi", "PSI of a feature: recent requests vs the version's training reference",
+                    labels=[*mv, "feature"])
+        max_psi = gauge("criteo_max_feature_psi", "Largest feature PSI vs the version's training reference")
+        loaded = gauge("criteo_reference_profile_loaded", "1 when the version's reference_profile.json was found")
+        logged = CounterMetricFamily("criteo_requests_logged", "Request rows read from the request log", labels=mv)
+        joined = CounterMetricFamily("criteo_labels_joined", "Request rows joined with their label", labels=mv)
+        for (model, version), v in snap["versions"].items():
+            lv = [model, str(version)]
+            if v["quality"]:
+                for key, family in quality.items():
+                    family.add_metric(lv, v["quality"][key])
+            rows.add_metric(lv, v["labelled_rows"])
+            drift_rows.add_metric(lv, v["drift_rows"])
+            if v["drift"]:
+                for feature in FEATURES:
+                    if feature in v["drift"]:
+                        psi.add_metric([*lv, feature], v["drift"][feature])
+                max_psi.add_metric(lv, max(v["drift"].values()))
+            loaded.add_metric(lv, 1.0 if v["reference"] else 0.0)
+            logged.add_metric(lv, v["logged"])
+            joined.add_metric(lv, v["joined"])
+        yield from quality.values()
+        yield from (rows, drift_rows, psi, max_psi, loaded, logged, joined)
+        files = CounterMetricFamily("criteo_monitor_files_read", "Request log part files read", labels=["kind"])
+        for kind in (REQUESTS, LABELS):
+            files.add_metric([kind], snap["files_read"].get(kind, 0))
+        yield files
+        yield GaugeMetricFamily("criteo_monitor_bad_files", "Part files skipped as unreadable or malformed",
+                                value=snap["bad_files"])
+        pending = gauge("criteo_monitor_pending_rows", "Rows waiting to be joined", labels=["kind"])
+        for kind, n in snap["pending"].items():
+            pending.add_metric([kind], n)
+        yield pending
+        yield CounterMetricFamily("criteo_monitor_unlabelled_dropped", "Requests dropped while waiting for a label",
+                                  value=snap["dropped"])
+        yield CounterMetricFamily("criteo_monitor_scan_errors", "Scans of the request log that failed",
+                                  value=snap["scan_errors"])
+        if snap["last_scan"] is not None:
+            yield GaugeMetricFamily("criteo_monitor_last_scan_timestamp_seconds", "When the last scan ended",
+                                    value=snap["last_scan"])
+            yield GaugeMetricFamily("criteo_monitor_scan_duration_seconds", "How long the last scan took",
+                                    value=snap["last_scan_seconds"])
+
+    def scan_safely(self) -> dict | None:
+        try:
+            return self.scan()
+        except Exception as exc:  # noqa: BLE001 - a bad scan (bucket unreachable) must not stop the monitor
+            with self.lock:
+                self.scan_errors += 1
+            log.error("scan of %s failed (%s: %s); retrying at the next interval", self.request_log,
+                      type(exc).__name__, exc)
+            return None
+
+
+def serve(monitor: RequestLogMonitor, host: str, port: int, interval_s: float) -> None:
+    from prometheus_client import CollectorRegistry, start_http_server
+
+    registry = CollectorRegistry()
+    registry.register(monitor)
+    server, _ = start_http_server(port, addr=host, registry=registry)
+    log.info("monitor of %s serving metrics on http://%s:%s/metrics (window %d rows, scan every %gs)",
+             monitor.request_log, host, port, monitor.window_rows, interval_s)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    while not stop.is_set():
+        read = monitor.scan_safely()
+        if read and (read["request_rows"] or read["label_rows"]):
+            log.info("read %(request_rows)d request rows (%(request_files)d files), %(label_rows)d labels "
+                     "(%(label_files)d files); joined %(joined)d", read)
+        stop.wait(interval_s)
+    server.shutdown()
+    log.info("monitor stopped")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="criteo_monitoring monitor", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--request-log", required=True, help="request log URL: a folder or gs://bucket/prefix")
+    p.add_argument("--model-repository", default=None,
+                   help="the Triton model repository (for each version's reference_profile.json)")
+    p.add_argument("--model", default=None, help="only this model (default: every model in the log)")
+    p.add_argument("--host", default="127.0.0.1", help="address to serve /metrics on")
+    p.add_argument("--port", type=int, default=9109)
+    p.add_argument("--window-rows", type=int, default=5000, help="rows in each rolling window")
+    p.add_argument("--min-rows", type=int, default=500, help="rows a window needs before its metrics appear")
+    p.add_argument("--interval-s", type=float, default=5.0, help="seconds between scans of the request log")
+    p.add_argument("--lookback-hours", type=float, default=48,
+                   help="read partitions within this many hours of the newest (0: all)")
+    p.add_argument("--max-pending-rows", type=int, default=2_000_000, help="unlabelled requests kept waiting")
+    p.add_argument("--once", action="store_true", help="scan once, print the metrics and exit")
+    a = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    if a.window_rows < 1 or a.min_rows < 1 or a.min_rows > a.window_rows:
+        p.error(f"need 1 <= --min-rows <= --window-rows, got {a.min_rows} and {a.window_rows}")
+    monitor = RequestLogMonitor(a.request_log, a.model_repository, a.model, a.window_rows, a.min_rows,
+                                a.lookback_hours, a.max_pending_rows)
+    if a.once:
+        from prometheus_client import CollectorRegistry, generate_latest
+
+        if monitor.scan_safely() is None:
+            return 1
+        registry = CollectorRegistry()
+        registry.register(monitor)
+        print(generate_latest(registry).decode(), end="")
+        return 0
+    serve(monitor, a.host, a.port, a.interval_s)
+    return 0
