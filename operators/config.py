@@ -31,6 +31,7 @@ class PipelineConfig:
     num_days: int          # days in the dataset (24 for Criteo Terabyte)
     model_name: str
     keep_versions: int = 5  # model versions kept in the Triton repository (production always is)
+    request_log_url: str = ""  # served requests + labels (images/monitoring); default <base>/request_log
 
     @classmethod
     def load(cls) -> "PipelineConfig":
@@ -43,6 +44,7 @@ class PipelineConfig:
             num_days=int(_var("criteo_num_days", "24")),
             model_name=_var("criteo_model_name", "criteo_dcn"),
             keep_versions=int(_var("criteo_keep_versions", "5")),
+            request_log_url=_var("criteo_request_log_url", base.rstrip("/") + "/request_log").rstrip("/"),
         )
 
     @property

@@ -8,6 +8,7 @@
     work/validation/<run key>/day=N/profile.json   the day's data profile (validate step)
     model_repository/<model>/config.pbtxt, <model>/<version>/...   Triton's repository
     data_docs/<dag id>/<run id>/day=N/, processed/  Great Expectations data docs, one site per validation
+    request_log/{requests,labels}/date=D/hour=H/    served traffic and its labels (criteo_request_log_url)
 
 Logical date -> day: day_N with N = (logical date - criteo_day0_date) in days. With the defaults,
 the run for 2026-01-01 processes day_0 and 2026-01-24 processes day_23. A date outside
@@ -62,6 +63,10 @@ class Layout:
 
     def candidate(self, run_key: str) -> str:
         return f"{self.cfg.base_url}/work/candidates/{run_key}"
+
+    @property
+    def request_log(self) -> str:
+        return self.cfg.request_log_url or f"{self.cfg.base_url}/request_log"
 
     @property
     def data_docs(self) -> str:

@@ -67,8 +67,11 @@ STEPS = {
     "export": StepSpec("export", "merlin", ("export",)),
     "evaluate": StepSpec("evaluate", "merlin", ("evaluate",)),
     "synth": StepSpec("synth", "merlin", ("synth",)),
-    "replay": StepSpec("replay", "monitoring", ("replay",), memory="2Gi"),
-    "request_log_to_day": StepSpec("request_log_to_day", "monitoring", ("to-day",), memory="4Gi"),
+    # Exit 4: bad input or a raw day that exists with other content (retrying cannot help);
+    # exit 3: Triton failing, labels not all in yet (a retry may).
+    "replay": StepSpec("replay", "monitoring", ("replay",), data_error_exit_codes=(4,), memory="2Gi"),
+    "request_log_to_day": StepSpec("request_log_to_day", "monitoring", ("to-day",), data_error_exit_codes=(4,),
+                                   memory="4Gi"),
 }
 
 

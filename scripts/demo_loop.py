@@ -6,8 +6,8 @@
    request log, Prometheus scraping both (operators/local_services);
 3. criteo_full_retrain on the historical days deploys version 1; Triton loads it;
 4. each traffic day: the inference client replays it to Triton over gRPC and logs requests,
-   predictions, versions and then labels; the request log becomes raw/day_N (fresh training
-   data: the loop closes); then model_monitoring runs: its sensors ask Prometheus whether the
+   predictions, versions and then labels; criteo_request_log_to_raw turns the day's request log
+   into raw/day_N (fresh training data: the loop closes); then model_monitoring runs: its sensors ask Prometheus whether the
    rolling AUC stayed low, or drift stayed high, for the sustained window;
 5. when a sensor fires, model_monitoring triggers criteo_full_retrain; the demo plays the
    scheduler's part and runs that queued run (same logical date and conf) with dag.test();
@@ -130,7 +130,7 @@ def main(argv=None) -> int:
                                "--drift-from-day", str(a.drift_from_day)])
     steps.run(STEPS["synth"], ["--out", str(base / "traffic"), "--days", f"{traffic[0]}-{traffic[-1]}",
                                "--rows", str(a.traffic_rows), "--drift-from-day", str(a.drift_from_day)])
-    forget_runs(["criteo_full_retrain", "model_monitoring", "criteo_incremental_training"])
+    forget_runs(["criteo_full_retrain", "model_monitoring", "criteo_incremental_training", "criteo_request_log_to_raw"])
     bag = DagBag(dag_folder=str(REPO / "dags"))
     if bag.import_errors:
         raise SystemExit(f"DAG import errors: {bag.import_errors}")
@@ -163,12 +163,14 @@ def main(argv=None) -> int:
             result = steps.run(STEPS["replay"], ["--input", str(base / "traffic" / f"day_{day}"), "--day", str(day),
                                                  "--triton", stack.triton.grpc_url, "--model", MODEL,
                                                  "--request-log", str(stack.request_log), "--batch-size", "64",
-                                                 "--concurrency", "2"])
+                                                 "--concurrency", "2", "--day0", a.day0])
             for v, n in (result.get("versions_seen") or {}).items():
                 sent[int(v)] = sent.get(int(v), 0) + int(n)
-            # The request log of the day becomes the day's training data.
-            steps.run(STEPS["request_log_to_day"], ["--request-log", str(stack.request_log), "--day", str(day),
-                                                    "--output", str(base / "raw")])
+            # The request log of the day becomes the day's training data (the daily DAG that does it).
+            conv = bag.get_dag("criteo_request_log_to_raw").test(logical_date=day0 + timedelta(days=day))
+            if conv.state != "success":
+                print(f"DEMO-LOOP FAILED: criteo_request_log_to_raw for day_{day}: {conv.state}")
+                return 1
             served = wait_for_monitor(prom, version, expect_rows=sent.get(version, 0))
             point = {"day": day, "drifted": day >= a.drift_from_day, "version": version, **served}
             timeline.append(point)

@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parents[2]
 def test_drift_to_recovery(tmp_path):
     out = tmp_path / "timeline.json"
     cmd = [sys.executable, str(REPO / "scripts" / "demo_loop.py"), "--base", str(tmp_path / "bucket"),
-           "--rows", "30000", "--traffic-rows", "12000", "--history-days", "2", "--traffic-days", "4",
+           "--rows", "30000", "--traffic-rows", "30000", "--history-days", "2", "--traffic-days", "4",
            "--drift-from-day", "4", "--window-rows", "4000", "--mlp-dims", "128,128",
            "--sensor-timeout-s", "20", "--sustained-s", "6", "--json", str(out)]
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW_VAR_")}

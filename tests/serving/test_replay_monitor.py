@@ -100,6 +100,15 @@ def test_replay_logs_what_triton_answered_and_to_day_gives_the_day_back(served, 
                                                           "--output", str(served["root"] / "raw_a")])
     assert out["rows"] == 4000 and out["versions"] == {"1": 4000}
     assert (served["root"] / "raw_a/day_0").read_bytes() == (served["raw"] / "day_0").read_bytes()
+    # a different day_0 in the way: exit 4, a data error the step operator does not retry
+    from operators.steps import StepFailed
+
+    (served["root"] / "raw_a/day_0").write_bytes(b"0" + b"\t" * 39 + b"\n")
+    with pytest.raises(StepFailed) as err:
+        served["rt"].run(STEPS["request_log_to_day"], ["--request-log", str(log), "--day", "0",
+                                                        "--output", str(served["root"] / "raw_a")])
+    assert err.value.exit_code == 4 and 4 in STEPS["request_log_to_day"].data_error_exit_codes
+    assert "exists with other content" in str(err.value)
 
 
 def test_monitor_metrics_are_scraped_by_prometheus(served):

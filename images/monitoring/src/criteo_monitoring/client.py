@@ -48,6 +48,10 @@ class ReplayError(RuntimeError):
     """The replay could not go on (Triton kept failing); the message says why."""
 
 
+class ReplayUsageError(ReplayError):
+    """The replay was asked for something it cannot do (bad settings): no retry helps."""
+
+
 @dataclass
 class Batch:
     """Consecutive rows of a raw day, decoded: what Triton takes, and what the log keeps."""
@@ -82,7 +86,7 @@ def resolve_input(url: str, day: int | None) -> str:
     fs, path = fsspec.core.url_to_fs(url)
     if fs.isdir(path):
         if day is None:
-            raise ReplayError(f"{url} is a folder: give --day to pick day_N or day_N.gz in it")
+            raise ReplayUsageError(f"{url} is a folder: give --day to pick day_N or day_N.gz in it")
         from criteo_steps.extract import find_day_file
 
         return find_day_file(url, day)
@@ -307,15 +311,15 @@ def replay(input_url: str, triton_url: str, request_log: str, model: str = "crit
     import pyarrow as pa
 
     if batch_size < 1 or concurrency < 1 or rate < 0:
-        raise ReplayError(f"--batch-size and --concurrency must be >= 1 and --rate >= 0, "
+        raise ReplayUsageError(f"--batch-size and --concurrency must be >= 1 and --rate >= 0, "
                           f"got {batch_size}, {concurrency}, {rate}")
     if clock not in ("replay", "wall"):
-        raise ReplayError(f"--clock must be 'replay' or 'wall', got {clock!r}")
+        raise ReplayUsageError(f"--clock must be 'replay' or 'wall', got {clock!r}")
     d0 = date.fromisoformat(day0)
     url = resolve_input(input_url, day)
     if clock == "replay":
         if day is None:
-            raise ReplayError("--clock replay needs --day: the Criteo day whose date the rows are replayed on")
+            raise ReplayUsageError("--clock replay needs --day: the Criteo day whose date the rows are replayed on")
         total = day_rows or count_rows(url)
         if max_rows:
             total = min(total, max_rows)

@@ -31,7 +31,11 @@ from .request_log import KEY, LABELS, REQUESTS, fs_root, is_local, list_parts, p
 
 
 class ToDayError(RuntimeError):
-    """The day cannot be written (nothing logged, labels missing, a different day_N exists)."""
+    """The day cannot be written yet (nothing logged, labels missing): a later try may succeed."""
+
+
+class DayExists(ToDayError):
+    """A different day_N is already there: never replaced without --overwrite."""
 
 
 def tsv_lines(frame) -> bytes:
@@ -128,7 +132,7 @@ def to_day(request_log: str, day: int, output: str, day0: str = "2026-01-01", gz
             if new_sum == old_sum:
                 unchanged = True
             elif not overwrite:
-                raise ToDayError(f"{output}/{name} exists with other content (sha256 {old_sum[:12]}, new "
+                raise DayExists(f"{output}/{name} exists with other content (sha256 {old_sum[:12]}, new "
                                  f"{new_sum[:12]}): raw data is never replaced without --overwrite")
         if not unchanged:
             if is_local(out_fs):
