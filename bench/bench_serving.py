@@ -73,7 +73,6 @@ def build_version(work: Path, rows: int, mlp_dims: str) -> tuple[Path, Path]:
 
 def held_out_rows(raw_day: Path, n: int, work: Path) -> Path:
     """The first n rows of the day as serving inputs, parsed by the inference client's own parser."""
-    sys.path[:0] = [str(REPO / "images/monitoring/src"), str(REPO / "images/validator/src")]
     from criteo_monitoring.client import read_batches
 
     dense, cats = [], []
@@ -173,7 +172,7 @@ def main() -> None:
     with ServingStack(base, work / "services", monitor=False, prometheus=False) as stack:
         promote(repo, TritonHook(stack.triton.grpc_url), version)
         floor = json.loads(subprocess.run(
-            [str(REPO / ".venv-triton/bin/python"), "-c", FLOOR, str(repo.model_dir / str(version)), str(rows),
+            [str(REPO / ".venv-triton/bin/python"), "-c", FLOOR, f"{repo.model_dir.path}/{version}", str(rows),
              json.dumps(batches), str(a.requests)], check=True, capture_output=True, text=True).stdout)
         print(f"\nserving the DCN (MLP {a.mlp_dims}) through Triton {stack.triton.grpc_url} (gRPC, python backend + "
               f"onnxruntime, 1 instance, 1 ORT thread) vs in-process onnxruntime; {a.requests} timed requests each")

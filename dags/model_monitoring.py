@@ -46,11 +46,11 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import DAG
 
 from operators.monitoring_sensors import FeatureDriftSensor, RollingAUCSensor
-from operators.monitoring_tasks import TARGET_DAG, decide_retrain, monitor_params, production_version, record_retrain
+from operators.monitoring_tasks import (decide_retrain, monitor_params, production_version, record_retrain,
+                                        trigger_full_retrain)
 
 with DAG(
     dag_id="model_monitoring",
@@ -78,12 +78,6 @@ with DAG(
                                         doc_md="Fires when the served version's largest feature PSI stays above "
                                                "psi_threshold for sustained_s.")
     decision = decide_retrain()
-    trigger = TriggerDagRunOperator(
-        task_id="trigger_full_retrain",
-        trigger_dag_id=TARGET_DAG,
-        conf=decision,
-        openlineage_inject_parent_info=False,  # the retrain's conf is exactly decide_retrain's
-        doc_md="Queue criteo_full_retrain with decide_retrain's conf (end_day, window_days, reason).",
-    )
+    trigger = trigger_full_retrain(decision)
 
     [auc_degraded, drift_detected] >> decision >> trigger >> record_retrain()

@@ -33,6 +33,7 @@ def judge(evaluation: dict, auc_floor: float, max_auc_drop: float) -> Blessing:
                        f"by more than {max_auc_drop:.4f}")
     if not reasons:
         reasons.append(f"candidate AUC {cand:.4f} >= floor {auc_floor:.4f}"
-                       + ("" if base_auc is None else f" and within {max_auc_drop:.4f} of production {base_auc:.4f}"))
+                       + ("" if base_auc is None else f" and not below production's {base_auc:.4f} by more than "
+                                                  f"{max_auc_drop:.4f}"))
         return Blessing(True, reasons, cand, base_auc, auc_floor, max_auc_drop)
     return Blessing(False, reasons, cand, base_auc, auc_floor, max_auc_drop)

@@ -221,6 +221,26 @@ def decide_retrain(**context):
 
 
 @task
+def trigger_full_retrain(conf: dict, **context) -> str:
+    """Queue criteo_full_retrain with decide_retrain's conf (end_day, window_days, reason).
+
+    The same mechanism as TriggerDagRunOperator (the Task SDK's DagRunTriggerException: the task
+    runner has the API server create the run), without that operator's module at parse time: it
+    imports airflow.models, ~150 ms on every parse of this DAG file.
+    """
+    from airflow.sdk.exceptions import DagRunTriggerException
+
+    now = datetime.now(timezone.utc)
+    run_id = f"monitoring__{now.isoformat()}"
+    print(f"queueing {TARGET_DAG} run {run_id} with conf {conf}")
+    context["ti"].xcom_push(key="trigger_run_id", value=run_id)
+    raise DagRunTriggerException(trigger_dag_id=TARGET_DAG, dag_run_id=run_id, conf=dict(conf), logical_date=now,
+                                 reset_dag_run=False, skip_when_already_exists=False, wait_for_completion=False,
+                                 allowed_states=["success"], failed_states=["failed"], poke_interval=60,
+                                 deferrable=False, note=conf.get("reason"))
+
+
+@task
 def record_retrain(**context) -> str:
     """Remember when this DAG last triggered a retrain (the cooldown starts now)."""
     from airflow.sdk import Variable

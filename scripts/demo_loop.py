@@ -207,11 +207,12 @@ def main(argv=None) -> int:
     checks = evaluate_loop(timeline, events, a.drift_from_day)
     print("\n== AUC timeline (rolling AUC over the last "
           f"{a.window_rows} labelled requests, from Prometheus)")
-    print(f"  {'day':<7}{'drift':<7}{'version':<9}{'AUC':<8}{'logloss':<9}{'max PSI':<9}sensors fired")
+    print(f"  {'day':<7}{'drift':<7}{'version':<9}{'AUC':<8}{'logloss':<9}{'calib.':<8}{'max PSI':<9}sensors fired")
     for t in timeline:
         psi = "-" if t["max_psi"] is None else f"{t['max_psi']:.3f}"
+        calib = "-" if t["calibration"] is None else f"{t['calibration']:.3f}"
         print(f"  {t['day']:<7}{'yes' if t['drifted'] else 'no':<7}{t['version']:<9}{t['auc']:<8.4f}"
-              f"{t['logloss']:<9.4f}{psi:<9}{', '.join(t['sensors_fired']) or '-'}")
+              f"{t['logloss']:<9.4f}{calib:<8}{psi:<9}{', '.join(t['sensors_fired']) or '-'}")
     for e in events:
         print(f"  event: {e}")
     for name, ok in checks.items():

@@ -143,7 +143,8 @@ def test_dag_shape(dagbag):
     assert dag.max_active_runs == 1 and not dag.catchup
     assert dag.get_task("decide_retrain").trigger_rule == "one_success"
     assert dag.get_task("decide_retrain").upstream_task_ids == {"auc_degraded", "drift_detected"}
-    assert dag.get_task("trigger_full_retrain").trigger_dag_id == "criteo_full_retrain"
+    assert dag.get_task("trigger_full_retrain").upstream_task_ids == {"decide_retrain"}
+    assert dag.get_task("record_retrain").upstream_task_ids == {"trigger_full_retrain"}
     for sensor in ("auc_degraded", "drift_detected"):
         task = dag.get_task(sensor)
         assert task.soft_fail and task.deferrable and task.upstream_task_ids == {"production_version"}
