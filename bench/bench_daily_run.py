@@ -9,7 +9,6 @@ each task's duration, the DAG's wall time, and the ratio DAG wall time / sum of 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import time

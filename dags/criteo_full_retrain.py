@@ -29,7 +29,7 @@ from airflow.sdk import DAG, Param
 from operators.sensors import RawDaySensor
 from operators.steps import CriteoStepOperator
 from operators.training_tasks import (DEFAULT_ARGS, RAW_POKE_INTERVAL_S, RAW_WAIT_TIMEOUT_S, SENSOR_MODE,
-                                      TRAINING_PARAMS, blessing_gate, day_of, extract_args_of, per_day_plans,
+                                      TRAINING_PARAMS, day_of, extract_args_of, per_day_plans,
                                       plan_full_retrain, train_evaluate_deploy, validate_args_of)
 
 with DAG(

@@ -64,7 +64,7 @@ def prom(tmp_path_factory):
                          scrape_interval_s=1.0) as server:
         hook = PrometheusHook(server.url)
         deadline = time.time() + 30
-        while not hook.query(f'criteo_rolling_auc{{version="low"}}'):  # first scrape (~5 s after start)
+        while not hook.query('criteo_rolling_auc{version="low"}'):  # first scrape (~5 s after start)
             assert time.time() < deadline, server.process.tail()
             time.sleep(0.3)
         exporter.url, exporter.prometheus = server.url, server

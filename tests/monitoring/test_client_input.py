@@ -1,5 +1,4 @@
 """The inference client's input side: reading a raw day, bad lines and values, the rate limiter."""
-import gzip
 import time
 
 import numpy as np

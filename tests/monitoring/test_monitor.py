@@ -3,12 +3,11 @@ versions apart, skips bad files without stopping, rebuilds from the log after a 
 import logging
 import os
 
-import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from criteo_monitoring.monitor import RequestLogMonitor
-from criteo_monitoring.request_log import LABELS, REQUESTS, list_parts
+from criteo_monitoring.request_log import LABELS, list_parts
 
 from .conftest import MODEL, day_profile, log_day
 
@@ -116,3 +115,14 @@ def test_a_restart_rebuilds_the_windows_from_the_log(raw_days, tmp_path):
     recent.scan()
     logged = exposition(recent)[f"criteo_requests_logged_total{sel(1)}"]
     assert 1000 < logged < 2000  # 7 of day_1's 24 hour partitions, 250 rows each
+
+
+def test_a_replay_rerun_is_joined_once(raw_days, tmp_path):
+    log_day(raw_days / "day_1", 1, tmp_path / "log")
+    log_day(raw_days / "day_1", 1, tmp_path / "log")  # the same request ids again
+    monitor = RequestLogMonitor(str(tmp_path / "log"), window_rows=10_000, min_rows=500)
+    monitor.scan()
+    m = exposition(monitor)
+    assert m[f"criteo_requests_logged_total{sel(1)}"] == 12000  # rows read
+    assert m[f"criteo_labels_joined_total{sel(1)}"] == 6000 and m[f"criteo_rolling_labelled_requests{sel(1)}"] == 6000
+    assert m['criteo_monitor_pending_rows{kind="requests"}'] == 0 and m['criteo_monitor_pending_rows{kind="labels"}'] == 0

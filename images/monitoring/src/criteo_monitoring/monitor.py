@@ -48,6 +48,12 @@ log = logging.getLogger("criteo_monitoring.monitor")
 REFERENCE_RETRY_S = 30.0
 
 
+def _append(frame, new):
+    import pandas as pd
+
+    return new.reset_index(drop=True) if frame.empty else pd.concat([frame, new], ignore_index=True)
+
+
 def _hour(partition: tuple[str, str]) -> datetime:
     return datetime.fromisoformat(f"{partition[0]}T{partition[1]}:00:00")
 
@@ -74,8 +80,8 @@ class RequestLogMonitor:
         self.seen: dict[str, int] = {}          # path -> size when read
         self.bad: dict[str, str] = {}           # path -> why it was skipped
         self.references: dict[tuple[str, int], tuple[dict | None, float]] = {}
-        self.pending_requests = pd.DataFrame(columns=[*KEY, "event_time", "model", "version", "prediction"])
-        self.pending_labels = pd.DataFrame(columns=[*KEY, "label"])
+        self.pending_requests = pd.DataFrame()  # requests still waiting for their label
+        self.pending_labels = pd.DataFrame()    # labels whose request has not been read yet
         self.dropped = 0
         self.scan_errors = 0
         self.last_scan = None
@@ -114,7 +120,6 @@ class RequestLogMonitor:
 
     def scan(self) -> dict:
         """Read what is new in the request log and update the windows; returns what it read."""
-        import pandas as pd
         import pyarrow as pa
 
         t0 = time.monotonic()
@@ -133,7 +138,7 @@ class RequestLogMonitor:
             if new_labels:
                 labels = pa.concat_tables(new_labels).select([*KEY, "label"]).to_pandas()
                 n_lab = len(labels)
-                self.pending_labels = pd.concat([self.pending_labels, labels], ignore_index=True)
+                self.pending_labels = _append(self.pending_labels, labels)
             matched = self._join()
             self.last_scan = time.time()
             self.last_scan_seconds = time.monotonic() - t0
@@ -141,8 +146,6 @@ class RequestLogMonitor:
                 "request_files": len(new_requests), "label_files": len(new_labels)}
 
     def _add_requests(self, table) -> None:
-        import pandas as pd
-
         from criteo_steps.schema import CAT_COLUMNS, INT_COLUMNS
 
         models = table.column("model").to_numpy(zero_copy_only=False)
@@ -155,7 +158,7 @@ class RequestLogMonitor:
             self._window(model, version).add_requests(bins[sel])
             self.logged[(model, int(version))] += int(sel.sum())
         frame = table.select([*KEY, "event_time", "model", "version", "prediction"]).to_pandas()
-        self.pending_requests = pd.concat([self.pending_requests, frame], ignore_index=True)
+        self.pending_requests = _append(self.pending_requests, frame)
 
     def _join(self) -> int:
         """Move labelled requests from pending into their windows, oldest first."""
@@ -163,6 +166,7 @@ class RequestLogMonitor:
         if req.empty or lab.empty:
             self._bound_pending()
             return 0
+        req = req.drop_duplicates(KEY, keep="last")  # a request logged twice (a rerun) counts once
         lab = lab.drop_duplicates(KEY, keep="last")
         merged = req.merge(lab, on=KEY, how="left", indicator=True)
         hit = (merged["_merge"] == "both").to_numpy()
@@ -171,10 +175,9 @@ class RequestLogMonitor:
             self._window(model, int(version)).add_labelled(group["prediction"].to_numpy(np.float32),
                                                           group["label"].to_numpy(np.int8))
             self.joined[(model, int(version))] += len(group)
-        self.pending_requests = req[~hit].reset_index(drop=True)
-        keys = set(map(tuple, done[KEY].itertuples(index=False, name=None)))
-        unmatched = [k not in keys for k in lab[KEY].itertuples(index=False, name=None)]
-        self.pending_labels = lab[unmatched].reset_index(drop=True)
+        self.pending_requests = merged.loc[~hit, req.columns].reset_index(drop=True)
+        used = lab.merge(done[KEY], on=KEY, how="left", indicator=True)["_merge"].to_numpy() == "both"
+        self.pending_labels = lab[~used].reset_index(drop=True)
         self._bound_pending()
         return int(hit.sum())
 
