@@ -161,14 +161,17 @@ def main(argv=None) -> int:
     import tempfile
     import time
 
-    p = argparse.ArgumentParser(description="Run a local Prometheus on 127.0.0.1 (a free port) scraping targets.")
+    p = argparse.ArgumentParser(prog="python -m operators.local_services.prometheus",
+                                description="Run a local Prometheus on 127.0.0.1 scraping targets.")
     p.add_argument("--target", action="append", default=[], help="host:port or a full metrics URL (repeatable)")
     p.add_argument("--work-dir", default=None)
     p.add_argument("--scrape-interval-s", type=float, default=1.0)
+    p.add_argument("--port", type=int, default=None,
+                   help="default: a free port (9090 is the Variable criteo_prometheus_url's default)")
     a = p.parse_args(argv)
     work = a.work_dir or tempfile.mkdtemp(prefix="criteo-prometheus-")
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop the server on SIGTERM too
-    with LocalPrometheus(a.target, work_dir=work, scrape_interval_s=a.scrape_interval_s) as prom:
+    with LocalPrometheus(a.target, work_dir=work, scrape_interval_s=a.scrape_interval_s, port=a.port) as prom:
         print(f"Prometheus ready at {prom.url} (config {prom.config_path}, log {prom.log_path}); Ctrl-C stops it",
               flush=True)
         try:

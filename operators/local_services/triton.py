@@ -236,6 +236,8 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     repo = a.model_repository if "://" in a.model_repository else str(Path(a.model_repository).resolve())
+    if "://" not in repo:
+        Path(repo).mkdir(parents=True, exist_ok=True)  # Triton refuses to start on a missing folder
     triton = LocalTriton(repo, work_dir=a.work_dir, log_verbose=a.log_verbose, grpc_port=a.grpc_port,
                          http_port=a.http_port, metrics_port=a.metrics_port)
     t0 = time.monotonic()
