@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from .test_model_monitoring_dag import MODEL, make_bucket
+from test_model_monitoring_dag import MODEL, make_bucket  # tests/airflow is on sys.path (rootdir import)
 
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]
@@ -173,6 +173,10 @@ def test_the_scheduled_run_fires_in_the_triggerer_and_queues_one_retrain(airflow
                       "decide_retrain": "success", "trigger_full_retrain": "success", "record_retrain": "success"}
     log = airflow.task_log("model_monitoring", run["dag_run_id"], "auc_degraded")
     assert "deferred to the triggerer" in log and "FIRED" in log, log[-3000:]
+    # the wait ran in the triggerer process: it writes the trigger's own log beside the task's
+    folder = airflow.home / "logs" / "dag_id=model_monitoring" / f"run_id={run['dag_run_id']}" / "task_id=auc_degraded"
+    trigger_logs = list(folder.glob("attempt=1.log.trigger.*.log"))
+    assert trigger_logs and "condition met: criteo_rolling_auc" in trigger_logs[0].read_text(), list(folder.iterdir())
     (retrain,) = airflow.runs("criteo_full_retrain")
     assert retrain["state"] == "queued" and retrain["conf"]["end_day"] == 3 and retrain["conf"]["window_days"] == 2
     assert retrain["conf"]["reason"].startswith("model_monitoring: auc_degraded fired")
