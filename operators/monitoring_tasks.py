@@ -221,7 +221,7 @@ def decide_retrain(**context):
 
 
 @task
-def trigger_full_retrain(conf: dict, **context) -> str:
+def trigger_full_retrain(conf: dict) -> None:
     """Queue criteo_full_retrain with decide_retrain's conf (end_day, window_days, reason).
 
     The same mechanism as TriggerDagRunOperator (the Task SDK's DagRunTriggerException: the task
@@ -232,8 +232,7 @@ def trigger_full_retrain(conf: dict, **context) -> str:
 
     now = datetime.now(timezone.utc)
     run_id = f"monitoring__{now.isoformat()}"
-    print(f"queueing {TARGET_DAG} run {run_id} with conf {conf}")
-    context["ti"].xcom_push(key="trigger_run_id", value=run_id)
+    print(f"queueing {TARGET_DAG} run {run_id} with conf {conf}")  # the task runner pushes trigger_run_id
     raise DagRunTriggerException(trigger_dag_id=TARGET_DAG, dag_run_id=run_id, conf=dict(conf), logical_date=now,
                                  reset_dag_run=False, skip_when_already_exists=False, wait_for_completion=False,
                                  allowed_states=["success"], failed_states=["failed"], poke_interval=60,

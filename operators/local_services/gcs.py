@@ -22,7 +22,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from .process import ServerProcess, free_port, http_ok
+from .process import LocalServer, ServerProcess, free_port, http_ok
 
 DEFAULT_PROJECT = "criteo-local"
 
@@ -39,7 +39,7 @@ def emulator_binary() -> Path:
     return Path(_get_binary_path()) if hasattr(wrapper, "__file__") else Path()
 
 
-class LocalGcsEmulator:
+class LocalGcsEmulator(LocalServer):
     """fake-gcs-server on 127.0.0.1:<free port>; `root` keeps objects in a folder, else in memory."""
 
     def __init__(self, work_dir: str | Path | None = None, log_path: str | Path | None = None,
@@ -59,10 +59,6 @@ class LocalGcsEmulator:
     @property
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def running(self) -> bool:
-        return self.process is not None and self.process.running
 
     def env(self) -> dict[str, str]:
         """The variables that point the GCS clients (python, gcsfs, Triton's C++) at this emulator."""
@@ -97,10 +93,6 @@ class LocalGcsEmulator:
         self.process.start(timeout_s=timeout_s)
         return self
 
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.stop()
-
     def create_bucket(self, name: str) -> str:
         """Create bucket `name` (no error if it exists); returns "gs://name"."""
         body = json.dumps({"name": name}).encode()
@@ -130,9 +122,3 @@ class LocalGcsEmulator:
             token = page.get("nextPageToken")
             if not token:
                 return names
-
-    def __enter__(self) -> "LocalGcsEmulator":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()

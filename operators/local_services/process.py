@@ -109,3 +109,30 @@ class ServerProcess:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+class LocalServer:
+    """What the local servers (Triton, Prometheus, the GCS emulator) share: one ServerProcess,
+    `with server:` starts it (subclasses define `start()`) and stops it again."""
+
+    process: ServerProcess | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.running
+
+    def start(self):
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.stop()
+
+    def tail(self, lines: int = 30) -> str:
+        return self.process.tail(lines) if self.process else "(not started)"
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

@@ -19,7 +19,7 @@ import shutil
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from .process import ServerProcess, free_port, http_ok
+from .process import LocalServer, ServerProcess, free_port, http_ok
 
 BINARY_CANDIDATES = ("/usr/bin/prometheus",)
 
@@ -56,7 +56,7 @@ def scrape_job(target: str, index: int) -> dict:
     }
 
 
-class LocalPrometheus:
+class LocalPrometheus(LocalServer):
     """`with LocalPrometheus(targets, work_dir, log_path) as p:` a ready Prometheus at `p.url`.
 
     :param scrape_targets: "127.0.0.1:PORT" (scraped at /metrics) or full metrics URLs.
@@ -88,10 +88,6 @@ class LocalPrometheus:
     @property
     def config_path(self) -> Path:
         return self.work_dir / "prometheus.yml"
-
-    @property
-    def running(self) -> bool:
-        return self.process is not None and self.process.running
 
     def config(self) -> dict:
         interval = _duration(self.scrape_interval_s)
@@ -128,10 +124,6 @@ class LocalPrometheus:
         self.process.start(timeout_s=self.startup_timeout_s)
         return self
 
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.stop()
-
     def add_target(self, target: str) -> None:
         """Scrape one more target: rewrite the config and ask the running server to reload it."""
         scrape_job(target, len(self.targets))
@@ -147,12 +139,6 @@ class LocalPrometheus:
         if resp.status_code != 200:
             raise RuntimeError(f"Prometheus at {self.url} refused to reload {self.config_path}: "
                                f"HTTP {resp.status_code} {resp.text.strip()}")
-
-    def __enter__(self) -> "LocalPrometheus":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
 
 def main(argv=None) -> int:

@@ -28,7 +28,7 @@ import sys
 from pathlib import Path
 
 from ..config import REPO_ROOT
-from .process import ServerProcess, free_port, http_ok
+from .process import LocalServer, ServerProcess, free_port, http_ok
 
 TRITON_VENV = REPO_ROOT / ".venv-triton"
 PYTHON_VERSION = "3.11"  # the stub must match the venv's interpreter
@@ -55,7 +55,7 @@ def _interpreter_libdir(python: Path) -> str:
     return out.stdout.strip()
 
 
-class LocalTriton:
+class LocalTriton(LocalServer):
     """`with LocalTriton(model_repository) as t:` a ready tritonserver at `t.grpc_url`.
 
     :param model_repository: a folder, or gs://bucket/path (pass the emulator's variables in `env`).
@@ -106,10 +106,6 @@ class LocalTriton:
     @property
     def metrics_url(self) -> str:
         return f"http://127.0.0.1:{self.metrics_port}/metrics"
-
-    @property
-    def running(self) -> bool:
-        return self.process is not None and self.process.running
 
     def backend_directory(self) -> Path:
         """work_dir/backends/python with the python backend and the 3.11 stub (links)."""
@@ -202,19 +198,6 @@ class LocalTriton:
                                      cwd=self.work_dir)
         self.process.start(timeout_s=self.startup_timeout_s)
         return self
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.stop()
-
-    def tail(self, lines: int = 30) -> str:
-        return self.process.tail(lines) if self.process else "(not started)"
-
-    def __enter__(self) -> "LocalTriton":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -193,6 +193,7 @@ class TritonClient:
         self.backoff_s = backoff_s
         self._local = threading.local()
         self._clients: list = []
+        self._lock = threading.Lock()  # requests run in several threads
         self.retried = 0
 
     def _client(self):
@@ -204,7 +205,8 @@ class TritonClient:
                 self.url, channel_args=[("grpc.initial_reconnect_backoff_ms", 200),
                                         ("grpc.max_reconnect_backoff_ms", 1000)])
             self._local.client = client
-            self._clients.append(client)
+            with self._lock:
+                self._clients.append(client)
         return client
 
     def infer(self, dense_raw: np.ndarray, cat_hash: np.ndarray) -> tuple[np.ndarray, int, float, int]:
@@ -226,7 +228,8 @@ class TritonClient:
             except InferenceServerException as exc:
                 status = str(exc.status() or "")
                 if attempt < self.retries and any(code in status for code in _RETRYABLE):
-                    self.retried += 1
+                    with self._lock:
+                        self.retried += 1
                     time.sleep(self.backoff_s * 2 ** attempt)
                     continue
                 raise ReplayError(f"Triton at {self.url} failed inference on {self.model!r} "
@@ -312,7 +315,7 @@ def replay(input_url: str, triton_url: str, request_log: str, model: str = "crit
 
     if batch_size < 1 or concurrency < 1 or rate < 0:
         raise ReplayUsageError(f"--batch-size and --concurrency must be >= 1 and --rate >= 0, "
-                          f"got {batch_size}, {concurrency}, {rate}")
+                               f"got {batch_size}, {concurrency}, {rate}")
     if clock not in ("replay", "wall"):
         raise ReplayUsageError(f"--clock must be 'replay' or 'wall', got {clock!r}")
     d0 = date.fromisoformat(day0)

@@ -78,7 +78,7 @@ class RequestLogMonitor:
         self.joined: Counter = Counter()
         self.files_read: Counter = Counter()
         self.seen: dict[str, int] = {}          # path -> size when read
-        self.bad: dict[str, str] = {}           # path -> why it was skipped
+        self.bad: dict[str, tuple[int, str]] = {}  # path -> (its size then, why it was skipped)
         self.references: dict[tuple[str, int], tuple[dict | None, float]] = {}
         self.pending_requests = pd.DataFrame()  # requests still waiting for their label
         self.pending_labels = pd.DataFrame()    # labels whose request has not been read yet
@@ -98,7 +98,7 @@ class RequestLogMonitor:
         new = []
         for p in parts:
             size = fs.size(p)
-            if self.seen.get(p) == size or (p in self.bad and self.bad[p].endswith(f"[{size} bytes]")):
+            if self.seen.get(p) == size or self.bad.get(p, (None,))[0] == size:  # read again only if it changed
                 continue
             new.append((p, size))
         return new
@@ -111,7 +111,7 @@ class RequestLogMonitor:
             except RequestLogError as exc:
                 if path not in self.bad:
                     log.error("skipping %s", exc)
-                self.bad[path] = f"{exc} [{size} bytes]"
+                self.bad[path] = (size, str(exc))
                 continue
             self.seen[path] = size
             self.bad.pop(path, None)
@@ -226,12 +226,13 @@ class RequestLogMonitor:
         with self.lock:
             versions = {}
             for (model, version), window in sorted(self.windows.items()):
+                reference = self.reference(model, version)
                 versions[(model, version)] = {
                     "quality": window.quality(self.min_rows),
                     "labelled_rows": len(window.labels),
                     "drift_rows": len(window.bins),
-                    "drift": window.drift(self.reference(model, version), self.min_rows),
-                    "reference": self.reference(model, version) is not None,
+                    "drift": window.drift(reference, self.min_rows),
+                    "reference": reference is not None,
                     "logged": self.logged[(model, version)],
                     "joined": self.joined[(model, version)],
                 }

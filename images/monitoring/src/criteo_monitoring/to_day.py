@@ -20,6 +20,7 @@ import argparse
 import gzip
 import hashlib
 import os
+import tempfile
 import uuid
 from collections import Counter
 from datetime import date, timedelta
@@ -80,7 +81,7 @@ def to_day(request_log: str, day: int, output: str, day0: str = "2026-01-01", gz
     stats = Counter()
     versions: Counter = Counter()
     digest = hashlib.sha256()
-    local_tmp = tmp if is_local(out_fs) else os.path.join("/tmp", os.path.basename(tmp))
+    local_tmp = tmp if is_local(out_fs) else os.path.join(tempfile.gettempdir(), os.path.basename(tmp))
     raw = open(local_tmp, "wb")
     sink = gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) if gz else raw
     try:
