@@ -3,6 +3,7 @@ SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 UV_VERSION := 0.13.9
 UV := .tools/bin/uv
+RUFF_VERSION := 0.17.6
 # The CPU build of torch 2.13.0 for Python 3.11 lies here on the project's machines; uv needs the hint.
 TORCH_WHEELS ?= /opt/wheels
 export UV_PYTHON_DOWNLOADS := never
@@ -12,7 +13,7 @@ export AIRFLOW__CORE__PLUGINS_FOLDER := $(CURDIR)/plugins
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 PYTEST_ARGS ?=
 
-.PHONY: setup demo demo-loop test test-unit test-steps test-serving test-e2e bench lock clean
+.PHONY: setup demo demo-loop lint test test-unit test-integration test-steps test-e2e bench lock clean
 
 setup: .venv/.installed .venv-steps/.installed .venv-triton/.installed .tools/prometheus.ok $(AIRFLOW_HOME)/airflow.db
 
@@ -59,26 +60,36 @@ demo: setup
 demo-loop: setup
 	.venv/bin/python scripts/demo_loop.py $(DEMO_ARGS)
 
-test: setup
-	$(MAKE) --no-print-directory test-steps test-unit test-serving test-e2e
+# ruff, with Airflow's rules (configured in pyproject.toml); CI runs it before the tests.
+lint: .tools/ruff.ok
+	.tools/bin/ruff check .
 
-test-unit:
-	.venv/bin/python -m pytest -q -m "not e2e" tests/airflow tests/validator $(PYTEST_ARGS)
+.tools/ruff.ok: | $(UV)
+	$(UV) pip install -q --python .tools/bin/python ruff==$(RUFF_VERSION)
+	touch $@
+
+# The layers (markers, see tests/conftest.py), each runnable alone. The merlin image's tests need
+# its environment (.venv-steps); the kernel's run in both environments.
+test: setup
+	$(MAKE) --no-print-directory test-steps test-unit test-integration test-e2e
 
 test-steps:
-	PYTHONPATH=images/merlin/src .venv-steps/bin/python -m pytest -q tests/steps $(PYTEST_ARGS)
+	env -u PYTHONPATH .venv-steps/bin/python -m pytest -q tests/images/kernel tests/images/merlin $(PYTEST_ARGS)
 
-# Real Triton, GCS emulator and Prometheus: deploy/rollback, the inference client, the monitor.
-test-serving:
-	.venv/bin/python -m pytest -q -m "not e2e" tests/serving tests/monitoring $(PYTEST_ARGS)
+test-unit:
+	.venv/bin/python -m pytest -q -m unit --ignore=tests/images/merlin tests $(PYTEST_ARGS)
+
+# Real Triton, the GCS emulator, Prometheus, step subprocesses, Airflow's API server app.
+test-integration:
+	.venv/bin/python -m pytest -q -m integration --ignore=tests/images/merlin tests $(PYTEST_ARGS)
 
 test-e2e:
-	.venv/bin/python -m pytest -q -m e2e tests/airflow tests/serving $(PYTEST_ARGS)
+	.venv/bin/python -m pytest -q -m e2e --ignore=tests/images/merlin tests $(PYTEST_ARGS)
 
 bench: setup
 	.venv/bin/python bench/bench_parse.py
 	.venv-steps/bin/python bench/bench_preprocess.py
-	PYTHONPATH=images/merlin/src .venv-steps/bin/python bench/bench_train.py
+	PYTHONPATH=images/kernel/src:images/merlin/src .venv-steps/bin/python bench/bench_train.py
 	.venv/bin/python bench/bench_validate.py
 	.venv/bin/python bench/bench_daily_run.py
 	.venv/bin/python bench/bench_serving.py

@@ -12,6 +12,7 @@ import argparse
 import sys
 import tempfile
 import time
+from datetime import UTC
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -29,23 +30,25 @@ def main() -> None:
     import demo
 
     demo.configure(base, "2026-01-01")
-    from operators.steps import STEPS, LocalProcessRuntime
+    from operators.runtime.catalogue import STEPS
+    from operators.runtime.local import LocalProcessRuntime
 
     rt = LocalProcessRuntime()
     rt.run(STEPS["synth"], ["--out", str(base / "raw"), "--days", "0", "--rows", str(a.full_rows)])
     rt.run(STEPS["synth"], ["--out", str(base / "raw"), "--days", "1", "--rows", str(a.rows)])
     bag = demo.load_dags()
-    from operators.local_services.stack import ServingStack
+    from local_servers.stack import ServingStack
 
     with ServingStack(base, base / ".services", monitor=False, prometheus=False):  # deploy promotes on Triton
         run(a, bag)
 
 
 def run(a, bag) -> None:
-    import demo
-    from datetime import datetime, timedelta, timezone
+    from datetime import datetime, timedelta
 
-    day0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    import demo
+
+    day0 = datetime(2026, 1, 1, tzinfo=UTC)
     dr, _ = demo.run_dag(bag, "criteo_full_retrain", day0,
                          {"end_day": 0, "window_days": 1, "mlp_dims": a.mlp_dims, "auc_floor": 0.5})
     assert dr.state == "success", dr.state

@@ -6,6 +6,12 @@ empty DAG with a cron schedule, so Airflow's own timetable machinery (croniter a
 that any scheduled DAG pays) is counted as Airflow's. Median of --repeat runs.
 
     .venv/bin/python bench/bench_parse.py [--repeat 7]
+    .venv/bin/python bench/bench_parse.py --baseline ../other-checkout   # A/B, alternated in one run
+
+With --baseline, each measurement of a DAG file here (A) is paired with one of the same file in the
+other checkout (B: `git worktree add ../other-checkout <rev>`), in alternating order (A, B, then
+B, A), both with their own `operators` package (the probe runs in the checkout's folder), so the
+machine's noise hits both alike; the table gives both medians and B/A.
 """
 from __future__ import annotations
 
@@ -35,22 +41,47 @@ print(json.dumps({"airflow_s": t1 - t0, "dag_s": t2 - t1}))
 """
 
 
+def measure(tree: Path, dag_file: str, mode: str) -> dict:
+    out = subprocess.run([sys.executable, "-c", PROBE, str(tree / "dags" / dag_file), mode], capture_output=True,
+                         text=True, cwd=tree, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def median_ms(runs: list[dict], key: str) -> float:
+    return statistics.median(r[key] for r in runs) * 1000
+
+
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--repeat", type=int, default=7)
+    p.add_argument("--baseline", type=Path, default=None, help="another checkout to compare with, alternated")
     a = p.parse_args()
-    print(f"{'DAG file':<34} {'Airflow import':>15} {'beyond Airflow import':>22} {'beyond an empty @daily DAG':>27}")
-    for f in sorted((REPO / "dags").glob("*.py")):
-        med = {}
-        for mode in ("cold", "warm"):
-            runs = []
-            for _ in range(a.repeat):
-                out = subprocess.run([sys.executable, "-c", PROBE, str(f), mode], capture_output=True,
-                                     text=True, cwd=REPO, check=True)
-                runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
-            med[mode] = (statistics.median(r["airflow_s"] for r in runs) * 1000,
-                         statistics.median(r["dag_s"] for r in runs) * 1000)
-        print(f"{f.name:<34} {med['cold'][0]:>12.0f} ms {med['cold'][1]:>19.1f} ms {med['warm'][1]:>24.1f} ms")
+    trees = {"A": REPO} if a.baseline is None else {"A": REPO, "B": a.baseline.resolve()}
+    files = sorted(f.name for f in (REPO / "dags").glob("*.py"))
+    if a.baseline is None:
+        print(f"{'DAG file':<34} {'Airflow import':>15} {'beyond Airflow import':>22} "
+              f"{'beyond an empty @daily DAG':>27}")
+    else:
+        print(f"A = {REPO}, B = {trees['B']}; ms beyond Airflow's import (cold) and beyond an empty @daily DAG "
+              f"(warm), medians of {a.repeat}")
+        print(f"{'DAG file':<34} {'A cold':>9} {'B cold':>9} {'B/A':>6} {'A warm':>9} {'B warm':>9} {'B/A':>6}")
+    for name in files:
+        runs = {(t, m): [] for t in trees for m in ("cold", "warm")}
+        for rep in range(a.repeat):
+            for mode in ("cold", "warm"):
+                order = list(trees.items()) if rep % 2 == 0 else list(trees.items())[::-1]  # A, B; then B, A
+                for t, tree in order:
+                    if (tree / "dags" / name).exists():
+                        runs[(t, mode)].append(measure(tree, name, mode))
+        if a.baseline is None:
+            cold, warm = runs[("A", "cold")], runs[("A", "warm")]
+            print(f"{name:<34} {median_ms(cold, 'airflow_s'):>12.0f} ms {median_ms(cold, 'dag_s'):>19.1f} ms "
+                  f"{median_ms(warm, 'dag_s'):>24.1f} ms")
+            continue
+        row = [median_ms(runs[(t, m)], "dag_s") if runs[(t, m)] else float("nan")
+               for m in ("cold", "warm") for t in ("A", "B")]
+        print(f"{name:<34} {row[0]:>6.1f} ms {row[1]:>6.1f} ms {row[1] / row[0]:>6.2f} "
+              f"{row[2]:>6.1f} ms {row[3]:>6.1f} ms {row[3] / row[2]:>6.2f}")
 
 
 if __name__ == "__main__":

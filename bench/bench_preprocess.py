@@ -15,7 +15,8 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "images", "merlin", "src"))
+for _image in ("kernel", "merlin"):  # the merlin image's sources, as its Dockerfile copies them
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "images", _image, "src"))
 
 from criteo_steps import extract, synth  # noqa: E402
 
@@ -36,8 +37,9 @@ def main() -> None:
         print(f"data generated in {time.time() - t0:.1f}s", flush=True)
 
         t0 = time.time()
-        from criteo_steps import preprocess  # noqa: E402
         import nvtabular  # noqa: F401,E402  (import cost kept out of the figures)
+
+        from criteo_steps import preprocess  # noqa: E402
         print(f"imports {time.time() - t0:.1f}s", flush=True)
 
         full = preprocess.preprocess([f"{root}/extracted/day=0"], f"{root}/processed/wf", f"{root}/workflows/wf",

@@ -55,15 +55,18 @@ print(json.dumps(out))
 
 def build_version(work: Path, rows: int, mlp_dims: str) -> tuple[Path, Path]:
     """A trained, exported package and the raw day it came from."""
-    from operators.steps import STEPS, LocalProcessRuntime
+    from operators.runtime.catalogue import STEPS
+    from operators.runtime.local import LocalProcessRuntime
 
     rt = LocalProcessRuntime()
     rt.run(STEPS["synth"], ["--out", str(work / "raw"), "--days", "0", "--rows", str(rows)])
     rt.run(STEPS["extract"], ["--input", str(work / "raw"), "--day", "0", "--output", str(work / "extracted/day=0")])
     rt.run(STEPS["preprocess"], ["--extracted", str(work / "extracted/day=0"), "--output-root", str(work / "processed"),
-                                 "--fit-workflow", str(work / "workflow")])
+                                 "--fit-workflow", str(work / "workflow"), "--max-vocab", "0"])
+    # The HugeCTR sample's DCN (the DAG Params' defaults), one epoch.
     rt.run(STEPS["train"], ["--train", str(work / "processed/day=0"), "--output", str(work / "train"),
-                            "--mlp-dims", mlp_dims, "--epochs", "1"])
+                            "--mlp-dims", mlp_dims, "--embedding-dim", "16", "--cross-layers", "6",
+                            "--epochs", "1", "--batch-size", "4096", "--lr", "0.001"])
     rt.run(STEPS["export"], ["--checkpoint", str(work / "train/checkpoint.pt"), "--workflow", str(work / "workflow"),
                              "--output", str(work / "package")])
     rt.run(STEPS["evaluate"], ["--eval", str(work / "extracted/day=0"), "--candidate", str(work / "package"),
@@ -73,7 +76,7 @@ def build_version(work: Path, rows: int, mlp_dims: str) -> tuple[Path, Path]:
 
 def held_out_rows(raw_day: Path, n: int, work: Path) -> Path:
     """The first n rows of the day as serving inputs, parsed by the inference client's own parser."""
-    from criteo_monitoring.client import read_batches
+    from criteo_monitoring.traffic import read_batches
 
     dense, cats = [], []
     got = 0
@@ -89,19 +92,31 @@ def held_out_rows(raw_day: Path, n: int, work: Path) -> Path:
     return path
 
 
+def infer_inputs(dense, cats):
+    """One request's inputs in the model's signature."""
+    import tritonclient.grpc as grpcclient
+
+    from criteo_kernel.signature import CATEGORICAL_INPUT, DENSE_INPUT
+
+    inputs = [grpcclient.InferInput(DENSE_INPUT, list(dense.shape), "FP32"),
+              grpcclient.InferInput(CATEGORICAL_INPUT, list(cats.shape), "INT64")]
+    inputs[0].set_data_from_numpy(dense)
+    inputs[1].set_data_from_numpy(cats)
+    return inputs
+
+
 def grpc_latency(url: str, model: str, dense, cats, batch: int, n: int) -> dict:
     import tritonclient.grpc as grpcclient
+
+    from criteo_kernel.signature import OUTPUT
 
     client = grpcclient.InferenceServerClient(url)
     lat = []
     for i in range(n + 20):
         s = (i * batch) % (len(dense) - batch)
-        inputs = [grpcclient.InferInput("dense_raw", [batch, 13], "FP32"),
-                  grpcclient.InferInput("cat_hash", [batch, 26], "INT64")]
-        inputs[0].set_data_from_numpy(dense[s:s + batch])
-        inputs[1].set_data_from_numpy(cats[s:s + batch])
+        inputs = infer_inputs(dense[s:s + batch], cats[s:s + batch])
         t = time.perf_counter()
-        client.infer(model, inputs, outputs=[grpcclient.InferRequestedOutput("ctr")])
+        client.infer(model, inputs, outputs=[grpcclient.InferRequestedOutput(OUTPUT)])
         if i >= 20:  # warm-up excluded
             lat.append(time.perf_counter() - t)
     lat = np.array(lat) * 1000
@@ -115,6 +130,8 @@ def grpc_throughput(url: str, model: str, dense, cats, batch: int, n: int, concu
 
     import tritonclient.grpc as grpcclient
 
+    from criteo_kernel.signature import OUTPUT
+
     client = grpcclient.InferenceServerClient(url)
     slots = threading.Semaphore(concurrency)
     done: queue.Queue = queue.Queue()
@@ -126,12 +143,9 @@ def grpc_throughput(url: str, model: str, dense, cats, batch: int, n: int, concu
     t = time.perf_counter()
     for i in range(n):
         s = (i * batch) % (len(dense) - batch)
-        inputs = [grpcclient.InferInput("dense_raw", [batch, 13], "FP32"),
-                  grpcclient.InferInput("cat_hash", [batch, 26], "INT64")]
-        inputs[0].set_data_from_numpy(dense[s:s + batch])
-        inputs[1].set_data_from_numpy(cats[s:s + batch])
+        inputs = infer_inputs(dense[s:s + batch], cats[s:s + batch])
         slots.acquire()
-        client.async_infer(model, inputs, callback, outputs=[grpcclient.InferRequestedOutput("ctr")])
+        client.async_infer(model, inputs, callback, outputs=[grpcclient.InferRequestedOutput(OUTPUT)])
     errors = [done.get() for _ in range(n)]
     took = time.perf_counter() - t
     bad = [e for e in errors if e is not None]
@@ -153,12 +167,13 @@ def main() -> None:
     work = Path(a.work or tempfile.mkdtemp(prefix="bench-serving-"))
     from datetime import date
 
-    from operators.config import PipelineConfig
+    from criteo_kernel.artifacts import SMOKE_ROWS
+    from local_servers.stack import ServingStack
     from operators.deploy import promote
-    from operators.layout import Layout
-    from operators.local_services.stack import ServingStack
-    from operators.model_repository import ModelRepositoryHook
-    from operators.triton import TritonHook
+    from operators.hooks.model_repository import ModelRepositoryHook
+    from operators.hooks.triton import TritonHook
+    from operators.pipeline.config import PipelineConfig
+    from operators.pipeline.layout import Layout
 
     package, raw_day = build_version(work, a.rows, a.mlp_dims)
     rows = held_out_rows(raw_day, 20_000, work)
@@ -168,7 +183,8 @@ def main() -> None:
     cfg = PipelineConfig(base_url=str(base), raw_url=str(base / "raw"), runtime="local", day0=date(2026, 1, 1),
                          num_days=24, model_name="criteo_dcn")
     repo = ModelRepositoryHook(Layout(cfg))
-    version = repo.push(str(package), {"run_key": "bench"}, extra_files={"smoke.npz": str(work / "evaluation/smoke.npz")})
+    version = repo.push(str(package), {"run_key": "bench"},
+                        extra_files={SMOKE_ROWS: str(work / "evaluation" / SMOKE_ROWS)})
     with ServingStack(base, work / "services", monitor=False, prometheus=False) as stack:
         promote(repo, TritonHook(stack.triton.grpc_url), version)
         floor = json.loads(subprocess.run(

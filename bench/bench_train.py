@@ -3,7 +3,7 @@
 Random ids and features with the synthetic data's vocabulary sizes; measures the training step
 (forward, backward, both optimizers) and inference, after warm-up.
 
-    PYTHONPATH=images/merlin/src .venv-steps/bin/python bench/bench_train.py [--steps 30]
+    PYTHONPATH=images/kernel/src:images/merlin/src .venv-steps/bin/python bench/bench_train.py [--steps 30]
 """
 from __future__ import annotations
 
@@ -33,7 +33,11 @@ def bench(mlp: list[int], batch: int, steps: int) -> tuple[float, float]:
             t0 = time.perf_counter()
         c, d, y = batches[i % 4]
         loss = loss_fn(model(c, d).squeeze(1), y)
-        opt_s.zero_grad(); opt_d.zero_grad(); loss.backward(); opt_s.step(); opt_d.step()
+        opt_s.zero_grad()
+        opt_d.zero_grad()
+        loss.backward()
+        opt_s.step()
+        opt_d.step()
     train_rate = steps * batch / (time.perf_counter() - t0)
     model.eval()
     with torch.no_grad():

@@ -48,8 +48,9 @@ def main() -> None:
     a = p.parse_args()
     root = a.keep or tempfile.mkdtemp(prefix="bench-validate-")
     env = {**os.environ, "BENCH_TMP": root,
-           "PYTHONPATH": os.pathsep.join([os.path.join(REPO, "images", "validator", "src"),
-                                          os.path.join(REPO, "images", "merlin", "src")])}
+           # the validator image's sources, as its Dockerfile copies them
+           "PYTHONPATH": os.pathsep.join([os.path.join(REPO, "images", "kernel", "src"),
+                                          os.path.join(REPO, "images", "validator", "src")])}
     try:
         from criteo_steps import extract, synth
 

@@ -5,9 +5,13 @@ Fits a new NVTabular workflow on a window of Criteo days and trains the DCN from
 
 ```
 plan -> wait_for_raw_days[] -> extract[] -> validate[] (GX gate, per day) -> learn_reference
-  -> preprocess (fit workflow on the window) -> validate_processed (GX gate) -> train (from scratch)
-  -> export -> evaluate (vs production, same rows) -> blessing_gate -> deploy
+  -> train_evaluate_deploy: preprocess (fit workflow on the window) -> validate_processed (GX gate)
+       -> train (from scratch) -> export -> evaluate (vs production, same rows) -> blessing_gate -> deploy
 ```
+
+Each task takes its inputs from its upstream tasks' outputs: each day's extract reads the file its
+sensor found, learn_reference merges the profiles the validations wrote, deploy ships the package
+the blessing names.
 
 **Trigger by hand** from the UI with the form: `end_day` (-1 = the day of the logical date),
 `window_days`, `epochs`, `batch_size`, `learning_rate`, model sizes. The monitoring sensors trigger
@@ -26,11 +30,18 @@ from datetime import datetime
 
 from airflow.sdk import DAG, Param
 
-from operators.sensors import RawDaySensor
-from operators.steps import CriteoStepOperator
-from operators.training_tasks import (DEFAULT_ARGS, RAW_POKE_INTERVAL_S, RAW_WAIT_TIMEOUT_S, SENSOR_MODE,
-                                      TRAINING_PARAMS, day_of, extract_args_of, per_day_plans,
-                                      plan_full_retrain, train_evaluate_deploy, validate_args_of)
+from operators.sensors.raw_day import RawDaySensor
+from operators.step import CriteoStepOperator
+from operators.tasks.defaults import DEFAULT_ARGS, RAW_POKE_INTERVAL_S, RAW_WAIT_TIMEOUT_S, SENSOR_MODE
+from operators.tasks.training import (
+    TRAINING_PARAMS,
+    day_of,
+    extract_args,
+    per_day_plans,
+    plan_full_retrain,
+    train_evaluate_deploy,
+    validate_args,
+)
 
 with DAG(
     dag_id="criteo_full_retrain",
@@ -62,13 +73,15 @@ with DAG(
                                     timeout=RAW_WAIT_TIMEOUT_S, poke_interval=RAW_POKE_INTERVAL_S,
                                     mode=SENSOR_MODE).expand(day=days.map(day_of))
     extract = CriteoStepOperator.partial(task_id="extract", step="extract").expand(
-        arguments=days.map(extract_args_of))
+        arguments=raw_days.output.zip(days).map(extract_args))
     validate = CriteoStepOperator.partial(task_id="validate", step="validate", retries=0).expand(
-        arguments=days.map(validate_args_of))
+        arguments=extract.output.zip(days).map(validate_args))
     learn_reference = CriteoStepOperator(
         task_id="learn_reference", step="reference", arguments=plan["reference_args"],
+        inputs={"--profiles": validate.output["profile"]},
         doc_md="Merge the window's day profiles into the reference profile the new model ships with: "
                "later days are validated (learned bounds) and checked for drift against it.")
-    preprocess, _ = train_evaluate_deploy(plan, validate, mode="full", hyperparameters=plan["hyperparameters"])
 
-    raw_days >> extract >> validate >> learn_reference >> preprocess
+    learn_reference >> train_evaluate_deploy(plan, extracted=extract.output["output"], validation=validate.output,
+                                             reference_profile=learn_reference.output["output"], mode="full",
+                                             hyperparameters=plan["hyperparameters"])

@@ -5,10 +5,14 @@ One run = one Criteo day. The logical date maps to `day_N` with
 `N = logical date - criteo_day0_date` (Variable, default 2026-01-01 -> day_0).
 
 ```
-plan -> wait_for_raw_day -> extract -> validate (GX gate) -> preprocess (saved NVTabular workflow)
-  -> validate_processed (GX gate) -> train (warm start from production) -> export (ONNX + Triton package) -> evaluate
-  -> blessing_gate (AUC floor, no worse than production) -> deploy (new Triton model version)
+plan -> wait_for_raw_day -> extract -> validate (GX gate)
+  -> train_evaluate_deploy: preprocess (saved NVTabular workflow) -> validate_processed (GX gate)
+       -> train (warm start from production) -> export (ONNX + Triton package) -> evaluate
+       -> blessing_gate (AUC floor, no worse than production) -> deploy (new Triton model version)
 ```
+
+Each task takes its inputs from its upstream tasks' outputs: extract reads the file the sensor
+found, train the partitions preprocess wrote, deploy the package the blessing names.
 
 * Runs apply in order: `max_active_runs=1`, `depends_on_past=True`. A day that fails validation
   blocks the following days until it is fixed or cleared.
@@ -30,10 +34,10 @@ from datetime import datetime
 
 from airflow.sdk import DAG
 
-from operators.sensors import RawDaySensor
-from operators.steps import CriteoStepOperator
-from operators.training_tasks import (DEFAULT_ARGS, RAW_POKE_INTERVAL_S, RAW_WAIT_TIMEOUT_S, SENSOR_MODE,
-                                      TRAINING_PARAMS, plan_incremental_run, train_evaluate_deploy)
+from operators.sensors.raw_day import RawDaySensor
+from operators.step import CriteoStepOperator
+from operators.tasks.defaults import DEFAULT_ARGS, RAW_POKE_INTERVAL_S, RAW_WAIT_TIMEOUT_S, SENSOR_MODE
+from operators.tasks.training import TRAINING_PARAMS, plan_incremental_run, train_evaluate_deploy
 
 with DAG(
     dag_id="criteo_incremental_training",
@@ -50,8 +54,10 @@ with DAG(
     plan = plan_incremental_run()
     raw_day = RawDaySensor(task_id="wait_for_raw_day", raw_url=plan["raw_url"], day=plan["day"],
                            timeout=RAW_WAIT_TIMEOUT_S, poke_interval=RAW_POKE_INTERVAL_S, mode=SENSOR_MODE)
-    extract = CriteoStepOperator(task_id="extract", step="extract", arguments=plan["extract_args"])
-    validate = CriteoStepOperator(task_id="validate", step="validate", arguments=plan["validate_args"], retries=0)
-    train_evaluate_deploy(plan, validate, mode="incremental")
+    extract = CriteoStepOperator(task_id="extract", step="extract", arguments=plan["extract_args"],
+                                 inputs={"--input": raw_day.output})
+    validate = CriteoStepOperator(task_id="validate", step="validate", arguments=plan["validate_args"], retries=0,
+                                  inputs={"--input": extract.output["output"]})
 
-    raw_day >> extract >> validate
+    validate >> train_evaluate_deploy(plan, extracted=[extract.output["output"]], validation=validate.output,
+                                      reference_profile=plan["reference"], mode="incremental")

@@ -22,14 +22,13 @@ Run for date D after D ends (Airflow's daily interval), so the day's traffic is 
 """
 from __future__ import annotations
 
-import os
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from airflow.sdk import DAG
 
-from operators.request_log_tasks import plan_request_log_day
-from operators.steps import CriteoStepOperator
-from operators.training_tasks import DEFAULT_ARGS
+from operators.step import CriteoStepOperator
+from operators.tasks.defaults import DEFAULT_ARGS, LABEL_RETRY_DELAY
+from operators.tasks.request_log import plan_request_log_day
 
 with DAG(
     dag_id="criteo_request_log_to_raw",
@@ -39,8 +38,7 @@ with DAG(
     catchup=False,
     max_active_runs=1,
     # Late labels are waited out by retries: 6 more tries, 30 min apart (CRITEO_LABEL_RETRY_DELAY_S).
-    default_args={**DEFAULT_ARGS, "retries": 6, "retry_exponential_backoff": False,
-                  "retry_delay": timedelta(seconds=float(os.environ.get("CRITEO_LABEL_RETRY_DELAY_S", "1800")))},
+    default_args={**DEFAULT_ARGS, "retries": 6, "retry_exponential_backoff": False, "retry_delay": LABEL_RETRY_DELAY},
     doc_md=__doc__,
     tags=["criteo", "monitoring", "data"],
 ) as dag:

@@ -48,9 +48,14 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import DAG
 
-from operators.monitoring_sensors import FeatureDriftSensor, RollingAUCSensor
-from operators.monitoring_tasks import (decide_retrain, monitor_params, production_version, record_retrain,
-                                        trigger_full_retrain)
+from operators.sensors.prometheus import FeatureDriftSensor, RollingAUCSensor
+from operators.tasks.monitoring import (
+    decide_retrain,
+    monitor_params,
+    production_version,
+    record_retrain,
+    trigger_full_retrain,
+)
 
 with DAG(
     dag_id="model_monitoring",

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import sys
 import tempfile
 from pathlib import Path
@@ -25,10 +24,13 @@ def _validate(args: argparse.Namespace) -> int:
     if not path.is_file():
         print(f"ERROR: {path}: no such file (expected a raw Criteo day: TSV, plain or .gz)", file=sys.stderr)
         return 1
-    docs = Path(args.data_docs or Path.cwd() / "criteo-data-docs" / re.sub(r"[^A-Za-z0-9._=-]", "_", path.name))
     from criteo_steps.extract import ExtractError, extract
     from criteo_validate.validate import main as validate_main
 
+    from .pipeline.layout import safe_run_id
+    from .runtime.argv import to_argv
+
+    docs = Path(args.data_docs or Path.cwd() / "criteo-data-docs" / safe_run_id(path.name))
     with tempfile.TemporaryDirectory(prefix="criteo-validate-") as tmp:
         part = os.path.join(tmp, "extracted", "day")
         try:
@@ -36,26 +38,20 @@ def _validate(args: argparse.Namespace) -> int:
         except ExtractError as exc:
             print(f"FAILED: {exc}", file=sys.stderr)
             return 1
-        argv = ["--input", part, "--suite", "raw_day", "--data-docs", str(docs.resolve()),
-                "--run-name", f"cli-{path.name}", "--min-rows", str(args.min_rows),
-                "--sample-rows", str(args.sample_rows)]
-        if args.reference:
-            argv += ["--suite", "drift", "--reference", args.reference]
+        argv = to_argv({"--input": part, "--suite": ["raw_day", "drift"] if args.reference else "raw_day",
+                        "--reference": args.reference, "--data-docs": docs.resolve(), "--run-name": f"cli-{path.name}",
+                        "--min-rows": args.min_rows, "--sample-rows": args.sample_rows})
         code = validate_main(argv, result_line=False)
     return 0 if code == 0 else 1
 
 
 def _hook():
-    from .config import PipelineConfig
-    from .layout import Layout
-    from .model_repository import ModelRepositoryHook
+    from .hooks.model_repository import ModelRepositoryHook
 
-    return ModelRepositoryHook(Layout(PipelineConfig.load()))
+    return ModelRepositoryHook.from_settings()
 
 
 def _versions(args: argparse.Namespace) -> int:
-    from .deploy import ROLLED_BACK
-
     hook = _hook()
     production = hook.production_version()
     print(f"model repository: {hook.model_dir}")
@@ -63,7 +59,7 @@ def _versions(args: argparse.Namespace) -> int:
         lin = hook.lineage(v)
         auc = (lin.get("evaluation") or {}).get("candidate_metrics", {}).get("auc")
         marks = ("  <- production" if v == production else "") + \
-                ("  (rolled back)" if (hook.model_dir / str(v) / ROLLED_BACK).exists() else "")
+                ("  (rolled back)" if hook.is_rolled_back(v) else "")
         print(f"  {v:>4}  {lin.get('mode', '?'):<11} days {lin.get('days')}  parent {lin.get('parent_version')}  "
               f"AUC {auc if auc is None else round(auc, 4)}  {lin.get('deployed_at', '')}{marks}")
     return 0
@@ -71,10 +67,10 @@ def _versions(args: argparse.Namespace) -> int:
 
 def _rollback(args: argparse.Namespace) -> int:
     from .deploy import SmokeTestFailed, rollback
-    from .triton import TritonHook, TritonModelError, TritonUnavailable, triton_url
+    from .hooks.triton import TritonHook, TritonModelError, TritonUnavailable
 
     hook = _hook()
-    triton = TritonHook(args.triton or triton_url())
+    triton = TritonHook(args.triton)
     try:
         result = rollback(hook, triton, to=args.to, reason=args.reason)
     except (ValueError, SmokeTestFailed, TritonModelError, TritonUnavailable) as exc:
@@ -96,15 +92,18 @@ def main(argv: list[str] | None = None) -> int:
                    help="folder for the GX Data Docs site (default ./criteo-data-docs/<file name>)")
     v.add_argument("--reference", default=None,
                    help="reference profile (reference_profile.json of a model version): learned bounds + drift")
-    v.add_argument("--min-rows", type=int, default=1000, help="fewest rows a day may have (default 1000)")
-    v.add_argument("--sample-rows", type=int, default=200_000,
-                   help="validate rows on a deterministic sample of this many (default 200000; 0 = all)")
+    v.add_argument("--min-rows", type=int, default=None, help="fewest rows a day may have (the validator's "
+                                                               "default: 1000)")
+    v.add_argument("--sample-rows", type=int, default=None,
+                   help="validate rows on a deterministic sample of this many (the validator's default: 200000; "
+                        "0 = all)")
     sub.add_parser("versions", help="list the model versions in the Triton repository (criteo_base_url)")
     r = sub.add_parser("rollback", help="serve an earlier model version again",
                        description="Point the model at an earlier version (default: the newest one below "
                                    "production), tell Triton to load it and check it with a smoke inference; "
                                    "if that fails, the current version keeps serving. Settings come from the "
-                                   "Airflow Variables (AIRFLOW_VAR_CRITEO_BASE_URL, AIRFLOW_VAR_CRITEO_TRITON_GRPC_URL).")
+                                   "Airflow Variables (AIRFLOW_VAR_CRITEO_BASE_URL, "
+                                   "AIRFLOW_VAR_CRITEO_TRITON_GRPC_URL).")
     r.add_argument("--to", type=int, default=None, help="the version to serve (default: the newest below production)")
     r.add_argument("--triton", default=None, help="Triton gRPC address (default: Variable criteo_triton_grpc_url)")
     r.add_argument("--reason", default="rolled back by hand", help="recorded in the version left")

@@ -1,5 +1,8 @@
-"""Deploy: push a blessed package into the Triton model repository as a new version, promote it,
-and prove Triton serves it; roll back when it does not.
+"""Deploy: push the blessed package into the Triton model repository as a new version, promote
+it, and prove Triton serves it; roll back when it does not.
+
+DeployModelOperator consumes the blessing (operators/pipeline/blessing.py): the blessed package and
+the held-out rows its smoke inference uses are the evaluate step's outputs, named by the blessing.
 
 Promotion, used by deploy and by `criteo-mlops rollback`:
 
@@ -17,13 +20,13 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any, Sequence
+from collections.abc import Sequence
+from datetime import UTC
+from typing import Any
 
 from airflow.sdk import BaseOperator
 
 log = logging.getLogger(__name__)
-SMOKE_FILE = "smoke.npz"
-ROLLED_BACK = "_ROLLED_BACK"
 
 
 class SmokeTestFailed(RuntimeError):
@@ -36,7 +39,7 @@ def code_revision() -> str:
         return os.environ["CRITEO_CODE_REVISION"]
     import subprocess
 
-    from .config import REPO_ROOT
+    from .pipeline.config import REPO_ROOT
 
     try:
         rev = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True,
@@ -65,12 +68,15 @@ def smoke_check(hook, triton, model: str, version: int, tolerance: float) -> dic
 
     import numpy as np
 
-    path = hook.model_dir / str(version) / SMOKE_FILE
+    from criteo_kernel.artifacts import SMOKE_ROWS
+    from criteo_kernel.signature import CATEGORICAL_INPUT, DENSE_INPUT
+
+    path = hook.model_dir / str(version) / SMOKE_ROWS
     if not path.exists():
-        raise SmokeTestFailed(f"version {version} has no {SMOKE_FILE} (held-out rows with offline predictions): "
+        raise SmokeTestFailed(f"version {version} has no {SMOKE_ROWS} (held-out rows with offline predictions): "
                               "it cannot be verified, so it is not promoted")
     rows = np.load(io.BytesIO(path.read_bytes()))
-    got, served = triton.infer(model, rows["dense_raw"].astype(np.float32), rows["cat_hash"].astype(np.int64))
+    got, served = triton.infer(model, rows[DENSE_INPUT].astype(np.float32), rows[CATEGORICAL_INPUT].astype(np.int64))
     expected = rows["prediction"].astype(np.float32).reshape(-1)
     if served != version:
         raise SmokeTestFailed(f"smoke inference was answered by version {served}, not {version}")
@@ -87,7 +93,7 @@ def smoke_check(hook, triton, model: str, version: int, tolerance: float) -> dic
 
 def promote(hook, triton, version: int, tolerance: float = 1e-4) -> dict:
     """Make `version` the serving one (steps in the module doc); restore the previous on failure."""
-    from .triton import TritonUnavailable
+    from .hooks.triton import TritonUnavailable
 
     model = hook.layout.cfg.model_name
     triton.ensure_ready()
@@ -120,7 +126,7 @@ def _restore(hook, triton, model: str, previous: int | None, cause: BaseExceptio
 
 
 class DeployModelOperator(BaseOperator):
-    """Publish a candidate package as the next version of the model in the Triton repository.
+    """Publish the blessed package as the next version of the model in the Triton repository.
 
     Then promotes it on Triton (module doc): Triton loads it and a smoke inference on held-out rows
     must match the offline predictions, else the previous version is restored and the task fails
@@ -132,45 +138,47 @@ class DeployModelOperator(BaseOperator):
     if it never served (newer than production, not rolled back), so a rerun or backfill of an old
     run never takes production backwards.
 
-    :param package: URL of the exported package (export step output).
+    :param blessing: the blessing gate's verdict (templated; the gate's XCom): `blessed`, and the
+        `package` (export's output, as evaluated) and `smoke_rows` (evaluate's held-out rows with
+        their offline predictions) it names.
     :param run_key: identity of the training run (same inputs -> same key).
     :param lineage: the manifest fields to record (templated; may hold XComArgs).
-    :param smoke_rows: URL of the evaluate step's smoke.npz (held-out rows + offline predictions).
     :param tolerance: largest |Triton - offline| prediction difference accepted.
     """
 
-    template_fields: Sequence[str] = ("package", "run_key", "lineage", "smoke_rows")
+    template_fields: Sequence[str] = ("blessing", "run_key", "lineage")
     ui_color = "#ffe0b3"
 
-    def __init__(self, *, package: str, run_key: str, lineage: dict[str, Any], smoke_rows: str | None = None,
-                 tolerance: float = 1e-4, **kwargs):
+    def __init__(self, *, blessing: dict[str, Any], run_key: str, lineage: dict[str, Any], tolerance: float = 1e-4,
+                 **kwargs):
         super().__init__(**kwargs)
-        self.package = package
+        self.blessing = blessing
         self.run_key = run_key
         self.lineage = lineage
-        self.smoke_rows = smoke_rows
         self.tolerance = tolerance
 
     def execute(self, context) -> dict:
-        from datetime import datetime, timezone
+        from datetime import datetime
 
         from airflow.sdk.exceptions import AirflowFailException
 
-        from .config import PipelineConfig
-        from .layout import Layout
-        from .model_repository import ModelRepositoryHook
-        from .triton import TritonHook, TritonModelError, triton_url
+        from criteo_kernel.artifacts import SMOKE_ROWS
 
-        cfg = PipelineConfig.load()
-        layout = Layout(cfg)
-        hook = ModelRepositoryHook(layout)
+        from .hooks.model_repository import ModelRepositoryHook
+        from .hooks.triton import TritonHook, TritonModelError
+
+        blessing = plain(self.blessing) if self.blessing else {}
+        if not blessing.get("blessed") or not blessing.get("package"):
+            raise AirflowFailException(f"deploy needs a blessed package; the blessing says {blessing!r}")
+        hook = ModelRepositoryHook.from_settings()
+        layout, cfg = hook.layout, hook.layout.cfg
         production = hook.production_version()
         version = hook.find_by_run_key(self.run_key)
         if version is not None:
             if version == production:
                 self.log.info("run %s is deployed as version %s, which serves; checking Triton serves it",
                               self.run_key, version)
-            elif (production is not None and version < production) or (hook.model_dir / str(version) / ROLLED_BACK).exists():
+            elif (production is not None and version < production) or hook.is_rolled_back(version):
                 self.log.info("run %s was deployed as version %s, since superseded or rolled back (production: %s); "
                               "nothing to do", self.run_key, version, production)
                 return {"version": version, "created": False, "promoted": False,
@@ -186,18 +194,20 @@ class DeployModelOperator(BaseOperator):
                 **lineage,
                 "run_key": self.run_key,
                 "model": cfg.model_name,
-                "package": self.package,
+                "package": blessing["package"],
+                "blessing": {k: blessing.get(k) for k in ("blessed", "reasons", "candidate_auc", "baseline_auc",
+                                                          "auc_floor", "max_auc_drop")},
                 "code_revision": code_revision(),
                 "dag_id": context["dag"].dag_id,
                 "run_id": context["run_id"],
-                "deployed_at": datetime.now(timezone.utc).isoformat(),
+                "deployed_at": datetime.now(UTC).isoformat(),
             }
-            extra = {SMOKE_FILE: self.smoke_rows} if self.smoke_rows else None
-            version = hook.push(self.package, manifest, extra_files=extra)
+            extra = {SMOKE_ROWS: blessing["smoke_rows"]} if blessing.get("smoke_rows") else None
+            version = hook.push(blessing["package"], manifest, extra_files=extra)
             created = True
             self.log.info("pushed %s version %s (parent %s); promoting it", cfg.model_name, version,
                           manifest.get("parent_version"))
-        triton = TritonHook(triton_url())
+        triton = TritonHook()
         try:
             promoted = promote(hook, triton, version, self.tolerance)
         except (SmokeTestFailed, TritonModelError) as exc:
@@ -218,7 +228,7 @@ def rollback(hook, triton, to: int | None = None, reason: str = "rolled back by 
     The version left is marked `_ROLLED_BACK`, so no rerun of its deploy promotes it again;
     `to` may also name a newer version (roll forward), which clears its mark.
     """
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     current = hook.production_version()
     versions = hook.versions()
@@ -234,10 +244,7 @@ def rollback(hook, triton, to: int | None = None, reason: str = "rolled back by 
     if to == current:
         raise ValueError(f"version {to} already serves")
     result = promote(hook, triton, to)
-    target_mark = hook.model_dir / str(to) / ROLLED_BACK
-    if target_mark.exists():
-        target_mark.unlink()
+    hook.clear_rolled_back(to)
     if current is not None:
-        (hook.model_dir / str(current) / ROLLED_BACK).write_text(
-            f"{datetime.now(timezone.utc).isoformat()} {reason}: production {current} -> {to}\n")
+        hook.mark_rolled_back(current, f"{datetime.now(UTC).isoformat()} {reason}: production {current} -> {to}")
     return result

@@ -1,14 +1,14 @@
 """Airflow plugin of the Criteo MLOps pipeline.
 
 Macros: `{{ macros.criteo_mlops.criteo_day(logical_date) }}` gives the Criteo day number a date
-maps to (see operators/layout.py), for use in templates and the UI's rendered fields.
+maps to (see operators/pipeline/layout.py), for use in templates and the UI's rendered fields.
 
 Data docs in the UI: a FastAPI app mounted in the API server at `/criteo-data-docs` (Airflow 3
 mounts each plugin `fastapi_apps` entry with `app.mount(url_prefix, app)`, see `init_plugins()` in
 airflow/api_fastapi/app.py):
 
 - `GET /criteo-data-docs/`: every published validation site under the data docs root
-  (operators/data_docs.py), newest first, with its verdict and counts;
+  (operators/hooks/data_docs.py), newest first, with its verdict and counts;
 - `GET /criteo-data-docs/site/{path}`: a file of a site, served as-is, so GX's relative links
   (static/..., ../../index.html) work; 400 for a path escaping the root, 404 for a missing file.
 
@@ -26,7 +26,7 @@ user sees the data docs of the DAGs whose task instances they may read (403 othe
 
 Served files get a Content-Security-Policy without `connect-src`/`form-action` (a page's scripts
 cannot call the Airflow API with the user's cookie). GX 1.x validation pages link their favicon
-one folder short; the site route falls back to the site's own static/ (see DataDocsStore.find).
+one folder short; the site route falls back to the site's own static/ (see DataDocsHook.find).
 
 Cheap to import (every task process loads plugins for the macros): FastAPI and Airflow's API
 security module are imported only when the API server asks for `fastapi_apps`. No
@@ -41,7 +41,7 @@ from urllib.parse import urlsplit
 from airflow.configuration import conf
 from airflow.plugins_manager import AirflowPlugin
 
-URL_PREFIX = "/criteo-data-docs"        # == operators.data_docs.ROUTE_PREFIX (not imported: keep this cheap)
+URL_PREFIX = "/criteo-data-docs"        # == operators.links.data_docs.ROUTE_PREFIX (not imported: keep this cheap)
 _API_ROOT = urlsplit(conf.get("api", "base_url", fallback="") or "").path.rstrip("/")
 
 CONTENT_TYPES = {
@@ -62,8 +62,8 @@ SITE_HEADERS = {
 
 
 def criteo_day(logical_date) -> int:
-    from operators.config import PipelineConfig
-    from operators.layout import day_for_date
+    from operators.pipeline.config import PipelineConfig
+    from operators.pipeline.layout import day_for_date
 
     cfg = PipelineConfig.load()
     return day_for_date(logical_date, cfg.day0, cfg.num_days)
@@ -84,6 +84,8 @@ def _can_read_dag(user, dag_id: str) -> bool:
 
 
 def _index_html(runs: list[dict], root: str, error: str | None = None) -> str:
+    from operators.links.data_docs import route_url
+
     e = html.escape
     rows = []
     for r in runs:
@@ -96,7 +98,8 @@ def _index_html(runs: list[dict], root: str, error: str | None = None) -> str:
             f"<td class='{verdict.lower()}'>{verdict}</td>"
             f"<td>{r['failed_count']}</td><td>{r['warning_count']}</td>"
             f"<td>{e(', '.join(map(str, r.get('suites') or [])))}</td>"
-            f"<td><a href='{e(r['page_url'])}'>validation page</a> · <a href='{e(r['site_url'])}'>site</a></td>"
+            f"<td><a href='{e(route_url(r['page']))}'>validation page</a> · "
+            f"<a href='{e(route_url(r['site'] + '/index.html'))}'>site</a></td>"
             "</tr>")
     if error:
         body = f"<p class='failed'>Cannot read the data docs root {e(root)}: {e(error)}</p>"
@@ -123,45 +126,45 @@ th, td {{ padding: .3rem .7rem; border-bottom: 1px solid #ddd; text-align: left;
 
 def create_data_docs_app():
     """The FastAPI app the API server mounts at URL_PREFIX."""
+    from airflow.api_fastapi.core_api.security import GetUserDep
     from fastapi import FastAPI, HTTPException, Request
     from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-    from airflow.api_fastapi.core_api.security import GetUserDep
-    from operators.data_docs import DataDocsStore, InvalidPath, safe_parts
+    from operators.hooks.data_docs import DataDocsHook, InvalidPath, safe_parts
 
     app = FastAPI(title="Criteo data docs", docs_url=None, redoc_url=None, openapi_url=None)
 
     @app.get("/", response_class=HTMLResponse)
     def index(user: GetUserDep) -> HTMLResponse:
-        store = DataDocsStore()
+        docs = DataDocsHook()
         try:
-            runs = store.list_runs()
+            runs = docs.list_runs()
         except Exception as exc:  # an unreachable bucket, missing credentials: say so in the page
-            return HTMLResponse(_index_html([], store.root_url, f"{type(exc).__name__}: {exc}"), status_code=503)
+            return HTMLResponse(_index_html([], docs.root_url, f"{type(exc).__name__}: {exc}"), status_code=503)
         allowed = {d for d in {r["dag_id"] for r in runs} if _can_read_dag(user, d)}
         runs = [r for r in runs if r["dag_id"] in allowed]
-        return HTMLResponse(_index_html(runs, store.root_url), headers={"Cache-Control": "no-cache"})
+        return HTMLResponse(_index_html(runs, docs.root_url), headers={"Cache-Control": "no-cache"})
 
     @app.get("/site/{path:path}")
     def site(path: str, request: Request, user: GetUserDep) -> Response:
-        store = DataDocsStore()
+        docs = DataDocsHook()
         try:
             parts = safe_parts(path)
             if not parts:
-                raise HTTPException(404, "Not Found")
+                raise HTTPException(404, "Not Found") from None
             if not _can_read_dag(user, parts[0]):
                 raise HTTPException(403, "Forbidden")
-            found = store.find(path)
+            found = docs.find(path)
             if found is None:
-                folder = store.resolve(path)
+                folder = docs.resolve(path)
                 if folder.is_dir() and (folder / "index.html").is_file():
                     return RedirectResponse(request.url.path.rstrip("/") + "/index.html")
                 raise HTTPException(404, "Not Found")
             data = found.read_bytes()
         except InvalidPath as exc:
-            raise HTTPException(400, str(exc))
+            raise HTTPException(400, str(exc)) from None
         except FileNotFoundError:
-            raise HTTPException(404, "Not Found")
+            raise HTTPException(404, "Not Found") from None
         return Response(data, media_type=content_type(parts[-1]), headers=SITE_HEADERS)
 
     return app

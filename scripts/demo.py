@@ -15,9 +15,11 @@ import argparse
 import os
 import sys
 import time
+from datetime import UTC
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # local_servers/: the repository's own servers, not an installed package
 
 
 def configure(base: Path, day0: str) -> None:
@@ -65,14 +67,15 @@ def main(argv=None) -> int:
 
     base = Path(a.base).resolve()
     configure(base, a.day0)
-    from operators.steps import STEPS, LocalProcessRuntime
+    from operators.runtime.catalogue import STEPS
+    from operators.runtime.local import LocalProcessRuntime
 
     total_days = a.full_days + a.incremental_days
     print(f"== writing {total_days} synthetic Criteo days ({a.rows} rows each) to {base}/raw", flush=True)
     LocalProcessRuntime().run(STEPS["synth"], ["--out", str(base / "raw"), "--days", f"0-{total_days - 1}",
                                                "--rows", str(a.rows)])
     bag = load_dags()
-    from operators.local_services.stack import ServingStack
+    from local_servers.stack import ServingStack
 
     # Deploy promotes each version on a real Triton serving the bucket's model repository.
     with ServingStack(base, base / ".services", monitor=False, prometheus=False) as stack:
@@ -82,10 +85,10 @@ def main(argv=None) -> int:
 
 
 def run_pipeline(a, base: Path, bag, stack) -> int:
-    from datetime import datetime, timedelta, timezone
+    from datetime import datetime, timedelta
 
     total_days = a.full_days + a.incremental_days
-    day0 = datetime.fromisoformat(a.day0).replace(tzinfo=timezone.utc)
+    day0 = datetime.fromisoformat(a.day0).replace(tzinfo=UTC)
     last_full = a.full_days - 1
     runs = []
     dr, took = run_dag(bag, "criteo_full_retrain", day0 + timedelta(days=last_full),
@@ -103,9 +106,9 @@ def run_pipeline(a, base: Path, bag, stack) -> int:
         print("DEMO FAILED: a run failed; see its task logs above")
         return 1
 
-    from operators.config import PipelineConfig
-    from operators.layout import Layout
-    from operators.model_repository import ModelRepositoryHook
+    from operators.hooks.model_repository import ModelRepositoryHook
+    from operators.pipeline.config import PipelineConfig
+    from operators.pipeline.layout import Layout
 
     layout = Layout(PipelineConfig.load())
     hook = ModelRepositoryHook(layout)
@@ -129,7 +132,7 @@ def run_pipeline(a, base: Path, bag, stack) -> int:
     print("   stopped at validate:" if blocked else "   NOT STOPPED:", flush=True)
     for f in failure.get("failed", []):
         print(f"     {f['column']}: expected {f['rule'].rsplit(' [', 1)[0]}; observed {f['observed'][:90]}")
-    from operators.triton import TritonHook
+    from operators.hooks.triton import TritonHook
 
     serving = TritonHook(stack.triton.grpc_url).ready_versions(layout.cfg.model_name)
     blocked = blocked and serving == [production]
@@ -144,14 +147,14 @@ def run_pipeline(a, base: Path, bag, stack) -> int:
     print("\n== runs")
     for name, state, took in runs:
         print(f"  {name:<40} {state:<8} {took:6.1f}s")
-    from operators.data_docs import list_runs
+    from operators.hooks.data_docs import DataDocsHook
 
     print(f"\n== data quality (GX data docs under {layout.data_docs}; in the Airflow UI: Browse -> "
           "Data quality docs, or each validate task's 'Data docs' link)")
-    for site in sorted(list_runs(layout.data_docs), key=lambda r: r["site"]):
+    for site in sorted(DataDocsHook(layout.data_docs).list_runs(), key=lambda r: r["site"]):
         verdict = "PASSED" if site.get("success") else "FAILED"
         print(f"  {site['site']:<70} {verdict}  {site['failed_count']} hard failed, "
-              f"{site['warning_count']} soft  -> {layout.data_docs}/{site['site']}/{site['page']}")
+              f"{site['warning_count']} soft  -> {layout.data_docs}/{site['page']}")
     print(f"== lineage:     {layout.model_dir()}/<version>/lineage.json")
     print(f"== candidates:  {base}/work/candidates/<run key>/evaluation/evaluation.json")
     ok = all(state in ("success", "blocked") for _, state, _ in runs) and blocked

@@ -3,11 +3,12 @@
 1. writes historical Criteo days (day_0..day_{H-1}) into the bucket's raw/ folder and the days
    users will send later (day_H..) into traffic/, with drift injected from day K on;
 2. starts the serving stack: a real Triton on the bucket's model repository, the monitor on the
-   request log, Prometheus scraping both (operators/local_services);
+   request log, Prometheus scraping both (local_servers/);
 3. criteo_full_retrain on the historical days deploys version 1; Triton loads it;
 4. each traffic day: the inference client replays it to Triton over gRPC and logs requests,
    predictions, versions and then labels; criteo_request_log_to_raw turns the day's request log
-   into raw/day_N (fresh training data: the loop closes); then model_monitoring runs: its sensors ask Prometheus whether the
+   into raw/day_N (fresh training data: the loop closes); then model_monitoring runs: its sensors
+   ask Prometheus whether the
    rolling AUC stayed low, or drift stayed high, for the sustained window;
 5. when a sensor fires, model_monitoring triggers criteo_full_retrain; the demo plays the
    scheduler's part and runs that queued run (same logical date and conf) with dag.test();
@@ -24,6 +25,7 @@ import json
 import os
 import sys
 import time
+from datetime import UTC
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -110,21 +112,23 @@ def main(argv=None) -> int:
         shutil.rmtree(base)  # the loop starts from an empty bucket every time
     configure(base, a.day0)
     os.environ["AIRFLOW_VAR_CRITEO_RETRY_DELAY_S"] = "5"
-    from datetime import datetime, timedelta, timezone
+    from datetime import datetime, timedelta
 
     from airflow.dag_processing.dagbag import DagBag
 
-    from operators.config import PipelineConfig
-    from operators.layout import Layout
-    from operators.local_services.stack import ServingStack
-    from operators.model_repository import ModelRepositoryHook
-    from operators.prometheus import PrometheusHook
-    from operators.steps import STEPS, LocalProcessRuntime
+    from local_servers.stack import ServingStack
+    from operators.hooks.model_repository import ModelRepositoryHook
+    from operators.hooks.prometheus import PrometheusHook
+    from operators.pipeline.config import PipelineConfig
+    from operators.pipeline.layout import Layout
+    from operators.runtime.catalogue import STEPS
+    from operators.runtime.local import LocalProcessRuntime
 
     steps = LocalProcessRuntime()
     hist = a.history_days
     traffic = list(range(hist, hist + a.traffic_days))
-    print(f"== synthetic Criteo days: day_0..day_{hist - 1} ({a.rows} rows) in raw/, day_{traffic[0]}..day_{traffic[-1]} "
+    print(f"== synthetic Criteo days: day_0..day_{hist - 1} ({a.rows} rows) in raw/, "
+          f"day_{traffic[0]}..day_{traffic[-1]} "
           f"({a.traffic_rows} rows) in traffic/, drift from day_{a.drift_from_day}", flush=True)
     steps.run(STEPS["synth"], ["--out", str(base / "raw"), "--days", f"0-{hist - 1}", "--rows", str(a.rows),
                                "--drift-from-day", str(a.drift_from_day)])
@@ -134,7 +138,7 @@ def main(argv=None) -> int:
     bag = DagBag(dag_folder=str(REPO / "dags"))
     if bag.import_errors:
         raise SystemExit(f"DAG import errors: {bag.import_errors}")
-    day0 = datetime.fromisoformat(a.day0).replace(tzinfo=timezone.utc)
+    day0 = datetime.fromisoformat(a.day0).replace(tzinfo=UTC)
     train_conf = {"epochs": a.epochs, "mlp_dims": a.mlp_dims, "batch_size": 2048, "learning_rate": 0.003,
                   "auc_floor": 0.6}
     timeline, events = [], []

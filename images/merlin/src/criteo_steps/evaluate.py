@@ -18,29 +18,12 @@ import tempfile
 
 import numpy as np
 
-from . import storage
-from .schema import CAT_COLUMNS, INT_COLUMNS, LABEL, decode_hex_column, parse_int_column
-
-
-def roc_auc(label: np.ndarray, score: np.ndarray) -> float:
-    """Mann-Whitney AUC with average ranks for ties."""
-    label = np.asarray(label).astype(bool)
-    n_pos, n_neg = int(label.sum()), int((~label).sum())
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    order = np.argsort(score, kind="mergesort")
-    sorted_scores = score[order]
-    _, first, counts = np.unique(sorted_scores, return_index=True, return_counts=True)
-    avg_rank = first + (counts + 1) / 2.0  # 1-based average rank of each tie group
-    ranks = np.empty(len(score))
-    ranks[order] = np.repeat(avg_rank, counts)
-    return float((ranks[label].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
-
-
-def log_loss(label: np.ndarray, prob: np.ndarray, eps: float = 1e-7) -> float:
-    p = np.clip(prob.astype(np.float64), eps, 1 - eps)
-    y = label.astype(np.float64)
-    return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
+from criteo_kernel import storage
+from criteo_kernel.artifacts import EVALUATION, SMOKE_ROWS
+from criteo_kernel.codecs import decode_hex_column, decode_label, parse_int_column
+from criteo_kernel.metrics import log_loss, roc_auc
+from criteo_kernel.schema import CAT_COLUMNS, INT_COLUMNS, LABEL
+from criteo_kernel.signature import CATEGORICAL_INPUT, DENSE_INPUT
 
 
 def raw_eval_rows(partitions: list[str], max_rows: int | None):
@@ -54,7 +37,7 @@ def raw_eval_rows(partitions: list[str], max_rows: int | None):
             with fs.open(f, "rb") as fh:
                 for rb in pq.ParquetFile(fh).iter_batches(batch_size=100_000):
                     src = f"{part}/eval/{os.path.basename(f)}"
-                    labels.append(np.asarray(rb.column(LABEL).to_numpy(zero_copy_only=False) == "1", dtype=np.int8))
+                    labels.append(decode_label(rb.column(LABEL), src))
                     dense.append(np.stack([parse_int_column(rb.column(c), c, src) for c in INT_COLUMNS], 1))
                     cats.append(np.stack([decode_hex_column(rb.column(c), c, src) for c in CAT_COLUMNS], 1))
                     n += rb.num_rows
@@ -92,10 +75,7 @@ def score(model, dense, cats, label) -> dict:
     return metrics(label, predict(model, dense, cats))
 
 
-SMOKE_FILE = "smoke.npz"
-
-
-def evaluate(eval_parts: list[str], candidate: str, baseline: str | None, output: str | None,
+def evaluate(eval_parts: list[str], candidate: str, baseline: str | None, output: str,
              max_rows: int | None = None, smoke_rows: int = 256) -> dict:
     dense, cats, label = raw_eval_rows(eval_parts, max_rows)
     prob = predict(load_package(candidate), dense, cats)
@@ -103,15 +83,14 @@ def evaluate(eval_parts: list[str], candidate: str, baseline: str | None, output
               "candidate_metrics": metrics(label, prob)}
     if baseline:
         result["baseline_metrics"] = score(load_package(baseline), dense, cats, label)
-    if output:
-        with storage.staged_partition(output) as staging:
-            storage.write_json(storage.join(staging, "evaluation.json"), result)
-            # Deploy sends these held-out rows to Triton and expects these offline predictions back.
-            fs, path = storage.fs_path(storage.join(staging, SMOKE_FILE))
-            with fs.open(path, "wb") as fh:
-                np.savez(fh, dense_raw=dense[:smoke_rows], cat_hash=cats[:smoke_rows],
-                         prediction=prob[:smoke_rows].astype(np.float32), label=label[:smoke_rows])
-        result["smoke_rows"] = storage.join(output, SMOKE_FILE)
+    with storage.staged_partition(output) as staging:
+        storage.write_json(storage.join(staging, EVALUATION), result)
+        # Deploy sends these held-out rows to Triton and expects these offline predictions back.
+        fs, path = storage.fs_path(storage.join(staging, SMOKE_ROWS))
+        with fs.open(path, "wb") as fh:
+            np.savez(fh, **{DENSE_INPUT: dense[:smoke_rows], CATEGORICAL_INPUT: cats[:smoke_rows]},
+                     prediction=prob[:smoke_rows].astype(np.float32), label=label[:smoke_rows])
+    result["smoke_rows"] = storage.join(output, SMOKE_ROWS)
     cm = result["candidate_metrics"]
     line = f"candidate AUC {cm['auc']:.4f} logloss {cm['logloss']:.4f} on {cm['rows']} held-out rows"
     if baseline:
@@ -127,7 +106,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--eval", nargs="+", required=True, help="extracted partitions whose eval/ slice is scored")
     p.add_argument("--candidate", required=True, help="candidate package (export output)")
     p.add_argument("--baseline", default=None, help="production version folder, if one exists")
-    p.add_argument("--output", default=None, help="where to publish evaluation.json")
+    p.add_argument("--output", required=True,
+                   help="where to publish evaluation.json and smoke.npz (held-out rows for deploy's smoke inference)")
     p.add_argument("--max-rows", type=int, default=None)
     a = p.parse_args(argv)
     return evaluate(a.eval, a.candidate, a.baseline or None, a.output, a.max_rows)

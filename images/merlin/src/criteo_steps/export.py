@@ -5,9 +5,11 @@ Package layout (exactly what deploy copies into MODEL_REPOSITORY/criteo_dcn/<ver
     model.onnx             the DCN, inputs cat_ids INT64 [B,26] + dense FP32 [B,13], output ctr [B,1]
     model.py               Triton python-backend entry point
     criteo_serving.py      numpy + onnxruntime preprocessing and inference (no NVTabular needed)
+    criteo_kernel/         the shared kernel criteo_serving reads the schema and signature from
     preprocessing/         the NVTabular workflow folder: nvt/ (Workflow.save), serving/ lookup tables
     checkpoint.pt          PyTorch weights, the warm start of the next incremental run
-    config.pbtxt           the model's Triton config (deploy places it at the model level)
+    config.pbtxt           the model's Triton config (criteo_kernel.signature; deploy places it at
+                           the model level)
     reference_profile.json the data profile of the training window (full retrain: learned from its
                            days; incremental: inherited from the parent), which later days are
                            validated and checked for drift against (images/validator)
@@ -27,7 +29,17 @@ import tempfile
 
 import numpy as np
 
-from . import storage
+import criteo_kernel
+from criteo_kernel import signature, storage
+from criteo_kernel.artifacts import (
+    CHECKPOINT,
+    EXPORT_META,
+    MODEL_ONNX,
+    PREPROCESSING,
+    REFERENCE_PROFILE,
+    SUCCESS,
+    TRITON_CONFIG,
+)
 
 TRITON_DIR = os.path.join(os.path.dirname(__file__), "triton")
 
@@ -38,11 +50,11 @@ def export(checkpoint: str, workflow: str, output: str, tolerance: float = 1e-4,
     import torch
 
     from .dcn import ServingDCN, load_checkpoint
-    from .train import _local_copy
 
     if not storage.is_published(workflow):
-        raise SystemExit(f"export: workflow {workflow} is not published (no {storage.SUCCESS})")
-    model, ckpt = load_checkpoint(_local_copy(checkpoint))
+        raise SystemExit(f"export: workflow {workflow} is not published (no {SUCCESS})")
+    local_checkpoint = storage.local_copy(checkpoint)
+    model, ckpt = load_checkpoint(local_checkpoint)
     model.eval()
     wrapped = ServingDCN(model).eval()
     vocab = model.cfg.vocab_sizes
@@ -53,43 +65,50 @@ def export(checkpoint: str, workflow: str, output: str, tolerance: float = 1e-4,
     with tempfile.TemporaryDirectory() as tmp:
         pkg = os.path.join(tmp, "pkg")
         os.makedirs(pkg)
-        onnx_path = os.path.join(pkg, "model.onnx")
+        onnx_path = os.path.join(pkg, MODEL_ONNX)
+        cat_in, dense_in, out = signature.ONNX_CATEGORICAL_INPUT, signature.ONNX_DENSE_INPUT, signature.OUTPUT
         torch.onnx.export(
             wrapped, (torch.from_numpy(probe_cats[:2]), torch.from_numpy(probe_dense[:2])), onnx_path,
-            input_names=["cat_ids", "dense"], output_names=["ctr"],
-            dynamic_axes={"cat_ids": {0: "batch"}, "dense": {0: "batch"}, "ctr": {0: "batch"}},
+            input_names=[cat_in, dense_in], output_names=[out],
+            dynamic_axes={cat_in: {0: "batch"}, dense_in: {0: "batch"}, out: {0: "batch"}},
             opset_version=17, dynamo=False,
         )
         with torch.no_grad():
             ref = wrapped(torch.from_numpy(probe_cats), torch.from_numpy(probe_dense)).numpy()
         sess = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
-        (got,) = sess.run(["ctr"], {"cat_ids": probe_cats, "dense": probe_dense})
+        (got,) = sess.run([out], {cat_in: probe_cats, dense_in: probe_dense})
         max_diff = float(np.max(np.abs(ref - got)))
         if not max_diff <= tolerance:
-            raise SystemExit(f"export: ONNX and PyTorch disagree by {max_diff:.2e} > {tolerance:.0e} on the probe batch")
-        for name in ("model.py", "criteo_serving.py", "config.pbtxt"):
+            raise SystemExit(f"export: ONNX and PyTorch disagree by {max_diff:.2e} > {tolerance:.0e} "
+                             "on the probe batch")
+        for name in ("model.py", "criteo_serving.py"):
             shutil.copy(os.path.join(TRITON_DIR, name), os.path.join(pkg, name))
-        shutil.copy(_local_copy(checkpoint), os.path.join(pkg, "checkpoint.pt"))
+        # The version carries the kernel its serving code imports: Triton runs it from the version folder.
+        shutil.copytree(os.path.dirname(criteo_kernel.__file__), os.path.join(pkg, "criteo_kernel"),
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        with open(os.path.join(pkg, TRITON_CONFIG), "w") as fh:
+            fh.write(signature.triton_config())
+        shutil.copy(local_checkpoint, os.path.join(pkg, CHECKPOINT))
         reference = None
         if reference_profile:
             if storage.exists(reference_profile):
                 reference = reference_profile
                 fs, path = storage.fs_path(reference_profile)
-                fs.get(path, os.path.join(pkg, "reference_profile.json"))
+                fs.get(path, os.path.join(pkg, REFERENCE_PROFILE))
             else:  # a parent exported before profiles existed: validation falls back to default bounds
                 print(f"WARNING: reference profile {reference_profile} not found; the package has none", flush=True)
         wf_local = storage.download_dir(workflow, os.path.join(tmp, "wf"))
-        shutil.copytree(wf_local, os.path.join(pkg, "preprocessing"))
+        shutil.copytree(wf_local, os.path.join(pkg, PREPROCESSING))
         info = {
-            "inputs": {"cat_ids": ["INT64", [-1, len(vocab)]], "dense": ["FP32", [-1, model.cfg.num_dense]]},
-            "outputs": {"ctr": ["FP32", [-1, 1]]},
+            "inputs": {cat_in: ["INT64", [-1, len(vocab)]], dense_in: ["FP32", [-1, model.cfg.num_dense]]},
+            "outputs": {out: ["FP32", [-1, 1]]},
             "parity_max_abs_diff": max_diff, "parity_rows": probe_rows, "tolerance": tolerance,
             "checkpoint": checkpoint, "workflow": workflow, "model_config": model.cfg.to_dict(),
             "onnx_bytes": os.path.getsize(onnx_path), "reference_profile": reference,
         }
         with storage.staged_partition(output) as staging:
             storage.upload_dir(pkg, staging)
-            storage.write_json(storage.join(staging, "export.json"), info)
+            storage.write_json(storage.join(staging, EXPORT_META), info)
     print(f"exported {output}: ONNX parity max |diff| = {max_diff:.2e}", flush=True)
     return {"package": output, "parity_max_abs_diff": max_diff, "onnx_bytes": info["onnx_bytes"],
             "reference_profile": reference}
@@ -98,7 +117,7 @@ def export(checkpoint: str, workflow: str, output: str, tolerance: float = 1e-4,
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(prog="criteo_steps export", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--checkpoint", required=True, help="the train step's checkpoint")
     p.add_argument("--workflow", required=True, help="the published workflow the model was trained with")
     p.add_argument("--output", required=True, help="where to publish the version package")
     p.add_argument("--tolerance", type=float, default=1e-4)

@@ -22,8 +22,9 @@ import time
 
 import numpy as np
 
-from . import storage
-from .schema import COLUMNS, NUM_FIELDS, day_file_name
+from criteo_kernel import storage, tsv
+from criteo_kernel.artifacts import EXTRACT_META
+from criteo_kernel.schema import COLUMNS, NUM_FIELDS
 
 
 class ExtractError(RuntimeError):
@@ -57,20 +58,10 @@ def classify_read_error(exc: BaseException) -> str | None:
     return None
 
 
-def find_day_file(folder: str, day: int) -> str:
-    names = [day_file_name(day), day_file_name(day, gz=True)]
-    for name in names:
-        url = storage.join(folder, name)
-        if storage.exists(url):
-            return url
-    raise ExtractError(f"raw day {day} not found: expected {' or '.join(storage.join(folder, n) for n in names)}")
-
-
 def extract(input_url: str, output_url: str, eval_every: int = 10, block_mb: int = 64,
             rows_per_file: int = 2_000_000, max_rows: int | None = None) -> dict:
     import pyarrow as pa
     import pyarrow.compute as pc
-    import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
 
     started = time.time()
@@ -117,7 +108,7 @@ def extract(input_url: str, output_url: str, eval_every: int = 10, block_mb: int
             file_rows[split] += table.num_rows
 
         compression = "gzip" if path.endswith(".gz") else None
-        schema = pa.schema([(c, pa.string()) for c in COLUMNS])
+        schema = tsv.text_schema()
         row0 = 0
         # pyarrow decodes an invalid row's text before calling on_invalid; bytes that are not
         # UTF-8 raise inside pyarrow, which prints "Exception ignored" and then fails the read
@@ -127,15 +118,7 @@ def extract(input_url: str, output_url: str, eval_every: int = 10, block_mb: int
                                         else default_hook(u))
         try:
             with fs.open(path, "rb", compression=compression) as raw:
-                reader = pacsv.open_csv(
-                    raw,
-                    read_options=pacsv.ReadOptions(column_names=COLUMNS, block_size=block_mb << 20),
-                    parse_options=pacsv.ParseOptions(delimiter="\t", quote_char=False,
-                                                     invalid_row_handler=on_invalid),
-                    convert_options=pacsv.ConvertOptions(column_types=schema, strings_can_be_null=False,
-                                                         quoted_strings_can_be_null=False),
-                )
-                for batch in reader:
+                for batch in tsv.reader(raw, on_invalid, block_bytes=block_mb << 20):
                     if max_rows is not None and row0 >= max_rows:
                         break
                     table = pa.Table.from_batches([batch])
@@ -172,7 +155,7 @@ def extract(input_url: str, output_url: str, eval_every: int = 10, block_mb: int
         stats["malformed_rows"] = malformed_count
         stats["malformed_examples"] = malformed
         stats["seconds"] = round(time.time() - started, 3)
-        storage.write_json(storage.join(staging, "_extract.json"), stats)
+        storage.write_json(storage.join(staging, EXTRACT_META), stats)
     print(f"extracted {stats['rows']} rows ({stats['malformed_rows']} malformed) from {input_url} "
           f"to {output_url} in {stats['seconds']} s", flush=True)
     return {"output": output_url, **{k: v for k, v in stats.items() if k != "malformed_examples"},
@@ -190,6 +173,6 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--max-rows", type=int, default=None, help="read at most this many rows (sampling runs)")
     args = p.parse_args(argv)
     if args.day is not None:
-        args.input = find_day_file(args.input, args.day)
+        args.input = storage.find_day_file(args.input, args.day)
     return extract(args.input, args.output, args.eval_every, max_rows=args.max_rows)
 

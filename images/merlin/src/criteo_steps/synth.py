@@ -21,7 +21,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .schema import CAT_COLUMNS, INT_COLUMNS, day_file_name, encode_hex
+from criteo_kernel import tsv
+from criteo_kernel.codecs import encode_hex
+from criteo_kernel.schema import CAT_COLUMNS, INT_COLUMNS, day_file_name
 
 # Per-column missing rates and vocabulary sizes, in the spirit of the published Criteo statistics.
 INT_MISSING = [0.45, 0.0, 0.21, 0.22, 0.03, 0.22, 0.04, 0.0, 0.04, 0.45, 0.04, 0.76, 0.22]
@@ -71,7 +73,7 @@ def generate_day(day: int, rows: int, seed: int = 7, drift_from_day: int | None 
     phase = 1 if drifted else 0
 
     ints = np.empty((rows, len(INT_COLUMNS)), dtype=np.float64)
-    for j, (miss, scale) in enumerate(zip(INT_MISSING, INT_SCALE)):
+    for j, (miss, scale) in enumerate(zip(INT_MISSING, INT_SCALE, strict=True)):
         s = scale * (3.0 if drifted and j % 2 == 0 else 1.0)
         vals = np.floor(rng.lognormal(mean=np.log(s), sigma=1.2, size=rows) * rng.random(rows) ** 2)
         if j == 1:  # I2 carries the small negative values seen in the real logs
@@ -82,7 +84,7 @@ def generate_day(day: int, rows: int, seed: int = 7, drift_from_day: int | None 
 
     cat_idx = np.empty((rows, len(CAT_COLUMNS)), dtype=np.int64)
     cats = np.empty((rows, len(CAT_COLUMNS)), dtype=np.int64)
-    for j, (vocab, miss) in enumerate(zip(CAT_VOCAB, CAT_MISSING)):
+    for j, (vocab, miss) in enumerate(zip(CAT_VOCAB, CAT_MISSING, strict=True)):
         idx = _zipf_indices(rng, vocab, rows)
         if drifted:
             # Popularity shifts: a different set of values becomes frequent.
@@ -139,7 +141,7 @@ def write_day(path: str, table, gz: bool) -> None:
     import pyarrow.csv as pacsv
 
     tmp = f"{path}.tmp-{os.getpid()}"
-    opts = pacsv.WriteOptions(include_header=False, delimiter="\t", quoting_style="none")
+    opts = tsv.write_options()
     if gz:
         with gzip.open(tmp, "wb", compresslevel=1) as fh:
             pacsv.write_csv(table, fh, opts)

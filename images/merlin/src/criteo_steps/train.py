@@ -19,8 +19,9 @@ import time
 
 import numpy as np
 
-from . import storage
-from .schema import CAT_COLUMNS, INT_COLUMNS, LABEL
+from criteo_kernel import storage
+from criteo_kernel.artifacts import CHECKPOINT, PREPROCESS_META, SUCCESS, TRAIN_META
+from criteo_kernel.schema import CAT_COLUMNS, INT_COLUMNS, LABEL
 
 
 def iter_batches(partitions: list[str], split: str, batch_size: int, chunk_rows: int = 262_144,
@@ -46,13 +47,16 @@ def iter_batches(partitions: list[str], split: str, batch_size: int, chunk_rows:
 
 
 def embedding_sizes(partition: str) -> list[int]:
-    meta = storage.read_json(storage.join(partition, "_preprocess.json"))
+    meta = storage.read_json(storage.join(partition, PREPROCESS_META))
     return [int(meta["embedding_sizes"][c]) for c in CAT_COLUMNS]
 
 
 def train(train_parts: list[str], output: str, warm_start: str | None, epochs: int, batch_size: int,
-          lr: float, embedding_dim: int, cross_layers: int, mlp_dims: list[int], dropout: float,
-          threads: int, seed: int, log_every: int = 50) -> dict:
+          lr: float, embedding_dim: int | None = None, cross_layers: int | None = None,
+          mlp_dims: list[int] | None = None, dropout: float | None = None, threads: int = 0, seed: int = 0,
+          log_every: int = 50) -> dict:
+    """Train from scratch (the architecture from embedding_dim, cross_layers, mlp_dims and dropout,
+    the latter defaulting to DCNConfig's) or continue the warm-start checkpoint (its architecture)."""
     import torch
 
     from .dcn import DCN, DCNConfig, load_checkpoint, save_checkpoint
@@ -62,20 +66,22 @@ def train(train_parts: list[str], output: str, warm_start: str | None, epochs: i
         torch.set_num_threads(threads)
     for p in train_parts:
         if not storage.is_published(p):
-            raise SystemExit(f"train: {p} is not a published partition (no {storage.SUCCESS})")
+            raise SystemExit(f"train: {p} is not a published partition (no {SUCCESS})")
     vocab = embedding_sizes(train_parts[0])
     parent = None
     if warm_start:
-        local = _local_copy(warm_start)
-        model, ckpt = load_checkpoint(local)
+        model, ckpt = load_checkpoint(storage.local_copy(warm_start))
         if list(model.cfg.vocab_sizes) != vocab:
             raise SystemExit(
                 f"train: warm start {warm_start} has vocabulary sizes of another workflow; "
                 "an incremental run must use the production version's workflow (run a full retrain instead)")
         parent = warm_start
     else:
+        if embedding_dim is None or cross_layers is None or mlp_dims is None:
+            raise SystemExit("train: a model trained from scratch needs embedding_dim, cross_layers and mlp_dims")
+        arch = {"dropout": dropout} if dropout is not None else {}
         model = DCN(DCNConfig(vocab, embedding_dim=embedding_dim, num_cross_layers=cross_layers,
-                              mlp_dims=mlp_dims, dropout=dropout))
+                              mlp_dims=mlp_dims, **arch))
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device)
     sparse = [model.embedding.weight]
@@ -111,28 +117,17 @@ def train(train_parts: list[str], output: str, warm_start: str | None, epochs: i
         import tempfile
 
         with tempfile.TemporaryDirectory() as tmp:
-            save_checkpoint(model, os.path.join(tmp, "checkpoint.pt"),
+            save_checkpoint(model, os.path.join(tmp, CHECKPOINT),
                             {"parent": parent, "trained_on": train_parts, "metrics": metrics})
             storage.upload_dir(tmp, staging)
-        storage.write_json(storage.join(staging, "_train.json"),
+        storage.write_json(storage.join(staging, TRAIN_META),
                            {"metrics": metrics, "warm_start": parent, "trained_on": train_parts,
                             "config": model.cfg.to_dict(),
                             "hyperparameters": {"lr": lr, "batch_size": batch_size, "epochs": epochs}})
     print(f"trained on {seen} samples in {seconds:.1f}s ({seen / seconds:,.0f} samples/s), "
           f"loss {metrics['final_loss']:.4f}", flush=True)
-    return {"output": output, "checkpoint": storage.join(output, "checkpoint.pt"),
+    return {"output": output, "checkpoint": storage.join(output, CHECKPOINT),
             "warm_start": parent, "metrics": metrics}
-
-
-def _local_copy(url: str) -> str:
-    if storage.is_local(url):
-        return storage.local_path(url)
-    import tempfile
-
-    fs, path = storage.fs_path(url)
-    dst = os.path.join(tempfile.mkdtemp(), os.path.basename(path))
-    fs.get(path, dst)
-    return dst
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -140,16 +135,26 @@ def main(argv: list[str] | None = None) -> dict:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--train", nargs="+", required=True, help="processed day partitions to train on")
     p.add_argument("--output", required=True, help="where to publish checkpoint.pt and _train.json")
-    p.add_argument("--warm-start", default=None, help="checkpoint to continue from (incremental)")
-    p.add_argument("--epochs", type=int, default=1)
-    p.add_argument("--batch-size", type=int, default=4096)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--embedding-dim", type=int, default=16)
-    p.add_argument("--cross-layers", type=int, default=6)
-    p.add_argument("--mlp-dims", default="1024,1024", help="comma-separated hidden sizes")
-    p.add_argument("--dropout", type=float, default=0.5)
+    p.add_argument("--warm-start", default=None,
+                   help="checkpoint to continue from (incremental); its architecture is kept")
+    # The pipeline's defaults live in the DAG Params (operators/tasks/training.py); the CLI has none.
+    p.add_argument("--epochs", type=int, required=True)
+    p.add_argument("--batch-size", type=int, required=True)
+    p.add_argument("--lr", type=float, required=True)
+    arch = p.add_argument_group("architecture (from scratch only: a warm start keeps its checkpoint's)")
+    arch.add_argument("--embedding-dim", type=int)
+    arch.add_argument("--cross-layers", type=int)
+    arch.add_argument("--mlp-dims", help="comma-separated hidden sizes, e.g. 1024,1024")
+    arch.add_argument("--dropout", type=float, default=None, help="default: the model's (0.5, HugeCTR's sample)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
+    sizes = {"--embedding-dim": a.embedding_dim, "--cross-layers": a.cross_layers, "--mlp-dims": a.mlp_dims}
+    if a.warm_start and any(v is not None for v in [*sizes.values(), a.dropout]):
+        p.error("--embedding-dim, --cross-layers, --mlp-dims and --dropout cannot be given with --warm-start: "
+                "the checkpoint's architecture is continued")
+    if not a.warm_start and any(v is None for v in sizes.values()):
+        p.error(f"training from scratch needs {', '.join(k for k, v in sizes.items() if v is None)}")
+    mlp = [int(x) for x in a.mlp_dims.split(",") if x] if a.mlp_dims else None
     return train(a.train, a.output, a.warm_start, a.epochs, a.batch_size, a.lr, a.embedding_dim,
-                 a.cross_layers, [int(x) for x in a.mlp_dims.split(",") if x], a.dropout, a.threads, a.seed)
+                 a.cross_layers, mlp, a.dropout, a.threads, a.seed)

@@ -1,12 +1,12 @@
 """What the monitor computes over the rolling window of one model version.
 
-- Quality, over the last `size` labelled rows: AUC and logloss (the evaluate step's own
-  functions, so offline and online numbers are the same metric), predicted CTR (mean
+- Quality, over the last `size` labelled rows: AUC and logloss (criteo_kernel.metrics, as the
+  evaluate step computes them, so offline and online numbers are the same metric), predicted CTR (mean
   prediction), observed CTR, and calibration = predicted / observed CTR (1 is calibrated).
 - Drift, over the last `size` requests (no label needed): PSI of each feature against the
   version's training reference profile (`reference_profile.json`, learned by the full retrain),
-  in the validator's own fixed bins (log2 bins for counts, 256 hash buckets for categoricals), so
-  the online PSI is the same number the data-quality gate reports for a day.
+  in the drift bins the validator uses too (criteo_kernel.profiles: log2 bins for counts, 256 hash
+  buckets for categoricals), so the online PSI is the same number the data-quality gate reports.
 
 Nothing is reported before `min_rows` rows are in a window (PSI: at least 1000): a metric over a
 handful of rows is noise, and a sensor must not act on it. PSI's noise floor is about
@@ -18,19 +18,18 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from criteo_steps.evaluate import log_loss, roc_auc
-from criteo_steps.schema import CAT_COLUMNS, INT_COLUMNS
-from criteo_validate.profile import CAT_BUCKETS, INT_BINS, PSI_MIN_ROWS, int_bins, psi_value
 
-FEATURES = INT_COLUMNS + CAT_COLUMNS
+from criteo_kernel.metrics import log_loss, roc_auc
+from criteo_kernel.profiles import CAT_BUCKETS, INT_BINS, PSI_MIN_ROWS, cat_buckets, int_bins, psi_value
+from criteo_kernel.schema import FEATURES, INT_COLUMNS
+
 MISSING = -1
 
 
 def feature_bins(ints: np.ndarray, cat_hash: np.ndarray) -> np.ndarray:
     """[n, 39] int16 bin of each feature value (-1: missing), the validator's bins.
 
-    ints: float64 [n, 13] with NaN for missing; cat_hash: int64 [n, 26] with -1 for missing. The
-    validator buckets a hash by its first two hex digits, i.e. its top byte.
+    ints: float64 [n, 13] with NaN for missing; cat_hash: int64 [n, 26] with -1 for missing.
     """
     n = len(ints)
     out = np.full((n, len(FEATURES)), MISSING, dtype=np.int16)
@@ -40,7 +39,7 @@ def feature_bins(ints: np.ndarray, cat_hash: np.ndarray) -> np.ndarray:
         out[ok, j] = int_bins(v[ok])
     cats = np.asarray(cat_hash, dtype=np.int64)
     ok = cats >= 0
-    out[:, len(INT_COLUMNS):] = np.where(ok, (cats >> 24) & 0xFF, MISSING)
+    out[:, len(INT_COLUMNS):] = np.where(ok, cat_buckets(np.where(ok, cats, 0)), MISSING)
     return out
 
 

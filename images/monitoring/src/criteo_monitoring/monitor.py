@@ -41,8 +41,13 @@ from datetime import datetime, timedelta
 
 import numpy as np
 
-from .metrics import FEATURES, VersionWindow, feature_bins
-from .request_log import KEY, LABELS, REQUESTS, RequestLogError, fs_root, list_parts, part_partition, read_part
+from criteo_kernel import profiles
+from criteo_kernel.artifacts import REFERENCE_PROFILE
+from criteo_kernel.schema import CAT_COLUMNS, FEATURES, INT_COLUMNS
+from criteo_kernel.storage import fs_root
+
+from .metrics import VersionWindow, feature_bins
+from .request_log import KEY, LABELS, REQUESTS, RequestLogError, list_parts, part_partition, read_part
 
 log = logging.getLogger("criteo_monitoring.monitor")
 REFERENCE_RETRY_S = 30.0
@@ -146,14 +151,12 @@ class RequestLogMonitor:
                 "request_files": len(new_requests), "label_files": len(new_labels)}
 
     def _add_requests(self, table) -> None:
-        from criteo_steps.schema import CAT_COLUMNS, INT_COLUMNS
-
         models = table.column("model").to_numpy(zero_copy_only=False)
         versions = table.column("version").to_numpy()
         ints = np.stack([table.column(c).to_numpy(zero_copy_only=False).astype(np.float64) for c in INT_COLUMNS], 1)
         cats = np.stack([table.column(c).fill_null(-1).to_numpy() for c in CAT_COLUMNS], 1)
         bins = feature_bins(ints, cats)
-        for model, version in sorted(set(zip(models, versions.tolist()))):
+        for model, version in sorted(set(zip(models, versions.tolist(), strict=True))):
             sel = (models == model) & (versions == version)
             self._window(model, version).add_requests(bins[sel])
             self.logged[(model, int(version))] += int(sel.sum())
@@ -207,11 +210,9 @@ class RequestLogMonitor:
             return cached[0]
         profile = None
         if self.model_repository:
-            from criteo_validate.profile import load
-
-            url = f"{self.model_repository}/{model}/{version}/reference_profile.json"
+            url = f"{self.model_repository}/{model}/{version}/{REFERENCE_PROFILE}"
             try:
-                profile = load(url)
+                profile = profiles.load(url)
             except (OSError, ValueError) as exc:
                 log.error("cannot read %s: %s", url, exc)
             if profile is None and cached is None:

@@ -21,10 +21,12 @@ import os
 import re
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
-from criteo_steps.schema import CAT_COLUMNS, INT_COLUMNS
+
+from criteo_kernel.schema import CAT_COLUMNS, INT_COLUMNS
+from criteo_kernel.storage import fs_root, is_local_fs
 
 REQUESTS, LABELS = "requests", "labels"
 KEY = ["request_id", "row"]
@@ -52,20 +54,8 @@ def schema(kind: str):
 
 
 def partition_of(event_time_ms: int) -> str:
-    t = datetime.fromtimestamp(event_time_ms / 1000, tz=timezone.utc)
+    t = datetime.fromtimestamp(event_time_ms / 1000, tz=UTC)
     return f"date={t:%Y-%m-%d}/hour={t:%H}"
-
-
-def fs_root(url: str):
-    import fsspec
-
-    fs, root = fsspec.core.url_to_fs(url)
-    return fs, root.rstrip("/")
-
-
-def is_local(fs) -> bool:
-    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
-    return protocol in ("file", "local")
 
 
 class RequestLogWriter:
@@ -99,7 +89,7 @@ class RequestLogWriter:
         name = f"part-{int(time.time() * 1000):013d}-{uuid.uuid4().hex[:8]}.parquet"
         path = f"{folder}/{name}"
         self.fs.makedirs(folder, exist_ok=True)
-        if is_local(self.fs):
+        if is_local_fs(self.fs):
             tmp = f"{folder}/.{name}.tmp"
             pq.write_table(table, tmp, compression="zstd")
             os.replace(tmp, path)

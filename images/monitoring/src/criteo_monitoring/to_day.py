@@ -26,9 +26,12 @@ from collections import Counter
 from datetime import date, timedelta
 
 import numpy as np
-from criteo_steps.schema import CAT_COLUMNS, INT_COLUMNS, encode_hex
 
-from .request_log import KEY, LABELS, REQUESTS, fs_root, is_local, list_parts, part_partition, read_part
+from criteo_kernel.codecs import encode_hex
+from criteo_kernel.schema import CAT_COLUMNS, INT_COLUMNS, day_file_name
+from criteo_kernel.storage import fs_root, is_local_fs
+
+from .request_log import KEY, LABELS, REQUESTS, list_parts, part_partition, read_part
 
 
 class ToDayError(RuntimeError):
@@ -59,7 +62,7 @@ def tsv_lines(frame) -> bytes:
     return lines.buffers()[2].to_pybytes()[offsets[0]:offsets[-1]]
 
 
-def to_day(request_log: str, day: int, output: str, day0: str = "2026-01-01", gz: bool = False,
+def to_day(request_log: str, day: int, output: str, day0: str, gz: bool = False,
            overwrite: bool = False, min_label_coverage: float = 0.99) -> dict:
     import pandas as pd
 
@@ -73,7 +76,7 @@ def to_day(request_log: str, day: int, output: str, day0: str = "2026-01-01", gz
         for p in parts:
             by_hour.setdefault(part_partition(p)[1], {REQUESTS: [], LABELS: []})[kind].append(p)
     features = [*INT_COLUMNS, *CAT_COLUMNS]
-    name = f"day_{day}" + (".gz" if gz else "")
+    name = day_file_name(day, gz)
     out_fs, out_root = fs_root(output)
     final = f"{out_root}/{name}"
     out_fs.makedirs(out_root, exist_ok=True)
@@ -81,7 +84,7 @@ def to_day(request_log: str, day: int, output: str, day0: str = "2026-01-01", gz
     stats = Counter()
     versions: Counter = Counter()
     digest = hashlib.sha256()
-    local_tmp = tmp if is_local(out_fs) else os.path.join(tempfile.gettempdir(), os.path.basename(tmp))
+    local_tmp = tmp if is_local_fs(out_fs) else os.path.join(tempfile.gettempdir(), os.path.basename(tmp))
     raw = open(local_tmp, "wb")
     sink = gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) if gz else raw
     try:
@@ -136,7 +139,7 @@ def to_day(request_log: str, day: int, output: str, day0: str = "2026-01-01", gz
                 raise DayExists(f"{output}/{name} exists with other content (sha256 {old_sum[:12]}, new "
                                  f"{new_sum[:12]}): raw data is never replaced without --overwrite")
         if not unchanged:
-            if is_local(out_fs):
+            if is_local_fs(out_fs):
                 os.replace(local_tmp, final)
             else:  # one object upload: it appears only once complete
                 out_fs.put_file(local_tmp, final)
@@ -164,7 +167,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--request-log", required=True)
     p.add_argument("--day", type=int, required=True, help="the Criteo day to write")
     p.add_argument("--output", required=True, help="the raw folder (Variable criteo_raw_url)")
-    p.add_argument("--day0", default="2026-01-01", help="the date of day_0 (Variable criteo_day0_date)")
+    p.add_argument("--day0", required=True, help="the date of day_0, YYYY-MM-DD (Variable criteo_day0_date)")
     p.add_argument("--gz", action="store_true", help="write day_N.gz")
     p.add_argument("--overwrite", action="store_true", help="replace an existing day_N with other content")
     p.add_argument("--min-label-coverage", type=float, default=0.99,

@@ -66,7 +66,10 @@ class Runner:
     def __init__(self, docs_dir: Path | None):
         import great_expectations as gx
         from great_expectations.data_context.types.base import (
-            DataContextConfig, InMemoryStoreBackendDefaults, ProgressBarsConfig)
+            DataContextConfig,
+            InMemoryStoreBackendDefaults,
+            ProgressBarsConfig,
+        )
 
         sites = {}
         if docs_dir is not None:
@@ -236,7 +239,9 @@ def describe_observed(agg: Aggregate, kind: str, stats: dict) -> str:
         return f"error: {agg.exception.get('exception_message')}"
     res = agg.result_dict()
     if not agg.is_map:
-        return f"observed_value={res.get('observed_value')!r}" if "observed_value" in res else json.dumps(res, default=str)
+        if "observed_value" in res:
+            return f"observed_value={res.get('observed_value')!r}"
+        return json.dumps(res, default=str)
     nonmissing = agg.element_count - agg.missing_count
     if kind == "stats":
         col = column_of(agg.config)

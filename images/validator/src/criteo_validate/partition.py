@@ -21,13 +21,15 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+
+from criteo_kernel.artifacts import EXTRACT_META, PREPROCESS_META, SUCCESS
 
 SPLITS = ("train", "eval")
 SAMPLE_ROWS_PER_GROUP = 20_000  # sample: rows to take per selected row group, roughly
-META_FILES = {"extracted": "_extract.json", "processed": "_preprocess.json"}
+META_FILES = {"extracted": EXTRACT_META, "processed": PREPROCESS_META}
 
 
 class InputError(RuntimeError):
@@ -107,8 +109,8 @@ def open_partitions(paths: list, kind: str = "extracted") -> Partition:
         part = Path(raw)
         if not part.is_dir():
             raise InputError(f"{part}: input partition folder not found")
-        if not (part / "_SUCCESS").exists():
-            raise InputError(f"{part / '_SUCCESS'}: missing, the partition was not published")
+        if not (part / SUCCESS).exists():
+            raise InputError(f"{part / SUCCESS}: missing, the partition was not published")
         metas.append(_read_meta(part, kind))
         found = [p for split in SPLITS for p in sorted((part / split).glob("*.parquet"))]
         if not found:

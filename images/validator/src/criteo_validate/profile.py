@@ -16,18 +16,14 @@ and later validations derive their learned bounds (`parameters`) and drift (`psi
 """
 from __future__ import annotations
 
-import json
 import math
-from typing import Iterable
+from collections.abc import Iterable
 
-from .suites import CAT_COLUMNS, FEATURES, INT_COLUMNS, null_fraction, psi
+from criteo_kernel import profiles
+from criteo_kernel.profiles import CAT_BUCKETS, INT_BINS, PROFILE_VERSION, PSI_MAX, PSI_MIN_ROWS, int_bins, psi_value
+from criteo_kernel.schema import CAT_COLUMNS, FEATURES, INT_COLUMNS
 
-PROFILE_VERSION = 1
-INT_BINS = 2 + 48  # [<0], [0], [1,2), [2,4), ... [2^47, inf)
-CAT_BUCKETS = 256
-PSI_EPS = 1e-4  # floor for empty bins, so one unseen bin does not make PSI infinite
-PSI_MIN_ROWS = 1000  # below this many profiled rows PSI is noise: reported as 0 with a note
-PSI_MAX = 0.25  # the conventional "major shift" threshold
+from .suites import null_fraction, psi
 
 # Suite parameters without a reference profile: format-level sanity only, documented in README.
 DEFAULT_MIN_ROWS = 1000
@@ -108,18 +104,6 @@ class ProfileBuilder:
         }
 
 
-def int_bins(v):
-    """Fixed log2 bins: 0 = negative, 1 = zero, k >= 2 = [2^(k-2), 2^(k-1))."""
-    import numpy as np
-
-    out = np.empty(len(v), dtype=np.int64)
-    neg, zero, pos = v < 0, v == 0, v > 0
-    out[neg] = 0
-    out[zero] = 1
-    out[pos] = np.minimum(2 + np.floor(np.log2(np.maximum(v[pos], 1))).astype(np.int64), INT_BINS - 1)
-    return out
-
-
 # ----------------------------------------------------------------------------------------------
 # a window of days
 # ----------------------------------------------------------------------------------------------
@@ -139,7 +123,7 @@ def merge(profiles: Iterable[dict]) -> dict:
         return {"mean": m, "sd": sd, "min": min(values), "max": max(values)}
 
     def add(lists):
-        return [sum(x) for x in zip(*lists)]
+        return [sum(x) for x in zip(*lists, strict=True)]
 
     return {
         "profile_version": PROFILE_VERSION,
@@ -193,17 +177,6 @@ def parameters(reference: dict | None, min_rows: int = DEFAULT_MIN_ROWS) -> dict
     return p
 
 
-def psi_value(expected: list, actual: list) -> float:
-    e_tot, a_tot = sum(expected), sum(actual)
-    if not e_tot or not a_tot:
-        return 0.0
-    total = 0.0
-    for e, a in zip(expected, actual):
-        pe, pa = max(e / e_tot, PSI_EPS), max(a / a_tot, PSI_EPS)
-        total += (pa - pe) * math.log(pa / pe)
-    return total
-
-
 def drift(day: dict, reference: dict | None) -> dict:
     """{psi(C): value} of the day's histograms against the reference's (0 without a usable one)."""
     out = {}
@@ -221,39 +194,11 @@ def day_facts(day: dict) -> dict:
     return {null_fraction(c): v for c, v in day["null_fraction"].items()}
 
 
-def load(url: str | None) -> dict | None:
-    """A profile from a path or URL; None when url is None or names nothing."""
-    if not url:
-        return None
-    import fsspec
-
-    fs, path = fsspec.core.url_to_fs(url)
-    if not fs.exists(path):
-        return None
-    with fs.open(path, "r") as fh:
-        data = json.load(fh)
-    if data.get("profile_version") != PROFILE_VERSION:
-        raise ValueError(f"{url}: profile_version {data.get('profile_version')!r}, expected {PROFILE_VERSION}")
-    return data
-
-
-def save(profile: dict, url: str) -> None:
-    import fsspec
-
-    fs, path = fsspec.core.url_to_fs(url)
-    parent = path.rsplit("/", 1)[0]
-    fs.makedirs(parent, exist_ok=True)
-    tmp = f"{path}.tmp"
-    with fs.open(tmp, "w") as fh:
-        json.dump(profile, fh, indent=1)
-    fs.mv(tmp, path)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`reference` subcommand: merge day profiles into a reference profile; prints STEP_RESULT."""
+def main(argv: list[str] | None = None) -> dict | int:
+    """`reference` subcommand: merge day profiles into a reference profile (its result: `output`)."""
     import argparse
 
-    from .result import emit
+    from criteo_kernel.result import UNREADABLE_INPUT
 
     a = argparse.ArgumentParser(prog="python -m criteo_validate reference",
                                 description="Merge day profiles (validate --profile-out) into a reference profile.")
@@ -262,15 +207,13 @@ def main(argv: list[str] | None = None) -> int:
     args = a.parse_args(argv)
     days = []
     for url in args.profiles:
-        day = load(url)
+        day = profiles.load(url)
         if day is None:
             print(f"ERROR: day profile {url} not found (was the day validated?)", flush=True)
-            return 2
+            return UNREADABLE_INPUT
         days.append(day)
     ref = merge(days)
-    save(ref, args.output)
-    result = {"output": args.output, "days": ref["days"], "sources": ref["sources"],
-              "rows_mean": ref["rows"]["mean"], "ctr_mean": ref["ctr"]["mean"]}
+    profiles.save(ref, args.output)
     print(f"reference profile of {ref['days']} day(s) written to {args.output}", flush=True)
-    emit(result)
-    return 0
+    return {"output": args.output, "days": ref["days"], "sources": ref["sources"],
+            "rows_mean": ref["rows"]["mean"], "ctr_mean": ref["ctr"]["mean"]}

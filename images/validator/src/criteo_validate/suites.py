@@ -31,11 +31,7 @@ import sys
 import uuid
 from pathlib import Path
 
-LABEL = "label"
-INT_COLUMNS = [f"I{i}" for i in range(1, 14)]
-CAT_COLUMNS = [f"C{i}" for i in range(1, 27)]
-FEATURES = [*INT_COLUMNS, *CAT_COLUMNS]
-COLUMNS = [LABEL, *FEATURES]
+from criteo_kernel.schema import CAT_COLUMNS, COLUMNS, FEATURES, INT_COLUMNS, LABEL
 
 HARD, SOFT = "critical", "warning"
 _NS = uuid.UUID("6d1b3f0e-6c4e-4f7a-9b7e-2f1c3c9a0b11")
@@ -156,18 +152,14 @@ def processed_day() -> dict:
         e.append(_exp(s, "expect_column_values_to_be_between",
                       {"column": c, "min_value": -1e4, "max_value": 1e4}, "rows", HARD,
                       "continuous feature finite (inf and NaN fail) and of normalised magnitude"))
-        e.append(_exp(s, "expect_column_values_to_be_between",
-                      {"column": mean(c), "min_value": -3, "max_value": 3}, "stats", HARD,
-                      "normalised: mean far from 0 means the workflow's statistics do not fit this data"))
-        e.append(_exp(s, "expect_column_values_to_be_between",
-                      {"column": std(c), "min_value": 0, "max_value": 10}, "stats", HARD,
-                      "normalised: standard deviation of order 1"))
-        e.append(_exp(s, "expect_column_values_to_be_between",
-                      {"column": mean(c), "min_value": -0.5, "max_value": 0.5}, "stats", SOFT,
-                      "normalised: mean near 0"))
-        e.append(_exp(s, "expect_column_values_to_be_between",
-                      {"column": std(c), "min_value": 0.5, "max_value": 2}, "stats", SOFT,
-                      "normalised: standard deviation near 1"))
+        for fact, low, high, severity, notes in (
+                (mean(c), -3, 3, HARD,
+                 "normalised: mean far from 0 means the workflow's statistics do not fit this data"),
+                (std(c), 0, 10, HARD, "normalised: standard deviation of order 1"),
+                (mean(c), -0.5, 0.5, SOFT, "normalised: mean near 0"),
+                (std(c), 0.5, 2, SOFT, "normalised: standard deviation near 1")):
+            e.append(_exp(s, "expect_column_values_to_be_between",
+                          {"column": fact, "min_value": low, "max_value": high}, "stats", severity, notes))
     return {"name": s, "expectations": e, "meta": {
         "input": "processed",
         "notes": "NVTabular output of preprocess, checked before training."}}

@@ -1,8 +1,9 @@
 """Serving-time preprocessing and inference, in numpy + onnxruntime alone.
 
-This file is copied into every Triton model version (beside model.py) and is also what the
-evaluate step scores candidates with, so the offline metrics are those of the served artifact.
-It must not import NVTabular, torch or Airflow: the Triton python backend stub has none of them.
+This file is copied into every Triton model version (beside model.py, with the criteo_kernel
+package it reads the schema and signature from) and is also what the evaluate step scores
+candidates with, so the offline metrics are those of the served artifact. It must not import
+NVTabular, torch or Airflow: the Triton python backend stub has none of them.
 """
 from __future__ import annotations
 
@@ -11,16 +12,17 @@ import os
 
 import numpy as np
 
-INT_COLUMNS = [f"I{i}" for i in range(1, 14)]
-CAT_COLUMNS = [f"C{i}" for i in range(1, 27)]
+from criteo_kernel.artifacts import CATEGORY_TABLES, CONTINUOUS_STATS, MODEL_ONNX, PREPROCESSING, SERVING_TABLES
+from criteo_kernel.schema import CAT_COLUMNS, INT_COLUMNS
+from criteo_kernel.signature import ONNX_CATEGORICAL_INPUT, ONNX_DENSE_INPUT, OUTPUT
 
 
 class Preprocessor:
     """Applies the fitted NVTabular workflow's encoding from its exported lookup tables."""
 
     def __init__(self, serving_dir: str):
-        tables = np.load(os.path.join(serving_dir, "categories.npz"))
-        with open(os.path.join(serving_dir, "continuous.json")) as fh:
+        tables = np.load(os.path.join(serving_dir, CATEGORY_TABLES))
+        with open(os.path.join(serving_dir, CONTINUOUS_STATS)) as fh:
             cont = json.load(fh)
         self.keys = [tables[f"{c}_keys"] for c in CAT_COLUMNS]
         self.ids = [tables[f"{c}_ids"] for c in CAT_COLUMNS]
@@ -52,14 +54,14 @@ class CTRModel:
     def __init__(self, version_dir: str, threads: int = 0):
         import onnxruntime as ort
 
-        self.pre = Preprocessor(os.path.join(version_dir, "preprocessing", "serving"))
+        self.pre = Preprocessor(os.path.join(version_dir, PREPROCESSING, SERVING_TABLES))
         opts = ort.SessionOptions()
         if threads:
             opts.intra_op_num_threads = threads
-        self.session = ort.InferenceSession(os.path.join(version_dir, "model.onnx"), opts,
+        self.session = ort.InferenceSession(os.path.join(version_dir, MODEL_ONNX), opts,
                                             providers=["CPUExecutionProvider"])
 
     def predict(self, dense_raw: np.ndarray, cat_hash: np.ndarray) -> np.ndarray:
         cat_ids, dense = self.pre.transform(dense_raw, cat_hash)
-        (prob,) = self.session.run(["ctr"], {"cat_ids": cat_ids, "dense": dense})
+        (prob,) = self.session.run([OUTPUT], {ONNX_CATEGORICAL_INPUT: cat_ids, ONNX_DENSE_INPUT: dense})
         return prob.reshape(-1)

@@ -21,26 +21,30 @@ class TritonPythonModel:
         sys.path.insert(0, version_dir)
         from criteo_serving import CTRModel
 
+        from criteo_kernel import signature
+
+        self.signature = signature
         self.model = CTRModel(version_dir, threads=int(os.environ.get("CRITEO_ORT_THREADS", "1")))
 
     def execute(self, requests):
         """One onnxruntime run for all the requests the dynamic batcher hands over at once (that
         is what batching them is for); if that fails, each request alone, so that one bad request
         fails by itself and never takes the others or the model down."""
-        inputs = [(pb_utils.get_input_tensor_by_name(r, "dense_raw").as_numpy(),
-                   pb_utils.get_input_tensor_by_name(r, "cat_hash").as_numpy()) for r in requests]
+        sig = self.signature
+        inputs = [(pb_utils.get_input_tensor_by_name(r, sig.DENSE_INPUT).as_numpy(),
+                   pb_utils.get_input_tensor_by_name(r, sig.CATEGORICAL_INPUT).as_numpy()) for r in requests]
         if len(inputs) > 1:
             try:
                 prob = self._predict(np.concatenate([d for d, _ in inputs]), np.concatenate([c for _, c in inputs]))
                 bounds = np.cumsum([0] + [len(d) for d, _ in inputs])
-                return [pb_utils.InferenceResponse([pb_utils.Tensor("ctr", np.ascontiguousarray(prob[a:b]))])
-                        for a, b in zip(bounds[:-1], bounds[1:])]
+                return [pb_utils.InferenceResponse([pb_utils.Tensor(sig.OUTPUT, np.ascontiguousarray(prob[a:b]))])
+                        for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
             except Exception:  # noqa: BLE001 - find the culprit below, request by request
                 pass
         responses = []
         for dense, cats in inputs:
             try:
-                responses.append(pb_utils.InferenceResponse([pb_utils.Tensor("ctr", self._predict(dense, cats))]))
+                responses.append(pb_utils.InferenceResponse([pb_utils.Tensor(sig.OUTPUT, self._predict(dense, cats))]))
             except Exception as exc:  # one bad request must not take the model down
                 responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(str(exc))))
         return responses

@@ -1,0 +1,77 @@
+"""The step contract: how a step hands its result to whichever runtime started it.
+
+A step is a CLI (`python -m <image package> <command> ARGS`). Its result manifest (declared
+outputs: URLs, counts, metrics) is written as JSON to `$STEP_RESULT_PATH` and printed as the last
+log line, `STEP_RESULT {...}`. In a KubernetesPodOperator pod that path is
+/airflow/xcom/return.json, which the xcom sidecar hands back to Airflow; on the embedded default
+the local runtime reads the same file. One contract for every runtime.
+
+Exit codes, which the Airflow side maps to "retry" or "fail now" per step:
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import sys
+from collections.abc import Callable
+
+RESULT_PATH_ENV = "STEP_RESULT_PATH"
+RESULT_LINE = "STEP_RESULT "
+
+OK = 0
+FAILED = 1            # the step failed; for validation: a hard expectation failed
+UNREADABLE_INPUT = 2  # validation: the input or the suite cannot be read (the message names the file)
+RETRYABLE = 3         # a dependency failed (Triton, the bucket, labels still arriving): a retry may help
+BAD_DATA = 4          # the input breaks the Criteo format, or a different raw day is in the way
+
+
+def write(result: dict) -> None:
+    """The manifest at $STEP_RESULT_PATH (when set), whole or not at all."""
+    out = os.environ.get(RESULT_PATH_ENV)
+    if out:
+        os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
+        with open(out + ".tmp", "w") as fh:
+            json.dump(result, fh, indent=2, default=str)
+        os.replace(out + ".tmp", out)
+
+
+def emit(result: dict, print_line: bool = True) -> None:
+    """Write the manifest and, unless told not to, print it as the last log line."""
+    write(result)
+    if print_line:
+        print(RESULT_LINE + json.dumps(result, default=str), flush=True)
+
+
+def run_step(step: Callable[[list[str]], dict | int], argv: list[str], name: str = "step", *,
+             data_errors: tuple[type[BaseException], ...] = (),
+             retryable_errors: tuple[type[BaseException], ...] = ()) -> int:
+    """Run one step's main(argv) and apply the contract.
+
+    A dict result is emitted, exit 0. An int is an exit code from a step that emitted its own
+    result (validation reports failures as results). A data error exits BAD_DATA and a retryable
+    error RETRYABLE, each with the message on stderr and as the manifest's `error`/`summary`
+    (data errors are checked first: they may subclass a retryable kind). Anything else propagates:
+    a traceback and exit 1.
+    """
+    try:
+        result = step(argv)
+    except data_errors + retryable_errors as exc:
+        code = BAD_DATA if isinstance(exc, data_errors) else RETRYABLE
+        print(f"ERROR: {name}: {exc}", file=sys.stderr, flush=True)
+        emit({"error": str(exc), "summary": f"{name} failed: {exc}"}, print_line=False)
+        return code
+    if isinstance(result, int):
+        return result
+    emit(result or {})
+    return OK
+
+
+def dispatch(prog: str, commands: dict[str, str], argv: list[str] | None = None, **errors) -> int:
+    """`python -m <prog> COMMAND [ARGS]`: import the command's module and run its main as a step."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in commands:
+        print(f"usage: python -m {prog} {{{','.join(commands)}}} [--help]", file=sys.stderr)
+        return 2
+    module = importlib.import_module(commands[argv[0]])
+    return run_step(module.main, argv[1:], argv[0], **errors)

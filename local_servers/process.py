@@ -1,0 +1,139 @@
+"""A local server process: started with its own log file, waited on until ready, stopped cleanly."""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: its own process group, and SIGTERM when the parent dies (Linux),
+    so a test or demo killed hard (SIGKILL, a CI timeout) leaves no server behind."""
+    os.setsid()
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def http_ok(url: str, timeout: float = 1.0) -> bool:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return 200 <= resp.status < 300
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+class ServerProcess:
+    """One server: `start()` launches it and waits for `ready()`; `stop()` ends its process group.
+
+    Output goes to `log_path`; when the server dies or never gets ready, the error quotes the
+    log's tail, so a failed start explains itself.
+    """
+
+    def __init__(self, name: str, argv: list[str], log_path: str | Path, env: dict[str, str] | None = None,
+                 ready: Callable[[], bool] | None = None, cwd: str | Path | None = None):
+        self.name = name
+        self.argv = [str(a) for a in argv]
+        self.log_path = Path(log_path)
+        self.env = env
+        self.ready = ready or (lambda: True)
+        self.cwd = cwd
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout_s: float = 60) -> ServerProcess:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log_fh = open(self.log_path, "ab")
+        log.info("starting %s: %s (log %s)", self.name, " ".join(self.argv), self.log_path)
+        self.proc = subprocess.Popen(self.argv, stdout=log_fh, stderr=subprocess.STDOUT, env=self.env,
+                                     cwd=self.cwd, preexec_fn=_die_with_parent)
+        log_fh.close()
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with code {self.proc.returncode} before it was ready; "
+                                   f"last lines of {self.log_path}:\n{self.tail()}")
+            if self.ready():
+                log.info("%s is ready (pid %s)", self.name, self.proc.pid)
+                return self
+            time.sleep(0.2)
+        self.stop()
+        raise TimeoutError(f"{self.name} was not ready after {timeout_s:g}s; last lines of {self.log_path}:\n"
+                           f"{self.tail()}")
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, timeout_s: float = 15) -> None:
+        if not self.running:
+            return
+        assert self.proc is not None
+        try:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            self.proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=timeout_s)
+        except ProcessLookupError:
+            pass
+        log.info("stopped %s", self.name)
+
+    def tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def __enter__(self) -> ServerProcess:
+        return self if self.running else self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+class LocalServer:
+    """What the local servers (Triton, Prometheus, the GCS emulator) share: one ServerProcess,
+    `with server:` starts it (subclasses define `start()`) and stops it again."""
+
+    process: ServerProcess | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.running
+
+    def start(self):
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.stop()
+
+    def tail(self, lines: int = 30) -> str:
+        return self.process.tail(lines) if self.process else "(not started)"
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

@@ -1,0 +1,107 @@
+"""The serving side of the embedded default, started together: Triton on the bucket's model
+repository, the monitor on the bucket's request log, and Prometheus scraping both.
+
+Used by `make demo-loop`, the loop tests and the serving bench. It exports the Airflow Variables
+(as AIRFLOW_VAR_*) that point the DAG tasks at these servers, and stops everything on exit.
+"""
+from __future__ import annotations
+
+import os
+from contextlib import ExitStack
+from pathlib import Path
+
+from criteo_kernel.signature import MODEL_NAME
+
+from .process import ServerProcess, free_port, http_ok
+
+
+def monitor_process(request_log: str, model_repository: str, model: str, log_path: Path,
+                    window_rows: int = 5000, min_rows: int = 500, interval_s: float = 1.0) -> ServerProcess:
+    """The monitor (images/monitoring) as a local process of its image's environment."""
+    from operators.runtime.catalogue import IMAGES
+    from operators.runtime.local import LOCAL_ENVIRONMENTS
+
+    local = LOCAL_ENVIRONMENTS["monitoring"]
+    port = free_port()
+    env = dict(os.environ, PYTHONPATH=local.pythonpath, PYTHONUNBUFFERED="1")
+    argv = [local.python, "-m", IMAGES["monitoring"], "monitor", "--request-log", request_log,
+            "--model-repository", model_repository, "--model", model, "--port", str(port),
+            "--window-rows", str(window_rows), "--min-rows", str(min_rows), "--interval-s", str(interval_s)]
+    proc = ServerProcess("monitor", argv, log_path, env=env, ready=lambda: http_ok(f"http://127.0.0.1:{port}/metrics"))
+    proc.metrics_url = f"http://127.0.0.1:{port}/metrics"
+    return proc
+
+
+class ServingStack(ExitStack):
+    """with ServingStack(base, work) as s: s.triton, s.monitor, s.prometheus are up, and the Variables
+    criteo_triton_grpc_url / criteo_prometheus_url point at them; monitor=False or prometheus=False
+    leave those out (the training demo and tests need Triton only, for deploy)."""
+
+    def __init__(self, base: str | Path, work_dir: str | Path, model: str = MODEL_NAME, monitor: bool = True,
+                 prometheus: bool = True, window_rows: int = 5000, min_rows: int = 500,
+                 scrape_interval_s: float = 1.0):
+        super().__init__()
+        self.base = Path(base)
+        self.work_dir = Path(work_dir)
+        self.model = model
+        self.with_monitor = monitor
+        self.with_prometheus = prometheus
+        self.window_rows = window_rows
+        self.min_rows = min_rows
+        self.scrape_interval_s = scrape_interval_s
+        self.triton = self.monitor = self.prometheus = None
+        self._saved_env: dict[str, str | None] = {}
+
+    @property
+    def model_repository(self) -> Path:
+        return self.base / "model_repository"
+
+    @property
+    def request_log(self) -> Path:
+        return self.base / "request_log"
+
+    def _set_var(self, name: str, value: str) -> None:
+        key = f"AIRFLOW_VAR_{name.upper()}"
+        self._saved_env.setdefault(key, os.environ.get(key))
+        os.environ[key] = value
+
+    def __enter__(self) -> ServingStack:
+        super().__enter__()
+        from .triton import LocalTriton
+
+        try:
+            self.model_repository.mkdir(parents=True, exist_ok=True)
+            self.request_log.mkdir(parents=True, exist_ok=True)
+            self.triton = LocalTriton(model_repository=str(self.model_repository), work_dir=self.work_dir / "triton",
+                                      log_path=self.work_dir / "triton.log")
+            self.enter_context(self.triton)
+            self._set_var("criteo_triton_grpc_url", self.triton.grpc_url)
+            targets = [self.triton.metrics_url]
+            if self.with_monitor:
+                self.monitor = monitor_process(str(self.request_log), str(self.model_repository), self.model,
+                                               self.work_dir / "monitor.log", self.window_rows, self.min_rows)
+                self.enter_context(self.monitor)
+                targets.append(self.monitor.metrics_url)
+            if self.with_prometheus:
+                from .prometheus import LocalPrometheus
+
+                self.prometheus = LocalPrometheus(targets, work_dir=self.work_dir / "prometheus",
+                                                  log_path=self.work_dir / "prometheus.log",
+                                                  scrape_interval_s=self.scrape_interval_s)
+                self.enter_context(self.prometheus)
+                self._set_var("criteo_prometheus_url", self.prometheus.url)
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        try:
+            return super().__exit__(*exc)
+        finally:
+            for key, value in self._saved_env.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+

@@ -1,0 +1,1 @@
+"""Hooks: each talks to one system (see the package doc of operators)."""

@@ -1,6 +1,0 @@
-"""The embedded default's stand-ins for production services, run as local processes.
-
-In production these are managed services (Triton on GKE, GCS, Prometheus). On one machine the
-demo and the tests start the real programs here: the tritonserver binary, a GCS emulator and
-Prometheus, each bound to 127.0.0.1 on a free port, and stop them again.
-"""

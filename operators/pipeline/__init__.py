@@ -1,0 +1,1 @@
+"""The pipeline's pure logic: settings, layout, planning, blessing, conditions, decisions."""

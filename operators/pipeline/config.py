@@ -1,0 +1,91 @@
+"""The pipeline's settings: one registry of names and defaults, one way to read them.
+
+Each setting is an Airflow Variable, so it can be set in the UI or as AIRFLOW_VAR_<NAME> in the
+environment; the defaults are the embedded default (a local folder as the bucket, local
+processes). Settings are read at task run time, never at DAG parse time (a Variable lookup is a
+round trip to the metadata database or the API server).
+
+    setting("criteo_triton_grpc_url")        # the Variable, else the registry's default
+    PipelineConfig.load()                    # every pipeline setting, typed
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+from criteo_kernel.signature import MODEL_NAME
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+# name: (default, meaning). "<base>" stands for the value of criteo_base_url.
+SETTINGS: dict[str, tuple[str, str]] = {
+    "criteo_base_url": (str(REPO_ROOT / ".data" / "bucket"),
+                        "every artifact lives under here: a folder, or gs://bucket/prefix"),
+    "criteo_raw_url": ("<base>/raw", "where the raw Criteo day_N[.gz] files land"),
+    "criteo_runtime": ("local", "local: steps run as local processes; kubernetes: pods"),
+    "criteo_day0_date": ("2026-01-01", "the logical date of day_0"),
+    "criteo_num_days": ("24", "days in the data set"),
+    "criteo_model_name": (MODEL_NAME, "the model's name in the Triton repository"),
+    "criteo_keep_versions": ("5", "model versions kept in the repository after a deploy (production always is)"),
+    "criteo_triton_grpc_url": ("127.0.0.1:8001", "the Triton server deploy and rollback talk to (host:port)"),
+    "criteo_prometheus_url": ("http://127.0.0.1:9090", "the Prometheus the monitoring sensors query"),
+    "criteo_request_log_url": ("<base>/request_log", "the inference client's request log"),
+}
+
+
+def default_of(name: str, base_url: str | None = None) -> str:
+    """The registry's default of a setting; a "<base>/..." one resolved against `base_url` (or the setting)."""
+    if name not in SETTINGS:
+        raise KeyError(f"unknown setting {name!r}; known: {sorted(SETTINGS)}")
+    default = SETTINGS[name][0]
+    if default.startswith("<base>"):
+        base = base_url if base_url is not None else setting("criteo_base_url")
+        default = base.rstrip("/") + default[len("<base>"):]
+    return default
+
+
+def setting(name: str, default: str | None = None) -> str:
+    """The Airflow Variable `name`; else AIRFLOW_VAR_<NAME>; else `default`, or the registry's.
+
+    Outside a task (the CLI, tests, demos) there is no API server to ask: the environment is read.
+    """
+    if default is None:
+        default = default_of(name)
+    from airflow.sdk import Variable
+
+    try:
+        return Variable.get(name, default=default)
+    except Exception:  # no task context (unit tests, CLI helpers): environment only
+        return os.environ.get(f"AIRFLOW_VAR_{name.upper()}", default)
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    base_url: str          # every artifact lives under here: a folder, or gs://bucket/prefix
+    raw_url: str           # where the raw Criteo day_N[.gz] files land
+    runtime: str           # "local" (subprocesses) or "kubernetes" (pods)
+    day0: date             # the logical date that maps to day_0
+    num_days: int          # days in the dataset (24 for Criteo Terabyte)
+    model_name: str
+    keep_versions: int = 5  # model versions kept in the Triton repository (production always is)
+    request_log_url: str = ""  # served requests + labels (images/monitoring); default <base>/request_log
+
+    @classmethod
+    def load(cls) -> PipelineConfig:
+        base = setting("criteo_base_url").rstrip("/")
+        return cls(
+            base_url=base,
+            raw_url=setting("criteo_raw_url", default_of("criteo_raw_url", base)).rstrip("/"),
+            runtime=setting("criteo_runtime"),
+            day0=date.fromisoformat(setting("criteo_day0_date")),
+            num_days=int(setting("criteo_num_days")),
+            model_name=setting("criteo_model_name"),
+            keep_versions=int(setting("criteo_keep_versions")),
+            request_log_url=setting("criteo_request_log_url", default_of("criteo_request_log_url", base)).rstrip("/"),
+        )
+
+    @property
+    def model_repository(self) -> str:
+        return f"{self.base_url}/model_repository"

@@ -1,0 +1,135 @@
+"""Run plans: where every step of one DAG run writes, and with which settings, decided once, up front.
+
+A plan is a pure function of (configuration, logical date, params, the model repository's state).
+It fixes each step's *outputs* (partitions named by the run key, so a rerun of the same day or
+window writes to the same places and deploy recognises the version it already made: reruns and
+backfills are idempotent) and its settings (hyperparameters, suites, the gate's thresholds), and
+names the production version a run descends from. A step's *inputs* are not in the plan: each
+task takes them from its upstream tasks' declared outputs (TFX-style), see operators/tasks/training.py.
+"""
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Protocol
+
+from criteo_kernel.artifacts import CHECKPOINT, PREPROCESSING, REFERENCE_PROFILE
+
+from .config import PipelineConfig
+from .layout import Layout, day_for_date, fingerprint
+
+
+class Repository(Protocol):
+    """What a plan reads of the model repository (operators.hooks.model_repository.ModelRepositoryHook)."""
+
+    def production_version(self) -> int | None: ...
+
+    def find_by_run_key(self, run_key: str) -> int | None: ...
+
+    def lineage(self, version: int) -> dict: ...
+
+
+class NoProductionModel(RuntimeError):
+    pass
+
+
+def _common(layout: Layout, run_key: str, days: list[int], params: dict, baseline_dir: str | None,
+            docs_run: str, reference: str | None) -> dict:
+    """docs_run: this DAG run's folder under data_docs/ (Layout.data_docs_run); reference: the
+    reference profile raw days are validated and checked for drift against (production's), if any."""
+    cand = layout.candidate(run_key)
+    docs = f"{layout.data_docs}/{docs_run}"
+    return {
+        "run_key": run_key,
+        "days": days,
+        "raw_url": layout.raw,
+        "reference": reference,
+        "export_args": {"--output": f"{cand}/package"},
+        "evaluate_args": {"--baseline": baseline_dir, "--output": f"{cand}/evaluation",
+                          "--max-rows": params.get("max_eval_rows") or None},
+        "per_day": [{"day": d,
+                     "extract_args": {"--output": layout.extracted(d)},
+                     "validate_args": {"--suite": ["raw_day", "drift"], "--data-docs": f"{docs}/day={d}",
+                                       "--run-name": f"{run_key}.day{d}", "--reference": reference,
+                                       "--profile-out": f"{layout.validation(run_key)}/day={d}/profile.json"}}
+                    for d in days],
+        "validate_processed_args": {"--suite": "processed_day", "--data-docs": f"{docs}/processed",
+                                    "--run-name": f"{run_key}.processed"},
+        "gate": {"auc_floor": float(params["auc_floor"]), "max_auc_drop": float(params["max_auc_drop"])},
+    }
+
+
+def _parent(hook: Repository, run_key: str) -> int | None:
+    """The version this run descends from: production now, or for a rerun of a deployed run the
+    parent it had then (so a rerun does not warm-start from itself)."""
+    already = hook.find_by_run_key(run_key)
+    return hook.lineage(already).get("parent_version") if already is not None else hook.production_version()
+
+
+def plan_incremental(cfg: PipelineConfig, logical_date: date | datetime, params: dict, hook: Repository,
+                     docs_run: str = "manual/run") -> dict:
+    layout = Layout(cfg)
+    day = day_for_date(logical_date, cfg.day0, cfg.num_days)
+    run_key = f"incremental-day{day}"
+    parent = _parent(hook, run_key)
+    if parent is None:
+        raise NoProductionModel(
+            f"no production version of {cfg.model_name} in {layout.model_dir()}: an incremental run "
+            "warm-starts from one; trigger criteo_full_retrain first")
+    workflow_id = hook.lineage(parent)["workflow_id"]
+    parent_dir = layout.version_dir(parent)
+    # The day is validated against, and the new version ships, the window it descends from.
+    plan = _common(layout, run_key, [day], params, parent_dir, docs_run, f"{parent_dir}/{REFERENCE_PROFILE}")
+    plan.update({
+        "day": day,
+        "mode": "incremental",
+        "parent_version": parent,
+        "workflow_id": workflow_id,
+        "preprocess_args": {"--output-root": layout.processed_root(workflow_id),
+                            "--workflow": f"{parent_dir}/{PREPROCESSING}"},
+        "train_args": {"--output": f"{layout.candidate(run_key)}/train",
+                       "--warm-start": f"{parent_dir}/{CHECKPOINT}", "--epochs": int(params["epochs"]),
+                       "--batch-size": int(params["batch_size"]), "--lr": float(params["learning_rate"])},
+    })
+    plan["extract_args"] = plan["per_day"][0]["extract_args"]
+    plan["validate_args"] = plan["per_day"][0]["validate_args"]
+    return plan
+
+
+def window_days(cfg: PipelineConfig, logical_date: date | datetime, end_day: int, window: int) -> list[int]:
+    if end_day < 0:
+        end_day = day_for_date(logical_date, cfg.day0, cfg.num_days)
+    if window < 1:
+        raise ValueError(f"window_days must be >= 1, got {window}")
+    if end_day >= cfg.num_days:
+        raise ValueError(f"end_day {end_day} is outside day_0..day_{cfg.num_days - 1}")
+    return list(range(max(0, end_day - window + 1), end_day + 1))
+
+
+def plan_full(cfg: PipelineConfig, logical_date: date | datetime, params: dict, hook: Repository,
+              docs_run: str = "manual/run") -> dict:
+    layout = Layout(cfg)
+    days = window_days(cfg, logical_date, int(params["end_day"]), int(params["window_days"]))
+    hyper = {k: params[k] for k in ("epochs", "batch_size", "learning_rate", "mlp_dims", "embedding_dim",
+                                    "cross_layers", "max_vocab")}
+    run_key = f"full-day{days[0]}-{days[-1]}-{fingerprint(hyper)}"
+    parent = _parent(hook, run_key)
+    parent_dir = layout.version_dir(parent) if parent is not None else None
+    reference = f"{parent_dir}/{REFERENCE_PROFILE}" if parent_dir else None
+    plan = _common(layout, run_key, days, params, parent_dir, docs_run, reference)
+    cand = layout.candidate(run_key)
+    plan.update({
+        "mode": "full",
+        "parent_version": parent,
+        "workflow_id": run_key,
+        "hyperparameters": hyper,
+        # The new model's reference profile: learned from the window's days as validated.
+        "reference_args": {"--output": f"{cand}/{REFERENCE_PROFILE}"},
+        "preprocess_args": {"--output-root": layout.processed_root(run_key), "--fit-workflow": layout.workflow(run_key),
+                            "--max-vocab": int(params["max_vocab"])},
+        "train_args": {"--output": f"{cand}/train",
+                       "--epochs": int(params["epochs"]), "--batch-size": int(params["batch_size"]),
+                       "--lr": float(params["learning_rate"]), "--mlp-dims": params["mlp_dims"],
+                       "--embedding-dim": int(params["embedding_dim"]),
+                       "--cross-layers": int(params["cross_layers"])},
+    })
+    return plan

@@ -1,0 +1,56 @@
+"""The step catalogue: every pipeline step, declared once, whatever runs it.
+
+A step is a CLI in one of the images under images/ (`python -m <package> <command> ARGS`), with
+the resources it needs, the result keys it declares as outputs (which downstream tasks consume
+as `task.output["<key>"]`), and the exit codes that mean "the input is bad": retrying cannot
+help, so the task fails at once (criteo_kernel.result). The runtime (local processes or pods)
+decides where it runs; nothing here depends on that.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from criteo_kernel.result import BAD_DATA, FAILED, UNREADABLE_INPUT
+
+# image -> the package its entry point runs (`python -m <package>`)
+IMAGES = {
+    "merlin": "criteo_steps",          # images/merlin: NVTabular, PyTorch, ONNX (GPU)
+    "validator": "criteo_validate",    # images/validator: Great Expectations
+    "monitoring": "criteo_monitoring",  # images/monitoring: inference client, monitor, to-day
+}
+
+
+@dataclass(frozen=True)
+class StepSpec:
+    name: str
+    image: str
+    command: tuple[str, ...]
+    outputs: tuple[str, ...] = ()   # result keys pushed as XComs of their own
+    gpu: bool = False
+    data_error_exit_codes: tuple[int, ...] = ()
+    cpu: str = "2"
+    memory: str = "8Gi"
+
+    @property
+    def module(self) -> str:
+        return IMAGES[self.image]
+
+
+STEPS = {
+    "extract": StepSpec("extract", "merlin", ("extract",), outputs=("output",)),
+    # exit 1: a hard expectation failed; exit 2: the input or the suite cannot be read
+    "validate": StepSpec("validate", "validator", (), outputs=("profile",),
+                         data_error_exit_codes=(FAILED, UNREADABLE_INPUT), memory="4Gi"),
+    "reference": StepSpec("reference", "validator", ("reference",), outputs=("output",), memory="1Gi"),
+    "preprocess": StepSpec("preprocess", "merlin", ("preprocess",), outputs=("partitions", "workflow"), gpu=True,
+                           memory="32Gi"),
+    "train": StepSpec("train", "merlin", ("train",), outputs=("checkpoint",), gpu=True, memory="32Gi"),
+    "export": StepSpec("export", "merlin", ("export",), outputs=("package",)),
+    "evaluate": StepSpec("evaluate", "merlin", ("evaluate",), outputs=("candidate", "smoke_rows")),
+    "synth": StepSpec("synth", "merlin", ("synth",)),
+    # exit 4: bad input or a raw day that exists with other content; exit 3 (Triton failing, labels
+    # not all in yet) is retried.
+    "replay": StepSpec("replay", "monitoring", ("replay",), data_error_exit_codes=(BAD_DATA,), memory="2Gi"),
+    "request_log_to_day": StepSpec("request_log_to_day", "monitoring", ("to-day",), outputs=("output",),
+                                   data_error_exit_codes=(BAD_DATA,), memory="4Gi"),
+}

@@ -1,0 +1,1 @@
+"""The TaskFlow tasks and task groups the DAG files are made of (cheap to import: DAG files do)."""

@@ -1,0 +1,29 @@
+"""What every DAG of the pipeline shares: owner, retries, timeouts, and the sensors' behaviour.
+
+Read from the environment when a DAG file is parsed (never from Variables, which would cost a
+database round trip per parse): CRITEO_RETRY_DELAY_S, CRITEO_RAW_WAIT_TIMEOUT_S,
+CRITEO_RAW_POKE_INTERVAL_S, CRITEO_SENSOR_MODE, CRITEO_LABEL_RETRY_DELAY_S.
+"""
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+
+DEFAULT_ARGS = {
+    "owner": "ml-platform",
+    "retries": 2,
+    "retry_delay": timedelta(seconds=float(os.environ.get("CRITEO_RETRY_DELAY_S", "120"))),
+    "retry_exponential_backoff": True,
+    "execution_timeout": timedelta(hours=6),
+}
+
+RAW_WAIT_TIMEOUT_S = float(os.environ.get("CRITEO_RAW_WAIT_TIMEOUT_S", str(6 * 3600)))
+RAW_POKE_INTERVAL_S = float(os.environ.get("CRITEO_RAW_POKE_INTERVAL_S", "300"))
+SENSOR_MODE = os.environ.get("CRITEO_SENSOR_MODE", "reschedule")
+# Late labels are waited out by retries of criteo_request_log_to_raw, 30 min apart by default.
+LABEL_RETRY_DELAY = timedelta(seconds=float(os.environ.get("CRITEO_LABEL_RETRY_DELAY_S", "1800")))
+
+
+def run_date(context):
+    """The run's logical date; manual runs in Airflow 3 may have none, then the run_after time."""
+    return context.get("logical_date") or context["dag_run"].run_after

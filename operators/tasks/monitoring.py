@@ -1,0 +1,137 @@
+"""The model_monitoring DAG's tasks: what to watch, whether to retrain, the trigger and its record.
+
+Cheap to import (the DAG file imports it at parse time). The decisions themselves are pure
+functions in operators/pipeline/retraining.py; these tasks feed them the Airflow context, the
+Variables, the model repository and the raw folder.
+
+Settings: each is a DAG Param; a null Param falls back to the Airflow Variable
+`criteo_monitor_<name>`, then to the built-in default (retraining.MONITOR_SETTINGS).
+"""
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+
+from airflow.sdk import Param, task
+
+from ..pipeline.retraining import LAST_RETRAIN_VARIABLE, MONITOR_BOUNDS, MONITOR_SETTINGS, TARGET_DAG
+
+log = logging.getLogger(__name__)
+
+SENSOR_TASKS = ("auc_degraded", "drift_detected")
+ACTIVE_STATES = ["queued", "running"]
+
+
+def monitor_params() -> dict[str, Param]:
+    """The DAG's Params: typed, nullable (null = the Variable, else the built-in default)."""
+    out = {}
+    for name, (typ, default, title, description) in MONITOR_SETTINGS.items():
+        json_type = "integer" if typ is int else "number"
+        out[name] = Param(None, type=[json_type, "null"], title=title, **MONITOR_BOUNDS[name],
+                          description=f"{description} Empty: Variable criteo_monitor_{name}, else {default:g}.")
+    return out
+
+
+# -- tasks ------------------------------------------------------------------------------------------
+@task(multiple_outputs=True)
+def production_version(**context) -> dict:
+    """The production model version and the settings this run watches it with.
+
+    Skips the whole run (every downstream task) when no version is in production yet.
+    """
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    from ..hooks.model_repository import ModelRepositoryHook
+    from ..hooks.prometheus import prometheus_url
+    from ..pipeline.config import PipelineConfig
+    from ..pipeline.layout import Layout
+    from ..pipeline.retraining import resolve_settings
+
+    cfg = PipelineConfig.load()
+    version = ModelRepositoryHook(Layout(cfg)).production_version()
+    if version is None:
+        msg = (f"no production version of {cfg.model_name} in {cfg.model_repository}: nothing serves, "
+               f"so nothing to monitor; skipping this run")
+        print(msg)
+        raise AirflowSkipException(msg)
+    settings = resolve_settings(context["params"])
+    sources = settings.pop("sources")
+    watch = {"model": cfg.model_name, "version": str(version), "prometheus_url": prometheus_url(), **settings}
+    print(f"watching {cfg.model_name} version {version} in Prometheus {watch['prometheus_url']}: "
+          + ", ".join(f"{k}={settings[k]:g} ({sources[k]})" for k in MONITOR_SETTINGS))
+    if settings["sensor_timeout_s"] >= 1800:
+        print(f"WARNING: sensor_timeout_s={settings['sensor_timeout_s']} is not below the 30 min schedule: "
+              "runs will queue up behind each other")
+    return watch
+
+
+def _last_retrain_at() -> str | None:
+    from airflow.sdk import Variable
+
+    try:
+        return Variable.get(LAST_RETRAIN_VARIABLE, default=None)
+    except Exception as exc:  # a broken value must not stop the decision
+        log.warning("cannot read Variable %s: %s", LAST_RETRAIN_VARIABLE, exc)
+        return None
+
+
+@task.short_circuit(trigger_rule="one_success")
+def decide_retrain(**context):
+    """Trigger criteo_full_retrain? Only if a sensor fired, no retrain is queued or running, and the
+    cooldown since the last one this DAG triggered has passed. Returns the retrain's conf, or False
+    (then trigger_full_retrain is skipped)."""
+    from ..hooks.raw_data import RawDataHook
+    from ..pipeline.config import PipelineConfig
+    from ..pipeline.retraining import decide, resolve_settings
+
+    ti = context["ti"]
+    watch = ti.xcom_pull(task_ids="production_version") or {}
+    fired = {}
+    for task_id in SENSOR_TASKS:
+        event = ti.xcom_pull(task_ids=task_id)
+        if isinstance(event, dict) and event.get("status") == "fired":
+            fired[task_id] = event
+    # Tasks cannot query the metadata database in Airflow 3: the Task SDK asks the API server.
+    active = ti.get_dr_count(dag_id=TARGET_DAG, states=ACTIVE_STATES)
+    cfg = PipelineConfig.load()
+    settings = {k: watch.get(k) for k in MONITOR_SETTINGS} if watch else resolve_settings(context["params"])
+    decision = decide(fired, active, _last_retrain_at(), datetime.now(UTC), float(settings["cooldown_h"]),
+                      RawDataHook(cfg.raw_url).latest_day(cfg.num_days), int(settings["window_days"]), cfg.raw_url)
+    print(("TRIGGER full retrain: " if decision.trigger else "NO RETRAIN: ") + decision.reason)
+    if decision.trigger:
+        print(f"{TARGET_DAG} conf: {decision.conf}")
+        return decision.conf
+    return False
+
+
+@task
+def trigger_full_retrain(retrain_conf: dict) -> None:
+    """Queue criteo_full_retrain with decide_retrain's conf (end_day, window_days, reason).
+
+    The same mechanism as TriggerDagRunOperator (the Task SDK's DagRunTriggerException: the task
+    runner has the API server create the run), without that operator's module at parse time: it
+    imports airflow.models, ~150 ms on every parse of this DAG file.
+    """
+    from airflow.sdk.exceptions import DagRunTriggerException
+
+    now = datetime.now(UTC)
+    run_id = f"monitoring__{now.isoformat()}"
+    print(f"queueing {TARGET_DAG} run {run_id} with conf {retrain_conf}")  # the task runner pushes trigger_run_id
+    raise DagRunTriggerException(trigger_dag_id=TARGET_DAG, dag_run_id=run_id, conf=dict(retrain_conf),
+                                 logical_date=now,
+                                 reset_dag_run=False, skip_when_already_exists=False, wait_for_completion=False,
+                                 allowed_states=["success"], failed_states=["failed"], poke_interval=60,
+                                 deferrable=False, note=retrain_conf.get("reason"))
+
+
+@task
+def record_retrain(**context) -> str:
+    """Remember when this DAG last triggered a retrain (the cooldown starts now)."""
+    from airflow.sdk import Variable
+
+    at = datetime.now(UTC).isoformat(timespec="seconds")
+    Variable.set(LAST_RETRAIN_VARIABLE, at,
+                 description="When model_monitoring last triggered criteo_full_retrain (cooldown start); "
+                             "delete it to allow a retrain at once")
+    print(f"{LAST_RETRAIN_VARIABLE} = {at}")
+    return at

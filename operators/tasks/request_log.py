@@ -1,0 +1,29 @@
+"""The criteo_request_log_to_raw DAG's plan: which day of the request log becomes which raw day.
+
+Cheap to import (the DAG file imports it at parse time).
+"""
+from __future__ import annotations
+
+from airflow.sdk import task
+
+
+@task(multiple_outputs=True)
+def plan_request_log_day(**context) -> dict:
+    """The logical date's Criteo day, and the to-day step's arguments (request log -> raw/day_N)."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from ..pipeline.config import PipelineConfig
+    from ..pipeline.layout import DayOutOfRange, Layout, day_for_date
+    from .defaults import run_date
+
+    cfg = PipelineConfig.load()
+    layout = Layout(cfg)
+    try:
+        day = day_for_date(run_date(context), cfg.day0, cfg.num_days)
+    except DayOutOfRange as exc:
+        raise AirflowFailException(str(exc)) from None
+    args = {"--request-log": layout.request_log, "--day": day, "--output": layout.raw,
+            "--day0": cfg.day0.isoformat()}
+    print(f"day_{day}: {layout.request_log} (date partitions of {run_date(context):%Y-%m-%d}) "
+          f"-> {layout.raw}/day_{day}")
+    return {"day": day, "to_day_args": args}

@@ -1,0 +1,157 @@
+"""The training DAGs' tasks: their Params, the plan tasks, the per-day wiring, the blessing gate, and
+the train/evaluate/deploy task group both DAGs end with.
+
+Artifacts flow from step to step: each task takes its inputs from its upstream tasks' declared
+outputs (`task.output["<key>"]`, see operators/runtime/catalogue.py), and the plan only says
+where each step writes and with which settings (operators/pipeline/planning.py).
+
+Cheap to import: nothing heavy is imported at module level (DAG files import this at parse time).
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+from airflow.sdk import Param, task, task_group
+
+from .defaults import run_date
+
+TRAINING_PARAMS = {
+    "epochs": Param(1, type="integer", minimum=1, maximum=100, title="Epochs",
+                    description="Passes over the training rows."),
+    "batch_size": Param(4096, type="integer", minimum=64, maximum=262144, title="Batch size",
+                        description="Training batch size (HugeCTR's DCN sample uses 4096-16384)."),
+    "learning_rate": Param(0.001, type="number", exclusiveMinimum=0, maximum=1, title="Learning rate",
+                           description="Adam / SparseAdam learning rate."),
+    "auc_floor": Param(0.70, type="number", minimum=0, maximum=1, title="AUC floor",
+                       description="Blessing: the candidate's held-out AUC must reach this."),
+    "max_auc_drop": Param(0.01, type="number", minimum=0, maximum=1, title="Max AUC drop vs production",
+                          description="Blessing: the candidate may trail production's AUC on the same rows "
+                                      "by at most this."),
+    "max_eval_rows": Param(1_000_000, type="integer", minimum=1000, title="Max evaluation rows",
+                           description="Cap on the held-out rows scored for the blessing."),
+}
+
+
+def _docs_run(context) -> str:
+    from ..pipeline.layout import safe_run_id
+
+    return f"{safe_run_id(context['dag'].dag_id)}/{safe_run_id(context['run_id'])}"
+
+
+@contextmanager
+def _no_retry_on_bad_plan():
+    """A run that cannot be planned (no production model, day out of range) will not fix itself."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from ..pipeline.planning import NoProductionModel
+
+    try:
+        yield
+    except (NoProductionModel, ValueError) as exc:
+        raise AirflowFailException(str(exc)) from None
+
+
+def _plan(planner, context) -> dict:
+    """Run a planner on the repository and settings the pipeline's configuration names."""
+    from ..hooks.model_repository import ModelRepositoryHook
+
+    repository = ModelRepositoryHook.from_settings()
+    with _no_retry_on_bad_plan():
+        return planner(repository.layout.cfg, run_date(context), context["params"], repository,
+                       docs_run=_docs_run(context))
+
+
+@task(multiple_outputs=True)
+def plan_incremental_run(**context) -> dict:
+    """Map the logical date to its Criteo day; decide where each step writes and with which settings."""
+    from ..pipeline.planning import plan_incremental
+
+    plan = _plan(plan_incremental, context)
+    print(f"run {plan['run_key']}: day_{plan['day']}, warm start from version {plan['parent_version']}")
+    return plan
+
+
+@task(multiple_outputs=True)
+def plan_full_retrain(**context) -> dict:
+    """Resolve the window of days; decide where each step writes and with which settings."""
+    from ..pipeline.planning import plan_full
+
+    plan = _plan(plan_full, context)
+    print(f"run {plan['run_key']}: days {plan['days']}, production version {plan['parent_version']}")
+    return plan
+
+
+@task
+def per_day_plans(per_day: list[dict]) -> list[dict]:
+    """The window's per-day plans as a list the per-day tasks are mapped over."""
+    return list(per_day)
+
+
+# The per-day tasks of a window are mapped; these pair each day's plan with what its upstream
+# produced (XComArg.zip), in map-index order. Plain module functions: Airflow serializes them.
+def day_of(item: dict) -> int:
+    return item["day"]
+
+
+def extract_args(pair) -> dict:
+    """(the raw file wait_for_raw_days found, the day's plan) -> extract's flags."""
+    raw_file, item = pair
+    return {**item["extract_args"], "--input": raw_file}
+
+
+def validate_args(pair) -> dict:
+    """(extract's result, the day's plan) -> validate's flags."""
+    extracted, item = pair
+    return {**item["validate_args"], "--input": extracted["output"]}
+
+
+@task.short_circuit
+def blessing_gate(evaluation: dict, gate: dict) -> dict | bool:
+    """Bless the candidate, or skip deploy: AUC floor, and no worse than production by more than
+    the delta (TFX Evaluator). The blessing names the package and smoke rows deploy consumes."""
+    from ..pipeline.blessing import judge
+
+    verdict = judge(evaluation, gate["auc_floor"], gate["max_auc_drop"])
+    for reason in verdict.reasons:
+        print(("BLESSED: " if verdict.blessed else "NOT BLESSED: ") + reason)
+    return verdict.to_dict() if verdict.blessed else False
+
+
+@task_group(group_id="train_evaluate_deploy", prefix_group_id=False)
+def train_evaluate_deploy(plan, extracted, validation, reference_profile, mode: str, **lineage_extra):
+    """preprocess -> validate_processed -> train -> export -> evaluate -> blessing_gate -> deploy.
+
+    The tail both training DAGs share. `extracted`: the extracted day partitions (extract's
+    outputs); `validation`: the validate task(s)' results, recorded in the lineage;
+    `reference_profile`: the data profile the new version ships with.
+    """
+    from ..deploy import DeployModelOperator
+    from ..step import CriteoStepOperator
+
+    preprocess = CriteoStepOperator(task_id="preprocess", step="preprocess", arguments=plan["preprocess_args"],
+                                    inputs={"--extracted": extracted})
+    validate_processed = CriteoStepOperator(
+        task_id="validate_processed", step="validate", retries=0, arguments=plan["validate_processed_args"],
+        inputs={"--input": preprocess.output["partitions"]},
+        doc_md="GX gate on the NVTabular output: no nulls, ids within the vocabulary, finite normalised features.")
+    train = CriteoStepOperator(task_id="train", step="train", arguments=plan["train_args"],
+                               inputs={"--train": preprocess.output["partitions"]})
+    export = CriteoStepOperator(task_id="export", step="export", arguments=plan["export_args"],
+                                inputs={"--checkpoint": train.output["checkpoint"],
+                                        "--workflow": preprocess.output["workflow"],
+                                        "--reference-profile": reference_profile})
+    evaluate = CriteoStepOperator(task_id="evaluate", step="evaluate", arguments=plan["evaluate_args"],
+                                  inputs={"--candidate": export.output["package"], "--eval": extracted})
+    blessed = blessing_gate(evaluate.output, plan["gate"])
+    DeployModelOperator(
+        task_id="deploy",
+        blessing=blessed,
+        run_key=plan["run_key"],
+        lineage={"mode": mode, "days": plan["days"], "workflow_id": plan["workflow_id"],
+                 "parent_version": plan["parent_version"], "validation": validation,
+                 "processed_validation": validate_processed.output,
+                 "training": train.output, "evaluation": evaluate.output, "export": export.output,
+                 "gate": plan["gate"], **lineage_extra},
+    )
+    # The processed-data gate stops training on broken output; its result is not an input of train.
+    validate_processed >> train

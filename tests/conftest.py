@@ -1,0 +1,42 @@
+"""The test suite, laid out like the code it tests (tests/operators, tests/dags, tests/plugins,
+tests/images/<image>), in layers each runnable alone: every test carries one of the markers
+
+- `unit`: in-process, no server, no step subprocess (Great Expectations in-process counts);
+- `integration`: against real local processes or apps: tritonserver, Prometheus, the GCS
+  emulator, step subprocesses, Airflow's API server app;
+- `e2e`: whole DAG runs on synthetic data (`dag.test()`, or Airflow's own scheduler);
+- `steps`: the merlin image's code, which needs the step environment (.venv-steps: NVTabular,
+  torch); elsewhere those modules are skipped, saying so.
+
+`make test-unit`, `test-integration`, `test-e2e` run the first three in .venv, `make test-steps`
+the last (with the kernel's unit tests) in .venv-steps.
+"""
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+LAYERS = ("unit", "integration", "e2e", "steps")
+
+# Set before anything imports Airflow or the DAG modules (they read these at import time).
+os.environ.setdefault("AIRFLOW_HOME", str(REPO / ".airflow"))
+os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(REPO / "dags"))
+os.environ.setdefault("AIRFLOW__CORE__PLUGINS_FOLDER", str(REPO / "plugins"))
+os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+os.environ["CRITEO_SENSOR_MODE"] = "poke"
+os.environ["CRITEO_RAW_POKE_INTERVAL_S"] = "1"
+os.environ["CRITEO_RAW_WAIT_TIMEOUT_S"] = "4"
+os.environ["CRITEO_RETRY_DELAY_S"] = "1"
+
+# Real model versions, a real Triton and the GCS emulator, shared by the serving tests of the
+# hooks, deploy and the inference client (built on first use only).
+from .fixtures.prometheus import prom  # noqa: E402,F401
+from .fixtures.serving import gcs, local_repo, packages, triton  # noqa: E402,F401
+
+
+def pytest_collection_modifyitems(config, items):
+    """A test in no layer would run in none of the Makefile's targets: refuse it."""
+    unlayered = [item.nodeid for item in items if sum(item.get_closest_marker(m) is not None for m in LAYERS) != 1]
+    if unlayered:
+        raise pytest.UsageError(f"tests need exactly one of the markers {LAYERS}: {unlayered[:10]}")

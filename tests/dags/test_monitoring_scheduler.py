@@ -1,0 +1,194 @@
+"""model_monitoring under Airflow's own processes, not dag.test(): a scheduler (LocalExecutor), a
+DAG processor, a triggerer and the API server, on a database of their own, driven through the
+REST API with a real login. The deferrable sensor waits in the real triggerer, against a real
+Prometheus scraping an exporter whose AUC is low.
+
+1. unpausing the DAG lets the scheduler create its scheduled run, with the settings from the
+   Airflow Variables: `auc_degraded` defers, fires in the triggerer, and the run queues one
+   criteo_full_retrain (paused here, so it stays queued);
+2. a run triggered through the REST API with a Params conf finds that retrain queued and does
+   not trigger another.
+"""
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.fixtures.model_repository import MODEL, make_bucket
+
+pytestmark = pytest.mark.e2e
+REPO = Path(__file__).resolve().parents[2]
+AIRFLOW = str(Path(sys.executable).parent / "airflow")
+PASSWORD = "monitoring-test-password"
+
+
+class Airflow:
+    """The four Airflow processes on one AIRFLOW_HOME, and a REST client with a token."""
+
+    def __init__(self, home: Path, env: dict):
+        from local_servers.process import free_port
+
+        self.home = home
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {**env, **{
+            "AIRFLOW_HOME": str(home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__CORE__PARALLELISM": "4",
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.url}/execution/",
+            "AIRFLOW__API__PORT": str(self.port),
+            "AIRFLOW__API__HOST": "127.0.0.1",
+            "AIRFLOW__API_AUTH__JWT_SECRET": "criteo-monitoring-scheduler-test-" + "x" * 40,
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "passwords.json"),
+            "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
+            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+            "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "1",
+        }}
+        self.processes = []
+        self.token = None
+
+    def start(self):
+        import subprocess
+
+        from local_servers.process import ServerProcess, http_ok
+
+        self.home.mkdir(parents=True, exist_ok=True)
+        (self.home / "passwords.json").write_text(json.dumps({"admin": PASSWORD}))
+        out = subprocess.run([AIRFLOW, "db", "migrate"], env=self.env, capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+        for name, argv in (("api-server", [AIRFLOW, "api-server", "--port", str(self.port)]),
+                           ("scheduler", [AIRFLOW, "scheduler"]), ("dag-processor", [AIRFLOW, "dag-processor"]),
+                           ("triggerer", [AIRFLOW, "triggerer"])):
+            ready = (lambda: http_ok(f"{self.url}/api/v2/monitor/health")) if name == "api-server" else None
+            proc = ServerProcess(name, argv, self.home / f"{name}.log", env=self.env, ready=ready)
+            proc.start(timeout_s=180)
+            self.processes.append(proc)
+        return self
+
+    def stop(self):
+        for proc in reversed(self.processes):
+            proc.stop()
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {p.name}:\n{p.tail(25)}" for p in self.processes)
+
+    def call(self, method: str, path: str, body=None):
+        import httpx
+
+        if self.token is None:
+            resp = httpx.post(f"{self.url}/auth/token", json={"username": "admin", "password": PASSWORD}, timeout=30)
+            assert resp.status_code in (200, 201), resp.text
+            self.token = resp.json()["access_token"]
+        resp = httpx.request(method, f"{self.url}{path}", json=body, timeout=30,
+                             headers={"Authorization": f"Bearer {self.token}"})
+        assert resp.status_code < 300, f"{method} {path}: {resp.status_code} {resp.text[:500]}"
+        return resp.json()
+
+    def wait(self, what, check, timeout_s=240, every_s=2):
+        deadline = time.time() + timeout_s
+        while time.time() < deadline:
+            value = check()
+            if value:
+                return value
+            time.sleep(every_s)
+        raise AssertionError(f"timed out waiting for {what}\n{self.logs()}")
+
+    def runs(self, dag_id):
+        return self.call("GET", f"/api/v2/dags/{dag_id}/dagRuns?order_by=-run_after")["dag_runs"]
+
+    def finished_run(self, dag_id, run_id):
+        def done():
+            run = self.call("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")
+            return run if run["state"] in ("success", "failed") else None
+
+        return self.wait(f"{dag_id} {run_id} to finish", done)
+
+    def task_states(self, dag_id, run_id):
+        tis = self.call("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances")["task_instances"]
+        return {ti["task_id"]: ti["state"] for ti in tis}
+
+    def task_log(self, dag_id, run_id, task_id, try_number=1):
+        import httpx
+
+        resp = httpx.get(f"{self.url}/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}",
+                         headers={"Authorization": f"Bearer {self.token}", "Accept": "application/json"}, timeout=30)
+        assert resp.status_code == 200, resp.text[:500]
+        return resp.text
+
+
+@pytest.fixture(scope="module")
+def airflow(tmp_path_factory):
+    from prometheus_client import CollectorRegistry, Gauge, start_http_server
+
+    from local_servers.process import free_port
+    from local_servers.prometheus import LocalPrometheus
+
+    root = tmp_path_factory.mktemp("scheduler")
+    base = make_bucket(root / "bucket")
+    registry = CollectorRegistry()
+    Gauge("criteo_rolling_auc", "AUC", ["model", "version"], registry=registry).labels(MODEL, "1").set(0.55)
+    Gauge("criteo_max_feature_psi", "PSI", ["model", "version"], registry=registry).labels(MODEL, "1").set(0.05)
+    port = free_port()
+    exporter, _ = start_http_server(port, addr="127.0.0.1", registry=registry)
+    prometheus = LocalPrometheus([f"127.0.0.1:{port}"], work_dir=root / "prometheus", scrape_interval_s=1.0)
+    prometheus.start()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "CRITEO_"))}
+    env.update({
+        "AIRFLOW_VAR_CRITEO_BASE_URL": str(base),
+        "AIRFLOW_VAR_CRITEO_PROMETHEUS_URL": prometheus.url,
+        # the scheduled run's settings: from Variables (its Params are empty)
+        "AIRFLOW_VAR_CRITEO_MONITOR_SUSTAINED_S": "3",
+        "AIRFLOW_VAR_CRITEO_MONITOR_SENSOR_TIMEOUT_S": "20",
+        "AIRFLOW_VAR_CRITEO_MONITOR_POLL_INTERVAL_S": "1",
+        "AIRFLOW_VAR_CRITEO_MONITOR_WINDOW_DAYS": "2",
+    })
+    af = Airflow(root / "airflow_home", env)
+    try:
+        af.start()
+        yield af
+    finally:
+        af.stop()
+        prometheus.stop()
+        exporter.shutdown()
+        exporter.server_close()
+
+
+def test_the_scheduled_run_fires_in_the_triggerer_and_queues_one_retrain(airflow):
+    airflow.wait("the DAG processor to parse model_monitoring",
+                 lambda: airflow.call("GET", "/api/v2/dags?dag_id_pattern=model_monitoring")["total_entries"])
+    airflow.call("PATCH", "/api/v2/dags/model_monitoring", {"is_paused": False})
+    scheduled = airflow.wait("the scheduled run", lambda: [r for r in airflow.runs("model_monitoring")
+                                                             if r["run_type"] == "scheduled"])[0]
+    run = airflow.finished_run("model_monitoring", scheduled["dag_run_id"])
+    states = airflow.task_states("model_monitoring", run["dag_run_id"])
+    assert run["state"] == "success", (states, airflow.logs())
+    assert states == {"production_version": "success", "auc_degraded": "success", "drift_detected": "skipped",
+                      "decide_retrain": "success", "trigger_full_retrain": "success", "record_retrain": "success"}
+    log = airflow.task_log("model_monitoring", run["dag_run_id"], "auc_degraded")
+    assert "deferred to the triggerer" in log and "FIRED" in log, log[-3000:]
+    # the wait ran in the triggerer process: it writes the trigger's own log beside the task's
+    folder = airflow.home / "logs" / "dag_id=model_monitoring" / f"run_id={run['dag_run_id']}" / "task_id=auc_degraded"
+    trigger_logs = list(folder.glob("attempt=1.log.trigger.*.log"))
+    assert trigger_logs and "condition met: criteo_rolling_auc" in trigger_logs[0].read_text(), list(folder.iterdir())
+    (retrain,) = airflow.runs("criteo_full_retrain")
+    assert retrain["state"] == "queued" and retrain["conf"]["end_day"] == 3 and retrain["conf"]["window_days"] == 2
+    assert retrain["conf"]["reason"].startswith("model_monitoring: auc_degraded fired")
+
+    # 2. by hand through the REST API, with Params: the retrain is still queued, so no second one
+    manual = airflow.call("POST", "/api/v2/dags/model_monitoring/dagRuns", {
+        "logical_date": None, "conf": {"sustained_s": 2, "sensor_timeout_s": 10, "poll_interval_s": 1,
+                                       "cooldown_h": 0}})
+    run = airflow.finished_run("model_monitoring", manual["dag_run_id"])
+    states = airflow.task_states("model_monitoring", run["dag_run_id"])
+    assert run["state"] == "success" and states["auc_degraded"] == "success", states
+    assert states["decide_retrain"] == "success" and states["trigger_full_retrain"] == "skipped", states
+    decision = airflow.task_log("model_monitoring", run["dag_run_id"], "decide_retrain")
+    assert "already queued or running" in decision, decision[-3000:]
+    assert len(airflow.runs("criteo_full_retrain")) == 1

@@ -1,0 +1,159 @@
+"""The Triton model repository hook: push, the production pointer, reject, prune (local folder)."""
+import json
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from criteo_kernel.signature import triton_config
+from operators.hooks.model_repository import ModelRepositoryHook, pinned_version, with_version_policy
+from operators.pipeline.config import PipelineConfig
+from operators.pipeline.layout import Layout
+
+pytestmark = pytest.mark.unit
+CONFIG = triton_config()
+
+
+@pytest.fixture
+def hook(tmp_path):
+    cfg = PipelineConfig(base_url=str(tmp_path), raw_url=str(tmp_path / "raw"), runtime="local",
+                         day0=date(2026, 1, 1), num_days=24, model_name="criteo_dcn")
+    return ModelRepositoryHook(Layout(cfg))
+
+
+def package(tmp_path, name="pkg"):
+    pkg = tmp_path / name
+    pkg.mkdir()
+    (pkg / "config.pbtxt").write_text(CONFIG)
+    (pkg / "model.onnx").write_bytes(b"onnx")
+    (pkg / "_SUCCESS").touch()
+    return str(pkg)
+
+
+def test_version_policy_is_pinned_in_the_exported_config():
+    pinned = with_version_policy(CONFIG, 7)
+    assert pinned_version(CONFIG) is None  # the package ships Triton's `latest` policy
+    assert pinned_version(pinned) == 7 and "latest" not in pinned
+    assert pinned_version(with_version_policy(pinned, 12)) == 12
+    assert pinned_version(with_version_policy('name: "m"', 3)) == 3
+    assert pinned.replace("[ 7 ]", "") .count("version_policy") == 1
+
+
+def test_pushed_version_serves_only_once_promoted(hook, tmp_path):
+    pkg = package(tmp_path)
+    v1 = hook.push(pkg, {"run_key": "a"})
+    assert hook.production_version() is None and not (hook.model_dir / "config.pbtxt").exists()
+    assert hook.set_production(v1) is None and hook.production_version() == v1
+    v2 = hook.push(pkg, {"run_key": "b"}, extra_files={"smoke.npz": pkg + "/model.onnx"})
+    assert (hook.model_dir / str(v2) / "smoke.npz").read_bytes() == b"onnx"
+    assert hook.production_version() == v1  # pushed, not promoted
+    assert hook.set_production(v2) == v1 and hook.production_version() == v2
+    config = (hook.model_dir / "config.pbtxt").read_text()
+    assert "specific: { versions: [ 2 ] }" in config and 'name: "criteo_dcn"' in config
+    assert not [p for p in hook.model_dir.iterdir() if p.name.startswith(".")]  # no temp files left
+
+
+def test_cannot_promote_an_incomplete_version(hook, tmp_path):
+    (hook.model_dir / "4").mkdir(parents=True)
+    with pytest.raises(ValueError, match="version 4 .* is not complete"):
+        hook.set_production(4)
+
+
+def test_rejected_version_keeps_its_files_and_is_never_found_again(hook, tmp_path):
+    pkg = package(tmp_path)
+    v1 = hook.push(pkg, {"run_key": "a"})
+    hook.set_production(v1)
+    v2 = hook.push(pkg, {"run_key": "b"})
+    hook.reject(v2, "smoke inference differed")
+    assert hook.versions() == [v1] and hook.find_by_run_key("b") is None
+    assert "smoke inference differed" in (hook.model_dir / str(v2) / "_REJECTED").read_text()
+    assert (hook.model_dir / str(v2) / "model.onnx").exists()
+    assert hook.push(pkg, {"run_key": "b"}) == 3  # numbers are never reused
+
+
+def test_pointer_at_a_missing_version_is_an_error_not_a_guess(hook, tmp_path):
+    v1 = hook.push(package(tmp_path), {"run_key": "a"})
+    hook.set_production(v1)
+    (hook.model_dir / "config.pbtxt").write_text(with_version_policy(CONFIG, 9))
+    with pytest.raises(RuntimeError, match="pins version 9, which is not a complete version"):
+        hook.production_version()
+
+
+def test_prune_keeps_the_newest_and_always_production(hook, tmp_path):
+    pkg = package(tmp_path)
+    vs = [hook.push(pkg, {"run_key": k}) for k in "abcdef"]
+    hook.set_production(vs[1])  # rolled back far: version 2 serves
+    removed = hook.prune(keep=3)
+    assert removed == [1, 3] and hook.versions() == [2, 4, 5, 6]
+    assert hook.production_version() == 2
+    with pytest.raises(ValueError):
+        hook.prune(keep=0)
+
+
+def test_lineage_records_the_version(hook, tmp_path):
+    v = hook.push(package(tmp_path), {"run_key": "a", "days": [1]})
+    assert json.loads((hook.model_dir / str(v) / "lineage.json").read_text())["version"] == v
+
+
+def test_a_push_that_fails_midway_leaves_no_version(hook, tmp_path, monkeypatch):
+    pkg = package(tmp_path)
+    (Path(pkg) / "checkpoint.pt").write_bytes(b"weights")
+    v1 = hook.push(pkg, {"run_key": "a"})
+    hook.set_production(v1)
+    from airflow.sdk import ObjectStoragePath
+
+    real_copy, calls = ObjectStoragePath.copy, []
+
+    def flaky_copy(self, dst, *args, **kwargs):
+        calls.append(self.name)
+        if len(calls) == 2:
+            raise OSError("connection reset while copying")
+        return real_copy(self, dst, *args, **kwargs)
+
+    monkeypatch.setattr(ObjectStoragePath, "copy", flaky_copy)
+    with pytest.raises(OSError, match="connection reset"):
+        hook.push(pkg, {"run_key": "b"})
+    monkeypatch.undo()
+    assert hook.versions() == [v1] and hook.production_version() == v1
+    assert sorted(p.name for p in hook.model_dir.iterdir()) == ["1", "config.pbtxt"]  # nothing half-copied
+    assert hook.push(pkg, {"run_key": "b"}) == 2
+
+
+def test_prune_removes_the_leftovers_of_a_killed_push_only_when_stale(hook, tmp_path):
+    import time
+
+    v1 = hook.push(package(tmp_path), {"run_key": "a"})
+    hook.set_production(v1)
+    stale = hook.model_dir / f".staging-2-{int(time.time()) - 7 * 3600}-0badf00d"
+    live = hook.model_dir / f".staging-3-{int(time.time())}-c0ffee00"
+    for d in (stale, live):
+        (d / "preprocessing").mkdir(parents=True)
+        (d / "model.onnx").write_bytes(b"half")
+    assert hook.versions() == [1]  # neither is a version
+    hook.prune(keep=5)
+    assert not stale.exists() and live.exists()
+
+
+def test_model_repository_push_is_atomic_and_idempotent_by_key(cfg, tmp_path):
+    pkg = tmp_path / "pkg"
+    (pkg / "preprocessing").mkdir(parents=True)
+    (pkg / "model.onnx").write_bytes(b"onnx")
+    (pkg / "config.pbtxt").write_text('name: "criteo_dcn"')
+    (pkg / "preprocessing" / "x.json").write_text("{}")
+    (pkg / "preprocessing" / "_SUCCESS").touch()
+    hook = ModelRepositoryHook(Layout(cfg))
+    with pytest.raises(FileNotFoundError, match="not published"):
+        hook.push(str(pkg), {"run_key": "a"})
+    (pkg / "_SUCCESS").touch()
+    model_dir = tmp_path / "model_repository" / "criteo_dcn"
+    (model_dir / "2").mkdir(parents=True)  # a stray, incomplete folder: not a version, not reused
+    assert hook.production_version() is None
+    v = hook.push(str(pkg), {"run_key": "a"})
+    assert v == 3 and hook.versions() == [3] and hook.find_by_run_key("a") == 3
+    assert (model_dir / "3" / "preprocessing" / "x.json").exists()
+    assert hook.production_version() is None  # pushed, not promoted
+    assert hook.set_production(3) is None and hook.production_version() == 3
+    assert "specific: { versions: [ 3 ] }" in (model_dir / "config.pbtxt").read_text()
+    assert (model_dir / "3" / "preprocessing" / "_SUCCESS").exists()  # nested markers are content
+    assert hook.lineage(3)["version"] == 3
+    assert not [p for p in model_dir.iterdir() if p.name.startswith(".staging")]

@@ -1,0 +1,79 @@
+import json
+from datetime import date, datetime
+from pathlib import Path
+
+import pytest
+
+from operators.hooks.model_repository import ModelRepositoryHook
+from operators.pipeline.layout import DayOutOfRange, Layout, day_for_date
+from operators.pipeline.planning import NoProductionModel, plan_full, plan_incremental, window_days
+
+pytestmark = pytest.mark.unit
+PARAMS = {"epochs": 1, "batch_size": 4096, "learning_rate": 0.001, "auc_floor": 0.7, "max_auc_drop": 0.01,
+          "max_eval_rows": 100000, "end_day": -1, "window_days": 3, "mlp_dims": "1024,1024",
+          "embedding_dim": 16, "cross_layers": 6, "max_vocab": 0}
+
+
+def repo(cfg):
+    return ModelRepositoryHook(Layout(cfg))
+
+
+def _fake_version(cfg, version, **lineage):
+    d = Path(Layout(cfg).version_dir(version))
+    d.mkdir(parents=True)
+    (d / "lineage.json").write_text(json.dumps({"version": version, **lineage}))
+    (d / "_SUCCESS").touch()
+    (d / "config.pbtxt").write_text('name: "criteo_dcn"\nbackend: "python"\n')
+    ModelRepositoryHook(Layout(cfg)).set_production(version)
+
+
+def test_day_mapping_is_documented_and_bounded():
+    assert day_for_date(date(2026, 1, 1), date(2026, 1, 1), 24) == 0
+    assert day_for_date(datetime(2026, 1, 24, 5), date(2026, 1, 1), 24) == 23
+    with pytest.raises(DayOutOfRange, match="maps to day_24, outside day_0..day_23"):
+        day_for_date(date(2026, 1, 25), date(2026, 1, 1), 24)
+    with pytest.raises(DayOutOfRange):
+        day_for_date(date(2025, 12, 31), date(2026, 1, 1), 24)
+
+
+def test_incremental_needs_a_production_model(cfg):
+    with pytest.raises(NoProductionModel, match="trigger criteo_full_retrain first"):
+        plan_incremental(cfg, date(2026, 1, 4), PARAMS, repo(cfg))
+
+
+def test_incremental_plan_warm_starts_from_production(cfg):
+    _fake_version(cfg, 1, workflow_id="full-day0-2-abc", run_key="full-day0-2-abc")
+    _fake_version(cfg, 2, workflow_id="full-day0-2-abc", run_key="incremental-day3", parent_version=1)
+    plan = plan_incremental(cfg, date(2026, 1, 5), PARAMS, repo(cfg))
+    assert plan["day"] == 4 and plan["run_key"] == "incremental-day4" and plan["parent_version"] == 2
+    v2 = Layout(cfg).version_dir(2)
+    assert plan["train_args"]["--warm-start"] == f"{v2}/checkpoint.pt"
+    assert plan["preprocess_args"]["--workflow"] == f"{v2}/preprocessing"
+    assert plan["preprocess_args"]["--output-root"].endswith("/work/processed/full-day0-2-abc")
+    # the plan decides where extract writes; what it reads is the raw file wait_for_raw_day found
+    assert plan["raw_url"] == f"{cfg.base_url}/raw"
+    assert plan["extract_args"] == {"--output": f"{cfg.base_url}/work/extracted/day=4"}
+    assert plan["evaluate_args"]["--baseline"] == v2
+    # the day is validated against, and the new version ships, the parent's reference profile
+    assert plan["reference"] == plan["validate_args"]["--reference"] == f"{v2}/reference_profile.json"
+
+
+def test_rerun_of_a_deployed_day_keeps_its_original_parent(cfg):
+    _fake_version(cfg, 1, workflow_id="w", run_key="full")
+    _fake_version(cfg, 2, workflow_id="w", run_key="incremental-day3", parent_version=1)
+    plan = plan_incremental(cfg, date(2026, 1, 4), PARAMS, repo(cfg))  # day 3 again
+    assert plan["parent_version"] == 1
+
+
+def test_full_plan_window_and_stable_run_key(cfg):
+    assert window_days(cfg, date(2026, 1, 8), -1, 7) == [1, 2, 3, 4, 5, 6, 7]
+    assert window_days(cfg, date(2026, 1, 3), -1, 7) == [0, 1, 2]
+    p1 = plan_full(cfg, date(2026, 1, 3), {**PARAMS, "end_day": 2}, repo(cfg))
+    p2 = plan_full(cfg, date(2026, 6, 1), {**PARAMS, "end_day": 2}, repo(cfg))
+    p3 = plan_full(cfg, date(2026, 1, 3), {**PARAMS, "end_day": 2, "epochs": 2}, repo(cfg))
+    assert p1["days"] == [0, 1, 2] and p1["run_key"] == p2["run_key"] != p3["run_key"]
+    assert p1["parent_version"] is None and p1["evaluate_args"]["--baseline"] is None
+    assert p1["preprocess_args"]["--fit-workflow"] == f"{cfg.base_url}/work/workflows/{p1['run_key']}"
+    assert [d["day"] for d in p1["per_day"]] == [0, 1, 2]
+    with pytest.raises(ValueError, match="outside day_0..day_23"):
+        plan_full(cfg, date(2026, 1, 3), {**PARAMS, "end_day": 30}, repo(cfg))

@@ -1,0 +1,45 @@
+"""The runtime seam against the real step environment (subprocesses in .venv-steps / .venv)."""
+
+import pytest
+
+from operators.runtime import StepFailed
+from operators.runtime.argv import to_argv
+from operators.runtime.catalogue import STEPS
+from operators.runtime.local import LocalProcessRuntime
+
+pytestmark = pytest.mark.integration
+
+
+def test_to_argv():
+    assert to_argv({"--days": [0, 1], "--gz": True, "--off": False, "--none": None, "--n": 3}) == [
+        "--days", "0", "1", "--gz", "--n", "3"]
+
+
+def test_local_runtime_runs_a_step_and_returns_its_manifest(tmp_path):
+    result = LocalProcessRuntime().run(STEPS["synth"], to_argv({"--out": tmp_path, "--days": "0", "--rows": 500}))
+    assert result["days"][0]["rows"] == 500
+    assert (tmp_path / "day_0").exists()
+
+
+def test_a_crashing_step_fails_with_its_log_tail(tmp_path):
+    with pytest.raises(StepFailed) as err:
+        LocalProcessRuntime().run(STEPS["extract"], ["--input", str(tmp_path), "--day", "7",
+                                                     "--output", str(tmp_path / "x")])
+    assert err.value.exit_code == 1
+    assert "raw day 7 not found: expected" in str(err.value) and "day_7.gz" in str(err.value)
+
+
+def test_validation_failure_is_a_data_error_with_a_summary(tmp_path):
+    raw = tmp_path / "day_0"
+    good = "\t".join(["1"] + ["3"] * 13 + ["deadbeef"] * 26)
+    bad = "\t".join(["2"] + ["x"] + ["3"] * 12 + ["DEADBEEF"] * 26)
+    raw.write_text("\n".join([good] * 1500 + [bad] * 20) + "\n")
+    LocalProcessRuntime().run(STEPS["extract"], ["--input", str(raw), "--output", str(tmp_path / "ex")])
+    with pytest.raises(StepFailed) as err:
+        LocalProcessRuntime().run(STEPS["validate"], to_argv({
+            "--input": tmp_path / "ex", "--suite": "raw_day", "--data-docs": tmp_path / "docs",
+            "--run-name": "t"}))
+    assert err.value.exit_code in STEPS["validate"].data_error_exit_codes
+    msg = str(err.value)
+    assert "FAILED" in msg and "label" in msg and "I1" in msg and "C1" in msg
+    assert err.value.result["success"] is False

@@ -1,0 +1,236 @@
+"""Deploy against a real Triton: push, promote (load + smoke inference), rollback and roll forward,
+a smoke mismatch, Triton unreachable, and the same on a gs:// repository (GCS emulator).
+
+DeployModelOperator runs its real execute() (outside a DAG run: the context it reads is the dag id
+and run id) with the Variables as AIRFLOW_VAR_* in the environment.
+"""
+import subprocess
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from tests.fixtures.serving import MODEL, REPO
+
+pytestmark = pytest.mark.integration
+
+
+def smoke_file(path: Path, packages, package: int) -> str:
+    """Held-out rows with package `package`'s offline predictions (what evaluate saves)."""
+    np.savez(path, dense_raw=packages.dense_raw[:128], cat_hash=packages.cat_hash[:128],
+             prediction=packages.predictions[package][:128], label=np.zeros(128, np.int8))
+    return str(path)
+
+
+def published(packages, i: int) -> str:
+    pkg = packages.packages[i]
+    (pkg / "_SUCCESS").touch()  # the export step's marker: the package is complete
+    return str(pkg)
+
+
+@pytest.fixture
+def bucket(tmp_path, monkeypatch):
+    base = tmp_path / "bucket"
+    (base / "model_repository").mkdir(parents=True)
+    monkeypatch.setenv("AIRFLOW_VAR_CRITEO_BASE_URL", str(base))
+    return base
+
+
+@pytest.fixture
+def server(bucket, tmp_path, monkeypatch):
+    from local_servers.triton import LocalTriton
+
+    triton = LocalTriton(str(bucket / "model_repository"), work_dir=tmp_path / "triton")
+    triton.start()
+    monkeypatch.setenv("AIRFLOW_VAR_CRITEO_TRITON_GRPC_URL", triton.grpc_url)
+    yield triton
+    triton.stop()
+
+
+def repository():
+    from operators.hooks.model_repository import ModelRepositoryHook
+    from operators.pipeline.config import PipelineConfig
+    from operators.pipeline.layout import Layout
+
+    return ModelRepositoryHook(Layout(PipelineConfig.load()))
+
+
+def deploy(packages, package: int, run_key: str, smoke: str):
+    from operators.deploy import DeployModelOperator
+
+    # what the blessing gate hands deploy: the blessed package and its smoke rows (evaluate's outputs)
+    blessing = {"blessed": True, "package": published(packages, package), "smoke_rows": smoke}
+    op = DeployModelOperator(task_id="deploy", blessing=blessing, run_key=run_key,
+                             lineage={"mode": "full", "days": [0]})
+    return op.execute({"dag": SimpleNamespace(dag_id="criteo_full_retrain"), "run_id": f"manual__{run_key}"})
+
+
+def served(server, packages, rows=64):
+    from operators.hooks.triton import TritonHook
+
+    hook = TritonHook(server.grpc_url)
+    got, version = hook.infer(MODEL, packages.dense_raw[:rows], packages.cat_hash[:rows])
+    return hook.ready_versions(MODEL), version, got
+
+
+def test_deploy_ships_only_what_the_gate_blessed(bucket):
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from operators.deploy import DeployModelOperator
+
+    for blessing in ({"blessed": False, "package": str(bucket)}, {"blessed": True}, None):
+        op = DeployModelOperator(task_id="deploy", blessing=blessing, run_key="r", lineage={})
+        with pytest.raises(AirflowFailException, match="deploy needs a blessed package"):
+            op.execute({"dag": SimpleNamespace(dag_id="criteo_full_retrain"), "run_id": "manual__r"})
+    assert list((bucket / "model_repository").iterdir()) == []
+
+
+def test_deploy_promotes_then_rollback_and_roll_forward(server, packages, tmp_path):
+    from criteo_kernel.artifacts import ROLLED_BACK
+    from operators.deploy import rollback
+    from operators.hooks.triton import TritonHook
+
+    first = deploy(packages, 0, "run-a", smoke_file(tmp_path / "s0.npz", packages, 0))
+    assert first["version"] == 1 and first["created"] and first["promoted"] and first["previous_version"] is None
+    assert first["smoke"]["rows"] == 128 and first["smoke"]["max_abs_diff"] <= 1e-5
+    ready, version, got = served(server, packages)
+    assert ready == [1] and version == 1 and np.allclose(got, packages.predictions[0][:64], atol=1e-5)
+
+    second = deploy(packages, 1, "run-b", smoke_file(tmp_path / "s1.npz", packages, 1))
+    assert second["version"] == 2 and second["previous_version"] == 1
+    ready, version, got = served(server, packages)
+    assert ready == [2] and version == 2 and np.allclose(got, packages.predictions[1][:64], atol=1e-5)
+
+    # a rerun of run-b's deploy: nothing copied, still version 2
+    again = deploy(packages, 1, "run-b", smoke_file(tmp_path / "s1.npz", packages, 1))
+    assert again["version"] == 2 and not again["created"] and repository().versions() == [1, 2]
+
+    repo = repository()
+    back = rollback(repo, TritonHook(server.grpc_url))
+    assert back["version"] == 1 and back["previous_version"] == 2
+    assert served(server, packages)[:2] == ([1], 1) and repo.production_version() == 1
+    assert (repo.model_dir / "2" / ROLLED_BACK).exists()
+    # rolled back: a rerun of run-b's deploy must not put it back
+    rerun = deploy(packages, 1, "run-b", smoke_file(tmp_path / "s1.npz", packages, 1))
+    assert rerun["promoted"] is False and served(server, packages)[:2] == ([1], 1)
+    # roll forward by hand: the mark goes
+    forward = rollback(repo, TritonHook(server.grpc_url), to=2)
+    assert forward["version"] == 2 and not (repo.model_dir / "2" / ROLLED_BACK).exists()
+    assert served(server, packages)[:2] == ([2], 2)
+
+
+def test_rollback_command_line(server, packages, tmp_path, bucket):
+    import os
+
+    deploy(packages, 0, "run-a", smoke_file(tmp_path / "s0.npz", packages, 0))
+    deploy(packages, 1, "run-b", smoke_file(tmp_path / "s1.npz", packages, 1))
+    cli = [str(REPO / ".venv/bin/criteo-mlops")]
+    env = dict(os.environ)
+    out = subprocess.run([*cli, "rollback"], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "version 1 serves again (was 2)" in out.stdout
+    assert "smoke inference on 128 held-out rows matched" in out.stdout
+    assert served(server, packages)[:2] == ([1], 1)
+    listing = subprocess.run([*cli, "versions"], capture_output=True, text=True, env=env, timeout=120).stdout
+    rows = {line.split()[0]: line for line in listing.splitlines() if line.strip()[:1].isdigit()}
+    assert "<- production" in rows["1"] and "(rolled back)" in rows["2"] and "full" in rows["2"], listing
+    bad = subprocess.run([*cli, "rollback", "--to", "7"], capture_output=True, text=True, env=env, timeout=120)
+    assert bad.returncode == 1 and "version 7 is not a complete version" in bad.stderr
+    assert served(server, packages)[:2] == ([1], 1)
+
+
+def test_a_smoke_mismatch_rolls_back_and_fails_without_retry(server, packages, tmp_path):
+    from airflow.sdk.exceptions import AirflowFailException
+
+    deploy(packages, 0, "run-a", smoke_file(tmp_path / "s0.npz", packages, 0))
+    # version 2 is package 1, but its smoke rows carry package 0's predictions
+    with pytest.raises(AirflowFailException) as err:
+        deploy(packages, 1, "run-b", smoke_file(tmp_path / "wrong.npz", packages, 0))
+    message = str(err.value)
+    assert "version 2 was rolled back" in message and "differ from the offline ones" in message
+    assert "Production stays at version 1" in message
+    repo = repository()
+    assert repo.production_version() == 1 and repo.versions() == [1]
+    assert "differ from the offline ones" in (repo.model_dir / "2" / "_REJECTED").read_text()  # files kept
+    ready, version, got = served(server, packages)
+    assert ready == [1] and version == 1 and np.allclose(got, packages.predictions[0][:64], atol=1e-5)
+
+
+def test_triton_unreachable_fails_retryably_and_the_retry_promotes(server, packages, tmp_path, monkeypatch):
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from local_servers.process import free_port
+    from operators.hooks.triton import TritonUnavailable
+
+    deploy(packages, 0, "run-a", smoke_file(tmp_path / "s0.npz", packages, 0))
+    config_before = (repository().model_dir / "config.pbtxt").read_text()
+    dead = f"127.0.0.1:{free_port()}"
+    monkeypatch.setenv("AIRFLOW_VAR_CRITEO_TRITON_GRPC_URL", dead)
+    with pytest.raises(TritonUnavailable) as err:  # not AirflowFailException: the task retries
+        deploy(packages, 1, "run-b", smoke_file(tmp_path / "s1.npz", packages, 1))
+    assert not isinstance(err.value, AirflowFailException) and dead in str(err.value)
+    repo = repository()
+    # consistent: version 2 is pushed (complete) but not production; the pointer did not move
+    assert repo.versions() == [1, 2] and repo.production_version() == 1
+    assert (repo.model_dir / "config.pbtxt").read_text() == config_before
+    assert served(server, packages)[:2] == ([1], 1)  # the previous version keeps serving
+
+    monkeypatch.setenv("AIRFLOW_VAR_CRITEO_TRITON_GRPC_URL", server.grpc_url)  # Triton is back: the retry
+    retry = deploy(packages, 1, "run-b", smoke_file(tmp_path / "s1.npz", packages, 1))
+    assert retry["version"] == 2 and not retry["created"] and retry["promoted"]
+    assert served(server, packages)[:2] == ([2], 2)
+
+
+def test_a_version_being_pushed_is_never_loaded(server, packages, tmp_path, bucket):
+    """What an interrupted push leaves (a hidden staging folder, or on an object store a numbered
+    folder without _SUCCESS) is not a version: a reload serves production only."""
+    import shutil
+
+    from operators.hooks.triton import TritonHook
+
+    deploy(packages, 0, "run-a", smoke_file(tmp_path / "s0.npz", packages, 0))
+    model_dir = bucket / "model_repository" / MODEL
+    shutil.copytree(packages.packages[1], model_dir / ".staging-2-1767225600-deadbeef")
+    shutil.copytree(packages.packages[1], model_dir / "3")  # half-copied: no _SUCCESS
+    (model_dir / "3" / "_SUCCESS").unlink(missing_ok=True)
+    assert repository().versions() == [1]
+    TritonHook(server.grpc_url).load_model(MODEL)
+    assert served(server, packages)[:2] == ([1], 1)
+    with pytest.raises(ValueError, match="version 3 .* is not complete"):
+        repository().set_production(3)
+
+
+@pytest.fixture
+def gcs_bucket(gcs, monkeypatch):
+    for key, value in gcs.env().items():
+        monkeypatch.setenv(key, value)
+    gcs.create_bucket("criteo-deploy")
+    monkeypatch.setenv("AIRFLOW_VAR_CRITEO_BASE_URL", "gs://criteo-deploy/prod")
+    return "gs://criteo-deploy/prod"
+
+
+def test_deploy_to_a_gcs_repository_that_triton_serves(gcs_bucket, gcs, packages, tmp_path, monkeypatch):
+    """The bucket is gs:// (the emulator): deploy copies the version in through ObjectStoragePath,
+    marker last; Triton reads the repository from gs:// and serves it."""
+    from google.cloud import storage
+
+    from local_servers.triton import LocalTriton
+
+    # Triton needs its repository to exist when it starts (as the bucket's setup makes it in production)
+    storage.Client().bucket("criteo-deploy").blob("prod/model_repository/README").upload_from_string("models\n")
+    triton = LocalTriton(f"{gcs_bucket}/model_repository", work_dir=tmp_path / "triton", env=gcs.env())
+    triton.start()
+    try:
+        monkeypatch.setenv("AIRFLOW_VAR_CRITEO_TRITON_GRPC_URL", triton.grpc_url)
+        first = deploy(packages, 0, "run-a", smoke_file(tmp_path / "s0.npz", packages, 0))
+        second = deploy(packages, 1, "run-b", smoke_file(tmp_path / "s1.npz", packages, 1))
+        assert (first["version"], second["version"], second["previous_version"]) == (1, 2, 1)
+        objects = gcs.list_objects("criteo-deploy", "prod/model_repository/criteo_dcn/")
+        assert "prod/model_repository/criteo_dcn/2/_SUCCESS" in objects
+        assert "prod/model_repository/criteo_dcn/2/model.onnx" in objects
+        assert not [o for o in objects if "/.staging-" in o]
+        ready, version, got = served(triton, packages)
+        assert ready == [2] and version == 2 and np.allclose(got, packages.predictions[1][:64], atol=1e-5)
+    finally:
+        triton.stop()
