@@ -9,16 +9,16 @@ import os
 import posixpath
 import uuid
 
+from criteo_kernel.storage import is_local  # one rule for what a local URL is, both seams
+
+__all__ = ["is_local", "normalise", "storage_path", "write_text_atomic"]
+
 
 def storage_path(url: str):
     """The ObjectStoragePath of a URL or a local path."""
     from airflow.sdk import ObjectStoragePath
 
     return ObjectStoragePath(url if "://" in url else f"file://{url}")
-
-
-def is_local(url: str) -> bool:
-    return "://" not in url or url.startswith("file://")
 
 
 def normalise(url: str) -> str:

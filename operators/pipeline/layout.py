@@ -85,9 +85,10 @@ class Layout:
     def version_dir(self, version: int) -> str:
         return f"{self.model_dir()}/{version}"
 
-    def data_docs_run(self, dag_id: str, run_id: str) -> str:
-        """This DAG run's folder of data docs sites: data_docs/<dag_id>/<run_id>, made safe."""
-        return f"{self.data_docs}/{safe_run_id(dag_id)}/{safe_run_id(run_id)}"
+
+def data_docs_run(dag_id: str, run_id: str) -> str:
+    """A DAG run's folder of data docs sites under data_docs/: <dag_id>/<run_id>, made safe."""
+    return f"{safe_run_id(dag_id)}/{safe_run_id(run_id)}"
 
 
 def safe_run_id(run_id: str) -> str:

@@ -34,7 +34,7 @@ class NoProductionModel(RuntimeError):
 
 def _common(layout: Layout, run_key: str, days: list[int], params: dict, baseline_dir: str | None,
             docs_run: str, reference: str | None) -> dict:
-    """docs_run: this DAG run's folder under data_docs/ (Layout.data_docs_run); reference: the
+    """docs_run: this DAG run's folder under data_docs/ (layout.data_docs_run); reference: the
     reference profile raw days are validated and checked for drift against (production's), if any."""
     cand = layout.candidate(run_key)
     docs = f"{layout.data_docs}/{docs_run}"

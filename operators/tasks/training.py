@@ -32,12 +32,6 @@ TRAINING_PARAMS = {
 }
 
 
-def _docs_run(context) -> str:
-    from ..pipeline.layout import safe_run_id
-
-    return f"{safe_run_id(context['dag'].dag_id)}/{safe_run_id(context['run_id'])}"
-
-
 @contextmanager
 def _no_retry_on_bad_plan():
     """A run that cannot be planned (no production model, day out of range) will not fix itself."""
@@ -54,11 +48,12 @@ def _no_retry_on_bad_plan():
 def _plan(planner, context) -> dict:
     """Run a planner on the repository and settings the pipeline's configuration names."""
     from ..hooks.model_repository import ModelRepositoryHook
+    from ..pipeline.layout import data_docs_run
 
     repository = ModelRepositoryHook.from_settings()
     with _no_retry_on_bad_plan():
         return planner(repository.layout.cfg, run_date(context), context["params"], repository,
-                       docs_run=_docs_run(context))
+                       docs_run=data_docs_run(context["dag"].dag_id, context["run_id"]))
 
 
 @task(multiple_outputs=True)
