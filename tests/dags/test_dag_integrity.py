@@ -120,6 +120,16 @@ def test_the_shared_tail_is_a_task_group_and_artifacts_flow_from_upstream(dagbag
         ((op, key),) = XComArg.iter_xcom_references(dag.get_task(task_id).inputs[flag])
         return op.task_id, key
 
+    if dag_id == "criteo_incremental_training":
+        assert source("extract", "--input") == ("wait_for_raw_day", "return_value")
+        assert source("validate", "--input") == ("extract", "output")
+    else:  # mapped per day: each day's plan zipped with what its upstream produced
+        def expanded_from(task_id):
+            return {(op.task_id, key) for op, key in dag.get_task(task_id).expand_input.iter_references()}
+
+        assert expanded_from("extract") == {("wait_for_raw_days", "return_value"), ("per_day_plans", "return_value")}
+        assert expanded_from("validate") == {("extract", "return_value"), ("per_day_plans", "return_value")}
+        assert source("learn_reference", "--profiles") == ("validate", "profile")
     assert source("train", "--train") == ("preprocess", "partitions")
     assert source("validate_processed", "--input") == ("preprocess", "partitions")
     assert source("export", "--checkpoint") == ("train", "checkpoint")
