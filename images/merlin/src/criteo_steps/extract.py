@@ -107,7 +107,6 @@ def extract(input_url: str, output_url: str, eval_every: int = 10, block_mb: int
             writers[split][0].write_table(table, row_group_size=256_000)
             file_rows[split] += table.num_rows
 
-        compression = "gzip" if path.endswith(".gz") else None
         schema = tsv.text_schema()
         row0 = 0
         # pyarrow decodes an invalid row's text before calling on_invalid; bytes that are not
@@ -117,7 +116,7 @@ def extract(input_url: str, output_url: str, eval_every: int = 10, block_mb: int
         sys.unraisablehook = lambda u: (None if isinstance(u.exc_value, UnicodeDecodeError)
                                         else default_hook(u))
         try:
-            with fs.open(path, "rb", compression=compression) as raw:
+            with tsv.open_day(input_url) as raw:
                 for batch in tsv.reader(raw, on_invalid, block_bytes=block_mb << 20):
                     if max_rows is not None and row0 >= max_rows:
                         break
