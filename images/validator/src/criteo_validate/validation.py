@@ -63,7 +63,6 @@ def load_suites(expectations_dir: Path, names: list[str]) -> list:
     return suites
 
 
-
 @dataclass
 class Outcome:
     results: list  # [(suite name, kind, Aggregate)] in suite order
