@@ -13,7 +13,7 @@ export AIRFLOW__CORE__PLUGINS_FOLDER := $(CURDIR)/plugins
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 PYTEST_ARGS ?=
 
-.PHONY: setup demo demo-loop lint test test-unit test-integration test-steps test-e2e bench lock clean
+.PHONY: setup demo demo-loop lint test test-unit test-integration test-steps test-e2e test-kubernetes kube-build kube-up bench lock clean
 
 setup: .venv/.installed .venv-steps/.installed .venv-triton/.installed .tools/prometheus.ok $(AIRFLOW_HOME)/airflow.db
 
@@ -70,8 +70,8 @@ lint: .tools/ruff.ok
 
 # The layers (markers, see tests/conftest.py), each runnable alone. The merlin image's tests need
 # its environment (.venv-steps); the kernel's run in both environments.
-test: setup
-	$(MAKE) --no-print-directory test-steps test-unit test-integration test-e2e
+test: setup kube-build
+	$(MAKE) --no-print-directory test-steps test-unit test-integration test-kubernetes test-e2e
 
 test-steps:
 	env -u PYTHONPATH .venv-steps/bin/python -m pytest -q tests/images/kernel tests/images/merlin $(PYTEST_ARGS)
@@ -85,6 +85,22 @@ test-integration:
 
 test-e2e:
 	.venv/bin/python -m pytest -q -m e2e --ignore=tests/images/merlin tests $(PYTEST_ARGS)
+
+# The pod runtime against a real control plane on 127.0.0.1 (etcd, kube-apiserver,
+# controller-manager, scheduler v1.20.2) and the node agent (local_servers/kube_node.py).
+test-kubernetes: .venv/.installed .venv-steps/.installed .venv-triton/.installed kube-build
+	.venv/bin/python -m pytest -q -m kubernetes --ignore=tests/images/merlin tests $(PYTEST_ARGS)
+
+# Builds the control plane from Debian's source package once (about 10 minutes), cached in
+# $(KUBE_CACHE) outside the repository; later runs find it and return at once.
+KUBE_CACHE ?= $(HOME)/.cache/criteo-mlops/kube-1.20.2
+export KUBE_CACHE
+kube-build:
+	bash scripts/kube/build.sh
+
+# The control plane and the node agent in the foreground (Ctrl-C stops them); kubeconfig in .data/kube.
+kube-up: .venv/.installed kube-build
+	.venv/bin/python -m local_servers.kube --work-dir .data/kube
 
 bench: setup
 	.venv/bin/python bench/bench_parse.py

@@ -42,6 +42,7 @@ class CriteoStepOperator(BaseOperator):
         self.arguments = arguments or {}
         self.inputs = inputs or {}
         self._runtime = None
+        self._pod = None
 
     def argv(self) -> list[str]:
         """The rendered flags, plan's and upstream's, as the step's argv."""
@@ -59,21 +60,36 @@ class CriteoStepOperator(BaseOperator):
         return to_argv({**self.arguments, **self.inputs})
 
     def execute(self, context) -> dict:
-        from airflow.sdk.exceptions import AirflowException, AirflowFailException
-
         from .pipeline.config import PipelineConfig
-        from .runtime import StepFailed, runtime_for
+
+        cfg = PipelineConfig.load()
+        if cfg.runtime == "kubernetes":
+            return self._run_pod(context, cfg.base_url)
+        from .runtime import runtime_for
+
+        return self._run_local(context, runtime_for(cfg.runtime))
+
+    def _run_local(self, context, runtime) -> dict:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from .runtime import StepFailed
 
         spec = STEPS[self.step]
-        self._runtime = runtime_for(PipelineConfig.load().runtime)
+        self._runtime = runtime
         try:
-            result = self._runtime.run(spec, self.argv())
+            result = runtime.run(spec, self.argv())
         except StepFailed as exc:
             if exc.result is not None:
                 context["ti"].xcom_push(key="step_result", value=exc.result)
             if exc.exit_code in spec.data_error_exit_codes:
                 raise AirflowFailException(str(exc)) from None
             raise
+        return self._outputs(context, result)
+
+    def _outputs(self, context, result: dict) -> dict:
+        from airflow.sdk.exceptions import AirflowException
+
+        spec = STEPS[self.step]
         missing = [key for key in spec.outputs if key not in result]
         if missing:
             raise AirflowException(f"step {spec.name} declares the outputs {list(spec.outputs)}, but its result "
@@ -82,6 +98,61 @@ class CriteoStepOperator(BaseOperator):
             context["ti"].xcom_push(key=key, value=result[key])
         return result
 
+    # -- the pod runtime ----------------------------------------------------------------------
+    # The pod is the provider's KubernetesPodOperator, built per attempt from settings
+    # (runtime/kubernetes.py). Its deferral is taken over by this operator: the trigger's event
+    # comes back to `resume_pod`, which rebuilds the same pod operator and hands it the event, so
+    # a deferred step never resumes a method this operator does not have.
+
+    def _pod_operator(self, base_url: str | None = None):
+        from .runtime.kubernetes import PodSettings, pod_operator
+
+        return pod_operator(STEPS[self.step], self.argv(), task_id=self.task_id,
+                            settings=PodSettings.load(base_url))
+
+    def _run_pod(self, context, base_url: str) -> dict:
+        self._pod = self._pod_operator(base_url)
+        run = self._pod.execute_async if self._pod.deferrable else self._pod.execute_sync
+        return self._drive_pod(context, run, context)
+
+    def resume_pod(self, context, event: dict) -> dict:
+        """Where the pod's trigger resumes the task (in the deferrable mode)."""
+        self._pod = self._pod_operator()
+        return self._drive_pod(context, self._pod.trigger_reentry, context, event)
+
+    def _drive_pod(self, context, call, *args) -> dict:
+        from airflow.sdk.exceptions import AirflowException, AirflowFailException, TaskDeferred
+        from urllib3.exceptions import HTTPError
+
+        spec = STEPS[self.step]
+        pod = self._pod
+        pod.step_result = pod.step_exit_code = pod.step_log_tail = None
+        try:
+            call(*args)
+        except TaskDeferred as deferred:
+            self.defer(trigger=deferred.trigger, method_name="resume_pod", kwargs=deferred.kwargs,
+                       timeout=deferred.timeout)
+        except AirflowException as exc:
+            code, result = pod.step_exit_code, pod.step_result
+            if result is not None:
+                context["ti"].xcom_push(key="step_result", value=result)
+            summary = (result or {}).get("summary") or pod.step_log_tail or str(exc)
+            if code in spec.data_error_exit_codes:
+                raise AirflowFailException(f"step {spec.name} exited with code {code} (bad input: no retry):\n"
+                                           f"{summary}") from None
+            if code is not None:
+                raise AirflowException(f"step {spec.name} exited with code {code}:\n{summary}") from exc
+            raise
+        except (OSError, HTTPError) as exc:  # the API server is unreachable (urllib3's errors)
+            raise AirflowException(f"step {spec.name}: the Kubernetes API server is unreachable "
+                                   f"({type(exc).__name__}: {exc}); the task will be retried") from exc
+        if pod.step_result is None:
+            raise AirflowException(f"step {spec.name}: its pod ended with code {pod.step_exit_code} but its log has "
+                                   f"no STEP_RESULT line (the step's result contract, criteo_kernel.result)")
+        return self._outputs(context, pod.step_result)
+
     def on_kill(self) -> None:
         if self._runtime is not None:
             self._runtime.kill()
+        if self._pod is not None:
+            self._pod.on_kill()

@@ -5,6 +5,8 @@ tests/images/<image>), in layers each runnable alone: every test carries one of 
 - `integration`: against real local processes or apps: tritonserver, Prometheus, the GCS
   emulator, step subprocesses, Airflow's API server app;
 - `e2e`: whole DAG runs on synthetic data (`dag.test()`, or Airflow's own scheduler);
+- `kubernetes`: the pod runtime against a real Kubernetes control plane on 127.0.0.1
+  (local_servers.kube: etcd, apiserver, controller-manager, scheduler; a node agent);
 - `steps`: the merlin image's code, which needs the step environment (.venv-steps: NVTabular,
   torch); elsewhere those modules are skipped, saying so.
 
@@ -17,7 +19,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-LAYERS = ("unit", "integration", "e2e", "steps")
+LAYERS = ("unit", "integration", "e2e", "steps", "kubernetes")
 
 # Set before anything imports Airflow or the DAG modules (they read these at import time).
 os.environ.setdefault("AIRFLOW_HOME", str(REPO / ".airflow"))

@@ -32,6 +32,31 @@ SETTINGS: dict[str, tuple[str, str]] = {
     "criteo_triton_grpc_url": ("127.0.0.1:8001", "the Triton server deploy and rollback talk to (host:port)"),
     "criteo_prometheus_url": ("http://127.0.0.1:9090", "the Prometheus the monitoring sensors query"),
     "criteo_request_log_url": ("<base>/request_log", "the inference client's request log"),
+    # The pod runtime (criteo_runtime=kubernetes; operators/runtime/kubernetes.py). "" means unset:
+    # the required ones fail the first task with their names when missing.
+    "criteo_kubernetes_conn_id": ("kubernetes_default", "the Airflow connection of the cluster (no GKE cluster named)"),
+    "criteo_kubernetes_namespace": ("", "required: the namespace the step pods run in"),
+    "criteo_kubernetes_service_account": ("", "required: the pods' Kubernetes service account (Workload Identity)"),
+    "criteo_image_merlin": ("", "required: the merlin image (NVTabular, training), pinned by tag or digest"),
+    "criteo_image_validator": ("", "required: the validator image (Great Expectations), pinned"),
+    "criteo_image_monitoring": ("", "required: the monitoring image (replay, to-day), pinned"),
+    "criteo_gke_cluster": ("", "a GKE cluster name: pods go through GKEStartPodOperator and the GCP connection"),
+    "criteo_gke_location": ("", "the GKE cluster's region or zone"),
+    "criteo_gcp_project": ("", "the GKE cluster's project (default: the GCP connection's)"),
+    "criteo_gpu_accelerator": ("nvidia-tesla-a100", "the GKE accelerator node label GPU steps select"),
+    "criteo_pod_gpus": ("1", "GPUs per GPU step; above 1, preprocessing runs a dask-cuda cluster over them"),
+    "criteo_pod_data": ("gcsfs", "how pods reach the data: gcsfs (gs:// in the step), gcsfuse (CSI mount), "
+                        "pvc (criteo_pod_volume_claim at criteo_pod_mount_path), host (local control plane only)"),
+    "criteo_pod_volume_claim": ("", "the PersistentVolumeClaim, with criteo_pod_data=pvc"),
+    "criteo_pod_mount_path": ("/data", "where the claim is mounted, with criteo_pod_data=pvc"),
+    "criteo_pod_shm_size": ("16Gi", "the /dev/shm memory volume of GPU steps (dask, NCCL)"),
+    "criteo_pod_startup_timeout_s": ("600", "seconds a pod may take to be scheduled and start (image pull)"),
+    "criteo_pod_active_deadline_s": ("21600", "seconds a step pod may run before Kubernetes stops it"),
+    "criteo_pod_keep_failed": ("false", "keep failed pods for debugging (succeeded ones are always deleted)"),
+    "criteo_pod_deferrable": ("true", "wait for pods in the triggerer, freeing the worker slot"),
+    "criteo_pod_poll_interval_s": ("10", "seconds between pod status polls"),
+    "criteo_dask_part_size": ("256MB", "NVTabular's partition size when preprocessing on several GPUs"),
+    "criteo_dask_device_memory_limit": ("0.8", "each dask-cuda worker's spill threshold (fraction of GPU memory)"),
 }
 
 

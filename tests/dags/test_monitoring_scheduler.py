@@ -9,118 +9,14 @@ Prometheus scraping an exporter whose AUC is low.
 2. a run triggered through the REST API with a Params conf finds that retrain queued and does
    not trigger another.
 """
-import json
 import os
-import sys
-import time
-from pathlib import Path
 
 import pytest
 
+from tests.fixtures.airflow import Airflow
 from tests.fixtures.model_repository import MODEL, make_bucket
 
 pytestmark = pytest.mark.e2e
-REPO = Path(__file__).resolve().parents[2]
-AIRFLOW = str(Path(sys.executable).parent / "airflow")
-PASSWORD = "monitoring-test-password"
-
-
-class Airflow:
-    """The four Airflow processes on one AIRFLOW_HOME, and a REST client with a token."""
-
-    def __init__(self, home: Path, env: dict):
-        from local_servers.process import free_port
-
-        self.home = home
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.env = {**env, **{
-            "AIRFLOW_HOME": str(home),
-            "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
-            "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-            "AIRFLOW__CORE__PARALLELISM": "4",
-            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.url}/execution/",
-            "AIRFLOW__API__PORT": str(self.port),
-            "AIRFLOW__API__HOST": "127.0.0.1",
-            "AIRFLOW__API_AUTH__JWT_SECRET": "criteo-monitoring-scheduler-test-" + "x" * 40,
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "passwords.json"),
-            "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
-            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
-            "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "1",
-        }}
-        self.processes = []
-        self.token = None
-
-    def start(self):
-        import subprocess
-
-        from local_servers.process import ServerProcess, http_ok
-
-        self.home.mkdir(parents=True, exist_ok=True)
-        (self.home / "passwords.json").write_text(json.dumps({"admin": PASSWORD}))
-        out = subprocess.run([AIRFLOW, "db", "migrate"], env=self.env, capture_output=True, text=True, timeout=300)
-        assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
-        for name, argv in (("api-server", [AIRFLOW, "api-server", "--port", str(self.port)]),
-                           ("scheduler", [AIRFLOW, "scheduler"]), ("dag-processor", [AIRFLOW, "dag-processor"]),
-                           ("triggerer", [AIRFLOW, "triggerer"])):
-            ready = (lambda: http_ok(f"{self.url}/api/v2/monitor/health")) if name == "api-server" else None
-            proc = ServerProcess(name, argv, self.home / f"{name}.log", env=self.env, ready=ready)
-            proc.start(timeout_s=180)
-            self.processes.append(proc)
-        return self
-
-    def stop(self):
-        for proc in reversed(self.processes):
-            proc.stop()
-
-    def logs(self) -> str:
-        return "\n".join(f"--- {p.name}:\n{p.tail(25)}" for p in self.processes)
-
-    def call(self, method: str, path: str, body=None):
-        import httpx
-
-        if self.token is None:
-            resp = httpx.post(f"{self.url}/auth/token", json={"username": "admin", "password": PASSWORD}, timeout=30)
-            assert resp.status_code in (200, 201), resp.text
-            self.token = resp.json()["access_token"]
-        resp = httpx.request(method, f"{self.url}{path}", json=body, timeout=30,
-                             headers={"Authorization": f"Bearer {self.token}"})
-        assert resp.status_code < 300, f"{method} {path}: {resp.status_code} {resp.text[:500]}"
-        return resp.json()
-
-    def wait(self, what, check, timeout_s=240, every_s=2):
-        deadline = time.time() + timeout_s
-        while time.time() < deadline:
-            value = check()
-            if value:
-                return value
-            time.sleep(every_s)
-        raise AssertionError(f"timed out waiting for {what}\n{self.logs()}")
-
-    def runs(self, dag_id):
-        return self.call("GET", f"/api/v2/dags/{dag_id}/dagRuns?order_by=-run_after")["dag_runs"]
-
-    def finished_run(self, dag_id, run_id):
-        def done():
-            run = self.call("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")
-            return run if run["state"] in ("success", "failed") else None
-
-        return self.wait(f"{dag_id} {run_id} to finish", done)
-
-    def task_states(self, dag_id, run_id):
-        tis = self.call("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances")["task_instances"]
-        return {ti["task_id"]: ti["state"] for ti in tis}
-
-    def task_log(self, dag_id, run_id, task_id, try_number=1):
-        import httpx
-
-        resp = httpx.get(f"{self.url}/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}",
-                         headers={"Authorization": f"Bearer {self.token}", "Accept": "application/json"}, timeout=30)
-        assert resp.status_code == 200, resp.text[:500]
-        return resp.text
 
 
 @pytest.fixture(scope="module")

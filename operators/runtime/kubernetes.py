@@ -1,0 +1,272 @@
+"""The pod runtime: a step (catalogue.py) as a KubernetesPodOperator pod, GKEStartPodOperator
+where a GKE cluster is named. No Kubernetes client code of ours: the provider's operator creates,
+watches, defers, logs and deletes the pod.
+
+Everything about the pod comes from settings (pipeline/config.py), checked together before any
+pod is made (`PodSettings.load`), so a missing image, namespace, service account or bucket fails
+the first task with the setting's name, not a pod at 3 a.m.
+
+The result contract: the step prints its manifest as its last log line, `STEP_RESULT {...}`
+(criteo_kernel.result). When the pod ends, `StepResultCallback` reads the container's log through
+the API server (`pods/log`) and keeps that line and the container's exit code. No xcom sidecar, so
+no `exec` into the pod: it works on GKE and on the local control plane, whose node agent serves
+logs but not exec. The manifest is small (URLs and counts); data never goes through the log.
+
+Imported only inside tasks: it imports the provider and the kubernetes client.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+
+from airflow.providers.cncf.kubernetes.callbacks import KubernetesPodOperatorCallback
+from airflow.sdk.exceptions import AirflowFailException
+from kubernetes.client import models as k8s
+
+from criteo_kernel.result import RESULT_LINE
+
+from ..pipeline.config import setting
+from .catalogue import IMAGES, StepSpec
+
+GPU_RESOURCE = "nvidia.com/gpu"
+ACCELERATOR_LABEL = "cloud.google.com/gke-accelerator"
+BASE_CONTAINER = "base"
+LOG_TAIL_LINES = 40  # of a failed pod's log, quoted in the task's error
+DATA_MODES = ("gcsfs", "gcsfuse", "pvc", "host")
+FUSE_ROOT = "/mnt/gcs"
+# A tag other than "latest", or a digest: a retry or a backfill runs the same code.
+_PINNED = re.compile(r"^[^\s@]+(:(?!latest$)[\w][\w.-]{0,127}|@sha256:[0-9a-f]{64})$")
+
+
+class PodConfigurationError(AirflowFailException):
+    """A pod setting is missing or wrong: no retry can fix it."""
+
+
+def image_setting(image: str) -> str:
+    return f"criteo_image_{image}"
+
+
+@dataclass(frozen=True)
+class PodSettings:
+    base_url: str
+    namespace: str
+    service_account: str
+    images: dict[str, str]
+    data: str = "gcsfs"
+    conn_id: str = "kubernetes_default"
+    gke_cluster: str = ""
+    gke_location: str = ""
+    gcp_project: str = ""
+    gcp_conn_id: str = "google_cloud_default"
+    accelerator: str = "nvidia-tesla-a100"
+    gpus: int = 1
+    volume_claim: str = ""
+    mount_path: str = "/data"
+    shm_size: str = "16Gi"
+    startup_timeout_s: int = 600
+    active_deadline_s: int = 6 * 3600
+    keep_failed: bool = False
+    deferrable: bool = True
+    poll_interval_s: float = 10.0
+    labels: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, base_url: str | None = None) -> PodSettings:
+        """Every pod setting, checked together; PodConfigurationError names each one that is wrong."""
+        get = setting
+        problems: list[str] = []
+        base = (base_url or get("criteo_base_url")).rstrip("/")
+        values = {
+            "namespace": get("criteo_kubernetes_namespace"),
+            "service_account": get("criteo_kubernetes_service_account"),
+            "data": get("criteo_pod_data"),
+            "conn_id": get("criteo_kubernetes_conn_id"),
+            "gke_cluster": get("criteo_gke_cluster"),
+            "gke_location": get("criteo_gke_location"),
+            "gcp_project": get("criteo_gcp_project"),
+            "accelerator": get("criteo_gpu_accelerator"),
+            "volume_claim": get("criteo_pod_volume_claim"),
+            "mount_path": get("criteo_pod_mount_path").rstrip("/") or "/",
+            "shm_size": get("criteo_pod_shm_size"),
+        }
+        images = {name: get(image_setting(name)) for name in IMAGES}
+        for key, name in (("namespace", "criteo_kubernetes_namespace"),
+                          ("service_account", "criteo_kubernetes_service_account")):
+            if not values[key]:
+                problems.append(f"{name} is not set (the namespace and the Workload Identity service account the "
+                                f"step pods run as)")
+        for name, ref in images.items():
+            if not ref:
+                problems.append(f"{image_setting(name)} is not set (the {name} image, pinned by tag or digest)")
+            elif not _PINNED.match(ref):
+                problems.append(f"{image_setting(name)}={ref!r} is not pinned: give a tag other than 'latest' or "
+                                f"an @sha256: digest")
+        data = values["data"]
+        if data not in DATA_MODES:
+            problems.append(f"criteo_pod_data={data!r}: expected one of {DATA_MODES}")
+        elif data in ("gcsfs", "gcsfuse") and not base.startswith("gs://"):
+            problems.append(f"criteo_pod_data={data} needs criteo_base_url on gs://, got {base!r}")
+        elif data == "pvc":
+            if not values["volume_claim"]:
+                problems.append("criteo_pod_data=pvc needs criteo_pod_volume_claim (the PersistentVolumeClaim)")
+            if not (base + "/").startswith(values["mount_path"].rstrip("/") + "/"):
+                problems.append(f"criteo_pod_data=pvc: criteo_base_url {base!r} is not under criteo_pod_mount_path "
+                                f"{values['mount_path']!r}")
+        elif data == "host" and values["gke_cluster"]:
+            problems.append("criteo_pod_data=host is for the local control plane (pods on this host); "
+                            "a GKE cluster needs gcsfs, gcsfuse or pvc")
+        if values["gke_cluster"] and not values["gke_location"]:
+            problems.append("criteo_gke_cluster is set but criteo_gke_location is not")
+        numbers = {}
+        for key, name in (("gpus", "criteo_pod_gpus"), ("startup_timeout_s", "criteo_pod_startup_timeout_s"),
+                          ("active_deadline_s", "criteo_pod_active_deadline_s"),
+                          ("poll_interval_s", "criteo_pod_poll_interval_s")):
+            raw = get(name)
+            try:
+                numbers[key] = float(raw) if key == "poll_interval_s" else int(raw)
+                if numbers[key] <= 0:
+                    raise ValueError
+            except ValueError:
+                problems.append(f"{name}={raw!r}: expected a positive number")
+        flags = {}
+        for key, name in (("keep_failed", "criteo_pod_keep_failed"), ("deferrable", "criteo_pod_deferrable")):
+            raw = get(name).strip().lower()
+            if raw not in ("true", "false"):
+                problems.append(f"{name}={raw!r}: expected true or false")
+            flags[key] = raw == "true"
+        if problems:
+            raise PodConfigurationError("criteo_runtime=kubernetes cannot start a pod:\n- " + "\n- ".join(problems))
+        return cls(base_url=base, images=images, **values, **numbers, **flags)
+
+    def container_path(self, value: str) -> str:
+        """A gs:// URL under the bucket as the pod sees it (gcsfuse mounts the bucket)."""
+        if self.data == "gcsfuse" and value.startswith("gs://"):
+            return f"{FUSE_ROOT}/{value[len('gs://'):]}"
+        return value
+
+
+def _gcs_bucket(url: str) -> str:
+    return url[len("gs://"):].split("/", 1)[0]
+
+
+def pod_spec_parts(spec: StepSpec, settings: PodSettings) -> dict:
+    """The KubernetesPodOperator arguments that describe the pod of `spec` (no command, no name)."""
+    requests = {"cpu": spec.cpu, "memory": spec.memory}
+    limits = {"cpu": spec.cpu, "memory": spec.memory}
+    node_selector: dict[str, str] = {}
+    tolerations: list[k8s.V1Toleration] = []
+    volumes: list[k8s.V1Volume] = []
+    mounts: list[k8s.V1VolumeMount] = []
+    annotations: dict[str, str] = {}
+    if spec.gpu:
+        # GPU requests must equal limits; GKE's GPU nodes carry the nvidia.com/gpu taint.
+        requests[GPU_RESOURCE] = limits[GPU_RESOURCE] = str(settings.gpus)
+        node_selector[ACCELERATOR_LABEL] = settings.accelerator
+        tolerations.append(k8s.V1Toleration(key=GPU_RESOURCE, operator="Exists", effect="NoSchedule"))
+        # NVTabular's dask workers and NCCL share memory through /dev/shm (64 MiB by default).
+        volumes.append(k8s.V1Volume(name="dshm", empty_dir=k8s.V1EmptyDirVolumeSource(
+            medium="Memory", size_limit=settings.shm_size)))
+        mounts.append(k8s.V1VolumeMount(name="dshm", mount_path="/dev/shm"))
+    if settings.data == "gcsfuse":
+        bucket = _gcs_bucket(settings.base_url)
+        annotations["gke-gcsfuse/volumes"] = "true"
+        volumes.append(k8s.V1Volume(name="bucket", csi=k8s.V1CSIVolumeSource(
+            driver="gcsfuse.csi.storage.gke.io",
+            volume_attributes={"bucketName": bucket, "mountOptions": "implicit-dirs"})))
+        mounts.append(k8s.V1VolumeMount(name="bucket", mount_path=f"{FUSE_ROOT}/{bucket}"))
+    elif settings.data == "pvc":
+        volumes.append(k8s.V1Volume(name="data", persistent_volume_claim=k8s.V1PersistentVolumeClaimVolumeSource(
+            claim_name=settings.volume_claim)))
+        mounts.append(k8s.V1VolumeMount(name="data", mount_path=settings.mount_path))
+    return {
+        "image": settings.images[spec.image],
+        "namespace": settings.namespace,
+        "service_account_name": settings.service_account,
+        # Workload Identity needs no token in the pod: GKE's metadata server answers for the KSA.
+        "automount_service_account_token": False,
+        "container_resources": k8s.V1ResourceRequirements(requests=requests, limits=limits),
+        "node_selector": node_selector,
+        "tolerations": tolerations,
+        "volumes": volumes,
+        "volume_mounts": mounts,
+        "annotations": annotations,
+        "labels": {"app.kubernetes.io/name": "criteo-mlops", "app.kubernetes.io/component": spec.name,
+                   **settings.labels},
+        "security_context": k8s.V1PodSecurityContext(
+            run_as_non_root=True, run_as_user=1000, run_as_group=1000, fs_group=1000,
+            seccomp_profile=k8s.V1SeccompProfile(type="RuntimeDefault")),
+        "container_security_context": k8s.V1SecurityContext(
+            allow_privilege_escalation=False, privileged=False, run_as_non_root=True,
+            capabilities=k8s.V1Capabilities(drop=["ALL"])),
+        "env_vars": [k8s.V1EnvVar(name="PYTHONUNBUFFERED", value="1")],
+    }
+
+
+def pod_operator(spec: StepSpec, argv: list[str], *, task_id: str, settings: PodSettings):
+    """A KubernetesPodOperator (GKEStartPodOperator with criteo_gke_cluster) for one step run."""
+    kwargs = dict(
+        task_id=task_id,
+        name=f"criteo-{spec.name.replace('_', '-')}",
+        random_name_suffix=True,
+        cmds=["python", "-m", spec.module, *spec.command],
+        arguments=[settings.container_path(a) for a in argv],
+        base_container_name=BASE_CONTAINER,
+        startup_timeout_seconds=settings.startup_timeout_s,
+        schedule_timeout_seconds=settings.startup_timeout_s,
+        active_deadline_seconds=settings.active_deadline_s,
+        on_finish_action="delete_succeeded_pod" if settings.keep_failed else "delete_pod",
+        on_kill_action="delete_pod",
+        deferrable=settings.deferrable,
+        poll_interval=settings.poll_interval_s,
+        get_logs=True,
+        log_events_on_failure=True,
+        do_xcom_push=False,   # the result comes back in the log (module docstring)
+        callbacks=[StepResultCallback],
+        **pod_spec_parts(spec, settings),
+    )
+    if settings.gke_cluster:
+        from airflow.providers.google.cloud.operators.kubernetes_engine import GKEStartPodOperator
+
+        return GKEStartPodOperator(location=settings.gke_location, cluster_name=settings.gke_cluster,
+                                   project_id=settings.gcp_project or None, gcp_conn_id=settings.gcp_conn_id,
+                                   **kwargs)
+    from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+
+    return KubernetesPodOperator(kubernetes_conn_id=settings.conn_id, **kwargs)
+
+
+def result_from_log(text: str) -> dict | None:
+    """The manifest a step printed as `STEP_RESULT {...}` (the last one), or None."""
+    for line in reversed(text.splitlines()):
+        head, sep, rest = line.partition(RESULT_LINE)
+        # tolerate a runtime's timestamp prefix before the marker
+        if sep and (not head or head.endswith(" ")):
+            try:
+                return json.loads(rest)
+            except json.JSONDecodeError:
+                return None
+    return None
+
+
+def exit_code_of(pod: k8s.V1Pod | None) -> int | None:
+    statuses = (pod.status.container_statuses if pod is not None and pod.status else None) or []
+    for status in statuses:
+        if status.name == BASE_CONTAINER and status.state and status.state.terminated:
+            return status.state.terminated.exit_code
+    return None
+
+
+class StepResultCallback(KubernetesPodOperatorCallback):
+    """When the pod ends (either mode), keep its result line and exit code on the operator."""
+
+    @staticmethod
+    def on_pod_completion(*, pod, client, mode, operator=None, context=None, **kwargs) -> None:
+        if operator is None or pod is None:
+            return
+        operator.step_exit_code = exit_code_of(pod)
+        logs = client.read_namespaced_pod_log(name=pod.metadata.name, namespace=pod.metadata.namespace,
+                                              container=BASE_CONTAINER, _preload_content=False)
+        text = logs.data.decode("utf-8", errors="replace")
+        operator.step_result = result_from_log(text)
+        operator.step_log_tail = "\n".join(text.splitlines()[-LOG_TAIL_LINES:])

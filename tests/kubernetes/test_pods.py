@@ -1,0 +1,130 @@
+"""The pod runtime against a real Kubernetes API server (local_servers.kube): the pods every step
+asks for are accepted, the real scheduler places them, and steps run as pods end as they do
+locally: their result comes back, a failure fails the task, bad data fails it without retry."""
+import time
+
+import pytest
+
+from operators.runtime.catalogue import STEPS
+from tests.fixtures.kubernetes import IMAGES, NAMESPACE, SERVICE_ACCOUNT
+
+pytestmark = pytest.mark.kubernetes
+
+
+def pod_request(kube, step, argv=("--help",)):
+    from operators.runtime.kubernetes import PodSettings, pod_operator
+
+    op = pod_operator(STEPS[step], list(argv), task_id=step, settings=PodSettings.load())
+    return kube.api_client.sanitize_for_serialization(op.build_pod_request_obj(dry_run=True))
+
+
+def wait_for(what, check, timeout_s=30):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.mark.parametrize("step", sorted(STEPS))
+def test_every_step_pod_is_accepted_by_the_api_server(kube, pod_settings, step):
+    spec = STEPS[step]
+    created = kube.core.create_namespaced_pod(NAMESPACE, pod_request(kube, step), dry_run="All")
+    (c,) = created.spec.containers
+    assert created.metadata.namespace == NAMESPACE and created.spec.service_account_name == SERVICE_ACCOUNT
+    assert c.image == IMAGES[spec.image] and c.command[:3] == ["python", "-m", spec.module]
+    assert c.resources.requests["memory"] == c.resources.limits["memory"] == spec.memory
+    assert created.spec.security_context.run_as_non_root and not c.security_context.allow_privilege_escalation
+    assert c.security_context.capabilities.drop == ["ALL"]
+    # the server's admission added what it adds to every pod: the GPU taint is tolerated, not ignored
+    if spec.gpu:
+        assert c.resources.limits["nvidia.com/gpu"] == "1"
+        assert created.spec.node_selector == {"cloud.google.com/gke-accelerator": "nvidia-tesla-a100"}
+        assert ("nvidia.com/gpu", "Exists", "NoSchedule") in [(t.key, t.operator, t.effect)
+                                                              for t in created.spec.tolerations]
+        assert [(v.name, v.empty_dir.medium) for v in created.spec.volumes] == [("dshm", "Memory")]
+    else:
+        assert "nvidia.com/gpu" not in c.resources.limits and not created.spec.node_selector
+
+
+def test_the_server_refuses_a_pod_it_should(kube, pod_settings):
+    from kubernetes.client.rest import ApiException
+
+    body = pod_request(kube, "train")
+    body["spec"]["containers"][0]["resources"]["requests"]["nvidia.com/gpu"] = "2"  # request != limit
+    with pytest.raises(ApiException) as err:
+        kube.core.create_namespaced_pod(NAMESPACE, body, dry_run="All")
+    assert err.value.status == 422 and "nvidia.com/gpu" in err.value.body
+    body = pod_request(kube, "train")
+    body["spec"]["serviceAccountName"] = "no-such-account"
+    with pytest.raises(ApiException) as err:
+        kube.core.create_namespaced_pod(NAMESPACE, body, dry_run="All")
+    assert err.value.status == 403 and "no-such-account" in err.value.body
+
+
+def node_of(kube, name):
+    pod = kube.core.read_namespaced_pod(name, NAMESPACE)
+    return pod.spec.node_name
+
+
+def unschedulable(kube, name):
+    pod = kube.core.read_namespaced_pod(name, NAMESPACE)
+    for cond in pod.status.conditions or []:
+        if cond.type == "PodScheduled" and cond.status == "False" and cond.reason == "Unschedulable":
+            return cond.message
+    return None
+
+
+def test_the_real_scheduler_puts_gpu_steps_on_the_gpu_node_only(kube, pod_settings, monkeypatch):
+    gpu = kube.core.create_namespaced_pod(NAMESPACE, pod_request(kube, "train"))
+    cpu = kube.core.create_namespaced_pod(NAMESPACE, pod_request(kube, "extract"))
+    assert wait_for("the GPU pod to be bound", lambda: node_of(kube, gpu.metadata.name)) == "criteo-gpu-0"
+    # the CPU step does not tolerate the GPU node's taint
+    assert wait_for("the CPU pod to be bound", lambda: node_of(kube, cpu.metadata.name)) == "criteo-cpu-0"
+
+    monkeypatch.setenv("AIRFLOW_VAR_CRITEO_POD_GPUS", "4")  # the node has 2
+    greedy = kube.core.create_namespaced_pod(NAMESPACE, pod_request(kube, "train"))
+    monkeypatch.setenv("AIRFLOW_VAR_CRITEO_POD_GPUS", "1")
+    monkeypatch.setenv("AIRFLOW_VAR_CRITEO_GPU_ACCELERATOR", "nvidia-h100-80gb")  # no such node
+    elsewhere = kube.core.create_namespaced_pod(NAMESPACE, pod_request(kube, "preprocess"))
+    assert "Insufficient nvidia.com/gpu" in wait_for("the scheduler to give up", lambda: unschedulable(
+        kube, greedy.metadata.name))
+    assert "didn't match Pod's node affinity" in wait_for("the scheduler to give up", lambda: unschedulable(
+        kube, elsewhere.metadata.name))
+    time.sleep(2)
+    for name in (greedy.metadata.name, elsewhere.metadata.name):
+        pod = kube.core.read_namespaced_pod(name, NAMESPACE)
+        assert pod.status.phase == "Pending" and pod.spec.node_name is None
+
+
+def run_dag(bag, dag_id, conf=None):
+    dr = bag.get_dag(dag_id).test(run_conf=conf)
+    return dr, {ti.task_id: ti for ti in dr.get_task_instances()}
+
+
+def test_a_step_pod_returns_its_result_and_is_deleted(kube, pod_settings, pod_dagbag):
+    dr, tis = run_dag(pod_dagbag, "pod_step_synth", {"rows": 300})
+    assert dr.state == "success", {k: ti.state for k, ti in tis.items()}
+    result = tis["synth"].xcom_pull(task_ids="synth")
+    assert result["days"] == [{"day": 0, "path": str(pod_settings / "raw" / "day_0"), "rows": 300,
+                               "ctr": result["days"][0]["ctr"]}]
+    assert (pod_settings / "raw" / "day_0").read_text().count("\n") == 300
+    pod_name = tis["synth"].xcom_pull(task_ids="synth", key="pod_name")
+    assert pod_name.startswith("criteo-synth-")
+    wait_for("the succeeded pod to be deleted", lambda: not [p for p in kube.pods() if p.metadata.name == pod_name])
+
+
+def test_bad_data_fails_at_once_without_retry(kube, pod_settings, pod_dagbag):
+    raw = pod_settings / "raw"
+    raw.mkdir(parents=True)
+    good = "\t".join(["1"] + ["3"] * 13 + ["deadbeef"] * 26)
+    bad = "\t".join(["2"] + ["x"] + ["3"] * 12 + ["DEADBEEF"] * 26)
+    (raw / "day_0").write_text("\n".join([good] * 1500 + [bad] * 20) + "\n")
+    dr, tis = run_dag(pod_dagbag, "pod_step_bad_data")
+    assert tis["extract"].state == "success"
+    validate = tis["validate"]
+    assert validate.state == "failed" and validate.try_number == 1 and validate.max_tries >= 3
+    report = validate.xcom_pull(task_ids="validate", key="step_result")
+    assert report["success"] is False and "label" in report["summary"]

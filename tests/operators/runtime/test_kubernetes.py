@@ -1,0 +1,148 @@
+"""The pod runtime's pods, rendered with no cluster (KubernetesPodOperator's dry run), and its settings.
+
+The same pods are sent to a real API server in tests/kubernetes."""
+import pytest
+
+from operators.runtime.catalogue import IMAGES, STEPS
+
+pytestmark = pytest.mark.unit
+
+PINNED = {name: f"europe-docker.pkg.dev/p/criteo/{name}:0.10.0" for name in IMAGES}
+
+
+@pytest.fixture
+def settings_env(monkeypatch):
+    env = {"criteo_base_url": "gs://criteo-bucket/pipeline", "criteo_kubernetes_namespace": "criteo",
+           "criteo_kubernetes_service_account": "criteo-steps",
+           **{f"criteo_image_{name}": ref for name, ref in PINNED.items()}}
+    for key, value in env.items():
+        monkeypatch.setenv(f"AIRFLOW_VAR_{key.upper()}", value)
+    return monkeypatch
+
+
+def request(step, settings, argv=("--out", "gs://criteo-bucket/pipeline/x")):
+    from operators.runtime.kubernetes import pod_operator
+
+    return pod_operator(STEPS[step], list(argv), task_id=step, settings=settings).build_pod_request_obj(dry_run=True)
+
+
+@pytest.mark.parametrize("step", sorted(STEPS))
+def test_every_step_renders_a_pinned_non_root_pod_with_its_resources(settings_env, step):
+    from operators.runtime.kubernetes import PodSettings
+
+    spec = STEPS[step]
+    pod = request(step, PodSettings.load())
+    (c,) = pod.spec.containers
+    assert c.name == "base" and c.image == PINNED[spec.image]
+    assert c.command == ["python", "-m", spec.module, *spec.command]
+    assert c.args == ["--out", "gs://criteo-bucket/pipeline/x"]
+    assert pod.metadata.namespace == "criteo" and pod.spec.service_account_name == "criteo-steps"
+    assert pod.spec.automount_service_account_token is False
+    assert pod.spec.restart_policy == "Never" and pod.spec.active_deadline_seconds == 21600
+    assert pod.spec.security_context.run_as_non_root is True and pod.spec.security_context.run_as_user == 1000
+    assert c.security_context.allow_privilege_escalation is False and c.security_context.privileged is False
+    assert c.security_context.capabilities.drop == ["ALL"]
+    assert c.resources.requests["cpu"] == c.resources.limits["cpu"] == spec.cpu
+    assert c.resources.requests["memory"] == c.resources.limits["memory"] == spec.memory
+    assert pod.metadata.labels["app.kubernetes.io/component"] == step
+    assert not [e for e in c.env if "KEY" in e.name or "CREDENTIALS" in e.name]  # Workload Identity: no keys
+    if spec.gpu:
+        assert c.resources.requests["nvidia.com/gpu"] == c.resources.limits["nvidia.com/gpu"] == "1"
+        assert pod.spec.node_selector == {"cloud.google.com/gke-accelerator": "nvidia-tesla-a100"}
+        assert [(t.key, t.operator, t.effect) for t in pod.spec.tolerations] == [
+            ("nvidia.com/gpu", "Exists", "NoSchedule")]
+        (shm,) = [v for v in pod.spec.volumes if v.name == "dshm"]
+        assert shm.empty_dir.medium == "Memory" and shm.empty_dir.size_limit == "16Gi"
+        assert [m.mount_path for m in c.volume_mounts] == ["/dev/shm"]
+    else:
+        assert "nvidia.com/gpu" not in c.resources.limits
+        assert not pod.spec.node_selector and not pod.spec.tolerations and not pod.spec.volumes
+
+
+def test_gpu_count_and_accelerator_come_from_settings(settings_env):
+    from operators.runtime.kubernetes import PodSettings
+
+    settings_env.setenv("AIRFLOW_VAR_CRITEO_POD_GPUS", "4")
+    settings_env.setenv("AIRFLOW_VAR_CRITEO_GPU_ACCELERATOR", "nvidia-h100-80gb")
+    pod = request("train", PodSettings.load())
+    assert pod.spec.containers[0].resources.limits["nvidia.com/gpu"] == "4"
+    assert pod.spec.node_selector["cloud.google.com/gke-accelerator"] == "nvidia-h100-80gb"
+
+
+def test_gcsfuse_mounts_the_bucket_and_rewrites_its_urls(settings_env):
+    from operators.runtime.kubernetes import PodSettings
+
+    settings_env.setenv("AIRFLOW_VAR_CRITEO_POD_DATA", "gcsfuse")
+    pod = request("preprocess", PodSettings.load(), ["--extracted", "gs://criteo-bucket/pipeline/extracted/day=3"])
+    assert pod.metadata.annotations["gke-gcsfuse/volumes"] == "true"
+    (vol,) = [v for v in pod.spec.volumes if v.name == "bucket"]
+    assert vol.csi.driver == "gcsfuse.csi.storage.gke.io" and vol.csi.volume_attributes["bucketName"] == "criteo-bucket"
+    assert "/mnt/gcs/criteo-bucket" in [m.mount_path for m in pod.spec.containers[0].volume_mounts]
+    assert pod.spec.containers[0].args == ["--extracted", "/mnt/gcs/criteo-bucket/pipeline/extracted/day=3"]
+
+
+def test_pvc_mounts_the_claim(settings_env):
+    from operators.runtime.kubernetes import PodSettings
+
+    settings_env.setenv("AIRFLOW_VAR_CRITEO_BASE_URL", "/data/criteo")
+    settings_env.setenv("AIRFLOW_VAR_CRITEO_POD_DATA", "pvc")
+    settings_env.setenv("AIRFLOW_VAR_CRITEO_POD_VOLUME_CLAIM", "criteo-data")
+    pod = request("extract", PodSettings.load())
+    (vol,) = pod.spec.volumes
+    assert vol.persistent_volume_claim.claim_name == "criteo-data"
+    assert pod.spec.containers[0].volume_mounts[0].mount_path == "/data"
+
+
+def test_a_named_gke_cluster_uses_gke_start_pod_operator(settings_env):
+    from airflow.providers.google.cloud.operators.kubernetes_engine import GKEStartPodOperator
+
+    from operators.runtime.kubernetes import PodSettings, pod_operator
+
+    settings_env.setenv("AIRFLOW_VAR_CRITEO_GKE_CLUSTER", "criteo-gpu")
+    settings_env.setenv("AIRFLOW_VAR_CRITEO_GKE_LOCATION", "europe-west4")
+    op = pod_operator(STEPS["train"], [], task_id="train", settings=PodSettings.load())
+    assert isinstance(op, GKEStartPodOperator)
+    assert (op.cluster_name, op.location, op.namespace) == ("criteo-gpu", "europe-west4", "criteo")
+    assert op.deferrable is True and op.do_xcom_push is False
+
+
+@pytest.mark.parametrize("change, named", [
+    ({"criteo_kubernetes_namespace": ""}, "criteo_kubernetes_namespace is not set"),
+    ({"criteo_kubernetes_service_account": ""}, "criteo_kubernetes_service_account is not set"),
+    ({"criteo_image_merlin": ""}, "criteo_image_merlin is not set"),
+    ({"criteo_image_validator": "europe-docker.pkg.dev/p/criteo/validator:latest"}, "criteo_image_validator="),
+    ({"criteo_image_monitoring": "europe-docker.pkg.dev/p/criteo/monitoring"}, "is not pinned"),
+    ({"criteo_base_url": "/srv/bucket"}, "criteo_pod_data=gcsfs needs criteo_base_url on gs://"),
+    ({"criteo_pod_data": "nfs"}, "criteo_pod_data='nfs'"),
+    ({"criteo_pod_data": "pvc"}, "criteo_pod_volume_claim"),
+    ({"criteo_gke_cluster": "c"}, "criteo_gke_cluster is set but criteo_gke_location is not"),
+    ({"criteo_pod_gpus": "0"}, "criteo_pod_gpus='0'"),
+    ({"criteo_pod_deferrable": "yes"}, "criteo_pod_deferrable='yes'"),
+])
+def test_bad_settings_fail_naming_the_setting_without_retry(settings_env, change, named):
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from operators.runtime.kubernetes import PodConfigurationError, PodSettings
+
+    for key, value in change.items():
+        settings_env.setenv(f"AIRFLOW_VAR_{key.upper()}", value)
+    with pytest.raises(PodConfigurationError, match="cannot start a pod") as err:
+        PodSettings.load()
+    assert named in str(err.value)
+    assert isinstance(err.value, AirflowFailException)
+
+
+def test_a_digest_pins_an_image(settings_env):
+    from operators.runtime.kubernetes import PodSettings
+
+    settings_env.setenv("AIRFLOW_VAR_CRITEO_IMAGE_MERLIN", "europe-docker.pkg.dev/p/criteo/merlin@sha256:" + "a" * 64)
+    assert PodSettings.load().images["merlin"].endswith("a" * 64)
+
+
+def test_the_result_is_the_last_step_result_line():
+    from operators.runtime.kubernetes import result_from_log
+
+    log = 'starting\nSTEP_RESULT {"a": 1}\nnoise STEP_RESULT is a word here\nSTEP_RESULT {"a": 2, "b": [1]}\n'
+    assert result_from_log(log) == {"a": 2, "b": [1]}
+    assert result_from_log("2026-12-01T00:00:00Z STEP_RESULT {\"x\": 3}") == {"x": 3}
+    assert result_from_log("no result here\n") is None
