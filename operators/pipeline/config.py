@@ -44,7 +44,7 @@ SETTINGS: dict[str, tuple[str, str]] = {
     "criteo_gke_location": ("", "the GKE cluster's region or zone"),
     "criteo_gcp_project": ("", "the GKE cluster's project (default: the GCP connection's)"),
     "criteo_gpu_accelerator": ("nvidia-tesla-a100", "the GKE accelerator node label GPU steps select"),
-    "criteo_pod_gpus": ("1", "GPUs per GPU step; above 1, preprocessing runs a dask-cuda cluster over them"),
+    "criteo_pod_gpus": ("1", "GPUs per GPU step (requested and limited: nvidia.com/gpu)"),
     "criteo_pod_data": ("gcsfs", "how pods reach the data: gcsfs (gs:// in the step), gcsfuse (CSI mount), "
                         "pvc (criteo_pod_volume_claim at criteo_pod_mount_path), host (local control plane only)"),
     "criteo_pod_volume_claim": ("", "the PersistentVolumeClaim, with criteo_pod_data=pvc"),
@@ -55,8 +55,6 @@ SETTINGS: dict[str, tuple[str, str]] = {
     "criteo_pod_keep_failed": ("false", "keep failed pods for debugging (succeeded ones are always deleted)"),
     "criteo_pod_deferrable": ("true", "wait for pods in the triggerer, freeing the worker slot"),
     "criteo_pod_poll_interval_s": ("10", "seconds between pod status polls"),
-    "criteo_dask_part_size": ("256MB", "NVTabular's partition size when preprocessing on several GPUs"),
-    "criteo_dask_device_memory_limit": ("0.8", "each dask-cuda worker's spill threshold (fraction of GPU memory)"),
 }
 
 

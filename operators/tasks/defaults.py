@@ -27,3 +27,21 @@ LABEL_RETRY_DELAY = timedelta(seconds=float(os.environ.get("CRITEO_LABEL_RETRY_D
 def run_date(context):
     """The run's logical date; manual runs in Airflow 3 may have none, then the run_after time."""
     return context.get("logical_date") or context["dag_run"].run_after
+
+
+def check_runtime(cfg) -> None:
+    """With criteo_runtime=kubernetes, every pod setting is checked here, in the run's first task,
+    so a missing image, namespace, service account or bucket fails before any step runs (and
+    without retry), naming the setting."""
+    from ..runtime import RUNTIMES
+
+    if cfg.runtime not in RUNTIMES:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        raise AirflowFailException(f"criteo_runtime={cfg.runtime!r}: expected one of {RUNTIMES}")
+    if cfg.runtime == "kubernetes":
+        from ..runtime.kubernetes import PodSettings
+
+        settings = PodSettings.load(cfg.base_url)
+        print(f"steps run as pods in namespace {settings.namespace} as {settings.service_account}, images "
+              + ", ".join(f"{k}={v}" for k, v in settings.images.items()))

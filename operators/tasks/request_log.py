@@ -14,9 +14,10 @@ def plan_request_log_day(**context) -> dict:
 
     from ..pipeline.config import PipelineConfig
     from ..pipeline.layout import DayOutOfRange, Layout, day_for_date
-    from .defaults import run_date
+    from .defaults import check_runtime, run_date
 
     cfg = PipelineConfig.load()
+    check_runtime(cfg)
     layout = Layout(cfg)
     try:
         day = day_for_date(run_date(context), cfg.day0, cfg.num_days)

@@ -49,8 +49,10 @@ def _plan(planner, context) -> dict:
     """Run a planner on the repository and settings the pipeline's configuration names."""
     from ..hooks.model_repository import ModelRepositoryHook
     from ..pipeline.layout import data_docs_run
+    from .defaults import check_runtime
 
     repository = ModelRepositoryHook.from_settings()
+    check_runtime(repository.layout.cfg)
     with _no_retry_on_bad_plan():
         return planner(repository.layout.cfg, run_date(context), context["params"], repository,
                        docs_run=data_docs_run(context["dag"].dag_id, context["run_id"]))

@@ -6,6 +6,7 @@ and task logs through the REST API.
 - a failing pod fails its task, with the pod's own log in the task log;
 - an image that cannot be pulled fails within the startup deadline, naming the image;
 - an unreachable API server fails the task saying so;
+- a pod evicted mid-step: the retry runs the step again and writes the same output;
 - a task killed while its pod runs (its state set to failed through the REST API) deletes the pod.
 
 Settings that differ between tests are Airflow Variables set through the REST API.
@@ -35,8 +36,8 @@ def airflow(kube, tmp_path_factory):
     try:
         af.start()
         af.wait("the DAG processor to parse the pod step DAGs",
-                lambda: af.call("GET", "/api/v2/dags?dag_id_pattern=pod_step")["total_entries"] == 3)
-        for dag_id in ("pod_step_synth", "pod_step_missing_day"):
+                lambda: af.call("GET", "/api/v2/dags?dag_id_pattern=pod_step")["total_entries"] == 4)
+        for dag_id in ("pod_step_synth", "pod_step_missing_day", "pod_step_synth_retry"):
             af.call("PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": False})
         config = json.loads(kube.control_plane.kubeconfig.read_text())
         config["clusters"][0]["cluster"]["server"] = "https://127.0.0.1:9"  # nothing listens there
@@ -133,6 +134,33 @@ def test_killing_a_running_task_deletes_its_pod(af_pods):
     assert "Terminating process" in log, log[-3000:]   # the supervisor's SIGTERM: on_kill deletes the pod
     agent_log = (kube.control_plane.work_dir / "logs" / "kube-node-agent.log").read_text()
     assert f"pod {NAMESPACE}/{pod.metadata.name} deleted; its processes stopped" in agent_log
+
+
+def test_an_evicted_pod_is_retried_and_writes_the_same_output(af_pods, tmp_path):
+    import hashlib
+
+    from operators.runtime.catalogue import STEPS
+    from operators.runtime.local import LocalProcessRuntime
+
+    af, kube = af_pods
+    settings(af, criteo_pod_deferrable="false")
+    rows = 1_500_000
+    run_id = trigger(af, "pod_step_synth_retry", {"rows": rows})
+    pod = af.wait("the step pod to run", lambda: [p for p in kube.pods() if p.status.phase == "Running"],
+                  timeout_s=120, every_s=0.5)[0]
+    time.sleep(2)
+    kube.core.create_namespaced_pod_eviction(pod.metadata.name, NAMESPACE, body={
+        "apiVersion": "policy/v1beta1", "kind": "Eviction",
+        "metadata": {"name": pod.metadata.name, "namespace": NAMESPACE}})
+    run = af.finished_run("pod_step_synth_retry", run_id)
+    tis = af.call("GET", f"/api/v2/dags/pod_step_synth_retry/dagRuns/{run_id}/taskInstances")["task_instances"]
+    assert run["state"] == "success" and tis[0]["try_number"] == 2, (tis, af.logs())
+    first = af.task_log("pod_step_synth_retry", run_id, "synth", try_number=1)
+    assert pod.metadata.name in first and "STEP_RESULT" not in first   # the evicted attempt never finished
+    LocalProcessRuntime().run(STEPS["synth"], ["--out", str(tmp_path), "--days", "0", "--rows", str(rows)])
+    digest = [hashlib.sha256((d / "day_0").read_bytes()).hexdigest() for d in (af.bucket / "retry", tmp_path)]
+    assert digest[0] == digest[1]
+    assert sorted(p.name for p in (af.bucket / "retry").iterdir()) == ["day_0"]   # no partial file left
 
 
 @pytest.fixture

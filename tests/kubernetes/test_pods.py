@@ -128,3 +128,21 @@ def test_bad_data_fails_at_once_without_retry(kube, pod_settings, pod_dagbag):
     assert validate.state == "failed" and validate.try_number == 1 and validate.max_tries >= 3
     report = validate.xcom_pull(task_ids="validate", key="step_result")
     assert report["success"] is False and "label" in report["summary"]
+
+
+def test_a_missing_pod_setting_fails_the_first_task_before_any_pod(kube, pod_settings, dagbag, monkeypatch):
+    from datetime import UTC, datetime
+
+    from operators.pipeline.config import PipelineConfig
+    from operators.runtime.kubernetes import PodConfigurationError
+    from operators.tasks.defaults import check_runtime
+
+    monkeypatch.setenv("AIRFLOW_VAR_CRITEO_IMAGE_VALIDATOR", "")
+    with pytest.raises(PodConfigurationError, match="criteo_image_validator is not set"):
+        check_runtime(PipelineConfig.load())   # what the plan task runs first
+    dr = dagbag.get_dag("criteo_incremental_training").test(logical_date=datetime(2026, 1, 3, tzinfo=UTC))
+    tis = {ti.task_id: ti for ti in dr.get_task_instances()}
+    plan = tis["plan_incremental_run"]
+    assert dr.state == "failed" and plan.state == "failed" and plan.try_number == 1 and plan.max_tries > 0
+    assert tis["extract"].state == "upstream_failed"
+    assert not kube.pods()

@@ -1,6 +1,6 @@
 """Single steps as DAGs, for the pod runtime's tests: each run is one CriteoStepOperator task,
 on whichever runtime the Variables select, with its paths under the bucket Variable."""
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from airflow.sdk import DAG
 
@@ -26,3 +26,8 @@ with DAG("pod_step_bad_data", schedule=None, start_date=datetime(2026, 1, 1), ca
                                   arguments={"--suite": "raw_day", "--data-docs": f"{BASE}/data_docs",
                                              "--run-name": "pods"},
                                   inputs={"--input": extract.output["output"]})
+
+with DAG("pod_step_synth_retry", schedule=None, start_date=datetime(2026, 1, 1), catchup=False,
+         params={"rows": 300}):
+    CriteoStepOperator(task_id="synth", step="synth", retries=1, retry_delay=timedelta(seconds=1),
+                       arguments={"--out": f"{BASE}/retry", "--days": "0", "--rows": "{{ params.rows }}"})

@@ -14,6 +14,7 @@ distributions (count scale, category popularity) and the click function.
 from __future__ import annotations
 
 import argparse
+import glob
 import gzip
 import os
 import shutil
@@ -178,6 +179,9 @@ def main(argv: list[str] | None = None) -> dict:
     written = []
     for day in parse_days(args.days):
         path = os.path.join(args.out, day_file_name(day, args.gz))
+        # A killed earlier attempt (an evicted pod) leaves its scratch behind: the retry clears it.
+        for stale in glob.glob(glob.escape(path) + ".parts-*"):
+            shutil.rmtree(stale, ignore_errors=True)
         tmp_dir = f"{path}.parts-{os.getpid()}"
         os.makedirs(tmp_dir, exist_ok=True)
         # Chunked so that a large synthetic day never needs all rows in memory at once.
