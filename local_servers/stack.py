@@ -32,6 +32,25 @@ def monitor_process(request_log: str, model_repository: str, model: str, log_pat
     return proc
 
 
+def ensure_folder(url: str) -> None:
+    """A folder, or on gs:// a placeholder object under the prefix: Triton refuses to start on a
+    model repository it cannot stat, and an empty GCS prefix does not exist."""
+    if "://" not in url:
+        Path(url).mkdir(parents=True, exist_ok=True)
+        return
+    import fsspec
+
+    fs, path = fsspec.core.url_to_fs(url)
+    if not fs.exists(path):
+        fs.pipe_file(f"{path}/.keep", b"")
+
+
+def _gcs_env() -> dict[str, str]:
+    """The emulator's variables from this process's environment, for Triton's GCS client."""
+    keys = ("STORAGE_EMULATOR_HOST", "CLOUD_STORAGE_EMULATOR_ENDPOINT", "GOOGLE_CLOUD_PROJECT")
+    return {k: os.environ[k] for k in keys if k in os.environ}
+
+
 class ServingStack(ExitStack):
     """with ServingStack(base, work) as s: s.triton, s.monitor, s.prometheus are up, and the Variables
     criteo_triton_grpc_url / criteo_prometheus_url point at them; monitor=False or prometheus=False
@@ -41,7 +60,7 @@ class ServingStack(ExitStack):
                  prometheus: bool = True, window_rows: int = 5000, min_rows: int = 500,
                  scrape_interval_s: float = 1.0):
         super().__init__()
-        self.base = Path(base)
+        self.base = str(base).rstrip("/")   # a folder or gs://bucket/prefix
         self.work_dir = Path(work_dir)
         self.model = model
         self.with_monitor = monitor
@@ -53,12 +72,12 @@ class ServingStack(ExitStack):
         self._saved_env: dict[str, str | None] = {}
 
     @property
-    def model_repository(self) -> Path:
-        return self.base / "model_repository"
+    def model_repository(self) -> str:
+        return f"{self.base}/model_repository"
 
     @property
-    def request_log(self) -> Path:
-        return self.base / "request_log"
+    def request_log(self) -> str:
+        return f"{self.base}/request_log"
 
     def _set_var(self, name: str, value: str) -> None:
         key = f"AIRFLOW_VAR_{name.upper()}"
@@ -70,10 +89,10 @@ class ServingStack(ExitStack):
         from .triton import LocalTriton
 
         try:
-            self.model_repository.mkdir(parents=True, exist_ok=True)
-            self.request_log.mkdir(parents=True, exist_ok=True)
-            self.triton = LocalTriton(model_repository=str(self.model_repository), work_dir=self.work_dir / "triton",
-                                      log_path=self.work_dir / "triton.log")
+            for folder in (self.model_repository, self.request_log):
+                ensure_folder(folder)
+            self.triton = LocalTriton(model_repository=self.model_repository, work_dir=self.work_dir / "triton",
+                                      log_path=self.work_dir / "triton.log", env=_gcs_env())
             self.enter_context(self.triton)
             self._set_var("criteo_triton_grpc_url", self.triton.grpc_url)
             targets = [self.triton.metrics_url]

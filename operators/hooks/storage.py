@@ -11,7 +11,7 @@ import uuid
 
 from criteo_kernel.storage import is_local  # one rule for what a local URL is, both seams
 
-__all__ = ["is_local", "normalise", "storage_path", "write_text_atomic"]
+__all__ = ["BucketUnavailable", "check_bucket", "is_local", "normalise", "storage_path", "write_text_atomic"]
 
 
 def storage_path(url: str):
@@ -39,3 +39,31 @@ def write_text_atomic(path, text: str) -> None:
         os.replace(tmp.path, path.path)
     else:
         path.write_text(text)
+
+
+class BucketUnavailable(RuntimeError):
+    """The bucket a setting names does not exist or cannot be read: retrying cannot help."""
+
+
+def check_bucket(url: str, setting: str = "criteo_base_url") -> None:
+    """Fail, naming the setting and the URL, when the bucket of a gs:// URL is missing or unreadable.
+
+    A local folder is created by the steps when needed; a bucket is not: without this, a run on a
+    missing bucket would wait on its raw-day sensor for hours and then say only "not found".
+    """
+    if is_local(url):
+        return
+    scheme, rest = url.split("://", 1)
+    bucket = rest.split("/", 1)[0]
+    try:
+        root = storage_path(f"{scheme}://{bucket}/")
+        found = root.exists()
+        if found:
+            next(iter(root.iterdir()), None)   # readable, not only visible
+    except Exception as exc:  # 403, bad credentials, DNS: all mean this bucket cannot be used
+        raise BucketUnavailable(f"{setting}={url}: the bucket {scheme}://{bucket} cannot be read: "
+                                f"{type(exc).__name__}: {exc}") from exc
+    if not found:
+        raise BucketUnavailable(f"{setting}={url}: the bucket {scheme}://{bucket} does not exist (create it, "
+                                f"or point {setting} at an existing one)")
+

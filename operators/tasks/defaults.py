@@ -30,15 +30,20 @@ def run_date(context):
 
 
 def check_runtime(cfg) -> None:
-    """With criteo_runtime=kubernetes, every pod setting is checked here, in the run's first task,
-    so a missing image, namespace, service account or bucket fails before any step runs (and
-    without retry), naming the setting."""
+    """What each run checks in its first task, so that a wrong setting fails before any step runs,
+    without retry, naming the setting: the runtime, the bucket (exists and can be read), and with
+    criteo_runtime=kubernetes every pod setting (image, namespace, service account, ...)."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from ..hooks.storage import BucketUnavailable, check_bucket
     from ..runtime import RUNTIMES
 
     if cfg.runtime not in RUNTIMES:
-        from airflow.sdk.exceptions import AirflowFailException
-
         raise AirflowFailException(f"criteo_runtime={cfg.runtime!r}: expected one of {RUNTIMES}")
+    try:
+        check_bucket(cfg.base_url)
+    except BucketUnavailable as exc:
+        raise AirflowFailException(str(exc)) from None
     if cfg.runtime == "kubernetes":
         from ..runtime.kubernetes import PodSettings
 

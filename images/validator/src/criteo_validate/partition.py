@@ -23,7 +23,6 @@ import math
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 from criteo_kernel.artifacts import EXTRACT_META, PREPROCESS_META, SUCCESS
 
@@ -38,14 +37,14 @@ class InputError(RuntimeError):
 
 @dataclass
 class Partition:
-    paths: list  # [Path] of the partition folders
+    paths: list  # [PartitionPath] of the partition folders (local or gs://)
     kind: str  # extracted | processed
     stats: dict  # merged facts of the meta files
-    files: list  # [(Path, pyarrow.parquet.ParquetFile)]
+    files: list  # [(str, pyarrow.parquet.ParquetFile)]
     row_groups: list  # [(file index, row group index, num_rows)]
 
     @property
-    def path(self) -> Path:
+    def path(self) -> PartitionPath:
         return self.paths[0]
 
     @property
@@ -57,10 +56,11 @@ class Partition:
         return sum(n for _, _, n in self.row_groups)
 
 
-def _read_meta(part: Path, kind: str) -> dict:
-    meta_path = part / META_FILES[kind]
+def _read_meta(fs, part: str, kind: str) -> dict:
+    meta_path = f"{part}/{META_FILES[kind]}"
     try:
-        stats = json.loads(meta_path.read_text())
+        with fs.open(meta_path, "rb") as fh:
+            stats = json.loads(fh.read())
     except FileNotFoundError as exc:
         raise InputError(f"{meta_path}: missing (is {part} a published {kind} partition?)") from exc
     except (OSError, ValueError) as exc:
@@ -106,28 +106,56 @@ def open_partitions(paths: list, kind: str = "extracted") -> Partition:
         raise InputError(f"unknown partition kind {kind!r}: expected one of {sorted(META_FILES)}")
     folders, metas, files, groups = [], [], [], []
     for raw in paths:
-        part = Path(raw)
-        if not part.is_dir():
-            raise InputError(f"{part}: input partition folder not found")
-        if not (part / SUCCESS).exists():
-            raise InputError(f"{part / SUCCESS}: missing, the partition was not published")
-        metas.append(_read_meta(part, kind))
-        found = [p for split in SPLITS for p in sorted((part / split).glob("*.parquet"))]
+        # A folder or a gs:// URL (fsspec): the parquet files are read in place, row group by
+        # row group, so a sampled day on GCS reads only its sampled row groups.
+        fs, part = _fs(raw)
+        label = str(raw).rstrip("/")
+        if not fs.isdir(part):
+            raise InputError(f"{label}: input partition folder not found")
+        if not fs.exists(f"{part}/{SUCCESS}"):
+            raise InputError(f"{label}/{SUCCESS}: missing, the partition was not published")
+        metas.append(_read_meta(fs, part, kind))
+        found = [p for split in SPLITS for p in sorted(fs.glob(f"{part}/{split}/*.parquet"))]
         if not found:
-            raise InputError(f"{part}: no parquet files under {'/, '.join(SPLITS)}/")
+            raise InputError(f"{label}: no parquet files under {'/, '.join(SPLITS)}/")
         for p in found:
+            shown = _shown(raw, part, p)
             try:
-                pf = pq.ParquetFile(p)
+                pf = pq.ParquetFile(fs.open(p, "rb") if not _is_local(fs) else p)
             except Exception as exc:  # ArrowInvalid, OSError, ...: anything means unreadable
-                raise InputError(f"{p}: cannot be read as parquet: {exc}") from exc
+                raise InputError(f"{shown}: cannot be read as parquet: {exc}") from exc
             fi = len(files)
-            files.append((p, pf))
+            files.append((shown, pf))
             md = pf.metadata
             groups += [(fi, g, md.row_group(g).num_rows) for g in range(md.num_row_groups)]
-        folders.append(part)
+        folders.append(PartitionPath(label))
     if not folders:
         raise InputError("no input partitions given")
     return Partition(folders, kind, _merge_stats(kind, metas), files, groups)
+
+
+class PartitionPath(str):
+    """A partition's folder or URL, as given; `.name` like a Path's (its last part)."""
+
+    @property
+    def name(self) -> str:
+        return self.rstrip("/").rsplit("/", 1)[-1]
+
+
+def _fs(url):
+    import fsspec
+
+    return fsspec.core.url_to_fs(os.fspath(url))
+
+
+def _is_local(fs) -> bool:
+    return "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
+
+
+def _shown(raw, part: str, path: str) -> str:
+    """A file's name as the user gave its partition (gs://... stays gs://...)."""
+    base = str(raw).rstrip("/")
+    return base + path[len(part.rstrip("/")):] if path.startswith(part.rstrip("/")) else path
 
 
 def open_partition(path: str | os.PathLike, kind: str = "extracted") -> Partition:
