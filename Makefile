@@ -15,7 +15,8 @@ PYTEST_ARGS ?=
 
 .PHONY: setup demo demo-loop lint test test-unit test-integration test-steps test-e2e test-kubernetes kube-build kube-up bench lock clean
 
-setup: .venv/.installed .venv-steps/.installed .venv-triton/.installed .tools/prometheus.ok $(AIRFLOW_HOME)/airflow.db
+setup: .venv/.installed .venv-steps/.installed .venv-triton/.installed .tools/prometheus.ok .tools/docker-compose.ok \
+       $(AIRFLOW_HOME)/airflow.db
 
 $(UV):
 	$(PYTHON) -m venv .tools
@@ -47,6 +48,14 @@ $(UV):
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
 	prometheus --version 2>&1 | head -1
+	touch $@
+
+# A real compose client (Debian's docker-compose 1.29) to check docker-compose.yaml; no engine needed.
+.tools/docker-compose.ok: | $(UV)
+	command -v docker-compose >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends docker-compose >/dev/null; }
+	docker-compose version 2>&1 | head -1
 	touch $@
 
 $(AIRFLOW_HOME)/airflow.db: .venv/.installed

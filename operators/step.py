@@ -42,7 +42,7 @@ class CriteoStepOperator(BaseOperator):
         self.arguments = arguments or {}
         self.inputs = inputs or {}
         self._runtime = None
-        self._pod = None
+        self._container = None
 
     def argv(self) -> list[str]:
         """The rendered flags, plan's and upstream's, as the step's argv."""
@@ -65,6 +65,8 @@ class CriteoStepOperator(BaseOperator):
         cfg = PipelineConfig.load()
         if cfg.runtime == "kubernetes":
             return self._run_pod(context, cfg.base_url)
+        if cfg.runtime == "docker":
+            return self._run_container(context, cfg.base_url)
         from .runtime import runtime_for
 
         return self._run_local(context, runtime_for(cfg.runtime))
@@ -111,21 +113,21 @@ class CriteoStepOperator(BaseOperator):
                             settings=PodSettings.load(base_url))
 
     def _run_pod(self, context, base_url: str) -> dict:
-        self._pod = self._pod_operator(base_url)
-        run = self._pod.execute_async if self._pod.deferrable else self._pod.execute_sync
+        self._container = self._pod_operator(base_url)
+        run = self._container.execute_async if self._container.deferrable else self._container.execute_sync
         return self._drive_pod(context, run, context)
 
     def resume_pod(self, context, event: dict) -> dict:
         """Where the pod's trigger resumes the task (in the deferrable mode)."""
-        self._pod = self._pod_operator()
-        return self._drive_pod(context, self._pod.trigger_reentry, context, event)
+        self._container = self._pod_operator()
+        return self._drive_pod(context, self._container.trigger_reentry, context, event)
 
     def _drive_pod(self, context, call, *args) -> dict:
         from airflow.sdk.exceptions import AirflowException, AirflowFailException, TaskDeferred
         from urllib3.exceptions import HTTPError
 
         spec = STEPS[self.step]
-        pod = self._pod
+        pod = self._container
         pod.step_result = pod.step_exit_code = pod.step_log_tail = None
         try:
             call(*args)
@@ -151,8 +153,40 @@ class CriteoStepOperator(BaseOperator):
                                    f"no STEP_RESULT line (the step's result contract, criteo_kernel.result)")
         return self._outputs(context, pod.step_result)
 
+    # -- the Docker runtime (the compose stack) -----------------------------------------------
+    # DockerOperator does not defer, so running it inside this task is safe; its return value is
+    # the container's log lines, whose last STEP_RESULT line is the step's result.
+
+    def _run_container(self, context, base_url: str) -> dict:
+        from airflow.sdk.exceptions import AirflowException, AirflowFailException
+
+        from .runtime.docker import DockerSettings, docker_operator, exit_code_of_failure, result_from_log
+
+        spec = STEPS[self.step]
+        settings = DockerSettings.load(base_url)
+        self._container = docker_operator(spec, self.argv(), task_id=self.task_id, settings=settings)
+        try:
+            lines = self._container.execute(context)
+        except AirflowException as exc:
+            code = exit_code_of_failure(exc)
+            logs = "\n".join(line.decode() if isinstance(line, bytes) else str(line)
+                             for line in getattr(exc, "logs", None) or [])
+            result = result_from_log(logs)
+            if result is not None:
+                context["ti"].xcom_push(key="step_result", value=result)
+            summary = (result or {}).get("summary") or "\n".join(logs.splitlines()[-40:]) or str(exc)
+            if code in spec.data_error_exit_codes:
+                raise AirflowFailException(f"step {spec.name} exited with code {code} (bad input: no retry):\n"
+                                           f"{summary}") from None
+            raise AirflowException(f"step {spec.name} exited with code {code}:\n{summary}") from exc
+        text = "\n".join(lines) if isinstance(lines, list) else str(lines or "")
+        result = result_from_log(text)
+        if result is None:
+            raise AirflowException(f"step {spec.name}: its container's log has no STEP_RESULT line")
+        return self._outputs(context, result)
+
     def on_kill(self) -> None:
         if self._runtime is not None:
             self._runtime.kill()
-        if self._pod is not None:
-            self._pod.on_kill()
+        if self._container is not None:
+            self._container.on_kill()

@@ -24,7 +24,7 @@ SETTINGS: dict[str, tuple[str, str]] = {
     "criteo_base_url": (str(REPO_ROOT / ".data" / "bucket"),
                         "every artifact lives under here: a folder, or gs://bucket/prefix"),
     "criteo_raw_url": ("<base>/raw", "where the raw Criteo day_N[.gz] files land"),
-    "criteo_runtime": ("local", "local: steps run as local processes; kubernetes: pods"),
+    "criteo_runtime": ("local", "local: steps run as local processes; kubernetes: pods; docker: containers"),
     "criteo_day0_date": ("2026-01-01", "the logical date of day_0"),
     "criteo_num_days": ("24", "days in the data set"),
     "criteo_model_name": (MODEL_NAME, "the model's name in the Triton repository"),
@@ -55,6 +55,13 @@ SETTINGS: dict[str, tuple[str, str]] = {
     "criteo_pod_keep_failed": ("false", "keep failed pods for debugging (succeeded ones are always deleted)"),
     "criteo_pod_deferrable": ("true", "wait for pods in the triggerer, freeing the worker slot"),
     "criteo_pod_poll_interval_s": ("10", "seconds between pod status polls"),
+    # The Docker runtime (criteo_runtime=docker; operators/runtime/docker.py): the compose stack's.
+    "criteo_docker_url": ("unix://var/run/docker.sock", "the Docker engine the step containers run on"),
+    "criteo_docker_network": ("", "the network the step containers join (the compose project's, to reach gcs/triton)"),
+    "criteo_docker_volume": ("", "the named volume holding a local criteo_base_url, mounted into each step container"),
+    "criteo_docker_mount_path": ("/data/bucket", "where that volume is mounted (Airflow's containers and steps')"),
+    "criteo_docker_gpus": ("1", "GPUs requested by each GPU step (Docker device request)"),
+    "criteo_docker_env": ("", "NAME=value pairs, comma-separated, set in every step container (no secrets)"),
 }
 
 

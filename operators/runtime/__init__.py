@@ -4,7 +4,9 @@ The Airflow Variable `criteo_runtime` picks the runtime at run time; DAG files n
 
 - local (embedded default, local.py): a subprocess in the image's local virtual environment;
 - kubernetes (kubernetes.py): the provider's KubernetesPodOperator (GKEStartPodOperator where a
-  GKE cluster is named), driven by CriteoStepOperator so that it can defer.
+  GKE cluster is named), driven by CriteoStepOperator so that it can defer;
+- docker (docker.py): the Docker provider's DockerOperator, each step in its own image on one
+  Docker host (the compose stack).
 
 Either way the step's result manifest (criteo_kernel.result) is what the task returns.
 """
@@ -14,7 +16,7 @@ from .base import StepFailed
 
 __all__ = ["RUNTIMES", "StepFailed", "runtime_for"]
 
-RUNTIMES = ("local", "kubernetes")
+RUNTIMES = ("local", "kubernetes", "docker")
 
 
 def runtime_for(name: str):
@@ -23,7 +25,7 @@ def runtime_for(name: str):
         from .local import LocalProcessRuntime
 
         return LocalProcessRuntime()
-    if name == "kubernetes":
-        raise ValueError("criteo_runtime=kubernetes runs steps as KubernetesPodOperator pods, through "
-                         "CriteoStepOperator, not in this process")
+    if name in ("kubernetes", "docker"):
+        raise ValueError(f"criteo_runtime={name} runs steps as containers, through CriteoStepOperator, "
+                         f"not in this process")
     raise ValueError(f"unknown criteo_runtime {name!r}: expected one of {RUNTIMES}")

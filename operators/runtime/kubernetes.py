@@ -16,18 +16,15 @@ Imported only inside tasks: it imports the provider and the kubernetes client.
 """
 from __future__ import annotations
 
-import json
-import re
 from dataclasses import dataclass, field
 
 from airflow.providers.cncf.kubernetes.callbacks import KubernetesPodOperatorCallback
 from airflow.sdk.exceptions import AirflowFailException
 from kubernetes.client import models as k8s
 
-from criteo_kernel.result import RESULT_LINE
-
 from ..pipeline.config import setting
-from .catalogue import IMAGES, StepSpec
+from .catalogue import StepSpec
+from .container import result_from_log, step_images
 
 GPU_RESOURCE = "nvidia.com/gpu"
 ACCELERATOR_LABEL = "cloud.google.com/gke-accelerator"
@@ -35,16 +32,10 @@ BASE_CONTAINER = "base"
 LOG_TAIL_LINES = 40  # of a failed pod's log, quoted in the task's error
 DATA_MODES = ("gcsfs", "gcsfuse", "pvc", "host")
 FUSE_ROOT = "/mnt/gcs"
-# A tag other than "latest", or a digest: a retry or a backfill runs the same code.
-_PINNED = re.compile(r"^[^\s@]+(:(?!latest$)[\w][\w.-]{0,127}|@sha256:[0-9a-f]{64})$")
 
 
 class PodConfigurationError(AirflowFailException):
     """A pod setting is missing or wrong: no retry can fix it."""
-
-
-def image_setting(image: str) -> str:
-    return f"criteo_image_{image}"
 
 
 @dataclass(frozen=True)
@@ -90,18 +81,12 @@ class PodSettings:
             "mount_path": get("criteo_pod_mount_path").rstrip("/") or "/",
             "shm_size": get("criteo_pod_shm_size"),
         }
-        images = {name: get(image_setting(name)) for name in IMAGES}
+        images = step_images(problems)
         for key, name in (("namespace", "criteo_kubernetes_namespace"),
                           ("service_account", "criteo_kubernetes_service_account")):
             if not values[key]:
                 problems.append(f"{name} is not set (the namespace and the Workload Identity service account the "
                                 f"step pods run as)")
-        for name, ref in images.items():
-            if not ref:
-                problems.append(f"{image_setting(name)} is not set (the {name} image, pinned by tag or digest)")
-            elif not _PINNED.match(ref):
-                problems.append(f"{image_setting(name)}={ref!r} is not pinned: give a tag other than 'latest' or "
-                                f"an @sha256: digest")
         data = values["data"]
         if data not in DATA_MODES:
             problems.append(f"criteo_pod_data={data!r}: expected one of {DATA_MODES}")
@@ -234,19 +219,6 @@ def pod_operator(spec: StepSpec, argv: list[str], *, task_id: str, settings: Pod
     from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
 
     return KubernetesPodOperator(kubernetes_conn_id=settings.conn_id, **kwargs)
-
-
-def result_from_log(text: str) -> dict | None:
-    """The manifest a step printed as `STEP_RESULT {...}` (the last one), or None."""
-    for line in reversed(text.splitlines()):
-        head, sep, rest = line.partition(RESULT_LINE)
-        # tolerate a runtime's timestamp prefix before the marker
-        if sep and (not head or head.endswith(" ")):
-            try:
-                return json.loads(rest)
-            except json.JSONDecodeError:
-                return None
-    return None
 
 
 def exit_code_of(pod: k8s.V1Pod | None) -> int | None:

@@ -50,3 +50,9 @@ def check_runtime(cfg) -> None:
         settings = PodSettings.load(cfg.base_url)
         print(f"steps run as pods in namespace {settings.namespace} as {settings.service_account}, images "
               + ", ".join(f"{k}={v}" for k, v in settings.images.items()))
+    elif cfg.runtime == "docker":
+        from ..runtime.docker import DockerSettings
+
+        docker = DockerSettings.load(cfg.base_url)
+        print(f"steps run as containers on {docker.docker_url}, images "
+              + ", ".join(f"{k}={v}" for k, v in docker.images.items()))

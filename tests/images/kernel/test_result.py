@@ -45,3 +45,17 @@ def test_errors_map_to_exit_codes_data_errors_first(tmp_path, monkeypatch, capsy
 def test_dispatch_names_the_commands(capsys):
     assert result.dispatch("criteo_x", {"a": "json", "b": "json"}, ["nope"]) == 2
     assert "usage: python -m criteo_x {a,b}" in capsys.readouterr().err
+
+
+def test_a_failed_step_prints_its_result_too(capsys):
+    """Pods and containers hand their result back through the log only: failures included."""
+    def fail(argv):
+        raise BadData("day_3: column C26 is not 8 hex digits")
+
+    assert result.run_step(fail, [], "extract", data_errors=(BadData,)) == result.BAD_DATA
+    out = capsys.readouterr()
+    line = out.out.strip().splitlines()[-1]
+    assert line.startswith(result.RESULT_LINE)
+    summary = json.loads(line[len(result.RESULT_LINE):])["summary"]
+    assert summary == "extract failed: day_3: column C26 is not 8 hex digits"
+    assert "ERROR: extract: day_3" in out.err

@@ -140,7 +140,7 @@ def test_a_digest_pins_an_image(settings_env):
 
 
 def test_the_result_is_the_last_step_result_line():
-    from operators.runtime.kubernetes import result_from_log
+    from operators.runtime.container import result_from_log
 
     log = 'starting\nSTEP_RESULT {"a": 1}\nnoise STEP_RESULT is a word here\nSTEP_RESULT {"a": 2, "b": [1]}\n'
     assert result_from_log(log) == {"a": 2, "b": [1]}

@@ -59,7 +59,8 @@ def run_step(step: Callable[[list[str]], dict | int], argv: list[str], name: str
     except data_errors + retryable_errors as exc:
         code = BAD_DATA if isinstance(exc, data_errors) else RETRYABLE
         print(f"ERROR: {name}: {exc}", file=sys.stderr, flush=True)
-        emit({"error": str(exc), "summary": f"{name} failed: {exc}"}, print_line=False)
+        # printed too: a pod's or container's log is how its result reaches Airflow, failures included
+        emit({"error": str(exc), "summary": f"{name} failed: {exc}"})
         return code
     if isinstance(result, int):
         return result

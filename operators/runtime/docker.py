@@ -1,0 +1,117 @@
+"""The Docker runtime: a step (catalogue.py) as a container of its image on one Docker host, through
+the Docker provider's DockerOperator. It is what the compose stack (docker-compose.yaml) runs on a
+single GPU host; GKE uses the pod runtime (kubernetes.py).
+
+The image, the entry point (`python -m <package>`), the GPU device request and the memory come from
+the same catalogue as the pods. The bucket is a named volume mounted at the same path in Airflow's
+containers and in the step's (or a gs:// URL the step reaches itself). The result comes back as
+from a pod: the step's last `STEP_RESULT {...}` log line; exit codes keep their meaning.
+
+Imported only inside tasks (it imports the Docker provider and the docker client).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from airflow.sdk.exceptions import AirflowFailException
+
+from ..pipeline.config import setting
+from .catalogue import StepSpec
+from .container import result_from_log, step_images
+
+__all__ = ["DockerSettings", "docker_operator", "exit_code_of_failure", "result_from_log"]
+
+
+class DockerConfigurationError(AirflowFailException):
+    """A Docker runtime setting is missing or wrong: no retry can fix it."""
+
+
+def docker_memory(quantity: str) -> str:
+    """A Kubernetes quantity ("8Gi") as Docker's ("8g")."""
+    m = re.fullmatch(r"(\d+)([KMGT])i?", quantity)
+    if not m:
+        raise ValueError(f"memory {quantity!r}: expected e.g. 512Mi or 8Gi")
+    return f"{m.group(1)}{m.group(2).lower()}"
+
+
+def docker_bytes(quantity: str) -> int:
+    m = re.fullmatch(r"(\d+)([KMGT])i?", quantity)
+    if not m:
+        raise ValueError(f"size {quantity!r}: expected e.g. 512Mi or 16Gi")
+    return int(m.group(1)) * 1024 ** "KMGT".index(m.group(2)) * 1024
+
+
+@dataclass(frozen=True)
+class DockerSettings:
+    base_url: str
+    images: dict[str, str]
+    docker_url: str = "unix://var/run/docker.sock"
+    network: str = ""
+    volume: str = ""
+    mount_path: str = ""
+    gpus: int = 1
+    shm_size: str = "16Gi"
+    env: tuple[tuple[str, str], ...] = ()
+
+    @classmethod
+    def load(cls, base_url: str | None = None) -> DockerSettings:
+        problems: list[str] = []
+        base = (base_url or setting("criteo_base_url")).rstrip("/")
+        images = step_images(problems)
+        volume = setting("criteo_docker_volume")
+        mount_path = setting("criteo_docker_mount_path").rstrip("/")
+        if "://" not in base:
+            if not volume:
+                problems.append(f"criteo_docker_volume is not set: the step containers need the volume that holds "
+                                f"criteo_base_url {base!r}")
+            if not mount_path or not (base + "/").startswith(mount_path + "/"):
+                problems.append(f"criteo_base_url {base!r} is not under criteo_docker_mount_path {mount_path!r}")
+        raw_gpus = setting("criteo_docker_gpus")
+        gpus = int(raw_gpus) if raw_gpus.isdigit() and int(raw_gpus) > 0 else 0
+        if not gpus:
+            problems.append(f"criteo_docker_gpus={raw_gpus!r}: expected a positive number")
+        env = []
+        for item in filter(None, (p.strip() for p in setting("criteo_docker_env").split(","))):
+            key, sep, value = item.partition("=")
+            if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+                problems.append(f"criteo_docker_env: {item!r} is not NAME=value")
+            env.append((key, value))
+        if problems:
+            raise DockerConfigurationError("criteo_runtime=docker cannot start a container:\n- "
+                                           + "\n- ".join(problems))
+        return cls(base_url=base, images=images, docker_url=setting("criteo_docker_url"),
+                   network=setting("criteo_docker_network"), volume=volume, mount_path=mount_path, gpus=gpus,
+                   shm_size=setting("criteo_pod_shm_size"), env=tuple(env))
+
+
+def docker_operator(spec: StepSpec, argv: list[str], *, task_id: str, settings: DockerSettings):
+    """A DockerOperator running one step in its image (entry point `python -m <package>`)."""
+    from airflow.providers.docker.operators.docker import DockerOperator
+    from docker.types import DeviceRequest, Mount
+
+    mounts = [Mount(target=settings.mount_path, source=settings.volume, type="volume")] if settings.volume else []
+    return DockerOperator(
+        task_id=task_id,
+        image=settings.images[spec.image],
+        entrypoint=["python", "-m", spec.module],
+        command=[*spec.command, *argv],
+        docker_url=settings.docker_url,
+        network_mode=settings.network or None,
+        mounts=mounts,
+        mount_tmp_dir=False,   # Airflow's own temp folder is not on the Docker host
+        environment={"PYTHONUNBUFFERED": "1", **dict(settings.env)},
+        mem_limit=docker_memory(spec.memory),
+        shm_size=docker_bytes(settings.shm_size) if spec.gpu else None,
+        device_requests=[DeviceRequest(count=settings.gpus, capabilities=[["gpu"]])] if spec.gpu else None,
+        labels={"app.kubernetes.io/name": "criteo-mlops", "app.kubernetes.io/component": spec.name},
+        auto_remove="success",
+        do_xcom_push=True,
+        xcom_all=True,         # every log line back; the result is the last STEP_RESULT line
+    )
+
+
+def exit_code_of_failure(exc) -> int | None:
+    """The container's exit code from the provider's DockerContainerFailedException."""
+    m = re.search(r"'StatusCode': (\d+)", str(exc))
+    return int(m.group(1)) if m else None
