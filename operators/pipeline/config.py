@@ -55,6 +55,7 @@ SETTINGS: dict[str, tuple[str, str]] = {
     "criteo_pod_keep_failed": ("false", "keep failed pods for debugging (succeeded ones are always deleted)"),
     "criteo_pod_deferrable": ("true", "wait for pods in the triggerer, freeing the worker slot"),
     "criteo_pod_poll_interval_s": ("10", "seconds between pod status polls"),
+    "criteo_pod_env": ("", "NAME=value pairs, comma-separated, set in every step pod (no secrets: Workload Identity)"),
     # The Docker runtime (criteo_runtime=docker; operators/runtime/docker.py): the compose stack's.
     "criteo_docker_url": ("unix://var/run/docker.sock", "the Docker engine the step containers run on"),
     "criteo_docker_network": ("", "the network the step containers join (the compose project's, to reach gcs/triton)"),

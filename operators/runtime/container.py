@@ -41,3 +41,15 @@ def result_from_log(text: str) -> dict | None:
             except json.JSONDecodeError:
                 return None
     return None
+
+
+def step_env(name: str, problems: list[str]) -> tuple[tuple[str, str], ...]:
+    """The NAME=value pairs of setting `name` (comma-separated); malformed ones go to `problems`."""
+    env = []
+    for item in filter(None, (p.strip() for p in setting(name).split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+            problems.append(f"{name}: {item!r} is not NAME=value")
+        env.append((key, value))
+    return tuple(env)
+

@@ -18,7 +18,7 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from ..pipeline.config import setting
 from .catalogue import StepSpec
-from .container import result_from_log, step_images
+from .container import result_from_log, step_env, step_images
 
 __all__ = ["DockerSettings", "docker_operator", "exit_code_of_failure", "result_from_log"]
 
@@ -71,18 +71,13 @@ class DockerSettings:
         gpus = int(raw_gpus) if raw_gpus.isdigit() and int(raw_gpus) > 0 else 0
         if not gpus:
             problems.append(f"criteo_docker_gpus={raw_gpus!r}: expected a positive number")
-        env = []
-        for item in filter(None, (p.strip() for p in setting("criteo_docker_env").split(","))):
-            key, sep, value = item.partition("=")
-            if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
-                problems.append(f"criteo_docker_env: {item!r} is not NAME=value")
-            env.append((key, value))
+        env = step_env("criteo_docker_env", problems)
         if problems:
             raise DockerConfigurationError("criteo_runtime=docker cannot start a container:\n- "
                                            + "\n- ".join(problems))
         return cls(base_url=base, images=images, docker_url=setting("criteo_docker_url"),
                    network=setting("criteo_docker_network"), volume=volume, mount_path=mount_path, gpus=gpus,
-                   shm_size=setting("criteo_pod_shm_size"), env=tuple(env))
+                   shm_size=setting("criteo_pod_shm_size"), env=env)
 
 
 def docker_operator(spec: StepSpec, argv: list[str], *, task_id: str, settings: DockerSettings):

@@ -24,7 +24,7 @@ from kubernetes.client import models as k8s
 
 from ..pipeline.config import setting
 from .catalogue import StepSpec
-from .container import result_from_log, step_images
+from .container import result_from_log, step_env, step_images
 
 GPU_RESOURCE = "nvidia.com/gpu"
 ACCELERATOR_LABEL = "cloud.google.com/gke-accelerator"
@@ -61,6 +61,7 @@ class PodSettings:
     deferrable: bool = True
     poll_interval_s: float = 10.0
     labels: dict[str, str] = field(default_factory=dict)
+    env: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def load(cls, base_url: str | None = None) -> PodSettings:
@@ -82,6 +83,7 @@ class PodSettings:
             "shm_size": get("criteo_pod_shm_size"),
         }
         images = step_images(problems)
+        env = step_env("criteo_pod_env", problems)
         for key, name in (("namespace", "criteo_kubernetes_namespace"),
                           ("service_account", "criteo_kubernetes_service_account")):
             if not values[key]:
@@ -122,7 +124,7 @@ class PodSettings:
             flags[key] = raw == "true"
         if problems:
             raise PodConfigurationError("criteo_runtime=kubernetes cannot start a pod:\n- " + "\n- ".join(problems))
-        return cls(base_url=base, images=images, **values, **numbers, **flags)
+        return cls(base_url=base, images=images, env=env, **values, **numbers, **flags)
 
     def container_path(self, value: str) -> str:
         """A gs:// URL under the bucket as the pod sees it (gcsfuse mounts the bucket)."""
@@ -184,7 +186,8 @@ def pod_spec_parts(spec: StepSpec, settings: PodSettings) -> dict:
         "container_security_context": k8s.V1SecurityContext(
             allow_privilege_escalation=False, privileged=False, run_as_non_root=True,
             capabilities=k8s.V1Capabilities(drop=["ALL"])),
-        "env_vars": [k8s.V1EnvVar(name="PYTHONUNBUFFERED", value="1")],
+        "env_vars": [k8s.V1EnvVar(name="PYTHONUNBUFFERED", value="1"),
+                     *(k8s.V1EnvVar(name=k, value=v) for k, v in settings.env)],
     }
 
 

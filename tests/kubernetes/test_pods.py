@@ -146,3 +146,32 @@ def test_a_missing_pod_setting_fails_the_first_task_before_any_pod(kube, pod_set
     assert dr.state == "failed" and plan.state == "failed" and plan.try_number == 1 and plan.max_tries > 0
     assert tis["extract"].state == "upstream_failed"
     assert not kube.pods()
+
+
+def test_pods_read_and_write_gs_themselves(kube, pod_settings, pod_dagbag, gcs, monkeypatch):
+    """criteo_pod_data=gcsfs, the production default: the pods reach the bucket (here the GCS
+    emulator, its address given to every pod by criteo_pod_env) through fsspec/gcsfs."""
+    import json
+
+    import fsspec
+
+    gcs.create_bucket("criteo-pods")
+    base = "gs://criteo-pods/pipeline"
+    for key, value in gcs.env().items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("AIRFLOW_VAR_CRITEO_BASE_URL", base)
+    monkeypatch.setenv("AIRFLOW_VAR_CRITEO_POD_DATA", "gcsfs")
+    monkeypatch.setenv("AIRFLOW_VAR_CRITEO_POD_ENV", ",".join(f"{k}={v}" for k, v in gcs.env().items()))
+    good = "\t".join(["1"] + ["3"] * 13 + ["deadbeef"] * 26)
+    bad = "\t".join(["2"] + ["x"] + ["3"] * 12 + ["DEADBEEF"] * 26)
+    fs = fsspec.filesystem("gs")
+    fs.pipe_file(f"{base}/raw/day_0", ("\n".join([good] * 1500 + [bad] * 20) + "\n").encode())
+    dr, tis = run_dag(pod_dagbag, "pod_step_bad_data")
+    assert tis["extract"].state == "success"                       # read gs:// raw, published gs:// partition
+    assert fs.exists(f"{base}/extracted/day=0/_SUCCESS")
+    validate = tis["validate"]                                      # read it back from gs://, found bad data
+    assert validate.state == "failed" and validate.try_number == 1
+    assert validate.xcom_pull(task_ids="validate", key="step_result")["success"] is False
+    (summary,) = fs.glob(f"{base}/data_docs/**/_summary.json")     # its data docs, published to the bucket
+    assert json.loads(fs.cat_file(summary))["success"] is False
+    assert not (pod_settings).exists()                              # nothing on local disk
