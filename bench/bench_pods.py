@@ -64,7 +64,7 @@ def main() -> int:
         core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=NAMESPACE)))
         core.create_namespaced_service_account(NAMESPACE, client.V1ServiceAccount(
             metadata=client.V1ObjectMeta(name=SERVICE_ACCOUNT)))
-        pod_env = pod_environment(_Kube(cp), str(work / "bucket"))
+        pod_env = pod_environment(cp, str(work / "bucket"))
         lifecycle: dict[str, dict[str, float]] = {}
 
         def watch_pods():
@@ -114,11 +114,6 @@ def main() -> int:
     print(f"  API server: pod created -> Succeeded: {med(overhead):.2f} s (min {min(overhead):.2f}, "
           f"max {max(overhead):.2f}, n={len(overhead)})")
     return 0
-
-
-class _Kube:
-    def __init__(self, control_plane):
-        self.control_plane = control_plane
 
 
 if __name__ == "__main__":

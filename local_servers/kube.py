@@ -24,7 +24,7 @@ import sys
 import urllib.request
 from pathlib import Path
 
-from .process import REPO_ROOT, LocalServer, ServerProcess, free_port
+from .process import REPO_ROOT, LocalServer, ServerProcess, free_port, serve_until_stopped
 
 KUBE_VERSION = "1.20.2"
 SERVICE_CIDR = "10.0.0.0/24"
@@ -219,25 +219,20 @@ def pipeline_images() -> dict[str, dict[str, str]]:
 
 def main(argv: list[str] | None = None) -> int:
     import argparse
-    import signal
-    import time
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work-dir", default=".data/kube")
     parser.add_argument("--port", type=int, default=None)
     parser.add_argument("--no-node-agent", action="store_true", help="start the control plane only")
     args = parser.parse_args(argv)
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     with LocalKubernetes(args.work_dir, args.port) as kube:
         if not args.no_node_agent:
             kube.start_node_agent(pipeline_images())
         print(f"control plane ready: {kube.server}\nkubeconfig: {kube.kubeconfig}\n"
               f"Airflow connection: AIRFLOW_CONN_KUBERNETES_DEFAULT='{kube.connection_uri()}'", flush=True)
-        try:
-            while kube.running:
-                time.sleep(1)
-        except KeyboardInterrupt:
-            pass
+        if not serve_until_stopped(kube):
+            print(f"the control plane stopped:\n{kube.tail()}", file=sys.stderr)
+            return 1
     return 0
 
 

@@ -33,6 +33,18 @@ def _die_with_parent() -> None:
         pass
 
 
+def serve_until_stopped(server) -> bool:
+    """Block while `server` runs: True once Ctrl-C or SIGTERM asks to stop, False if it died.
+    The caller's `with server:` then stops it."""
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        while server.running:
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        return True
+    return False
+
+
 def http_ok(url: str, timeout: float = 1.0) -> bool:
     import urllib.error
     import urllib.request

@@ -19,7 +19,7 @@ import shutil
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from .process import LocalServer, ServerProcess, free_port, http_ok
+from .process import LocalServer, ServerProcess, free_port, http_ok, serve_until_stopped
 
 BINARY_CANDIDATES = ("/usr/bin/prometheus",)
 
@@ -143,9 +143,8 @@ class LocalPrometheus(LocalServer):
 
 def main(argv=None) -> int:
     import argparse
-    import signal
+    import sys
     import tempfile
-    import time
 
     p = argparse.ArgumentParser(prog="python -m local_servers.prometheus",
                                 description="Run a local Prometheus on 127.0.0.1 scraping targets.")
@@ -156,15 +155,12 @@ def main(argv=None) -> int:
                    help="default: a free port (9090 is the Variable criteo_prometheus_url's default)")
     a = p.parse_args(argv)
     work = a.work_dir or tempfile.mkdtemp(prefix="criteo-prometheus-")
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop the server on SIGTERM too
     with LocalPrometheus(a.target, work_dir=work, scrape_interval_s=a.scrape_interval_s, port=a.port) as prom:
         print(f"Prometheus ready at {prom.url} (config {prom.config_path}, log {prom.log_path}); Ctrl-C stops it",
               flush=True)
-        try:
-            while prom.running:
-                time.sleep(1)
-        except KeyboardInterrupt:
-            pass
+        if not serve_until_stopped(prom):
+            print(f"prometheus exited; last lines of {prom.log_path}:\n{prom.tail()}", file=sys.stderr)
+            return 1
     return 0
 
 

@@ -27,7 +27,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .process import REPO_ROOT, LocalServer, ServerProcess, free_port, http_ok
+from .process import REPO_ROOT, LocalServer, ServerProcess, free_port, http_ok, serve_until_stopped
 
 TRITON_VENV = REPO_ROOT / ".venv-triton"
 PYTHON_VERSION = "3.11"  # the stub must match the venv's interpreter
@@ -202,7 +202,6 @@ class LocalTriton(LocalServer):
 def main(argv: list[str] | None = None) -> int:
     import argparse
     import logging
-    import signal
     import time
 
     p = argparse.ArgumentParser(prog="python -m local_servers.triton",
@@ -234,14 +233,7 @@ def main(argv: list[str] | None = None) -> int:
             for model in a.load:
                 hook.load_model(model)
                 print(f"loaded {model}: versions ready {hook.ready_versions(model)}", flush=True)
-        stop = []
-        signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
-        try:
-            while not stop and triton.running:
-                time.sleep(0.5)
-        except KeyboardInterrupt:
-            pass
-        if not triton.running:
+        if not serve_until_stopped(triton):
             print(f"tritonserver exited; last lines of {triton.log_path}:\n{triton.tail()}", file=sys.stderr)
             return 1
     return 0

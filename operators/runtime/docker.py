@@ -27,19 +27,23 @@ class DockerConfigurationError(AirflowFailException):
     """A Docker runtime setting is missing or wrong: no retry can fix it."""
 
 
-def docker_memory(quantity: str) -> str:
-    """A Kubernetes quantity ("8Gi") as Docker's ("8g")."""
+def _quantity(quantity: str) -> tuple[int, str]:
+    """A Kubernetes quantity ("8Gi", "512Mi") as (8, "G"), (512, "M")."""
     m = re.fullmatch(r"(\d+)([KMGT])i?", quantity)
     if not m:
-        raise ValueError(f"memory {quantity!r}: expected e.g. 512Mi or 8Gi")
-    return f"{m.group(1)}{m.group(2).lower()}"
+        raise ValueError(f"quantity {quantity!r}: expected e.g. 512Mi or 16Gi")
+    return int(m.group(1)), m.group(2)
+
+
+def docker_memory(quantity: str) -> str:
+    """A Kubernetes quantity ("8Gi") as Docker's ("8g")."""
+    n, unit = _quantity(quantity)
+    return f"{n}{unit.lower()}"
 
 
 def docker_bytes(quantity: str) -> int:
-    m = re.fullmatch(r"(\d+)([KMGT])i?", quantity)
-    if not m:
-        raise ValueError(f"size {quantity!r}: expected e.g. 512Mi or 16Gi")
-    return int(m.group(1)) * 1024 ** "KMGT".index(m.group(2)) * 1024
+    n, unit = _quantity(quantity)
+    return n * 1024 ** ("KMGT".index(unit) + 1)
 
 
 @dataclass(frozen=True)

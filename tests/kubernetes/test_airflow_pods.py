@@ -29,7 +29,7 @@ PER_TEST = ("criteo_pod_deferrable", "criteo_image_merlin", "criteo_kubernetes_c
 def airflow(kube, tmp_path_factory):
     root = tmp_path_factory.mktemp("airflow_pods")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "CRITEO_"))}
-    env.update({k: v for k, v in pod_environment(kube, str(root / "bucket")).items()
+    env.update({k: v for k, v in pod_environment(kube.control_plane, str(root / "bucket")).items()
                 if k.removeprefix("AIRFLOW_VAR_").lower() not in PER_TEST})
     af = Airflow(root / "airflow_home", env, dags_folder=REPO / "tests" / "kubernetes" / "dags")
     af.bucket = root / "bucket"

@@ -174,4 +174,4 @@ def test_pods_read_and_write_gs_themselves(kube, pod_settings, pod_dagbag, gcs, 
     assert validate.xcom_pull(task_ids="validate", key="step_result")["success"] is False
     (summary,) = fs.glob(f"{base}/data_docs/**/_summary.json")     # its data docs, published to the bucket
     assert json.loads(fs.cat_file(summary))["success"] is False
-    assert not (pod_settings).exists()                              # nothing on local disk
+    assert not pod_settings.exists()                              # nothing on local disk

@@ -69,7 +69,7 @@ def trained_bucket(kube, tmp_path_factory, dagbag):
 
 
 def test_a_daily_run_on_pods_runs_each_step_as_a_pod_and_deploys(kube, trained_bucket, dagbag, monkeypatch):
-    for key, value in pod_environment(kube, str(trained_bucket)).items():
+    for key, value in pod_environment(kube.control_plane, str(trained_bucket)).items():
         monkeypatch.setenv(key, value)
     recorder = PodRecorder(kube)
     recorder.start()
