@@ -4,6 +4,10 @@ Generates N rows for two days with the synth and extract steps into a temp dir, 
 retrain on day 0 (fit + transform) and an incremental transform of day 1 with the saved workflow.
 
     .venv-steps/bin/python bench/bench_preprocess.py [--rows 1000000] [--engine fast|nvt] [--keep DIR]
+
+`--workers N` instead compares the in-process path (A) with N dask workers (B: a LocalCluster of
+processes here, LocalCUDACluster workers on a multi-GPU pod), alternated A B A B for `--rounds`,
+and prints the median wall time of each (cluster start and stop included) and B/A.
 """
 from __future__ import annotations
 
@@ -26,6 +30,9 @@ def main() -> None:
     p.add_argument("--rows", type=int, default=1_000_000)
     p.add_argument("--engine", choices=("fast", "nvt"), default="fast")
     p.add_argument("--keep", help="work in this folder and keep it (default: a temp dir, removed)")
+    p.add_argument("--workers", help="compare the in-process path with this many dask workers")
+    p.add_argument("--rounds", type=int, default=3, help="with --workers: A/B rounds")
+    p.add_argument("--part-size", default="64MB", help="with --workers: input text per dask partition")
     a = p.parse_args()
 
     root = a.keep or tempfile.mkdtemp(prefix="bench-preprocess-")
@@ -42,6 +49,9 @@ def main() -> None:
         from criteo_steps import preprocess  # noqa: E402
         print(f"imports {time.time() - t0:.1f}s", flush=True)
 
+        if a.workers:
+            compare_workers(preprocess, root, a)
+            return
         full = preprocess.preprocess([f"{root}/extracted/day=0"], f"{root}/processed/wf", f"{root}/workflows/wf",
                                      None, engine=a.engine)
         inc = preprocess.preprocess([f"{root}/extracted/day=1"], f"{root}/processed/wf", None,
@@ -70,6 +80,34 @@ def main() -> None:
     finally:
         if not a.keep:
             shutil.rmtree(root, ignore_errors=True)
+
+
+def compare_workers(preprocess, root: str, a) -> None:
+    import statistics
+
+    def once(workers: str, k: int) -> tuple[float, float]:
+        out = f"{root}/runs/{workers}-{k}"
+        t0 = time.perf_counter()
+        preprocess.preprocess([f"{root}/extracted/day=0"], f"{out}/processed", f"{out}/workflow", None,
+                              workers=workers, part_size=a.part_size)
+        t1 = time.perf_counter()
+        preprocess.preprocess([f"{root}/extracted/day=1"], f"{out}/processed", None, f"{out}/workflow",
+                              workers=workers, part_size=a.part_size)
+        t2 = time.perf_counter()
+        shutil.rmtree(out, ignore_errors=True)
+        return t1 - t0, t2 - t1
+
+    times: dict[str, list] = {"1": [], a.workers: []}
+    for k in range(a.rounds):
+        for workers in ("1", a.workers):
+            times[workers].append(once(workers, k))
+            print(f"round {k} workers={workers}: full {times[workers][-1][0]:.2f}s, "
+                  f"incremental {times[workers][-1][1]:.2f}s", flush=True)
+    med = {w: [statistics.median(t[i] for t in ts) for i in (0, 1)] for w, ts in times.items()}
+    print(f"\nmedian of {a.rounds} rounds    A: in process   B: {a.workers} dask workers    B/A")
+    for i, name in enumerate(("full retrain s", "incremental s")):
+        in_process, workers = med["1"][i], med[a.workers][i]
+        print(f"{name:<24}  {in_process:>14.2f}   {workers:>16.2f}   {workers / in_process:>5.2f}")
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ round trip to the metadata database or the API server).
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -32,6 +33,12 @@ SETTINGS: dict[str, tuple[str, str]] = {
     "criteo_triton_grpc_url": ("127.0.0.1:8001", "the Triton server deploy and rollback talk to (host:port)"),
     "criteo_prometheus_url": ("http://127.0.0.1:9090", "the Prometheus the monitoring sensors query"),
     "criteo_request_log_url": ("<base>/request_log", "the inference client's request log"),
+    # Scale inside the preprocess step (images/merlin criteo_steps.scale_out), any runtime.
+    "criteo_preprocess_workers": ("auto", "preprocess's dask workers: auto = a dask-cuda LocalCUDACluster over all "
+                                  "of the step's GPUs when it has more than one, else in process; N = N workers"),
+    "criteo_dask_part_size": ("1GB", "input text per dask partition of preprocess (whole parquet row groups)"),
+    "criteo_dask_device_memory_limit": ("0.8", "device memory per GPU worker before dask-cuda spills to host "
+                                        "memory: a fraction of the GPU, or a size such as 30GB"),
     # The pod runtime (criteo_runtime=kubernetes; operators/runtime/kubernetes.py). "" means unset:
     # the required ones fail the first task with their names when missing.
     "criteo_kubernetes_conn_id": ("kubernetes_default", "the Airflow connection of the cluster (no GKE cluster named)"),
@@ -92,6 +99,46 @@ def setting(name: str, default: str | None = None) -> str:
         return os.environ.get(f"AIRFLOW_VAR_{name.upper()}", default)
 
 
+# A byte size as dask's parse_bytes reads it: "1GB", "256 MiB", "500000" (bytes).
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgtp]i?b?|b)?\s*$", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class PreprocessScale:
+    """How the preprocess step spreads its work: dask workers, partition size, GPU memory limit.
+
+    The step itself decides from the GPUs its pod really has ("auto"); these settings only become
+    its flags, checked here first so that a typo fails the run's first task, not a 6-hour pod.
+    """
+
+    workers: str = "auto"
+    part_size: str = "1GB"
+    device_memory_limit: str = "0.8"
+
+    @classmethod
+    def load(cls) -> PreprocessScale:
+        return cls(setting("criteo_preprocess_workers").strip(), setting("criteo_dask_part_size").strip(),
+                   setting("criteo_dask_device_memory_limit").strip())
+
+    def problems(self) -> list[str]:
+        bad = []
+        if self.workers != "auto" and not (self.workers.isdigit() and int(self.workers) >= 1):
+            bad.append(f"criteo_preprocess_workers={self.workers!r}: expected 'auto' or a whole number >= 1")
+        size = _SIZE.match(self.part_size)
+        if not size or float(size.group(1)) <= 0:
+            bad.append(f"criteo_dask_part_size={self.part_size!r}: expected a size such as 1GB or 256MB")
+        limit = _SIZE.match(self.device_memory_limit)
+        fraction = limit and not limit.group(2) and 0 < float(limit.group(1)) <= 1
+        if not fraction and not (limit and limit.group(2) and float(limit.group(1)) > 0):
+            bad.append(f"criteo_dask_device_memory_limit={self.device_memory_limit!r}: expected a fraction "
+                       "in (0, 1] of each GPU's memory or a size such as 30GB")
+        return bad
+
+    def args(self) -> dict:
+        return {"--workers": self.workers, "--part-size": self.part_size,
+                "--device-memory-limit": self.device_memory_limit}
+
+
 @dataclass(frozen=True)
 class PipelineConfig:
     base_url: str          # every artifact lives under here: a folder, or gs://bucket/prefix
@@ -102,6 +149,7 @@ class PipelineConfig:
     model_name: str
     keep_versions: int = 5  # model versions kept in the Triton repository (production always is)
     request_log_url: str = ""  # served requests + labels (images/monitoring); default <base>/request_log
+    preprocess: PreprocessScale = PreprocessScale()
 
     @classmethod
     def load(cls) -> PipelineConfig:
@@ -115,6 +163,7 @@ class PipelineConfig:
             model_name=setting("criteo_model_name"),
             keep_versions=int(setting("criteo_keep_versions")),
             request_log_url=setting("criteo_request_log_url", default_of("criteo_request_log_url", base)).rstrip("/"),
+            preprocess=PreprocessScale.load(),
         )
 
     @property

@@ -8,6 +8,7 @@ decides where it runs; nothing here depends on that.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from criteo_kernel.result import BAD_DATA, FAILED, UNREADABLE_INPUT
@@ -34,6 +35,15 @@ class StepSpec:
     @property
     def module(self) -> str:
         return IMAGES[self.image]
+
+    def resources(self, gpus: int = 1) -> tuple[str, str]:
+        """(cpu, memory) of one run with `gpus` GPUs: a GPU step's cpu and memory are per GPU, since
+        each GPU gets a dask worker (preprocess) or a trainer process with its own CPUs and host memory."""
+        n = gpus if self.gpu else 1
+        m = re.fullmatch(r"(\d+)([KMGT]i)", self.memory)
+        if not m or not self.cpu.isdigit():
+            raise ValueError(f"step {self.name}: cpu {self.cpu!r} / memory {self.memory!r}: expected e.g. 2 / 8Gi")
+        return str(int(self.cpu) * n), f"{int(m.group(1)) * n}{m.group(2)}"
 
 
 STEPS = {

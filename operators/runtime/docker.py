@@ -100,7 +100,7 @@ def docker_operator(spec: StepSpec, argv: list[str], *, task_id: str, settings: 
         mounts=mounts,
         mount_tmp_dir=False,   # Airflow's own temp folder is not on the Docker host
         environment={"PYTHONUNBUFFERED": "1", **dict(settings.env)},
-        mem_limit=docker_memory(spec.memory),
+        mem_limit=docker_memory(spec.resources(settings.gpus)[1]),
         shm_size=docker_bytes(settings.shm_size) if spec.gpu else None,
         device_requests=[DeviceRequest(count=settings.gpus, capabilities=[["gpu"]])] if spec.gpu else None,
         labels={"app.kubernetes.io/name": "criteo-mlops", "app.kubernetes.io/component": spec.name},

@@ -139,8 +139,9 @@ def _gcs_bucket(url: str) -> str:
 
 def pod_spec_parts(spec: StepSpec, settings: PodSettings) -> dict:
     """The KubernetesPodOperator arguments that describe the pod of `spec` (no command, no name)."""
-    requests = {"cpu": spec.cpu, "memory": spec.memory}
-    limits = {"cpu": spec.cpu, "memory": spec.memory}
+    cpu, memory = spec.resources(settings.gpus)
+    requests = {"cpu": cpu, "memory": memory}
+    limits = {"cpu": cpu, "memory": memory}
     node_selector: dict[str, str] = {}
     tolerations: list[k8s.V1Toleration] = []
     volumes: list[k8s.V1Volume] = []

@@ -32,7 +32,8 @@ def run_date(context):
 def check_runtime(cfg) -> None:
     """What each run checks in its first task, so that a wrong setting fails before any step runs,
     without retry, naming the setting: the runtime, the bucket (exists and can be read), and with
-    criteo_runtime=kubernetes every pod setting (image, namespace, service account, ...)."""
+    criteo_runtime=kubernetes every pod setting (image, namespace, service account, ...), and the
+    preprocess step's scale settings."""
     from airflow.sdk.exceptions import AirflowFailException
 
     from ..hooks.storage import BucketUnavailable, check_bucket
@@ -40,6 +41,9 @@ def check_runtime(cfg) -> None:
 
     if cfg.runtime not in RUNTIMES:
         raise AirflowFailException(f"criteo_runtime={cfg.runtime!r}: expected one of {RUNTIMES}")
+    bad = cfg.preprocess.problems()
+    if bad:
+        raise AirflowFailException("; ".join(bad))
     try:
         check_bucket(cfg.base_url)
     except BucketUnavailable as exc:

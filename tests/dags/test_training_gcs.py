@@ -58,11 +58,19 @@ def run(dagbag, dag_id, day, conf=None):
                 for ti in dr.get_task_instances()}
 
 
-def test_a_full_retrain_and_two_daily_runs_on_gs(dagbag, bucket):
+def test_a_full_retrain_and_two_daily_runs_on_gs(dagbag, bucket, monkeypatch):
     from operators.hooks.triton import TritonHook
 
-    dr, states = run(dagbag, "criteo_full_retrain", 1, {"end_day": 1, "window_days": 2, **SMALL_MODEL})
+    # The full retrain preprocesses on 2 dask workers, which read the extracts from the bucket in
+    # place and write the processed parts into it themselves (with GPUs: dask-cuda workers).
+    with monkeypatch.context() as scaled:
+        scaled.setenv("AIRFLOW_VAR_CRITEO_PREPROCESS_WORKERS", "2")
+        dr, states = run(dagbag, "criteo_full_retrain", 1, {"end_day": 1, "window_days": 2, **SMALL_MODEL})
     assert dr.state == "success", states
+    preprocess = dr.get_task_instance("preprocess").xcom_pull(task_ids="preprocess")
+    assert preprocess["cluster"]["workers"] == 2 and preprocess["partitions"][0].startswith("gs://")
+    parts = bucket.ls(f"{preprocess['partitions'][0]}/train")
+    assert parts and all(p.endswith(".parquet") for p in parts), parts
     for day in (2, 3):
         dr, states = run(dagbag, "criteo_incremental_training", day, {"auc_floor": 0.55})
         assert dr.state == "success", states

@@ -71,6 +71,9 @@ def trained_bucket(kube, tmp_path_factory, dagbag):
 def test_a_daily_run_on_pods_runs_each_step_as_a_pod_and_deploys(kube, trained_bucket, dagbag, monkeypatch):
     for key, value in pod_environment(kube.control_plane, str(trained_bucket)).items():
         monkeypatch.setenv(key, value)
+    # preprocess on a dask cluster inside its pod: 2 worker processes (no GPU here; with GPUs they
+    # are dask-cuda workers, one per GPU of the pod)
+    monkeypatch.setenv("AIRFLOW_VAR_CRITEO_PREPROCESS_WORKERS", "2")
     recorder = PodRecorder(kube)
     recorder.start()
     try:
@@ -91,6 +94,8 @@ def test_a_daily_run_on_pods_runs_each_step_as_a_pod_and_deploys(kube, trained_b
     checkpoint = train.xcom_pull(task_ids="train", key="checkpoint")
     assert checkpoint.startswith(str(trained_bucket)) and Path(checkpoint).exists()
     assert train.xcom_pull(task_ids="train", key="pod_name").startswith("criteo-train-")
+    preprocess = dr.get_task_instance("preprocess").xcom_pull(task_ids="preprocess")
+    assert preprocess["cluster"]["workers"] == 2 and sum(preprocess["cluster"]["pieces_decoded_per_worker"]) >= 2
     # and the run ends as it does locally: version 2, warm-started from version 1, promoted
     model = Path(trained_bucket) / "model_repository" / "criteo_dcn"
     lineage = json.loads((model / "2" / "lineage.json").read_text())

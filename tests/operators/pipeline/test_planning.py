@@ -77,3 +77,41 @@ def test_full_plan_window_and_stable_run_key(cfg):
     assert [d["day"] for d in p1["per_day"]] == [0, 1, 2]
     with pytest.raises(ValueError, match="outside day_0..day_23"):
         plan_full(cfg, date(2026, 1, 3), {**PARAMS, "end_day": 30}, repo(cfg))
+
+
+def test_preprocess_scale_settings_become_the_steps_flags(cfg, monkeypatch):
+    from dataclasses import replace
+
+    from operators.pipeline.config import PreprocessScale
+
+    assert PreprocessScale.load() == PreprocessScale("auto", "1GB", "0.8")
+    monkeypatch.setenv("AIRFLOW_VAR_CRITEO_PREPROCESS_WORKERS", "4")
+    monkeypatch.setenv("AIRFLOW_VAR_CRITEO_DASK_PART_SIZE", "512 MiB")
+    monkeypatch.setenv("AIRFLOW_VAR_CRITEO_DASK_DEVICE_MEMORY_LIMIT", "60GB")
+    scaled = replace(cfg, preprocess=PreprocessScale.load())
+    assert scaled.preprocess.problems() == []
+    full = plan_full(scaled, date(2026, 1, 3), PARAMS, repo(scaled))
+    assert {k: full["preprocess_args"][k] for k in ("--workers", "--part-size", "--device-memory-limit")} == \
+        {"--workers": "4", "--part-size": "512 MiB", "--device-memory-limit": "60GB"}
+    _fake_version(cfg, 1, workflow_id=full["run_key"], run_key=full["run_key"])
+    incr = plan_incremental(scaled, date(2026, 1, 4), PARAMS, repo(scaled))
+    assert incr["preprocess_args"]["--workers"] == "4" and incr["preprocess_args"]["--part-size"] == "512 MiB"
+
+
+def test_bad_preprocess_scale_settings_fail_the_first_task_naming_each(cfg):
+    from dataclasses import replace
+
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from operators.pipeline.config import PreprocessScale
+    from operators.tasks.defaults import check_runtime
+
+    assert PreprocessScale("2", "500000", "1").problems() == []
+    with pytest.raises(AirflowFailException) as err:
+        check_runtime(replace(cfg, preprocess=PreprocessScale("0", "big", "1.5")))
+    message = str(err.value)
+    assert "criteo_preprocess_workers='0': expected 'auto' or a whole number >= 1" in message
+    assert "criteo_dask_part_size='big': expected a size" in message
+    assert "criteo_dask_device_memory_limit='1.5': expected a fraction in (0, 1]" in message
+    with pytest.raises(AirflowFailException, match="criteo_dask_device_memory_limit='0'"):
+        check_runtime(replace(cfg, preprocess=PreprocessScale("auto", "1GB", "0")))

@@ -66,6 +66,10 @@ def test_gpu_count_and_accelerator_come_from_settings(settings_env):
     settings_env.setenv("AIRFLOW_VAR_CRITEO_GPU_ACCELERATOR", "nvidia-h100-80gb")
     pod = request("train", PodSettings.load())
     assert pod.spec.containers[0].resources.limits["nvidia.com/gpu"] == "4"
+    # cpu and memory of a GPU step are per GPU (one dask worker or trainer per GPU): 4 x (2, 32Gi)
+    assert pod.spec.containers[0].resources.requests == {"cpu": "8", "memory": "128Gi", "nvidia.com/gpu": "4"}
+    assert request("preprocess", PodSettings.load()).spec.containers[0].resources.limits["cpu"] == "8"
+    assert request("export", PodSettings.load()).spec.containers[0].resources.limits == {"cpu": "2", "memory": "8Gi"}
     assert pod.spec.node_selector["cloud.google.com/gke-accelerator"] == "nvidia-h100-80gb"
 
 

@@ -103,11 +103,19 @@ def decode_file(parquet_path: str, source: str) -> DecodedFile:
     Reads every column dictionary-encoded (the extract's parquet already is), so each distinct
     text value is parsed once per row group instead of once per row.
     """
-    import pyarrow as pa
-    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    table = pq.read_table(parquet_path, columns=COLUMNS, read_dictionary=COLUMNS)
+    return decode_table(pq.read_table(parquet_path, columns=COLUMNS, read_dictionary=COLUMNS), source)
+
+
+def decode_table(table, source: str) -> DecodedFile:
+    """An all-text Arrow table (columns dictionary-encoded or not) -> DecodedFile.
+
+    `source` names the data in errors: a file, or a file's row groups.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     cols: dict[str, list] = {}
     for c in COLUMNS:
         parts = []
@@ -130,7 +138,10 @@ def decode_file(parquet_path: str, source: str) -> DecodedFile:
                 parts.append((decoded, np.asarray(indices.to_numpy(zero_copy_only=False), dtype=np.int32)))
         except DecodeError:
             # Re-decode the whole column row by row for the precise message (first bad row).
-            _decode_values(c, pq.read_table(parquet_path, columns=[c]).column(c), source)
+            column = table.column(c)
+            if pa.types.is_dictionary(column.type):
+                column = column.cast(pa.string())
+            _decode_values(c, column, source)
             raise
         cols[c] = parts
     return DecodedFile(source, table.num_rows, cols)

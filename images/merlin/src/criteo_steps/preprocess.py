@@ -37,11 +37,15 @@ from criteo_kernel.artifacts import (
     WORKFLOW_NVT,
 )
 
+from . import scale_out
 from .decoding import Decoder
+from .scale_out import ClusterPlan, dask_cluster, list_parquet, piece_dataset, plan_pieces
 from .serving_tables import CompiledWorkflow, check_rows, serving_tables
 from .workflow import build_workflow, embedding_sizes, fit_dataset
 
 warnings.filterwarnings("ignore", message=".*dtype mappings did not load.*")
+
+SPLITS = ("train", "eval")
 
 
 def _write_parquet(columns: dict[str, np.ndarray], path: str, names: list[str]) -> int:
@@ -55,8 +59,14 @@ def _write_parquet(columns: dict[str, np.ndarray], path: str, names: list[str]) 
 
 def preprocess(extracted: list[str], output_root: str, fit_workflow: str | None, workflow_url: str | None,
                max_vocab: int = 0, freq_threshold: int = 0, engine: str = "fast",
-               cache_mb: int = 4096) -> dict:
+               cache_mb: int = 4096, workers: str = "auto", part_size: str = "1GB",
+               device_memory_limit: str = "0.8") -> dict:
     """Fit (full retrain) or load (incremental) the workflow, then transform every day.
+
+    `workers` (criteo_steps.scale_out): "auto" runs on a dask-cuda cluster over the pod's GPUs when
+    it has more than one; N > 1 runs N dask workers (GPUs if the pod has N, else processes), each
+    partition about `part_size` of input, GPU workers spilling past `device_memory_limit`. One
+    worker without a GPU is the in-process path below.
 
     Work is per extracted file throughout: decode one file, fit over a lazy dask collection with
     one partition per file, transform and write one output file per input file. `cache_mb` bounds
@@ -71,11 +81,21 @@ def preprocess(extracted: list[str], output_root: str, fit_workflow: str | None,
         raise SystemExit("preprocess: give exactly one of --fit-workflow (full retrain) or --workflow (incremental)")
     if engine not in ("fast", "nvt"):
         raise SystemExit(f"preprocess: unknown --engine {engine!r} (fast or nvt)")
+    plan = ClusterPlan.choose(workers)
+    limit, part = scale_out.device_memory_limit(device_memory_limit), scale_out.part_bytes(part_size)
     for url in extracted:
         if not storage.is_published(url):
             raise SystemExit(f"preprocess: {url} is not a published extract (no {SUCCESS})")
+    print(f"preprocess: {plan.describe()}", flush=True)
     timings: dict[str, float] = {}
     tmp = tempfile.mkdtemp(prefix="preprocess-")
+    if plan.distributed:
+        try:
+            result = _preprocess_distributed(extracted, output_root, fit_workflow, workflow_url, max_vocab,
+                                             freq_threshold, plan, part, limit, tmp, timings, nvt)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return result
     decoder = Decoder(cache_mb << 20)
     # Two cores and pandas-sized partitions: threads only add contention; the fit's statistics
     # phase is synchronous in merlin anyway.
@@ -97,7 +117,7 @@ def _preprocess(extracted, output_root, fit_workflow, workflow_url, max_vocab, f
         day = url.rstrip("/").rsplit("/", 1)[-1]
         local = storage.download_dir(url, os.path.join(tmp, "in", day))
         files[day] = {}
-        for split in ("train", "eval"):
+        for split in SPLITS:
             paths = sorted(glob.glob(os.path.join(local, split, "*.parquet")))
             for f in paths:
                 decoder.sources[f] = f"{url}/{split}/{os.path.basename(f)}"
@@ -105,7 +125,7 @@ def _preprocess(extracted, output_root, fit_workflow, workflow_url, max_vocab, f
     # Decode in the order the work needs the files, while they fit in the cache budget; files
     # past it are decoded (and validated) when the fit or the transform reaches them.
     order = [f for d in files.values() for f in d["train"]] if fit_workflow else []
-    order += [f for d in files.values() for split in ("train", "eval") for f in d[split] if f not in order]
+    order += [f for d in files.values() for split in SPLITS for f in d[split] if f not in order]
     for f in order:
         decoder.load(f)
         if f not in decoder.cache:
@@ -133,20 +153,9 @@ def _preprocess(extracted, output_root, fit_workflow, workflow_url, max_vocab, f
     t0 = time.perf_counter()
     tables, cont = serving_tables(workflow)
     if fit_workflow:
-        # Save to local scratch first: save() repoints the Categorify tables at the save folder,
-        # and the transforms below must keep reading them after the staging folder is published.
-        local_wf = os.path.join(tmp, "wf-out")
-        workflow.save(os.path.join(local_wf, WORKFLOW_NVT))
-        os.makedirs(os.path.join(local_wf, SERVING_TABLES), exist_ok=True)
-        np.savez(os.path.join(local_wf, SERVING_TABLES, CATEGORY_TABLES), **tables)
-        with open(os.path.join(local_wf, SERVING_TABLES, CONTINUOUS_STATS), "w") as fh:
-            json.dump(cont, fh, indent=2)
-        meta = {"embedding_sizes": sizes, "fit_days": sorted(files), "fit_rows": fit_rows,
-                "max_vocab": max_vocab, "freq_threshold": freq_threshold}
-        with open(os.path.join(local_wf, WORKFLOW_META), "w") as fh:
-            json.dump(meta, fh, indent=2)
-        with storage.staged_partition(fit_workflow) as staging:
-            storage.upload_dir(local_wf, staging)
+        _publish_workflow(workflow, tables, cont, fit_workflow, tmp,
+                          {"embedding_sizes": sizes, "fit_days": sorted(files), "fit_rows": fit_rows,
+                           "max_vocab": max_vocab, "freq_threshold": freq_threshold})
     timings["save_s"] = time.perf_counter() - t0
 
     # 3. transform each day into its own partition, one output file per input file
@@ -205,6 +214,114 @@ def _preprocess(extracted, output_root, fit_workflow, workflow_url, max_vocab, f
     return result
 
 
+def _preprocess_distributed(extracted, output_root, fit_workflow, workflow_url, max_vocab, freq_threshold,
+                            plan: ClusterPlan, part_size: int, memory_limit, tmp: str, timings: dict, nvt) -> dict:
+    """The same outputs as `_preprocess`, computed by NVTabular on a dask cluster (scale_out).
+
+    Input files are read in place, in pieces of about `part_size`; each split of each day is
+    transformed by the workers and written by them straight into the day's staging partition.
+    """
+    from dask.distributed import get_task_stream
+
+    t0 = time.perf_counter()
+    pieces: dict[str, dict[str, list]] = {}
+    for url in extracted:
+        day = url.rstrip("/").rsplit("/", 1)[-1]
+        pieces[day] = {split: plan_pieces(list_parquet(storage.join(url, split)), part_size)
+                       for split in SPLITS}
+    rows = sum(p.rows for splits in pieces.values() for ps in splits.values() for p in ps)
+    timings["list_s"] = time.perf_counter() - t0
+
+    with dask_cluster(plan, memory_limit, tmp) as client, get_task_stream(client) as stream:
+        t0 = time.perf_counter()
+        if fit_workflow:
+            workflow = build_workflow(max_vocab, freq_threshold, out_path=tmp)
+            fit_pieces = [p for splits in pieces.values() for p in splits["train"]]
+            workflow.fit(piece_dataset(fit_pieces, plan.gpu))
+            fit_rows = sum(p.rows for p in fit_pieces)
+        else:
+            wdir = storage.download_dir(workflow_url, os.path.join(tmp, "workflow"))
+            workflow = nvt.Workflow.load(os.path.join(wdir, WORKFLOW_NVT))
+            fit_rows = 0
+        sizes = embedding_sizes(workflow)
+        timings["fit_s"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        tables, cont = serving_tables(workflow)
+        if fit_workflow:
+            _publish_workflow(workflow, tables, cont, fit_workflow, tmp,
+                              {"embedding_sizes": sizes, "fit_days": sorted(pieces), "fit_rows": fit_rows,
+                               "max_vocab": max_vocab, "freq_threshold": freq_threshold})
+        timings["save_s"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        outputs = {}
+        for day, splits in pieces.items():
+            final = storage.join(output_root, day)
+            with storage.staged_partition(final) as staging:
+                counts = {}
+                for split, ps in splits.items():
+                    out = storage.join(staging, split)
+                    counts[split] = sum(p.rows for p in ps)
+                    if not ps:
+                        continue
+                    # One output file per piece, in input order, written by the workers.
+                    workflow.transform(piece_dataset(ps, plan.gpu)).to_parquet(
+                        storage.local_path(out) if storage.is_local(out) else out,
+                        output_files=len(ps), shuffle=None)
+                    _keep_only_parquet(out)
+                storage.write_json(storage.join(staging, PREPROCESS_META),
+                                   {"rows": counts, "embedding_sizes": sizes,
+                                    "workflow": fit_workflow or workflow_url})
+            outputs[day] = {"url": final, "rows": counts}
+        timings["transform_s"] = time.perf_counter() - t0
+    # Which worker decoded which piece: evidence that the work was spread over the cluster.
+    decoded: dict[str, int] = {}
+    for task in stream.data:
+        if str(task["key"]).startswith("('decode-extracted"):
+            decoded[task["worker"]] = decoded.get(task["worker"], 0) + 1
+
+    total = timings["fit_s"] + timings["transform_s"]
+    result = {
+        "output_root": output_root, "days": outputs, "partitions": [o["url"] for o in outputs.values()],
+        "workflow": fit_workflow or workflow_url,
+        "fitted": bool(fit_workflow), "embedding_sizes": sizes, "rows": rows, "fit_rows": fit_rows,
+        "timings": {k: round(v, 3) for k, v in timings.items()},
+        "rows_per_s_fit_transform": round(rows / total, 1) if total else None,
+        "engine": "nvt", "cluster": {"workers": plan.workers, "gpu": plan.gpu, "part_size": part_size,
+                                     "pieces_decoded_per_worker": sorted(decoded.values())},
+    }
+    print(f"preprocessed {rows} rows over {len(outputs)} day(s) on {plan.describe()}: "
+          f"fit {timings['fit_s']:.2f}s, save {timings['save_s']:.2f}s, transform {timings['transform_s']:.2f}s",
+          flush=True)
+    return result
+
+
+def _keep_only_parquet(url: str) -> None:
+    """Remove what NVTabular's writer puts beside the part files (_metadata, _file_list.txt,
+    schema.pbtxt, .merlin/): a processed partition holds parquet parts only, whichever path wrote it."""
+    fs, path = storage.fs_path(url)
+    for entry in fs.ls(path, detail=False):
+        if not entry.rstrip("/").endswith(".parquet"):
+            fs.rm(entry, recursive=True)
+
+
+def _publish_workflow(workflow, tables: dict, cont: dict, url: str, tmp: str, meta: dict) -> None:
+    """Save the fitted workflow with its serving tables and meta.json, and publish it at `url`."""
+    # Save to local scratch first: save() repoints the Categorify tables at the save folder,
+    # and the transforms after this must keep reading them after the staging folder is published.
+    local_wf = os.path.join(tmp, "wf-out")
+    workflow.save(os.path.join(local_wf, WORKFLOW_NVT))
+    os.makedirs(os.path.join(local_wf, SERVING_TABLES), exist_ok=True)
+    np.savez(os.path.join(local_wf, SERVING_TABLES, CATEGORY_TABLES), **tables)
+    with open(os.path.join(local_wf, SERVING_TABLES, CONTINUOUS_STATS), "w") as fh:
+        json.dump(cont, fh, indent=2)
+    with open(os.path.join(local_wf, WORKFLOW_META), "w") as fh:
+        json.dump(meta, fh, indent=2)
+    with storage.staged_partition(url) as staging:
+        storage.upload_dir(local_wf, staging)
+
+
 def _num_rows(path: str) -> int:
     import pyarrow.parquet as pq
 
@@ -227,10 +344,17 @@ def main(argv: list[str] | None = None) -> dict:
                         "Workflow.transform on every file; nvt: Workflow.transform on every file")
     p.add_argument("--cache-mb", type=int, default=4096,
                    help="decoded files kept in memory between fit and transform (others are re-decoded)")
+    p.add_argument("--workers", default="auto",
+                   help="auto: a dask-cuda LocalCUDACluster over the pod's GPUs when it has more than one, "
+                        "else in process; N: N dask workers (GPUs when the pod has N, else CPU processes)")
+    p.add_argument("--part-size", default="1GB",
+                   help="with dask workers: input text per dask partition (whole parquet row groups)")
+    p.add_argument("--device-memory-limit", default="0.8",
+                   help="with GPU workers: device memory (fraction of each GPU, or a size) before spilling to host")
     a = p.parse_args(argv)
     if a.fit_workflow and a.max_vocab is None:
         p.error("--fit-workflow needs --max-vocab (0 keeps every value seen)")
     if a.workflow and a.max_vocab is not None:
         p.error("--max-vocab belongs to fitting (--fit-workflow): a loaded workflow keeps its vocabularies")
     return preprocess(a.extracted, a.output_root, a.fit_workflow, a.workflow, a.max_vocab or 0,
-                      a.freq_threshold, a.engine, a.cache_mb)
+                      a.freq_threshold, a.engine, a.cache_mb, a.workers, a.part_size, a.device_memory_limit)
