@@ -13,9 +13,14 @@ Each task takes its inputs from its upstream tasks' outputs: each day's extract 
 sensor found, learn_reference merges the profiles the validations wrote, deploy ships the package
 the blessing names.
 
-**Trigger by hand** from the UI with the form: `end_day` (-1 = the day of the logical date),
-`window_days`, `epochs`, `batch_size`, `learning_rate`, model sizes. The monitoring sensors trigger
-it the same way when the served model degrades.
+**Trigger by hand** from the UI with the form: `end_day` (-1 = by hand, the latest raw day in the
+bucket; on schedule or in a backfill, the day of the run's logical date), `window_days`, `epochs`,
+`batch_size`, `learning_rate`, model sizes. The monitoring sensors trigger it the same way when the
+served model degrades.
+
+A scheduled run whose logical date falls outside the data set (`criteo_day0_date`,
+`criteo_num_days`) is **skipped**, its plan task's log saying why: unpausing the DAG long after the
+data set's dates shows a skipped run, not a failed one.
 
 Any day of the window failing a **hard** expectation stops the run before training; production stays
 untouched. Soft expectations (drift, learned soft bounds) only warn. Each validation publishes a
@@ -53,7 +58,8 @@ with DAG(
     default_args=DEFAULT_ARGS,
     params={
         "end_day": Param(-1, type="integer", minimum=-1, title="Last day of the window",
-                         description="Criteo day number; -1 = the day of the run's logical date."),
+                         description="Criteo day number. -1: triggered by hand, the latest raw day in the "
+                                     "bucket; scheduled or backfilled, the day of the run's logical date."),
         "window_days": Param(7, type="integer", minimum=1, maximum=24, title="Window (days)",
                              description="How many days, ending at end_day, to fit and train on."),
         **TRAINING_PARAMS,

@@ -22,6 +22,9 @@ found, train the partitions preprocess wrote, deploy the package the blessing na
   the run's Great Expectations page (all runs: **Data quality docs** in the UI navigation).
 * Soft expectations warn without stopping: drift against the production model's reference profile
   (PSI per feature), and the soft learned bounds.
+* A scheduled run whose logical date maps outside `day_0..day_{criteo_num_days-1}` is **skipped**,
+  its plan task's log saying why (unpausing long after the data set's dates gives a skipped run,
+  not a failed one); asked for by hand or in a backfill, such a date fails naming the day.
 * Rerunning a day rewrites the same partitions and creates no new model version.
 * Backfill: `airflow backfill create --dag-id criteo_incremental_training --from-date 2026-01-02 --to-date 2026-01-05`.
 

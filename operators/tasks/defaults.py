@@ -60,3 +60,17 @@ def check_runtime(cfg) -> None:
         docker = DockerSettings.load(cfg.base_url)
         print(f"steps run as containers on {docker.docker_url}, images "
               + ", ".join(f"{k}={v}" for k, v in docker.images.items()))
+
+
+def _run_type(context) -> str:
+    run_type = context["dag_run"].run_type
+    return str(getattr(run_type, "value", run_type)).lower()
+
+
+def is_scheduled(context) -> bool:
+    """The run was made by the scheduler from the DAG's schedule (not by hand, a backfill or an asset)."""
+    return _run_type(context) == "scheduled"
+
+
+def is_backfill(context) -> bool:
+    return _run_type(context) == "backfill"

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 
 from airflow.sdk import Param, task, task_group
 
-from .defaults import run_date
+from .defaults import is_backfill, is_scheduled, run_date
 
 TRAINING_PARAMS = {
     "epochs": Param(1, type="integer", minimum=1, maximum=100, title="Epochs",
@@ -45,17 +45,56 @@ def _no_retry_on_bad_plan():
         raise AirflowFailException(str(exc)) from None
 
 
-def _plan(planner, context) -> dict:
-    """Run a planner on the repository and settings the pipeline's configuration names."""
+@contextmanager
+def _skip_scheduled_runs_outside_the_data_set(context):
+    """A scheduled run whose date maps outside day_0..day_{N-1} has nothing to train: it is skipped,
+    saying why, instead of failing. Unpausing a DAG long after the data set's last day (the
+    embedded default's dates are in 2026-01) then shows a skipped run, not a red one. A run asked
+    for by hand or by a backfill for such a date still fails: someone asked for that day."""
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    from ..pipeline.layout import DayOutOfRange
+
+    try:
+        yield
+    except DayOutOfRange as exc:
+        if not is_scheduled(context):
+            raise
+        raise AirflowSkipException(
+            f"{exc}: a scheduled run outside the data set has nothing to train, so it is skipped. "
+            "Backfill the data set's dates, or trigger by hand.") from None
+
+
+def _plan(planner, context, resolve_params=None) -> dict:
+    """Run a planner on the repository and settings the pipeline's configuration names, once the
+    settings have passed the first task's checks. `resolve_params(cfg)`: the Params to plan with."""
     from ..hooks.model_repository import ModelRepositoryHook
     from ..pipeline.layout import data_docs_run
     from .defaults import check_runtime
 
     repository = ModelRepositoryHook.from_settings()
-    check_runtime(repository.layout.cfg)
-    with _no_retry_on_bad_plan():
-        return planner(repository.layout.cfg, run_date(context), context["params"], repository,
+    cfg = repository.layout.cfg
+    check_runtime(cfg)
+    params = resolve_params(cfg) if resolve_params else context["params"]
+    with _no_retry_on_bad_plan(), _skip_scheduled_runs_outside_the_data_set(context):
+        return planner(cfg, run_date(context), params, repository,
                        docs_run=data_docs_run(context["dag"].dag_id, context["run_id"]))
+
+
+def full_retrain_params(params: dict, scheduled_or_backfill: bool, latest_raw_day) -> dict:
+    """The full retrain's Params with `end_day` resolved: -1 is the logical date's day for a
+    scheduled run or a backfill, and the latest raw day in the bucket for a run triggered by hand
+    (whose logical date is "now", usually outside the data set). `latest_raw_day()` is only asked then."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    if int(params["end_day"]) >= 0 or scheduled_or_backfill:
+        return dict(params)
+    latest = latest_raw_day()
+    if latest is None:
+        raise AirflowFailException("end_day=-1 means the latest raw day in the bucket, and there is none: "
+                                   "land day_N files under criteo_raw_url, or give end_day")
+    print(f"end_day=-1 on a run triggered by hand: the latest raw day in the bucket, day_{latest}")
+    return {**params, "end_day": latest}
 
 
 @task(multiple_outputs=True)
@@ -71,9 +110,12 @@ def plan_incremental_run(**context) -> dict:
 @task(multiple_outputs=True)
 def plan_full_retrain(**context) -> dict:
     """Resolve the window of days; decide where each step writes and with which settings."""
+    from ..hooks.raw_data import RawDataHook
     from ..pipeline.planning import plan_full
 
-    plan = _plan(plan_full, context)
+    plan = _plan(plan_full, context, lambda cfg: full_retrain_params(
+        context["params"], is_scheduled(context) or is_backfill(context),
+        lambda: RawDataHook(cfg.raw_url).latest_day(cfg.num_days)))
     print(f"run {plan['run_key']}: days {plan['days']}, production version {plan['parent_version']}")
     return plan
 
