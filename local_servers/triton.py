@@ -16,7 +16,9 @@ outside pytriton takes three things:
   relative to where they lie in the wheel, so it does not resolve through the links).
 
 The server binds HTTP, gRPC and metrics to 127.0.0.1 on free ports, with explicit model control:
-nothing loads until a client asks (`TritonHook.load_model`), as in production.
+nothing loads until a client asks (`TritonHook.load_model`), as in production. The CLI asks, once
+the server is ready, for every model whose config.pbtxt names a version, so a restarted server
+serves the production version at once (`--no-load`: nothing).
 
     python -m local_servers.triton --model-repository .data/bucket/model_repository
 """
@@ -199,6 +201,15 @@ class LocalTriton(LocalServer):
         return self
 
 
+def production_models(model_repository: str) -> list[str]:
+    """The models of a repository (a folder or gs://) whose config.pbtxt exists: the ones that name
+    a version to serve (deploy writes config.pbtxt when it promotes a version)."""
+    import fsspec
+
+    fs, root = fsspec.core.url_to_fs(model_repository)
+    return sorted(p.rstrip("/").split("/")[-2] for p in fs.glob(f"{root.rstrip('/')}/*/config.pbtxt"))
+
+
 def main(argv: list[str] | None = None) -> int:
     import argparse
     import logging
@@ -209,7 +220,10 @@ def main(argv: list[str] | None = None) -> int:
                                             "foreground on a model repository, explicit model control.")
     p.add_argument("--model-repository", required=True, help="a folder or gs://bucket/path")
     p.add_argument("--work-dir", default=None, help="backend directory and log (default: a temporary folder)")
-    p.add_argument("--load", action="append", default=[], metavar="MODEL", help="load this model once ready")
+    p.add_argument("--load", action="append", default=[], metavar="MODEL",
+                   help="load this model once ready (default: every model whose config.pbtxt names a version, "
+                        "so a restarted server serves production at once)")
+    p.add_argument("--no-load", action="store_true", help="load nothing: wait for a client to ask (deploy does)")
     p.add_argument("--log-verbose", type=int, default=0)
     p.add_argument("--grpc-port", type=int, default=None, help="default: a free port")
     p.add_argument("--http-port", type=int, default=None, help="default: a free port")
@@ -226,13 +240,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"tritonserver ready in {time.monotonic() - t0:.1f}s on {repo}\n  gRPC    {triton.grpc_url}\n"
               f"  HTTP    {triton.http_url}\n  metrics {triton.metrics_url}\n  log     {triton.log_path}\n"
               f"for the DAGs: export AIRFLOW_VAR_CRITEO_TRITON_GRPC_URL={triton.grpc_url}", flush=True)
-        if a.load:
+        models = [] if a.no_load else (a.load or production_models(repo))
+        if models:
             from operators.hooks.triton import TritonHook
 
             hook = TritonHook(triton.grpc_url, timeout_s=300)
-            for model in a.load:
+            for model in models:
                 hook.load_model(model)
                 print(f"loaded {model}: versions ready {hook.ready_versions(model)}", flush=True)
+        elif not a.no_load:
+            print(f"no model in {repo} names a version to serve yet: nothing loaded (deploy loads it)", flush=True)
         if not serve_until_stopped(triton):
             print(f"tritonserver exited; last lines of {triton.log_path}:\n{triton.tail()}", file=sys.stderr)
             return 1

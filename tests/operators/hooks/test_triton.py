@@ -234,3 +234,35 @@ def test_triton_url_reads_the_variable(monkeypatch):
     assert triton_url() == "127.0.0.1:8001"
     monkeypatch.setenv("AIRFLOW_VAR_CRITEO_TRITON_GRPC_URL", "triton.serving:8001")
     assert triton_url() == "triton.serving:8001"
+
+
+def test_the_cli_serves_the_production_version_from_the_start(packages, local_repo, tmp_path):
+    """`python -m local_servers.triton` as the README starts it (no --load): a restarted server
+    serves the version config.pbtxt names without waiting for the next deploy."""
+    import signal
+    import subprocess
+    import sys
+
+    from local_servers.process import free_port
+    from local_servers.triton import production_models
+    from operators.hooks.triton import TritonHook
+
+    set_policy(local_repo, 1, packages.packages[0] / "config.pbtxt")   # production: version 1
+    assert production_models(str(local_repo)) == [MODEL]
+    assert production_models(str(tmp_path)) == []
+    grpc = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "local_servers.triton", "--model-repository", str(local_repo),
+                             "--work-dir", str(tmp_path / "work"), "--grpc-port", str(grpc)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        lines = []
+        for line in proc.stdout:
+            lines.append(line)
+            if line.startswith("loaded ") or "nothing loaded" in line:
+                break
+        assert f"loaded {MODEL}: versions ready [1]\n" in lines, "".join(lines)
+        assert TritonHook(f"127.0.0.1:{grpc}", timeout_s=30).ready_versions(MODEL) == [1]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    assert proc.returncode == 0
