@@ -13,7 +13,7 @@ export AIRFLOW__CORE__PLUGINS_FOLDER := $(CURDIR)/plugins
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 PYTEST_ARGS ?=
 
-.PHONY: setup demo demo-loop lint test test-unit test-integration test-steps test-e2e test-kubernetes kube-build kube-up bench lock clean
+.PHONY: setup demo demo-loop lint test test-unit test-integration test-steps test-e2e test-live test-kubernetes kube-build kube-up bench lock clean
 
 setup: .venv/.installed .venv-steps/.installed .venv-triton/.installed .tools/prometheus.ok .tools/docker-compose.ok \
        $(AIRFLOW_HOME)/airflow.db
@@ -80,7 +80,7 @@ lint: .tools/ruff.ok
 # The layers (markers, see tests/conftest.py), each runnable alone. The merlin image's tests need
 # its environment (.venv-steps); the kernel's run in both environments.
 test: setup kube-build
-	$(MAKE) --no-print-directory test-steps test-unit test-integration test-kubernetes test-e2e
+	$(MAKE) --no-print-directory test-steps test-unit test-integration test-kubernetes test-e2e test-live
 
 test-steps:
 	env -u PYTHONPATH .venv-steps/bin/python -m pytest -q tests/images/kernel tests/images/merlin $(PYTEST_ARGS)
@@ -94,6 +94,11 @@ test-integration:
 
 test-e2e:
 	.venv/bin/python -m pytest -q -m e2e --ignore=tests/images/merlin tests $(PYTEST_ARGS)
+
+# The DAGs under a running Airflow (its scheduler, DAG processor, triggerer and API server on a
+# database of their own), driven through the REST API and the CLI: tests/live.
+test-live: .venv/.installed .venv-steps/.installed .venv-triton/.installed
+	.venv/bin/python -m pytest -q -s -m live --ignore=tests/images/merlin tests $(PYTEST_ARGS)
 
 # The pod runtime against a real control plane on 127.0.0.1 (etcd, kube-apiserver,
 # controller-manager, scheduler v1.20.2) and the node agent (local_servers/kube_node.py).

@@ -5,7 +5,7 @@ One run = one Criteo day. The logical date maps to `day_N` with
 `N = logical date - criteo_day0_date` (Variable, default 2026-01-01 -> day_0).
 
 ```
-plan -> wait_for_raw_day -> extract -> validate (GX gate)
+wait_for_previous_day -> plan -> wait_for_raw_day -> extract -> validate (GX gate)
   -> train_evaluate_deploy: preprocess (saved NVTabular workflow) -> validate_processed (GX gate)
        -> train (warm start from production) -> export (ONNX + Triton package) -> evaluate
        -> blessing_gate (AUC floor, no worse than production) -> deploy (new Triton model version)
@@ -14,8 +14,11 @@ plan -> wait_for_raw_day -> extract -> validate (GX gate)
 Each task takes its inputs from its upstream tasks' outputs: extract reads the file the sensor
 found, train the partitions preprocess wrote, deploy the package the blessing names.
 
-* Runs apply in order: `max_active_runs=1`, `depends_on_past=True`. A day that fails validation
-  blocks the following days until it is fixed or cleared.
+* Days apply in order, however the runs are made (schedule, backfill, by hand):
+  **wait_for_previous_day** holds day N until this DAG's run of day N-1 has ended, so day N plans,
+  and picks the production version it warm-starts from, only after day N-1 deployed (or was not
+  blessed). A day behind a failed day waits for it (`CRITEO_PREVIOUS_DAY_TIMEOUT_S`, 24 h): fix the
+  failed day and clear its failed tasks, or mark its run successful to skip it.
 * A bad day stops at **validate** (a hard expectation of the `raw_day` suite failed); training and
   deploy never run and the production version is untouched. The task log lists each failed
   expectation with its column, rule and observed values; the task's **Data docs** extra link opens
@@ -26,7 +29,9 @@ found, train the partitions preprocess wrote, deploy the package the blessing na
   its plan task's log saying why (unpausing long after the data set's dates gives a skipped run,
   not a failed one); asked for by hand or in a backfill, such a date fails naming the day.
 * Rerunning a day rewrites the same partitions and creates no new model version.
-* Backfill: `airflow backfill create --dag-id criteo_incremental_training --from-date 2026-01-02 --to-date 2026-01-05`.
+* Backfill: `airflow backfill create --dag-id criteo_incremental_training --from-date 2026-01-02 --to-date 2026-01-05`
+  (the days run in order; `--reprocess-behavior completed` reruns days already done, giving the same
+  artifacts and no new version).
 
 Settings (Airflow Variables): `criteo_base_url`, `criteo_raw_url`, `criteo_runtime` (local | kubernetes),
 `criteo_day0_date`, `criteo_num_days`, `criteo_model_name`.
@@ -37,9 +42,17 @@ from datetime import datetime
 
 from airflow.sdk import DAG
 
+from operators.sensors.previous_run import PreviousRunSensor
 from operators.sensors.raw_day import RawDaySensor
 from operators.step import CriteoStepOperator
-from operators.tasks.defaults import DEFAULT_ARGS, RAW_POKE_INTERVAL_S, RAW_WAIT_TIMEOUT_S, SENSOR_MODE
+from operators.tasks.defaults import (
+    DEFAULT_ARGS,
+    PREVIOUS_DAY_POKE_INTERVAL_S,
+    PREVIOUS_DAY_TIMEOUT_S,
+    RAW_POKE_INTERVAL_S,
+    RAW_WAIT_TIMEOUT_S,
+    SENSOR_MODE,
+)
 from operators.tasks.training import TRAINING_PARAMS, plan_incremental_run, train_evaluate_deploy
 
 with DAG(
@@ -49,12 +62,15 @@ with DAG(
     start_date=datetime(2026, 1, 2),
     catchup=False,
     max_active_runs=1,
-    default_args={**DEFAULT_ARGS, "depends_on_past": True},
+    default_args=DEFAULT_ARGS,
     params=TRAINING_PARAMS,
     doc_md=__doc__,
     tags=["criteo", "training", "incremental"],
 ) as dag:
+    previous_day = PreviousRunSensor(task_id="wait_for_previous_day", timeout=PREVIOUS_DAY_TIMEOUT_S,
+                                     poke_interval=PREVIOUS_DAY_POKE_INTERVAL_S, mode=SENSOR_MODE)
     plan = plan_incremental_run()
+    previous_day >> plan
     raw_day = RawDaySensor(task_id="wait_for_raw_day", raw_url=plan["raw_url"], day=plan["day"],
                            timeout=RAW_WAIT_TIMEOUT_S, poke_interval=RAW_POKE_INTERVAL_S, mode=SENSOR_MODE)
     extract = CriteoStepOperator(task_id="extract", step="extract", arguments=plan["extract_args"],

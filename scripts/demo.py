@@ -97,7 +97,7 @@ def run_pipeline(a, base: Path, bag, stack) -> int:
     runs.append(("criteo_full_retrain", dr.state, took))
     for day in range(a.full_days, total_days):
         if any(state != "success" for _, state, _ in runs):
-            # depends_on_past: the next daily run would wait for this one forever
+            # wait_for_previous_day: the next daily run would wait for this one
             print("DEMO FAILED: a run failed; see its task logs above")
             return 1
         dr, took = run_dag(bag, "criteo_incremental_training", day0 + timedelta(days=day))

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-LAYERS = ("unit", "integration", "e2e", "steps", "kubernetes")
+LAYERS = ("unit", "integration", "e2e", "steps", "kubernetes", "live")
 
 # Set before anything imports Airflow or the DAG modules (they read these at import time).
 os.environ.setdefault("AIRFLOW_HOME", str(REPO / ".airflow"))
@@ -29,6 +29,8 @@ os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 os.environ["CRITEO_SENSOR_MODE"] = "poke"
 os.environ["CRITEO_RAW_POKE_INTERVAL_S"] = "1"
 os.environ["CRITEO_RAW_WAIT_TIMEOUT_S"] = "4"
+os.environ["CRITEO_PREVIOUS_DAY_POKE_INTERVAL_S"] = "1"
+os.environ["CRITEO_PREVIOUS_DAY_TIMEOUT_S"] = "4"
 os.environ["CRITEO_RETRY_DELAY_S"] = "1"
 
 # Real model versions, a real Triton and the GCS emulator, shared by the serving tests of the

@@ -2,7 +2,8 @@
 
 Read from the environment when a DAG file is parsed (never from Variables, which would cost a
 database round trip per parse): CRITEO_RETRY_DELAY_S, CRITEO_RAW_WAIT_TIMEOUT_S,
-CRITEO_RAW_POKE_INTERVAL_S, CRITEO_SENSOR_MODE, CRITEO_LABEL_RETRY_DELAY_S.
+CRITEO_RAW_POKE_INTERVAL_S, CRITEO_SENSOR_MODE, CRITEO_LABEL_RETRY_DELAY_S,
+CRITEO_PREVIOUS_DAY_TIMEOUT_S, CRITEO_PREVIOUS_DAY_POKE_INTERVAL_S.
 """
 from __future__ import annotations
 
@@ -20,6 +21,10 @@ DEFAULT_ARGS = {
 RAW_WAIT_TIMEOUT_S = float(os.environ.get("CRITEO_RAW_WAIT_TIMEOUT_S", str(6 * 3600)))
 RAW_POKE_INTERVAL_S = float(os.environ.get("CRITEO_RAW_POKE_INTERVAL_S", "300"))
 SENSOR_MODE = os.environ.get("CRITEO_SENSOR_MODE", "reschedule")
+# How long a daily run waits for the day before it (operators/sensors/previous_run.py): a day behind
+# a failed one waits a day for it to be fixed and cleared.
+PREVIOUS_DAY_TIMEOUT_S = float(os.environ.get("CRITEO_PREVIOUS_DAY_TIMEOUT_S", str(24 * 3600)))
+PREVIOUS_DAY_POKE_INTERVAL_S = float(os.environ.get("CRITEO_PREVIOUS_DAY_POKE_INTERVAL_S", "30"))
 # Late labels are waited out by retries of criteo_request_log_to_raw, 30 min apart by default.
 LABEL_RETRY_DELAY = timedelta(seconds=float(os.environ.get("CRITEO_LABEL_RETRY_DELAY_S", "1800")))
 

@@ -73,7 +73,11 @@ def test_dag_conventions(dagbag, dag_id):
 
 def test_incremental_runs_apply_in_order(dagbag):
     dag = dagbag.get_dag("criteo_incremental_training")
-    assert all(t.depends_on_past for t in dag.tasks)
+    # every run starts by waiting for the day before; nothing depends on its own past (which would
+    # make `airflow backfill create` refuse to run without a reprocess flag)
+    assert dag.get_task("wait_for_previous_day").downstream_task_ids == {"plan_incremental_run"}
+    assert [t.task_id for t in dag.roots] == ["wait_for_previous_day"]
+    assert not any(t.depends_on_past for t in dag.tasks)
     assert "preprocess" in dag.get_task("validate").downstream_task_ids
 
 

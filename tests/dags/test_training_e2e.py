@@ -21,7 +21,7 @@ SMALL_MODEL = {"epochs": 2, "learning_rate": 0.005, "mlp_dims": "128,128", "batc
 def forget_earlier_runs(dag_ids) -> None:
     """Start from no runs of these DAGs in the dev database (.airflow), as on a fresh install.
 
-    Runs left by earlier sessions would count as "the previous run" for depends_on_past, and one
+    Runs left by earlier sessions would count as "the day before" for wait_for_previous_day, and one
     made by an older version of a DAG lacks its newer tasks, which then never become runnable.
     """
     from airflow.models.dagrun import DagRun
@@ -164,8 +164,21 @@ def test_a_malformed_day_stops_before_training(dagbag, bucket):
     assert TritonHook(TRITON["grpc_url"]).ready_versions("criteo_dcn") == [before[-1]]
 
 
-def test_a_missing_day_waits_then_fails(dagbag, bucket):
+def test_the_day_after_a_failed_day_waits_for_it(dagbag, bucket):
+    """Day 4 failed validation (above): day 5 waits for it in wait_for_previous_day and never plans
+    (here until the sensor's test timeout, 4 s), so nothing after a bad day trains on a stale chain."""
+    before = versions(bucket)
     dr, states = run(dagbag, "criteo_incremental_training", 5, {"auc_floor": 0.6})
     assert dr.state == "failed"
+    assert states["wait_for_previous_day"] == "failed"
+    assert states["plan_incremental_run"] == states["deploy"] == "upstream_failed"
+    assert versions(bucket) == before
+
+
+def test_a_missing_day_waits_then_fails(dagbag, bucket):
+    # day 7: no run of day 6 to wait for (day 5's, above, waited on day 4)
+    dr, states = run(dagbag, "criteo_incremental_training", 7, {"auc_floor": 0.6})
+    assert dr.state == "failed"
+    assert states["wait_for_previous_day"] == "success"
     assert states["wait_for_raw_day"] == "failed"
     assert states["extract"] == "upstream_failed"
