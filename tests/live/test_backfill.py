@@ -66,6 +66,20 @@ def live(tmp_path_factory):
             af.stop()
 
 
+def airflow_cli(airflow, *args: str) -> subprocess.CompletedProcess:
+    """An `airflow` CLI command against the live Airflow. Its database is SQLite (one writer at a
+    time): a command that clears many task instances while the scheduler writes can fail with
+    "database is locked", and is run again, as a user would. Production runs on PostgreSQL."""
+    import time
+
+    for _ in range(5):
+        out = subprocess.run([AIRFLOW, *args], env=airflow.env, capture_output=True, text=True, timeout=300)
+        if out.returncode == 0 or "database is locked" not in out.stderr:
+            return out
+        time.sleep(3)
+    return out
+
+
 def _model(base: Path) -> Path:
     return base / "model_repository" / "criteo_dcn"
 
@@ -107,9 +121,8 @@ def test_a_cli_backfill_applies_the_days_in_order(live):
     airflow, base = live
     t0 = datetime.now(UTC)
     # the README's command; the conf only lowers the AUC floor for these small synthetic days
-    out = subprocess.run([AIRFLOW, "backfill", "create", "--dag-id", DAILY, "--from-date", "2026-01-03",
-                          "--to-date", "2026-01-05", "--dag-run-conf", json.dumps({"auc_floor": 0.55})],
-                         env=airflow.env, capture_output=True, text=True, timeout=300)
+    out = airflow_cli(airflow, "backfill", "create", "--dag-id", DAILY, "--from-date", "2026-01-03",
+                      "--to-date", "2026-01-05", "--dag-run-conf", json.dumps({"auc_floor": 0.55}))
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
 
     def backfill_runs():
@@ -152,10 +165,9 @@ def test_reprocessing_the_backfill_gives_the_same_artifacts_and_no_new_version(l
     # one backfill per DAG at a time: the scheduler marks the first one completed shortly after its runs
     airflow.wait("the first backfill to complete", lambda: all(
         b["completed_at"] for b in airflow.call("GET", f"/api/v2/backfills?dag_id={DAILY}")["backfills"]))
-    out = subprocess.run([AIRFLOW, "backfill", "create", "--dag-id", DAILY, "--from-date", "2026-01-03",
-                          "--to-date", "2026-01-05", "--reprocess-behavior", "completed",
-                          "--dag-run-conf", json.dumps({"auc_floor": 0.55})],
-                         env=airflow.env, capture_output=True, text=True, timeout=300)
+    out = airflow_cli(airflow, "backfill", "create", "--dag-id", DAILY, "--from-date", "2026-01-03",
+                      "--to-date", "2026-01-05", "--reprocess-behavior", "completed",
+                      "--dag-run-conf", json.dumps({"auc_floor": 0.55}))
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
 
     def rerun():
