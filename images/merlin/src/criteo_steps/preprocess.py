@@ -143,19 +143,14 @@ def _preprocess(extracted, output_root, fit_workflow, workflow_url, max_vocab, f
         workflow.fit(fit_dataset(fit_files, decoder))
         fit_rows = sum(_num_rows(f) for f in fit_files)
     else:
-        wdir = storage.download_dir(workflow_url, os.path.join(tmp, "workflow"))
-        workflow = nvt.Workflow.load(os.path.join(wdir, WORKFLOW_NVT))
-        fit_rows = 0
+        workflow, fit_rows = _load_workflow(workflow_url, tmp, nvt), 0
     sizes = embedding_sizes(workflow)
     redecode = decoder.seconds - decode_s
     timings["fit_s"] = time.perf_counter() - t0 - redecode
 
     t0 = time.perf_counter()
-    tables, cont = serving_tables(workflow)
-    if fit_workflow:
-        _publish_workflow(workflow, tables, cont, fit_workflow, tmp,
-                          {"embedding_sizes": sizes, "fit_days": sorted(files), "fit_rows": fit_rows,
-                           "max_vocab": max_vocab, "freq_threshold": freq_threshold})
+    tables, cont = _serving_tables_published(workflow, fit_workflow, tmp, sizes, sorted(files), fit_rows,
+                                             max_vocab, freq_threshold)
     timings["save_s"] = time.perf_counter() - t0
 
     # 3. transform each day into its own partition, one output file per input file
@@ -199,15 +194,8 @@ def _preprocess(extracted, output_root, fit_workflow, workflow_url, max_vocab, f
     timings["redecode_s"] = redecode
     timings["list_s"] = listing_s
 
-    total = timings["fit_s"] + timings["transform_s"]
-    result = {
-        "output_root": output_root, "days": outputs, "partitions": [o["url"] for o in outputs.values()],
-        "workflow": fit_workflow or workflow_url,
-        "fitted": bool(fit_workflow), "embedding_sizes": sizes, "rows": rows, "fit_rows": fit_rows,
-        "timings": {k: round(v, 3) for k, v in timings.items()},
-        "rows_per_s_fit_transform": round(rows / total, 1) if total else None,
-        "engine": engine, "checked_rows": checked, "decodes": decoder.decodes,
-    }
+    result = _result(output_root, outputs, fit_workflow or workflow_url, bool(fit_workflow), sizes, rows, fit_rows,
+                     timings, engine=engine, checked_rows=checked, decodes=decoder.decodes)
     print(f"preprocessed {rows} rows over {len(outputs)} day(s): decode {timings['decode_s']:.2f}s, "
           f"fit {timings['fit_s']:.2f}s, save {timings['save_s']:.2f}s, "
           f"transform {timings['transform_s']:.2f}s ({engine})", flush=True)
@@ -240,18 +228,13 @@ def _preprocess_distributed(extracted, output_root, fit_workflow, workflow_url, 
             workflow.fit(piece_dataset(fit_pieces, plan.gpu))
             fit_rows = sum(p.rows for p in fit_pieces)
         else:
-            wdir = storage.download_dir(workflow_url, os.path.join(tmp, "workflow"))
-            workflow = nvt.Workflow.load(os.path.join(wdir, WORKFLOW_NVT))
-            fit_rows = 0
+            workflow, fit_rows = _load_workflow(workflow_url, tmp, nvt), 0
         sizes = embedding_sizes(workflow)
         timings["fit_s"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        tables, cont = serving_tables(workflow)
-        if fit_workflow:
-            _publish_workflow(workflow, tables, cont, fit_workflow, tmp,
-                              {"embedding_sizes": sizes, "fit_days": sorted(pieces), "fit_rows": fit_rows,
-                               "max_vocab": max_vocab, "freq_threshold": freq_threshold})
+        _serving_tables_published(workflow, fit_workflow, tmp, sizes, sorted(pieces), fit_rows, max_vocab,
+                                  freq_threshold)
         timings["save_s"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
@@ -281,16 +264,9 @@ def _preprocess_distributed(extracted, output_root, fit_workflow, workflow_url, 
         if str(task["key"]).startswith("('decode-extracted"):
             decoded[task["worker"]] = decoded.get(task["worker"], 0) + 1
 
-    total = timings["fit_s"] + timings["transform_s"]
-    result = {
-        "output_root": output_root, "days": outputs, "partitions": [o["url"] for o in outputs.values()],
-        "workflow": fit_workflow or workflow_url,
-        "fitted": bool(fit_workflow), "embedding_sizes": sizes, "rows": rows, "fit_rows": fit_rows,
-        "timings": {k: round(v, 3) for k, v in timings.items()},
-        "rows_per_s_fit_transform": round(rows / total, 1) if total else None,
-        "engine": "nvt", "cluster": {"workers": plan.workers, "gpu": plan.gpu, "part_size": part_size,
-                                     "pieces_decoded_per_worker": sorted(decoded.values())},
-    }
+    result = _result(output_root, outputs, fit_workflow or workflow_url, bool(fit_workflow), sizes, rows, fit_rows,
+                     timings, engine="nvt", cluster={"workers": plan.workers, "gpu": plan.gpu, "part_size": part_size,
+                                                     "pieces_decoded_per_worker": sorted(decoded.values())})
     print(f"preprocessed {rows} rows over {len(outputs)} day(s) on {plan.describe()}: "
           f"fit {timings['fit_s']:.2f}s, save {timings['save_s']:.2f}s, transform {timings['transform_s']:.2f}s",
           flush=True)
@@ -304,6 +280,36 @@ def _keep_only_parquet(url: str) -> None:
     for entry in fs.ls(path, detail=False):
         if not entry.rstrip("/").endswith(".parquet"):
             fs.rm(entry, recursive=True)
+
+
+def _load_workflow(url: str, tmp: str, nvt):
+    """The published workflow at `url` (incremental runs transform with it)."""
+    wdir = storage.download_dir(url, os.path.join(tmp, "workflow"))
+    return nvt.Workflow.load(os.path.join(wdir, WORKFLOW_NVT))
+
+
+def _serving_tables_published(workflow, fit_workflow: str | None, tmp: str, sizes: dict, fit_days: list,
+                              fit_rows: int, max_vocab: int, freq_threshold: int) -> tuple[dict, dict]:
+    """The workflow's serving tables; on a full retrain, the workflow is also published with them."""
+    tables, cont = serving_tables(workflow)
+    if fit_workflow:
+        _publish_workflow(workflow, tables, cont, fit_workflow, tmp,
+                          {"embedding_sizes": sizes, "fit_days": fit_days, "fit_rows": fit_rows,
+                           "max_vocab": max_vocab, "freq_threshold": freq_threshold})
+    return tables, cont
+
+
+def _result(output_root: str, outputs: dict, workflow: str, fitted: bool, sizes: dict, rows: int, fit_rows: int,
+            timings: dict, **extra) -> dict:
+    """The step's result, whichever path computed it; `extra` says how (engine, cluster, ...)."""
+    total = timings["fit_s"] + timings["transform_s"]
+    return {
+        "output_root": output_root, "days": outputs, "partitions": [o["url"] for o in outputs.values()],
+        "workflow": workflow, "fitted": fitted, "embedding_sizes": sizes, "rows": rows, "fit_rows": fit_rows,
+        "timings": {k: round(v, 3) for k, v in timings.items()},
+        "rows_per_s_fit_transform": round(rows / total, 1) if total else None,
+        **extra,
+    }
 
 
 def _publish_workflow(workflow, tables: dict, cont: dict, url: str, tmp: str, meta: dict) -> None:
