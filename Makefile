@@ -13,10 +13,10 @@ export AIRFLOW__CORE__PLUGINS_FOLDER := $(CURDIR)/plugins
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 PYTEST_ARGS ?=
 
-.PHONY: setup demo demo-loop lint test test-unit test-integration test-steps test-e2e test-live test-kubernetes kube-build kube-up bench lock clean
+.PHONY: setup airflow airflow-stop demo demo-loop lint test test-unit test-integration test-steps test-e2e test-live test-kubernetes kube-build kube-up bench lock clean
 
 setup: .venv/.installed .venv-steps/.installed .venv-triton/.installed .tools/prometheus.ok .tools/docker-compose.ok \
-       $(AIRFLOW_HOME)/airflow.db
+       .tools/data-docs-assets.ok $(AIRFLOW_HOME)/airflow.db
 
 $(UV):
 	$(PYTHON) -m venv .tools
@@ -50,6 +50,14 @@ $(UV):
 	prometheus --version 2>&1 | head -1
 	touch $@
 
+# Debian's Chromium for the browser check (tests/live/test_browser.py, driven by Playwright).
+.tools/chromium.ok: | $(UV)
+	command -v chromium >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends chromium fonts-liberation >/dev/null; }
+	chromium --version 2>/dev/null | head -1
+	touch $@
+
 # A real compose client (Debian's docker-compose 1.29) to check docker-compose.yaml; no engine needed.
 .tools/docker-compose.ok: | $(UV)
 	command -v docker-compose >/dev/null || { \
@@ -58,9 +66,25 @@ $(UV):
 	docker-compose version 2>&1 | head -1
 	touch $@
 
+# The data docs' CSS/JS (bootstrap, jQuery, Font Awesome, vega) from the npm registry, checked
+# against the locked sha512; the plugin serves them so the pages render with no internet.
+.tools/data-docs-assets.ok: operators/links/data_docs_assets.py .venv/.installed
+	.venv/bin/python -m operators.links.data_docs_assets install --dest .tools/data-docs-assets >/dev/null
+	.venv/bin/python -m operators.links.data_docs_assets check --dest .tools/data-docs-assets
+	touch $@
+
 $(AIRFLOW_HOME)/airflow.db: .venv/.installed
 	mkdir -p $(AIRFLOW_HOME)
 	.venv/bin/airflow db migrate > $(AIRFLOW_HOME)/db-migrate.log 2>&1 || (cat $(AIRFLOW_HOME)/db-migrate.log; exit 1)
+
+# A real Airflow 3 (API server, scheduler, DAG processor, triggerer) with Triton, the monitor and
+# Prometheus, in the background; prints the login and URLs. AIRFLOW_PORT=8080 by default.
+AIRFLOW_PORT ?= 8080
+airflow: setup
+	.venv/bin/python -m local_servers.airflow start --port $(AIRFLOW_PORT)
+
+airflow-stop:
+	@if [ -x .venv/bin/python ]; then .venv/bin/python -m local_servers.airflow stop; else echo "nothing to stop"; fi
 
 demo: setup
 	.venv/bin/python scripts/demo.py $(DEMO_ARGS)
@@ -96,8 +120,8 @@ test-e2e:
 	.venv/bin/python -m pytest -q -m e2e --ignore=tests/images/merlin tests $(PYTEST_ARGS)
 
 # The DAGs under a running Airflow (its scheduler, DAG processor, triggerer and API server on a
-# database of their own), driven through the REST API and the CLI: tests/live.
-test-live: .venv/.installed .venv-steps/.installed .venv-triton/.installed
+# database of their own), driven through the REST API, the CLI and headless Chromium: tests/live.
+test-live: .venv/.installed .venv-steps/.installed .venv-triton/.installed .tools/data-docs-assets.ok .tools/chromium.ok
 	.venv/bin/python -m pytest -q -s -m live --ignore=tests/images/merlin tests $(PYTEST_ARGS)
 
 # The pod runtime against a real control plane on 127.0.0.1 (etcd, kube-apiserver,

@@ -18,7 +18,8 @@ found, train the partitions preprocess wrote, deploy the package the blessing na
   **wait_for_previous_day** holds day N until this DAG's run of day N-1 has ended, so day N plans,
   and picks the production version it warm-starts from, only after day N-1 deployed (or was not
   blessed). A day behind a failed day waits for it (`CRITEO_PREVIOUS_DAY_TIMEOUT_S`, 24 h): fix the
-  failed day and clear its failed tasks, or mark its run successful to skip it.
+  failed day's raw file and clear that day's whole run (**Clear Run**, all tasks), or mark its run
+  successful to skip it.
 * A bad day stops at **validate** (a hard expectation of the `raw_day` suite failed); training and
   deploy never run and the production version is untouched. The task log lists each failed
   expectation with its column, rule and observed values; the task's **Data docs** extra link opens

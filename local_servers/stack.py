@@ -58,8 +58,11 @@ class ServingStack(ExitStack):
 
     def __init__(self, base: str | Path, work_dir: str | Path, model: str = MODEL_NAME, monitor: bool = True,
                  prometheus: bool = True, window_rows: int = 5000, min_rows: int = 500,
-                 scrape_interval_s: float = 1.0):
+                 scrape_interval_s: float = 1.0, triton_grpc_port: int | None = None,
+                 prometheus_port: int | None = None):
         super().__init__()
+        self.triton_grpc_port = triton_grpc_port      # None: free ports (tests); make airflow pins the Variables'
+        self.prometheus_port = prometheus_port
         self.base = str(base).rstrip("/")   # a folder or gs://bucket/prefix
         self.work_dir = Path(work_dir)
         self.model = model
@@ -92,7 +95,8 @@ class ServingStack(ExitStack):
             for folder in (self.model_repository, self.request_log):
                 ensure_folder(folder)
             self.triton = LocalTriton(model_repository=self.model_repository, work_dir=self.work_dir / "triton",
-                                      log_path=self.work_dir / "triton.log", env=_gcs_env())
+                                      log_path=self.work_dir / "triton.log", env=_gcs_env(),
+                                      grpc_port=self.triton_grpc_port)
             self.enter_context(self.triton)
             self._set_var("criteo_triton_grpc_url", self.triton.grpc_url)
             targets = [self.triton.metrics_url]
@@ -106,7 +110,8 @@ class ServingStack(ExitStack):
 
                 self.prometheus = LocalPrometheus(targets, work_dir=self.work_dir / "prometheus",
                                                   log_path=self.work_dir / "prometheus.log",
-                                                  scrape_interval_s=self.scrape_interval_s)
+                                                  scrape_interval_s=self.scrape_interval_s,
+                                                  port=self.prometheus_port)
                 self.enter_context(self.prometheus)
                 self._set_var("criteo_prometheus_url", self.prometheus.url)
         except BaseException:

@@ -210,6 +210,19 @@ def production_models(model_repository: str) -> list[str]:
     return sorted(p.rstrip("/").split("/")[-2] for p in fs.glob(f"{root.rstrip('/')}/*/config.pbtxt"))
 
 
+def load_production(triton: LocalTriton, models: list[str] | None = None) -> dict[str, list[int]]:
+    """Load `models` (default: every model whose config.pbtxt names a version) on a started
+    server, so that it serves production at once; returns each model's ready versions."""
+    from operators.hooks.triton import TritonHook
+
+    hook = TritonHook(triton.grpc_url, timeout_s=300)
+    loaded = {}
+    for model in production_models(triton.model_repository) if models is None else models:
+        hook.load_model(model)
+        loaded[model] = hook.ready_versions(model)
+    return loaded
+
+
 def main(argv: list[str] | None = None) -> int:
     import argparse
     import logging
@@ -240,15 +253,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"tritonserver ready in {time.monotonic() - t0:.1f}s on {repo}\n  gRPC    {triton.grpc_url}\n"
               f"  HTTP    {triton.http_url}\n  metrics {triton.metrics_url}\n  log     {triton.log_path}\n"
               f"for the DAGs: export AIRFLOW_VAR_CRITEO_TRITON_GRPC_URL={triton.grpc_url}", flush=True)
-        models = [] if a.no_load else (a.load or production_models(repo))
-        if models:
-            from operators.hooks.triton import TritonHook
-
-            hook = TritonHook(triton.grpc_url, timeout_s=300)
-            for model in models:
-                hook.load_model(model)
-                print(f"loaded {model}: versions ready {hook.ready_versions(model)}", flush=True)
-        elif not a.no_load:
+        loaded = {} if a.no_load else load_production(triton, a.load or None)
+        for model, versions in loaded.items():
+            print(f"loaded {model}: versions ready {versions}", flush=True)
+        if not loaded and not a.no_load:
             print(f"no model in {repo} names a version to serve yet: nothing loaded (deploy loads it)", flush=True)
         if not serve_until_stopped(triton):
             print(f"tritonserver exited; last lines of {triton.log_path}:\n{triton.tail()}", file=sys.stderr)

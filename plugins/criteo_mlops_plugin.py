@@ -9,12 +9,17 @@ airflow/api_fastapi/app.py):
 
 - `GET /criteo-data-docs/`: every published validation site under the data docs root
   (operators/hooks/data_docs.py), newest first, with its verdict and counts;
-- `GET /criteo-data-docs/site/{path}`: a file of a site, served as-is, so GX's relative links
-  (static/..., ../../index.html) work; 400 for a path escaping the root, 404 for a missing file.
+  (`?dag_id=&run_id=` narrow it to one run);
+- `GET /criteo-data-docs/site/{path}`: a file of a site, so GX's relative links (static/...,
+  ../../index.html) work; HTML and CSS have their CDN URLs pointed at the assets route; 400 for a
+  path escaping the root, 404 for a missing file;
+- `GET /criteo-data-docs/assets/{path}`: bootstrap, jQuery, Font Awesome, vega (installed from
+  the npm registry by `make setup`) and GX's styles and logo (operators/links/data_docs_assets.py),
+  so the pages render offline.
 
-An `external_views` entry puts "Data quality docs" in the UI's Browse menu; the UI shows it in
-an iframe at /plugin/criteo-data-docs (same origin, sandbox with allow-same-origin, so the login
-cookie goes along). Each validation task has the "Data docs" extra link (DataDocsLink, declared
+Two `external_views`: "Data docs" in the UI's Browse menu, opening the index in a new tab,
+and "Data docs", a tab of each DAG run's page with that run's sites (an iframe, same origin, so
+the login cookie goes along). Each validation task has the "Data docs" extra link (DataDocsLink, declared
 on CriteoStepOperator; it is not listed in `operator_extra_links` here: a plugin-registered link
 would be evaluated in the API server, which cannot read XComs through the task SDK).
 
@@ -24,9 +29,10 @@ or the UI's `_token` cookie, checked by the configured auth manager (401 without
 file and index row is further checked with `is_authorized_dag(GET, TASK_INSTANCE, dag_id)`: a
 user sees the data docs of the DAGs whose task instances they may read (403 otherwise).
 
-Served files get a Content-Security-Policy without `connect-src`/`form-action` (a page's scripts
-cannot call the Airflow API with the user's cookie). GX 1.x validation pages link their favicon
-one folder short; the site route falls back to the site's own static/ (see DataDocsHook.find).
+Served pages get a Content-Security-Policy allowing same-origin content only: no request leaves
+the machine, and a page's scripts cannot call the Airflow API with the user's cookie. GX 1.x
+validation pages link their favicon one folder short; the site route falls back to the site's own
+static/ (see DataDocsHook.find).
 
 Cheap to import (every task process loads plugins for the macros): FastAPI and Airflow's API
 security module are imported only when the API server asks for `fastapi_apps`. No
@@ -42,6 +48,7 @@ from airflow.configuration import conf
 from airflow.plugins_manager import AirflowPlugin
 
 URL_PREFIX = "/criteo-data-docs"        # == operators.links.data_docs.ROUTE_PREFIX (not imported: keep this cheap)
+ASSETS_ROUTE = "assets"                  # == operators.links.data_docs_assets.ASSETS_ROUTE
 _API_ROOT = urlsplit(conf.get("api", "base_url", fallback="") or "").path.rstrip("/")
 
 CONTENT_TYPES = {
@@ -51,14 +58,19 @@ CONTENT_TYPES = {
     ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".ico": "image/x-icon", ".otf": "font/otf",
     ".ttf": "font/ttf", ".woff": "font/woff", ".woff2": "font/woff2", ".txt": "text/plain; charset=utf-8",
 }
-# Served pages may not call back into the API with the user's cookie, nor post forms; GX pages
-# load their CSS/JS from public CDNs, which stays allowed.
+# What a served page may load: its own site, the plugin's assets, inline scripts and styles (GX
+# writes many), data: URLs. Nothing from another origin, so no request leaves the machine and an
+# asset missing from data_docs_assets.CDN_URLS shows as a blocked request; no calls back into the
+# API with the user's cookie, no forms. 'unsafe-eval': vega compiles its expressions with Function.
 SITE_HEADERS = {
-    "Content-Security-Policy": "connect-src 'none'; form-action 'none'; object-src 'none'; "
-                               "base-uri 'none'; frame-ancestors 'self'",
+    "Content-Security-Policy": "default-src 'self'; script-src 'self' 'unsafe-inline' 'unsafe-eval'; "
+                               "style-src 'self' 'unsafe-inline'; img-src 'self' data:; font-src 'self' data:; "
+                               "connect-src 'none'; form-action 'none'; object-src 'none'; base-uri 'none'; "
+                               "frame-ancestors 'self'",
     "X-Content-Type-Options": "nosniff",
     "Cache-Control": "no-cache",
 }
+ASSET_HEADERS = {"X-Content-Type-Options": "nosniff", "Cache-Control": "public, max-age=86400"}
 
 
 def criteo_day(logical_date) -> int:
@@ -131,19 +143,23 @@ def create_data_docs_app():
     from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
     from operators.hooks.data_docs import DataDocsHook, InvalidPath, safe_parts
+    from operators.links import data_docs_assets as assets
 
+    assets_url = f"{_API_ROOT}{URL_PREFIX}/{assets.ASSETS_ROUTE}"
     app = FastAPI(title="Criteo data docs", docs_url=None, redoc_url=None, openapi_url=None)
 
     @app.get("/", response_class=HTMLResponse)
-    def index(user: GetUserDep) -> HTMLResponse:
+    def index(user: GetUserDep, dag_id: str | None = None, run_id: str | None = None) -> HTMLResponse:
         docs = DataDocsHook()
         try:
             runs = docs.list_runs()
         except Exception as exc:  # an unreachable bucket, missing credentials: say so in the page
             return HTMLResponse(_index_html([], docs.root_url, f"{type(exc).__name__}: {exc}"), status_code=503)
+        # the DAG run tab passes its run (the UI fills {DAG_ID}/{RUN_ID}); the nav link passes none
+        runs = [r for r in runs if (not dag_id or r["dag_id"] == dag_id) and (not run_id or r["run_id"] == run_id)]
         allowed = {d for d in {r["dag_id"] for r in runs} if _can_read_dag(user, d)}
         runs = [r for r in runs if r["dag_id"] in allowed]
-        return HTMLResponse(_index_html(runs, docs.root_url), headers={"Cache-Control": "no-cache"})
+        return HTMLResponse(_index_html(runs, docs.root_url), headers={**SITE_HEADERS, "Cache-Control": "no-cache"})
 
     @app.get("/site/{path:path}")
     def site(path: str, request: Request, user: GetUserDep) -> Response:
@@ -165,7 +181,23 @@ def create_data_docs_app():
             raise HTTPException(400, str(exc)) from None
         except FileNotFoundError:
             raise HTTPException(404, "Not Found") from None
-        return Response(data, media_type=content_type(parts[-1]), headers=SITE_HEADERS)
+        media_type = content_type(parts[-1])
+        if media_type.startswith(("text/html", "text/css")):
+            data = assets.rewrite(data.decode("utf-8", errors="replace"), assets_url).encode()
+        return Response(data, media_type=media_type, headers=SITE_HEADERS)
+
+    @app.get(f"/{assets.ASSETS_ROUTE}/{{path:path}}")
+    def asset(path: str) -> Response:
+        # public third-party files (bootstrap, jQuery, GX's logo), like Airflow's own static files
+        try:
+            found = assets.resolve("/".join(safe_parts(path)))
+        except InvalidPath as exc:
+            raise HTTPException(400, str(exc)) from None
+        except FileNotFoundError:
+            absent = assets.missing()
+            detail = f"Not Found; not installed: {', '.join(absent)} (make setup)" if absent else "Not Found"
+            raise HTTPException(404, detail) from None
+        return Response(found.read_bytes(), media_type=content_type(found.name), headers=ASSET_HEADERS)
 
     return app
 
@@ -178,13 +210,24 @@ def _data_docs_app():
 class CriteoMLOpsPlugin(AirflowPlugin):
     name = "criteo_mlops"
     macros = [criteo_day]
-    external_views = [{
-        "name": "Data quality docs",
-        "href": f"{_API_ROOT}{URL_PREFIX}/",
-        "url_route": "criteo-data-docs",       # shown in an iframe at /plugin/criteo-data-docs
-        "destination": "nav",
-        "category": "browse",
-    }]
+    # Airflow 3.3.2's UI: a nav view without url_route is a link that opens a new tab, in the menu
+    # its category names (a top-level one renders as a <button href> that does nothing when
+    # clicked); a dag_run view is a tab of the run's page, an iframe, {DAG_ID}/{RUN_ID} filled in.
+    external_views = [
+        {
+            "name": "Data docs",
+            "href": f"{_API_ROOT}{URL_PREFIX}/",
+            "destination": "nav",
+            "category": "browse",
+            "icon": f"{_API_ROOT}{URL_PREFIX}/{ASSETS_ROUTE}/gx/images/favicon.ico",
+        },
+        {
+            "name": "Data docs",
+            "href": f"{_API_ROOT}{URL_PREFIX}/?dag_id={{DAG_ID}}&run_id={{RUN_ID}}",
+            "url_route": "criteo-run-data-docs",
+            "destination": "dag_run",
+        },
+    ]
 
     @property
     def fastapi_apps(self) -> list[dict]:  # built on first use: only the API server asks for it

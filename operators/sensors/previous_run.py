@@ -31,8 +31,8 @@ def previous_run_done(previous: PreviousRun, dag_id: str, when: str) -> tuple[bo
         return True, f"the run of {dag_id} for {when} succeeded"
     if previous.failed:
         return False, (f"the run of {dag_id} for {when} failed: this day waits, so that days apply in order. "
-                       f"Fix that day and clear its failed tasks (it reruns, then this day goes on), or mark "
-                       f"its run successful to skip it")
+                       f"Fix that day's raw file and clear that day's whole run (extract too: it read the bad "
+                       f"file), it reruns, then this day goes on; or mark its run successful to skip it")
     return False, f"the run of {dag_id} for {when} is queued or running: waiting for it, so that days apply in order"
 
 

@@ -7,81 +7,24 @@ CLI for the backfill.
 2. `criteo_full_retrain` triggered through the REST API with a conf deploys version 1.
 3. `airflow backfill create` over three days, as the README writes it (no reprocess flag): three
    runs, each on its own day, applied in order, each version's parent the version before.
+4. The same backfill reprocessed: identical artifacts, no new version.
+5. A bad day inside a backfill stops at validation, the next day waits, production is untouched;
+   the README's way to resume (fix the file, clear the failed run) finishes both days.
 
 Figures (printed, recorded in README): the backfill's wall time, trigger-to-first-task latency,
 and queued-to-running latency per task.
 """
 import json
-import os
 import statistics
-import subprocess
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from tests.fixtures.airflow import AIRFLOW, Airflow
+from tests.live.conftest import DAILY, FULL, SMALL_MODEL, airflow_cli, corrupt_day, create_backfill, model_dir, when
 
 pytestmark = pytest.mark.live
-DAY0 = datetime(2026, 1, 1, tzinfo=UTC)
-ROWS = 20_000
-SMALL_MODEL = {"epochs": 1, "learning_rate": 0.005, "mlp_dims": "64,64", "batch_size": 2048, "auc_floor": 0.55}
-FULL = "criteo_full_retrain"
-DAILY = "criteo_incremental_training"
-
-
-def _when(stamp: str) -> datetime:
-    return datetime.fromisoformat(stamp.replace("Z", "+00:00"))
-
-
-@pytest.fixture(scope="module")
-def live(tmp_path_factory):
-    from local_servers.stack import ServingStack
-    from operators.runtime.catalogue import STEPS
-    from operators.runtime.local import LocalProcessRuntime
-
-    root = tmp_path_factory.mktemp("live")
-    base = root / "bucket"
-    LocalProcessRuntime().run(STEPS["synth"], ["--out", str(base / "raw"), "--days", "0-4", "--rows", str(ROWS)])
-    with ServingStack(base, root / "services", monitor=False, prometheus=False) as stack:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "CRITEO_"))}
-        env.update({
-            "AIRFLOW_VAR_CRITEO_BASE_URL": str(base),
-            "AIRFLOW_VAR_CRITEO_DAY0_DATE": DAY0.date().isoformat(),
-            "AIRFLOW_VAR_CRITEO_TRITON_GRPC_URL": stack.triton.grpc_url,
-            # sensors give their worker slot back between pokes, as in production. Not much faster
-            # than this: a task rescheduled within the scheduler's executor-event latency is failed
-            # by the stale event of its previous poke (Airflow 3.3; see README, apache/airflow#72716).
-            "CRITEO_SENSOR_MODE": "reschedule",
-            "CRITEO_PREVIOUS_DAY_POKE_INTERVAL_S": "10",
-            "CRITEO_RAW_POKE_INTERVAL_S": "10",
-            "CRITEO_RAW_WAIT_TIMEOUT_S": "120",
-            "CRITEO_RETRY_DELAY_S": "5",
-        })
-        af = Airflow(root / "airflow_home", env)
-        try:
-            af.start()
-            yield af, base
-        finally:
-            af.stop()
-
-
-def airflow_cli(airflow, *args: str) -> subprocess.CompletedProcess:
-    """An `airflow` CLI command against the live Airflow. Its database is SQLite (one writer at a
-    time): a command that clears many task instances while the scheduler writes can fail with
-    "database is locked", and is run again, as a user would. Production runs on PostgreSQL."""
-    import time
-
-    for _ in range(5):
-        out = subprocess.run([AIRFLOW, *args], env=airflow.env, capture_output=True, text=True, timeout=300)
-        if out.returncode == 0 or "database is locked" not in out.stderr:
-            return out
-        time.sleep(3)
-    return out
-
-
-def _model(base: Path) -> Path:
-    return base / "model_repository" / "criteo_dcn"
 
 
 def test_the_dags_parse_and_unpausing_today_gives_skipped_runs(live):
@@ -110,10 +53,10 @@ def test_a_full_retrain_triggered_through_the_rest_api(live):
     run = airflow.wait("the full retrain", lambda: (lambda r: r if r["state"] in ("success", "failed") else None)(
         airflow.call("GET", f"/api/v2/dags/{FULL}/dagRuns/{triggered['dag_run_id']}")), timeout_s=900, every_s=5)
     assert run["state"] == "success", (airflow.task_states(FULL, run["dag_run_id"]), airflow.logs())
-    assert json.loads((_model(base) / "1" / "lineage.json").read_text())["mode"] == "full"
+    assert json.loads((model_dir(base) / "1" / "lineage.json").read_text())["mode"] == "full"
     tis = airflow.call("GET", f"/api/v2/dags/{FULL}/dagRuns/{run['dag_run_id']}/taskInstances")["task_instances"]
-    first = min(_when(t["start_date"]) for t in tis if t["start_date"])
-    print(f"\nFIGURE trigger-to-first-task {(first - _when(run['queued_at'])).total_seconds():.1f}s "
+    first = min(when(t["start_date"]) for t in tis if t["start_date"])
+    print(f"\nFIGURE trigger-to-first-task {(first - when(run['queued_at'])).total_seconds():.1f}s "
           f"(run queued_at -> first task start)")
 
 
@@ -131,20 +74,20 @@ def test_a_cli_backfill_applies_the_days_in_order(live):
 
     runs = sorted(airflow.wait("the backfill's three runs", backfill_runs, timeout_s=1500, every_s=5),
                   key=lambda r: r["logical_date"])
-    wall = (max(_when(r["end_date"]) for r in runs) - t0).total_seconds()
+    wall = (max(when(r["end_date"]) for r in runs) - t0).total_seconds()
     assert [r["logical_date"][:10] for r in runs] == ["2026-01-03", "2026-01-04", "2026-01-05"]
     assert all(r["state"] == "success" for r in runs), [(r["dag_run_id"], airflow.task_states(DAILY, r["dag_run_id"]))
                                                         for r in runs]
     # day N warm-starts from the version day N-1 deployed: versions 2, 3, 4 with parents 1, 2, 3
-    lineage = {v: json.loads((_model(base) / str(v) / "lineage.json").read_text()) for v in (2, 3, 4)}
+    lineage = {v: json.loads((model_dir(base) / str(v) / "lineage.json").read_text()) for v in (2, 3, 4)}
     assert [(lineage[v]["days"], lineage[v]["parent_version"]) for v in (2, 3, 4)] == [([2], 1), ([3], 2), ([4], 3)]
     # in order: each day planned only after the day before had deployed
     tis = {r["logical_date"][:10]: {t["task_id"]: t for t in airflow.call(
         "GET", f"/api/v2/dags/{DAILY}/dagRuns/{r['dag_run_id']}/taskInstances")["task_instances"]} for r in runs}
     days = sorted(tis)
     for before, after in zip(days, days[1:], strict=False):
-        assert _when(tis[after]["plan_incremental_run"]["start_date"]) >= _when(tis[before]["deploy"]["end_date"])
-    waits = [(_when(t["start_date"]) - _when(t["queued_when"])).total_seconds()
+        assert when(tis[after]["plan_incremental_run"]["start_date"]) >= when(tis[before]["deploy"]["end_date"])
+    waits = [(when(t["start_date"]) - when(t["queued_when"])).total_seconds()
              for day in days for t in tis[day].values() if t["queued_when"] and t["start_date"]]
     print(f"\nFIGURE backfill of 3 days: {wall:.0f}s wall; queued-to-running per task: median "
           f"{statistics.median(waits):.1f}s, max {max(waits):.1f}s over {len(waits)} task attempts")
@@ -160,14 +103,10 @@ def _digests(folder: Path) -> dict:
 def test_reprocessing_the_backfill_gives_the_same_artifacts_and_no_new_version(live):
     airflow, base = live
     processed = base / "work" / "processed"
-    versions = sorted(p.name for p in _model(base).iterdir() if p.name.isdigit())
-    before = {"processed": _digests(processed), **{v: _digests(_model(base) / v) for v in versions}}
-    # one backfill per DAG at a time: the scheduler marks the first one completed shortly after its runs
-    airflow.wait("the first backfill to complete", lambda: all(
-        b["completed_at"] for b in airflow.call("GET", f"/api/v2/backfills?dag_id={DAILY}")["backfills"]))
-    out = airflow_cli(airflow, "backfill", "create", "--dag-id", DAILY, "--from-date", "2026-01-03",
-                      "--to-date", "2026-01-05", "--reprocess-behavior", "completed",
-                      "--dag-run-conf", json.dumps({"auc_floor": 0.55}))
+    versions = sorted(p.name for p in model_dir(base).iterdir() if p.name.isdigit())
+    before = {"processed": _digests(processed), **{v: _digests(model_dir(base) / v) for v in versions}}
+    out = create_backfill(airflow, "--dag-id", DAILY, "--from-date", "2026-01-03", "--to-date", "2026-01-05",
+                          "--reprocess-behavior", "completed", "--dag-run-conf", json.dumps({"auc_floor": 0.55}))
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
 
     def rerun():
@@ -180,6 +119,77 @@ def test_reprocessing_the_backfill_gives_the_same_artifacts_and_no_new_version(l
 
     runs = airflow.wait("the reprocessed backfill", rerun, timeout_s=1500, every_s=5)
     assert all(r["state"] == "success" for r in runs), [r["state"] for r in runs]
-    assert sorted(p.name for p in _model(base).iterdir() if p.name.isdigit()) == versions   # no new version
-    after = {"processed": _digests(processed), **{v: _digests(_model(base) / v) for v in versions}}
+    assert sorted(p.name for p in model_dir(base).iterdir() if p.name.isdigit()) == versions   # no new version
+    after = {"processed": _digests(processed), **{v: _digests(model_dir(base) / v) for v in versions}}
     assert after == before
+
+
+def test_a_bad_day_stops_the_backfill_and_the_readme_resumes_it(live):
+    """Day 5 is broken: its run stops at validate, day 6 waits in wait_for_previous_day, production
+    and what Triton serves stay as they were, and the failure's data docs page is behind the login.
+    Then the README's resume: fix the file, clear day 5's run; both days finish in order."""
+    airflow, base = live
+    raw5 = base / "raw" / "day_5"
+    original = corrupt_day(raw5)
+    try:
+        _bad_day_then_resume(airflow, base, raw5, original)
+    finally:
+        raw5.write_bytes(original)         # the later tests' days stay good whatever happened here
+
+
+def _bad_day_then_resume(airflow, base, raw5, original):
+    import httpx
+
+    from operators.hooks.triton import TritonHook
+
+    versions = sorted(int(p.name) for p in model_dir(base).iterdir() if p.name.isdigit())
+    serving = TritonHook(airflow.stack.triton.grpc_url).ready_versions("criteo_dcn")
+    assert serving == [max(versions)], serving
+    out = create_backfill(airflow, "--dag-id", DAILY, "--from-date", "2026-01-06", "--to-date", "2026-01-07",
+                          "--dag-run-conf", json.dumps({"auc_floor": 0.55}))
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+
+    def day_runs():
+        runs = {r["logical_date"][:10]: r for r in airflow.runs(DAILY) if r["run_type"] == "backfill"}
+        return runs if {"2026-01-06", "2026-01-07"} <= set(runs) else None
+
+    runs = airflow.wait("the backfill's runs", day_runs, timeout_s=120)
+    bad, later = runs["2026-01-06"]["dag_run_id"], runs["2026-01-07"]["dag_run_id"]
+    failed = airflow.finished_run(DAILY, bad, timeout_s=600)
+    states = airflow.task_states(DAILY, bad)
+    assert failed["state"] == "failed" and states["validate"] == "failed", states
+    assert states["train"] in ("upstream_failed", None), states
+    # the next day waits for it, long after it failed: it never planned
+    time.sleep(30)
+    waiting = airflow.task_instances(DAILY, later)
+    assert airflow.call("GET", f"/api/v2/dags/{DAILY}/dagRuns/{later}")["state"] == "running"
+    assert waiting["wait_for_previous_day"]["state"] in ("up_for_reschedule", "running", "queued", "scheduled"), waiting
+    assert waiting["plan_incremental_run"]["start_date"] is None, waiting["plan_incremental_run"]
+    # production untouched: no new version, Triton serves the same one
+    assert sorted(int(p.name) for p in model_dir(base).iterdir() if p.name.isdigit()) == versions
+    assert TritonHook(airflow.stack.triton.grpc_url).ready_versions("criteo_dcn") == serving
+    # the failure's data docs: the task's extra link, served by the plugin to a logged-in user only
+    links = airflow.call("GET", f"/api/v2/dags/{DAILY}/dagRuns/{bad}/taskInstances/validate/links")
+    page = links["extra_links"]["Data docs"]
+    assert page.startswith("/criteo-data-docs/site/"), links
+    anonymous = httpx.get(f"{airflow.url}{page}", timeout=30)
+    assert anonymous.status_code == 401, anonymous.status_code
+    seen = httpx.get(f"{airflow.url}{page}", headers={"Authorization": f"Bearer {airflow.token}"}, timeout=30)
+    assert seen.status_code == 200 and seen.headers["content-type"].startswith("text/html"), seen.status_code
+    assert "label" in seen.text and "I5" in seen.text, seen.text[:500]       # the columns that broke
+    assert "https://maxcdn.bootstrapcdn.com" not in seen.text         # assets rewritten to the plugin
+
+    # resume as the README says: fix the raw file, clear the failed day's run
+    raw5.write_bytes(original)
+    out = airflow_cli(airflow, "tasks", "clear", DAILY, "--start-date", "2026-01-06", "--end-date", "2026-01-06",
+                      "--yes")
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    for run_id in (bad, later):
+        done = airflow.wait(f"{run_id} to succeed", lambda r=run_id: (lambda x: x if x["state"] in (
+            "success", "failed") and x["end_date"] else None)(airflow.call(
+                "GET", f"/api/v2/dags/{DAILY}/dagRuns/{r}")), timeout_s=900, every_s=5)
+        assert done["state"] == "success", airflow.task_states(DAILY, run_id)
+    lineage = {v: json.loads((model_dir(base) / str(v) / "lineage.json").read_text())
+               for v in (max(versions) + 1, max(versions) + 2)}
+    assert [(v["days"], v["parent_version"]) for v in lineage.values()] == [([5], max(versions)),
+                                                                            ([6], max(versions) + 1)]

@@ -168,6 +168,21 @@ class Links(HTMLParser):
                 self.links.append(v)
 
 
+class ResourceLinks(HTMLParser):
+    """What a browser fetches to render a page: stylesheets, scripts, images (not <a> links)."""
+
+    def __init__(self):
+        super().__init__()
+        self.urls: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "script" and a.get("src") or tag == "img" and a.get("src"):
+            self.urls.append(a["src"])
+        elif tag == "link" and a.get("href") and a.get("rel") in ("stylesheet", "icon", "shortcut icon"):
+            self.urls.append(a["href"])
+
+
 def relative_links(html: str) -> list[str]:
     p = Links()
     p.feed(html)
@@ -294,9 +309,12 @@ def test_airflow_loads_the_plugin():
     info = {p["name"]: p for p in plugins_manager.get_plugin_info()}["criteo_mlops"]
     assert info["fastapi_apps"] == [{"app": "fastapi.applications.FastAPI", "url_prefix": PREFIX,
                                      "name": "Criteo data docs"}]
-    (view,) = info["external_views"]
-    assert view["name"] == "Data quality docs" and view["href"] == f"{PREFIX}/"
-    assert view["destination"] == "nav" and view["url_route"] == "criteo-data-docs"
+    nav, run_tab = info["external_views"]
+    # Airflow 3.3's UI opens a nav view without url_route in a new tab, from the Browse menu
+    assert nav["name"] == "Data docs" and nav["href"] == f"{PREFIX}/" and nav["destination"] == "nav"
+    assert not nav.get("url_route") and nav["category"] == "browse"
+    assert run_tab["destination"] == "dag_run" and run_tab["url_route"]
+    assert run_tab["href"] == f"{PREFIX}/?dag_id={{DAG_ID}}&run_id={{RUN_ID}}"
     apps, _ = plugins_manager.get_fastapi_plugins()
     assert any(isinstance(a["app"], FastAPI) and a["url_prefix"] == PREFIX for a in apps)
     assert info["macros"]
@@ -363,6 +381,7 @@ def test_a_real_gx_page_and_its_relative_links_resolve(published, client):
                 assert got.headers["content-type"] == "image/x-icon"
     css = client.get(f"{PREFIX}/site/{site.relative_to(root)}/static/styles/data_docs_default_styles.css")
     assert css.status_code == 200 and css.headers["content-type"].startswith("text/css")
+    assert "https://" not in css.text and f"{PREFIX}/assets/gx/images/logo-long.png" in css.text
     assert css.headers["x-content-type-options"] == "nosniff"
     folder = client.get(f"{PREFIX}/site/{site.relative_to(root)}/", follow_redirects=False)
     assert folder.status_code == 307 and folder.headers["location"].endswith("/day=3/index.html")
@@ -381,6 +400,31 @@ def test_paths_out_of_the_root_are_rejected(published, client, path):
     r = client.get(f"{PREFIX}/site/{path}")
     assert r.status_code in (400, 404), r.text
     assert "TOP SECRET" not in r.text
+
+
+@pytest.mark.integration
+def test_a_served_page_loads_nothing_from_another_origin(published, client):
+    """GX's pages name bootstrap, jQuery, ... on public CDNs; served through the plugin, every
+    resource they load is on the plugin's assets route and is there, and the CSP allows 'self' only."""
+    site, root = published["site"], published["root"]
+    summary = json.loads((site / "_summary.json").read_text())
+    raw = (site / summary["page"]).read_text()
+    assert "https://maxcdn.bootstrapcdn.com/" in raw and "https://code.jquery.com/" in raw   # as GX wrote it
+    r = client.get(f"{PREFIX}/site/{site.relative_to(root)}/{summary['page']}")
+    csp = r.headers["content-security-policy"]
+    assert "default-src 'self'" in csp and "connect-src 'none'" in csp
+    resources = ResourceLinks()
+    resources.feed(r.text)
+    assert len(resources.urls) >= 15, resources.urls
+    offsite = [u for u in resources.urls if urlsplit(u).scheme or u.startswith("//")]
+    assert offsite == [], offsite
+    assets = [u for u in resources.urls if u.startswith(f"{PREFIX}/assets/")]
+    assert {"bootstrap@4.3.1", "jquery@3.7.1", "@fortawesome", "vega@5.33.1", "gx"} <= {
+        u.split("/")[3] for u in assets}
+    for url in assets:
+        got = client.get(url)
+        assert got.status_code == 200 and len(got.content) > 100, url
+        assert got.headers["content-type"].split(";")[0] in ("text/css", "text/javascript", "image/png"), url
 
 
 @pytest.mark.integration

@@ -14,7 +14,7 @@ DAG = "criteo_incremental_training"
     (PreviousRun(any=0, success=0, failed=0), True, "no run of criteo_incremental_training for 2026-01-03"),
     (PreviousRun(any=1, success=1, failed=0), True, "succeeded"),
     (PreviousRun(any=1, success=0, failed=1), False, "failed: this day waits, so that days apply in order. "
-                                                      "Fix that day and clear its failed tasks"),
+                                                      "Fix that day's raw file and clear that day's whole run"),
     (PreviousRun(any=1, success=0, failed=0), False, "is queued or running: waiting for it"),
 ])
 def test_the_day_before_decides(counts, done, says):

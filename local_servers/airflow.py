@@ -1,0 +1,346 @@
+"""A real Airflow 3 on the embedded default: its API server (UI and REST), scheduler
+(LocalExecutor), DAG processor and triggerer on loopback, with the serving side the DAGs talk to.
+
+    make airflow           # python -m local_servers.airflow start: in the background, prints login and URLs
+    make airflow-stop      # python -m local_servers.airflow stop
+    python -m local_servers.airflow serve    # the same in the foreground (Ctrl-C stops)
+
+`serve` is one supervisor process: it writes synthetic Criteo days into the bucket if it has none,
+starts Triton (serving the production version of the model repository from the start), the monitor
+and Prometheus on the addresses the Variables name (criteo_triton_grpc_url, criteo_prometheus_url;
+defaults 127.0.0.1:8001 and :9090), then the four Airflow processes, and stops them all when
+it is stopped. Each server dies with it (local_servers.process), so nothing outlives a kill -9.
+
+LocalAirflow is also what the live tests start (tests/fixtures/airflow.py), on a home of their own.
+"""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from .process import REPO_ROOT, ServerProcess, free_port, http_ok
+
+AIRFLOW = str(Path(sys.executable).parent / "airflow")
+USER = "admin"
+
+
+class LocalAirflow:
+    """The four Airflow processes on one AIRFLOW_HOME, and a REST client logged in with a token.
+
+    :param home: AIRFLOW_HOME (its SQLite database, logs, the passwords file).
+    :param env: the environment of every process (Variables as AIRFLOW_VAR_*, CRITEO_* knobs).
+    :param port: the API server's port (default: a free one).
+    :param password: the admin's password (default: kept in home/passwords.json, made on first start).
+    """
+
+    def __init__(self, home: Path, env: dict, port: int | None = None, password: str | None = None,
+                 dags_folder: Path = REPO_ROOT / "dags", parallelism: int = 4):
+        self.home = Path(home)
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.password = password or self._stored_password()
+        self.env = {**env, **self.settings(dags_folder, parallelism)}
+        self.processes: list[ServerProcess] = []
+        self.token: str | None = None
+
+    def _stored_password(self) -> str:
+        try:
+            return json.loads((self.home / "passwords.json").read_text())[USER]
+        except (OSError, ValueError, KeyError):
+            return secrets.token_urlsafe(12)
+
+    def _jwt_secret(self) -> str:
+        """One secret per home, kept: tokens (the UI's cookie) stay valid across restarts."""
+        path = self.home / "jwt_secret"
+        if not path.is_file():
+            self.home.mkdir(parents=True, exist_ok=True)
+            path.write_text(secrets.token_urlsafe(48))
+            path.chmod(0o600)
+        return path.read_text().strip()
+
+    def settings(self, dags_folder: Path, parallelism: int) -> dict[str, str]:
+        """Airflow's configuration as environment variables (also what env.sh exports for the CLI)."""
+        return {
+            "AIRFLOW_HOME": str(self.home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(dags_folder),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO_ROOT / "plugins"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__CORE__PARALLELISM": str(parallelism),
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.url}/execution/",
+            "AIRFLOW__API__PORT": str(self.port),
+            "AIRFLOW__API__HOST": "127.0.0.1",
+            "AIRFLOW__API_AUTH__JWT_SECRET": self._jwt_secret(),
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{USER}:admin",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(self.home / "passwords.json"),
+            "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
+            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+            "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "1",
+        }
+
+    def start(self) -> LocalAirflow:
+        self.home.mkdir(parents=True, exist_ok=True)
+        (self.home / "passwords.json").write_text(json.dumps({USER: self.password}))
+        (self.home / "passwords.json").chmod(0o600)
+        if not http_ok(self.url, timeout=0.5) and _listening(self.port):
+            raise RuntimeError(f"port {self.port} is taken by another program; choose another (AIRFLOW_PORT=...)")
+        out = subprocess.run([AIRFLOW, "db", "migrate"], env=self.env, capture_output=True, text=True, timeout=300)
+        if out.returncode != 0:
+            raise RuntimeError(f"airflow db migrate failed:\n{out.stdout[-2000:]}{out.stderr[-2000:]}")
+        try:
+            for name, argv in (("api-server", [AIRFLOW, "api-server", "--port", str(self.port)]),
+                               ("scheduler", [AIRFLOW, "scheduler"]), ("dag-processor", [AIRFLOW, "dag-processor"]),
+                               ("triggerer", [AIRFLOW, "triggerer"])):
+                ready = (lambda: http_ok(f"{self.url}/api/v2/monitor/health")) if name == "api-server" else None
+                proc = ServerProcess(name, argv, self.home / "logs" / f"{name}.log", env=self.env, ready=ready)
+                self.processes.append(proc)
+                proc.start(timeout_s=180)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        for proc in reversed(self.processes):
+            proc.stop()
+
+    @property
+    def running(self) -> bool:
+        return bool(self.processes) and all(p.running for p in self.processes)
+
+    def __enter__(self) -> LocalAirflow:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def logs(self, lines: int = 25) -> str:
+        return "\n".join(f"--- {p.name} ({p.log_path}):\n{p.tail(lines)}" for p in self.processes)
+
+    # -- the REST API (/api/v2), as a user's script would call it ---------------------------------
+
+    def login(self) -> str:
+        import httpx
+
+        resp = httpx.post(f"{self.url}/auth/token", json={"username": USER, "password": self.password}, timeout=30)
+        if resp.status_code not in (200, 201):
+            raise RuntimeError(f"login to {self.url} failed: {resp.status_code} {resp.text[:300]}")
+        self.token = resp.json()["access_token"]
+        return self.token
+
+    def call(self, method: str, path: str, body=None):
+        import httpx
+
+        if self.token is None:
+            self.login()
+        resp = httpx.request(method, f"{self.url}{path}", json=body, timeout=30,
+                             headers={"Authorization": f"Bearer {self.token}"})
+        if resp.status_code >= 300:
+            raise RuntimeError(f"{method} {path}: {resp.status_code} {resp.text[:500]}")
+        return resp.json()
+
+
+def _listening(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _port_of(address: str) -> int:
+    """The port of "host:port" or "http://host:port"."""
+    parts = urlsplit(address if "://" in address else f"//{address}")
+    if not parts.port:
+        raise ValueError(f"{address!r} names no port")
+    return parts.port
+
+
+class Paths:
+    """Where `make airflow` keeps its state: work_dir/{home,services,supervisor.log,pid,ready.json,env.sh}."""
+
+    def __init__(self, work_dir: Path):
+        self.work_dir = Path(work_dir).resolve()
+        self.home = self.work_dir / "home"
+        self.services = self.work_dir / "services"
+        self.log = self.work_dir / "supervisor.log"
+        self.pid = self.work_dir / "supervisor.pid"
+        self.ready = self.work_dir / "ready.json"
+        self.env_sh = self.work_dir / "env.sh"
+
+
+def seed_raw_days(base: str, days: int, rows: int) -> str:
+    """Synthetic Criteo days day_0..day_{days-1} in the bucket's raw/ folder, unless it holds some."""
+    raw = Path(base) / "raw"
+    present = sorted(p.name for p in raw.glob("day_*")) if raw.is_dir() else []
+    if present:
+        return f"the bucket's raw/ holds {len(present)} days already ({present[0]}..); none written"
+    from operators.runtime.catalogue import STEPS
+    from operators.runtime.local import LocalProcessRuntime
+
+    LocalProcessRuntime().run(STEPS["synth"], ["--out", str(raw), "--days", f"0-{days - 1}", "--rows", str(rows)])
+    return f"wrote synthetic days day_0..day_{days - 1} ({rows} rows each) to {raw}"
+
+
+def serve(paths: Paths, port: int, days: int, rows: int) -> int:
+    """The supervisor: everything up, ready.json written, then wait until stopped."""
+    from operators.pipeline.config import setting
+
+    from .process import serve_until_stopped
+    from .stack import ServingStack
+
+    paths.work_dir.mkdir(parents=True, exist_ok=True)
+    paths.ready.unlink(missing_ok=True)
+    base = setting("criteo_base_url")
+    if "://" in base:
+        raise SystemExit(f"make airflow runs the embedded default; criteo_base_url is {base} (a local folder expected)")
+    print(seed_raw_days(base, days, rows), flush=True)
+    triton_grpc, prometheus_url = setting("criteo_triton_grpc_url"), setting("criteo_prometheus_url")
+    with ServingStack(base, paths.services, triton_grpc_port=_port_of(triton_grpc),
+                      prometheus_port=_port_of(prometheus_url)) as stack:
+        from .triton import load_production
+
+        for model, versions in load_production(stack.triton).items():
+            print(f"Triton serves {model} versions {versions} (production)", flush=True)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW__")}
+        with LocalAirflow(paths.home, env, port=port) as airflow:
+            airflow.login()      # the printed password works
+            info = {
+                "ui": airflow.url, "user": USER, "password": airflow.password,
+                "data_docs": f"{airflow.url}/criteo-data-docs/", "rest": f"{airflow.url}/api/v2",
+                "triton_grpc": stack.triton.grpc_url, "triton_http": stack.triton.http_url,
+                "prometheus": stack.prometheus.url, "monitor": stack.monitor.metrics_url,
+                "bucket": base, "airflow_home": str(paths.home),
+                "logs": {p.name: str(p.log_path) for p in airflow.processes} | {
+                    "triton": str(paths.services / "triton.log"), "supervisor": str(paths.log)},
+                "pid": os.getpid(),
+            }
+            exports = {k: v for k, v in airflow.env.items() if k.startswith("AIRFLOW")}
+            paths.env_sh.write_text("# source this to use the airflow CLI against `make airflow`\n" + "".join(
+                f"export {k}='{v}'\n" for k, v in sorted(exports.items())) +
+                f"export PATH='{Path(AIRFLOW).parent}':\"$PATH\"\n")
+            paths.ready.write_text(json.dumps(info, indent=2))
+            print("ready", flush=True)
+            stopped = serve_until_stopped(airflow)
+            print("stopping" if stopped else f"an Airflow process died:\n{airflow.logs()}", flush=True)
+            paths.ready.unlink(missing_ok=True)
+            return 0 if stopped else 1
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _running_pid(paths: Paths) -> int | None:
+    try:
+        pid = int(paths.pid.read_text())
+    except (OSError, ValueError):
+        return None
+    return pid if _alive(pid) else None
+
+
+def _banner(info: dict, paths: Paths) -> str:
+    return f"""
+Airflow 3 is running on the embedded default.
+
+  UI             {info['ui']}      (login: {info['user']} / {info['password']})
+  Data docs      {info['data_docs']}   (also Browse -> Data docs in the UI)
+  REST API       {info['rest']}    (token: POST {info['ui']}/auth/token)
+  Triton         {info['triton_grpc']} (gRPC), {info['triton_http']} (HTTP)
+  Prometheus     {info['prometheus']}
+  Monitor        {info['monitor']}
+  Bucket         {info['bucket']}
+  Logs           {paths.work_dir}/home/logs/, {paths.services}/
+
+  The airflow CLI:   source {paths.env_sh}; airflow dags list
+  Stop everything:   make airflow-stop
+"""
+
+
+def start(paths: Paths, port: int, days: int, rows: int, timeout_s: float = 600) -> int:
+    pid = _running_pid(paths)
+    if pid and paths.ready.is_file():
+        print(f"already running (supervisor pid {pid})" + _banner(json.loads(paths.ready.read_text()), paths))
+        return 0
+    if pid:
+        print(f"a supervisor (pid {pid}) is still starting or stopping; try again, or: make airflow-stop")
+        return 1
+    paths.work_dir.mkdir(parents=True, exist_ok=True)
+    paths.ready.unlink(missing_ok=True)
+    with open(paths.log, "ab") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "local_servers.airflow", "serve", "--work-dir",
+                                 str(paths.work_dir), "--port", str(port), "--days", str(days), "--rows", str(rows)],
+                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                cwd=REPO_ROOT, start_new_session=True)
+    paths.pid.write_text(str(proc.pid))
+    print(f"starting (supervisor pid {proc.pid}, log {paths.log}) ...", flush=True)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if paths.ready.is_file():
+            print(_banner(json.loads(paths.ready.read_text()), paths))
+            return 0
+        if proc.poll() is not None:
+            tail = "\n".join(paths.log.read_text(errors="replace").splitlines()[-40:])
+            print(f"make airflow failed (exit {proc.returncode}); last lines of {paths.log}:\n{tail}")
+            paths.pid.unlink(missing_ok=True)
+            return 1
+        time.sleep(1)
+    print(f"not ready after {timeout_s:.0f}s; see {paths.log}; stopping")
+    stop(paths)
+    return 1
+
+
+def stop(paths: Paths, timeout_s: float = 90) -> int:
+    pid = _running_pid(paths)
+    if pid is None:
+        print("nothing to stop (make airflow is not running)")
+        paths.pid.unlink(missing_ok=True)
+        return 0
+    os.kill(pid, signal.SIGTERM)       # the supervisor stops Airflow, then Prometheus, monitor, Triton
+    deadline = time.monotonic() + timeout_s
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    if _alive(pid):
+        os.killpg(pid, signal.SIGKILL)   # its servers get SIGTERM from the kernel as it dies
+    paths.pid.unlink(missing_ok=True)
+    paths.ready.unlink(missing_ok=True)
+    print(f"stopped (supervisor pid {pid})")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m local_servers.airflow", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("command", choices=("start", "stop", "serve"))
+    p.add_argument("--work-dir", type=Path, default=REPO_ROOT / ".data" / "airflow")
+    p.add_argument("--port", type=int, default=8080, help="the UI and REST API (default 8080)")
+    p.add_argument("--days", type=int, default=10, help="synthetic days written when the bucket has none")
+    p.add_argument("--rows", type=int, default=50_000, help="rows per synthetic day")
+    a = p.parse_args(argv)
+    paths = Paths(a.work_dir)
+    if a.command == "start":
+        return start(paths, a.port, a.days, a.rows)
+    if a.command == "stop":
+        return stop(paths)
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    return serve(paths, a.port, a.days, a.rows)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

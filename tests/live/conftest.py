@@ -1,0 +1,99 @@
+"""One running Airflow for the live layer (tests/live): LocalAirflow, the same processes `make
+airflow` starts, on a home and a bucket of its own, with Triton serving the bucket's model
+repository. Shared by the backfill tests and the browser check, which run in that order."""
+import os
+import subprocess
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from tests.fixtures.airflow import AIRFLOW, Airflow
+
+DAY0 = datetime(2026, 1, 1, tzinfo=UTC)
+ROWS = 20_000
+DAYS = 8            # day_0..day_7: a full retrain, backfills of 2-4 and 5-6, the UI's backfill of day 7
+SMALL_MODEL = {"epochs": 1, "learning_rate": 0.005, "mlp_dims": "64,64", "batch_size": 2048, "auc_floor": 0.55}
+FULL = "criteo_full_retrain"
+DAILY = "criteo_incremental_training"
+
+
+def when(stamp: str) -> datetime:
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+
+
+def model_dir(base: Path) -> Path:
+    return base / "model_repository" / "criteo_dcn"
+
+
+def corrupt_day(raw_file: Path) -> bytes:
+    """Labels of 2 and text in I5 in every 97th row (as the demo's broken day); returns the original."""
+    original = raw_file.read_bytes()
+    lines = original.decode().splitlines()
+    for i in range(0, len(lines), 97):
+        f = lines[i].split("\t")
+        f[0], f[5] = "2", "n/a"
+        lines[i] = "\t".join(f)
+    raw_file.write_text("\n".join(lines) + "\n")
+    return original
+
+
+@pytest.fixture(scope="session")
+def live(tmp_path_factory):
+    from local_servers.stack import ServingStack
+    from operators.runtime.catalogue import STEPS
+    from operators.runtime.local import LocalProcessRuntime
+
+    root = tmp_path_factory.mktemp("live")
+    base = root / "bucket"
+    LocalProcessRuntime().run(STEPS["synth"], ["--out", str(base / "raw"), "--days", f"0-{DAYS - 1}",
+                                               "--rows", str(ROWS)])
+    with ServingStack(base, root / "services", monitor=False, prometheus=False) as stack:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "CRITEO_"))}
+        env.update({
+            "AIRFLOW_VAR_CRITEO_BASE_URL": str(base),
+            "AIRFLOW_VAR_CRITEO_DAY0_DATE": DAY0.date().isoformat(),
+            "AIRFLOW_VAR_CRITEO_TRITON_GRPC_URL": stack.triton.grpc_url,
+            # sensors give their worker slot back between pokes, as in production. Not much faster
+            # than this: a task rescheduled within the scheduler's executor-event latency is failed
+            # by the stale event of its previous poke (Airflow 3.3; see README, apache/airflow#72716).
+            "CRITEO_SENSOR_MODE": "reschedule",
+            "CRITEO_PREVIOUS_DAY_POKE_INTERVAL_S": "10",
+            "CRITEO_RAW_POKE_INTERVAL_S": "10",
+            "CRITEO_RAW_WAIT_TIMEOUT_S": "120",
+            "CRITEO_RETRY_DELAY_S": "5",
+        })
+        if os.environ.get("CRITEO_DATA_DOCS_ASSETS"):
+            env["CRITEO_DATA_DOCS_ASSETS"] = os.environ["CRITEO_DATA_DOCS_ASSETS"]
+        af = Airflow(root / "airflow_home", env)
+        af.stack = stack
+        try:
+            af.start()
+            yield af, base
+        finally:
+            af.stop()
+
+
+def airflow_cli(airflow, *args: str) -> subprocess.CompletedProcess:
+    """An `airflow` CLI command against the live Airflow. Its database is SQLite (one writer at a
+    time): a command that clears many task instances while the scheduler writes can fail with
+    "database is locked", and is run again, as a user would. Production runs on PostgreSQL."""
+    for _ in range(5):
+        out = subprocess.run([AIRFLOW, *args], env=airflow.env, capture_output=True, text=True, timeout=300)
+        if out.returncode == 0 or "database is locked" not in out.stderr:
+            return out
+        time.sleep(3)
+    return out
+
+
+def create_backfill(airflow, *args: str, timeout_s: float = 300) -> subprocess.CompletedProcess:
+    """`airflow backfill create ARGS`. Airflow allows one running backfill per DAG, and marks one
+    completed a scheduler loop or so after its last run ends: until then the command is refused
+    (AlreadyRunningBackfill) and is run again, as a user would."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        out = airflow_cli(airflow, "backfill", "create", *args)
+        if out.returncode == 0 or "AlreadyRunningBackfill" not in out.stderr or time.monotonic() > deadline:
+            return out
+        time.sleep(5)
