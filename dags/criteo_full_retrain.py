@@ -25,7 +25,7 @@ data set's dates shows a skipped run, not a failed one.
 Any day of the window failing a **hard** expectation stops the run before training; production stays
 untouched. Soft expectations (drift, learned soft bounds) only warn. Each validation publishes a
 Great Expectations data docs site: open it from the task's **Data docs** extra link, or browse all
-runs under **Data quality docs** in the UI's navigation. `learn_reference` saves the window's data
+runs under **Browse → Data docs**. `learn_reference` saves the window's data
 profile with the new model: later days are validated and checked for drift against it.
 The same window and hyperparameters give the same run key: a rerun creates no duplicate version.
 """

@@ -23,7 +23,7 @@ found, train the partitions preprocess wrote, deploy the package the blessing na
 * A bad day stops at **validate** (a hard expectation of the `raw_day` suite failed); training and
   deploy never run and the production version is untouched. The task log lists each failed
   expectation with its column, rule and observed values; the task's **Data docs** extra link opens
-  the run's Great Expectations page (all runs: **Data quality docs** in the UI navigation).
+  the run's Great Expectations page (all runs: **Browse → Data docs**; this run's: the run's **Data docs** tab).
 * Soft expectations warn without stopping: drift against the production model's reference profile
   (PSI per feature), and the soft learned bounds.
 * A scheduled run whose logical date maps outside `day_0..day_{criteo_num_days-1}` is **skipped**,

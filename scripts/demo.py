@@ -150,7 +150,7 @@ def run_pipeline(a, base: Path, bag, stack) -> int:
     from operators.hooks.data_docs import DataDocsHook
 
     print(f"\n== data quality (GX data docs under {layout.data_docs}; in the Airflow UI: Browse -> "
-          "Data quality docs, or each validate task's 'Data docs' link)")
+          "Data docs (make airflow), or each validate task's 'Data docs' link)")
     for site in sorted(DataDocsHook(layout.data_docs).list_runs(), key=lambda r: r["site"]):
         verdict = "PASSED" if site.get("success") else "FAILED"
         print(f"  {site['site']:<70} {verdict}  {site['failed_count']} hard failed, "
