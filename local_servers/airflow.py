@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from .process import REPO_ROOT, ServerProcess, free_port, http_ok
+from .process import REPO_ROOT, ServerProcess, free_port, http_ok, listening
 
 AIRFLOW = str(Path(sys.executable).parent / "airflow")
 USER = "admin"
@@ -89,7 +89,7 @@ class LocalAirflow:
         self.home.mkdir(parents=True, exist_ok=True)
         (self.home / "passwords.json").write_text(json.dumps({USER: self.password}))
         (self.home / "passwords.json").chmod(0o600)
-        if not http_ok(self.url, timeout=0.5) and _listening(self.port):
+        if not http_ok(self.url, timeout=0.5) and listening(self.port):
             raise RuntimeError(f"port {self.port} is taken by another program; choose another (AIRFLOW_PORT=...)")
         out = subprocess.run([AIRFLOW, "db", "migrate"], env=self.env, capture_output=True, text=True, timeout=300)
         if out.returncode != 0:
@@ -145,13 +145,6 @@ class LocalAirflow:
         if resp.status_code >= 300:
             raise RuntimeError(f"{method} {path}: {resp.status_code} {resp.text[:500]}")
         return resp.json()
-
-
-def _listening(port: int) -> bool:
-    import socket
-
-    with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) == 0
 
 
 def _port_of(address: str) -> int:

@@ -21,6 +21,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def listening(port: int) -> bool:
+    """Whether something accepts TCP connections on 127.0.0.1:`port`."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
 def _die_with_parent() -> None:
     """In the child before exec: its own process group, and SIGTERM when the parent dies (Linux),
     so a test or demo killed hard (SIGKILL, a CI timeout) leaves no server behind."""

@@ -10,18 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from local_servers.process import free_port
+from local_servers.process import free_port, listening
 from tests.fixtures.serving import set_policy
 
 pytestmark = pytest.mark.live
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _listening(port: int) -> bool:
-    import socket
-
-    with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) == 0
 
 
 def _cli(command: str, work: Path, env: dict, *extra: str) -> subprocess.CompletedProcess:
@@ -78,7 +71,7 @@ def test_make_airflow_starts_everything_and_make_airflow_stop_stops_it(packages,
         stopped = _cli("stop", work, env)
     assert stopped.returncode == 0 and "stopped" in stopped.stdout, stopped.stdout + stopped.stderr
     for port in (api, grpc, prom):
-        assert not _listening(port), port
+        assert not listening(port), port
     with pytest.raises(ProcessLookupError):
         os.kill(info["pid"], 0)
     assert "nothing to stop" in _cli("stop", work, env).stdout
