@@ -13,7 +13,7 @@ export AIRFLOW__CORE__PLUGINS_FOLDER := $(CURDIR)/plugins
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 PYTEST_ARGS ?=
 
-.PHONY: setup airflow airflow-stop demo demo-loop lint test test-unit test-integration test-steps test-e2e test-live test-kubernetes kube-build kube-up bench lock clean
+.PHONY: setup airflow airflow-stop demo demo-loop lint test test-unit test-integration test-steps test-e2e test-faults test-live test-kubernetes kube-build kube-up bench lock clean
 
 setup: .venv/.installed .venv-steps/.installed .venv-triton/.installed .tools/prometheus.ok .tools/docker-compose.ok \
        .tools/data-docs-assets.ok $(AIRFLOW_HOME)/airflow.db
@@ -104,7 +104,7 @@ lint: .tools/ruff.ok
 # The layers (markers, see tests/conftest.py), each runnable alone. The merlin image's tests need
 # its environment (.venv-steps); the kernel's run in both environments.
 test: setup kube-build
-	$(MAKE) --no-print-directory test-steps test-unit test-integration test-kubernetes test-e2e test-live
+	$(MAKE) --no-print-directory test-steps test-unit test-integration test-kubernetes test-e2e test-faults test-live
 
 test-steps:
 	env -u PYTHONPATH .venv-steps/bin/python -m pytest -q tests/images/kernel tests/images/merlin $(PYTEST_ARGS)
@@ -118,6 +118,11 @@ test-integration:
 
 test-e2e:
 	.venv/bin/python -m pytest -q -m e2e --ignore=tests/images/merlin tests $(PYTEST_ARGS)
+
+# Input faults and infrastructure failures on the real DAGs (tests/faults); writes the fault table
+# README shows to .data/faults/table.md. The landing cases need the raw-day sensor to wait longer.
+test-faults:
+	CRITEO_RAW_WAIT_TIMEOUT_S=120 .venv/bin/python -m pytest -q -m faults --ignore=tests/images/merlin tests $(PYTEST_ARGS)
 
 # The DAGs under a running Airflow (its scheduler, DAG processor, triggerer and API server on a
 # database of their own), driven through the REST API, the CLI and headless Chromium: tests/live.
@@ -145,6 +150,7 @@ bench: setup
 	.venv-steps/bin/python bench/bench_preprocess.py
 	PYTHONPATH=images/kernel/src:images/merlin/src .venv-steps/bin/python bench/bench_train.py
 	.venv/bin/python bench/bench_validate.py
+	.venv/bin/python bench/bench_gate.py
 	.venv/bin/python bench/bench_daily_run.py
 	.venv/bin/python bench/bench_serving.py
 

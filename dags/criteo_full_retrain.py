@@ -27,7 +27,11 @@ untouched. Soft expectations (drift, learned soft bounds) only warn. Each valida
 Great Expectations data docs site: open it from the task's **Data docs** extra link, or browse all
 runs under **Browse → Data docs**. `learn_reference` saves the window's data
 profile with the new model: later days are validated and checked for drift against it.
-The same window and hyperparameters give the same run key: a rerun creates no duplicate version.
+Each `wait_for_raw_days` sensor takes a day only once it has landed whole (its manifest, or unchanged
+for `criteo_raw_settle_s`; on `gs://` the object), as in `criteo_incremental_training`.
+The same window and hyperparameters give the same run key; with the same raw files (size, sha256,
+generation) a rerun creates no duplicate version, and with a corrected file it makes a new version
+that replaces the earlier one (its lineage names both inputs' fingerprints).
 """
 from __future__ import annotations
 
@@ -88,6 +92,7 @@ with DAG(
         doc_md="Merge the window's day profiles into the reference profile the new model ships with: "
                "later days are validated (learned bounds) and checked for drift against it.")
 
-    learn_reference >> train_evaluate_deploy(plan, extracted=extract.output["output"], validation=validate.output,
+    learn_reference >> train_evaluate_deploy(plan, extracted=extract.output["output"],
+                                             raw_inputs=extract.output["input"], validation=validate.output,
                                              reference_profile=learn_reference.output["output"], mode="full",
                                              hyperparameters=plan["hyperparameters"])

@@ -24,12 +24,24 @@ found, train the partitions preprocess wrote, deploy the package the blessing na
   deploy never run and the production version is untouched. The task log lists each failed
   expectation with its column, rule and observed values; the task's **Data docs** extra link opens
   the run's Great Expectations page (all runs: **Browse → Data docs**; this run's: the run's **Data docs** tab).
+* **wait_for_raw_day** takes a day only once it has landed whole: on `gs://` the object (visible
+  only once uploaded); in a folder, once its manifest `day_N.manifest.json` is written
+  (`criteo-mlops manifest FILE`, the writer's last step) or once the file has not changed for
+  `criteo_raw_settle_s` (60 s; `criteo_raw_landing=manifest` waits for the manifest). A directory
+  under the day's name fails at once. Extract fails at once (no retry), naming the file and the fix,
+  on what is no raw day (unreadable, a `.gz` name on text, UTF-16); gzip content without `.gz` is read
+  with a warning to rename it; a file without its last newline, or one whose rows, size or sha256
+  differ from its manifest, fails `validate`.
 * Soft expectations warn without stopping: drift against the production model's reference profile
   (PSI per feature), and the soft learned bounds.
 * A scheduled run whose logical date maps outside `day_0..day_{criteo_num_days-1}` is **skipped**,
   its plan task's log saying why (unpausing long after the data set's dates gives a skipped run,
   not a failed one); asked for by hand or in a backfill, such a date fails naming the day.
-* Rerunning a day rewrites the same partitions and creates no new model version.
+* Rerunning a day rewrites the same partitions. With the same raw file (size, sha256, generation),
+  the same parent, workflow and Params, it creates no new model version; with a corrected file it
+  makes a new version that goes through the gate and replaces the one made from the old file (its
+  lineage names both fingerprints). If later days have deployed since, deploy refuses (no retry),
+  since promoting the corrected day would drop them: run a full retrain over the window instead.
 * Backfill: `airflow backfill create --dag-id criteo_incremental_training --from-date 2026-01-02 --to-date 2026-01-05`
   (the days run in order; `--reprocess-behavior completed` reruns days already done, giving the same
   artifacts and no new version).
@@ -79,5 +91,6 @@ with DAG(
     validate = CriteoStepOperator(task_id="validate", step="validate", arguments=plan["validate_args"], retries=0,
                                   inputs={"--input": extract.output["output"]})
 
-    validate >> train_evaluate_deploy(plan, extracted=[extract.output["output"]], validation=validate.output,
+    validate >> train_evaluate_deploy(plan, extracted=[extract.output["output"]], raw_inputs=[extract.output["input"]],
+                                      validation=validate.output,
                                       reference_profile=plan["reference"], mode="incremental")

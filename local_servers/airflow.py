@@ -171,7 +171,9 @@ class Paths:
 def seed_raw_days(base: str, days: int, rows: int) -> str:
     """Synthetic Criteo days day_0..day_{days-1} in the bucket's raw/ folder, unless it holds some."""
     raw = Path(base) / "raw"
-    present = sorted(p.name for p in raw.glob("day_*")) if raw.is_dir() else []
+    from criteo_kernel.schema import day_of_file
+
+    present = sorted(p.name for p in raw.iterdir() if day_of_file(p.name) is not None) if raw.is_dir() else []
     if present:
         return f"the bucket's raw/ holds {len(present)} days already ({present[0]}..); none written"
     from operators.runtime.catalogue import STEPS

@@ -1,6 +1,7 @@
 """`criteo-mlops`: the project's command line, installed into the main environment by `make setup`.
 
     criteo-mlops validate PATH [--data-docs DIR] [--reference REF.json] [--min-rows N] [--sample-rows N]
+    criteo-mlops manifest FILE [FILE ...]      write each raw day's landing manifest (FILE.manifest.json)
     criteo-mlops versions                      the model versions in the Triton repository
     criteo-mlops rollback [--to N]             serve an earlier version again (checked by a smoke inference)
 
@@ -24,7 +25,7 @@ def _validate(args: argparse.Namespace) -> int:
     if not path.is_file():
         print(f"ERROR: {path}: no such file (expected a raw Criteo day: TSV, plain or .gz)", file=sys.stderr)
         return 1
-    from criteo_steps.extract import ExtractError, extract
+    from criteo_steps.extract import BadRawFile, ExtractError, extract
     from criteo_validate.validate import main as validate_main
 
     from .pipeline.layout import safe_run_id
@@ -35,7 +36,7 @@ def _validate(args: argparse.Namespace) -> int:
         part = os.path.join(tmp, "extracted", "day")
         try:
             extract(str(path.resolve()), part)
-        except ExtractError as exc:
+        except (ExtractError, BadRawFile) as exc:
             print(f"FAILED: {exc}", file=sys.stderr)
             return 1
         argv = to_argv({"--input": part, "--suite": ["raw_day", "drift"] if args.reference else "raw_day",
@@ -43,6 +44,16 @@ def _validate(args: argparse.Namespace) -> int:
                         "--min-rows": args.min_rows, "--sample-rows": args.sample_rows})
         code = validate_main(argv, result_line=False)
     return 0 if code == 0 else 1
+
+
+def _manifest(args: argparse.Namespace) -> int:
+    """The landing contract's last step for a writer without one of its own (criteo_kernel.landing)."""
+    from criteo_kernel.landing import manifest_url, write_manifest
+
+    for url in args.files:
+        m = write_manifest(url)
+        print(f"{manifest_url(url)}: {m.rows} rows, {m.bytes} bytes, sha256 {m.sha256}")
+    return 0
 
 
 def _hook():
@@ -97,6 +108,11 @@ def main(argv: list[str] | None = None) -> int:
     v.add_argument("--sample-rows", type=int, default=None,
                    help="validate rows on a deterministic sample of this many (the validator's default: 200000; "
                         "0 = all)")
+    m = sub.add_parser("manifest", help="write the landing manifest of complete raw day files",
+                       description="Write FILE.manifest.json (rows, bytes, sha256) beside each raw day file once "
+                                   "it is complete: the sensor then takes the day without waiting for it to settle, "
+                                   "and validation checks the day read against it. Local paths or gs:// URLs.")
+    m.add_argument("files", nargs="+", help="raw day files (day_N or day_N.gz)")
     sub.add_parser("versions", help="list the model versions in the Triton repository (criteo_base_url)")
     r = sub.add_parser("rollback", help="serve an earlier model version again",
                        description="Point the model at an earlier version (default: the newest one below "
@@ -108,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--triton", default=None, help="Triton gRPC address (default: Variable criteo_triton_grpc_url)")
     r.add_argument("--reason", default="rolled back by hand", help="recorded in the version left")
     args = p.parse_args(argv)
-    commands = {"validate": _validate, "versions": _versions, "rollback": _rollback}
+    commands = {"validate": _validate, "manifest": _manifest, "versions": _versions, "rollback": _rollback}
     return commands[args.command](args)
 
 

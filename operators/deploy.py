@@ -134,24 +134,31 @@ class DeployModelOperator(BaseOperator):
     fails and retries; the version stays pushed but unpromoted, and the retry promotes it.
     After a promotion only the newest `criteo_keep_versions` versions are kept.
 
-    Idempotent: if a version with the same run key exists, nothing is copied; it is promoted only
-    if it never served (newer than production, not rolled back), so a rerun or backfill of an old
-    run never takes production backwards.
+    Idempotent: if a version with the same run key and the same inputs (`inputs`' fingerprint,
+    operators/pipeline/identity.py) exists, nothing is copied; it is promoted only if it never
+    served (newer than production, not rolled back), so a rerun or backfill of an old run never
+    takes production backwards. The same run key with other inputs (a corrected raw day) makes a
+    new version; its lineage names the version it replaces and both fingerprints. If later runs
+    have deployed since the replaced version, the task fails without retry instead: promoting the
+    corrected day would drop what they learned (retrain the window instead).
 
     :param blessing: the blessing gate's verdict (templated; the gate's XCom): `blessed`, and the
         `package` (export's output, as evaluated) and `smoke_rows` (evaluate's held-out rows with
         their offline predictions) it names.
-    :param run_key: identity of the training run (same inputs -> same key).
+    :param run_key: identity of the training run: the day or window and settings (the plan's).
+    :param inputs: what the run read (templated): `raw` (extract's `input` result per day),
+        `workflow_id`, `parent_version`, `hyperparameters`; fingerprinted with the run key.
     :param lineage: the manifest fields to record (templated; may hold XComArgs).
     :param tolerance: largest |Triton - offline| prediction difference accepted.
     """
 
-    template_fields: Sequence[str] = ("blessing", "run_key", "lineage")
+    template_fields: Sequence[str] = ("blessing", "run_key", "lineage", "inputs")
     ui_color = "#ffe0b3"
 
     def __init__(self, *, blessing: dict[str, Any], run_key: str, lineage: dict[str, Any], tolerance: float = 1e-4,
-                 **kwargs):
+                 inputs: dict[str, Any] | None = None, **kwargs):
         super().__init__(**kwargs)
+        self.inputs = inputs
         self.blessing = blessing
         self.run_key = run_key
         self.lineage = lineage
@@ -173,7 +180,10 @@ class DeployModelOperator(BaseOperator):
         hook = ModelRepositoryHook.from_settings()
         layout, cfg = hook.layout, hook.layout.cfg
         production = hook.production_version()
-        version = hook.find_by_run_key(self.run_key)
+        inputs = self._run_inputs()
+        fingerprint = inputs["fingerprint"] if inputs else None
+        version = hook.find_by_run_key(self.run_key, fingerprint)
+        replaces = None if version is not None or not inputs else self._replaced(hook, production, inputs)
         if version is not None:
             if version == production:
                 self.log.info("run %s is deployed as version %s, which serves; checking Triton serves it",
@@ -193,6 +203,8 @@ class DeployModelOperator(BaseOperator):
             manifest = {
                 **lineage,
                 "run_key": self.run_key,
+                "inputs": inputs,
+                "replaces": replaces,
                 "model": cfg.model_name,
                 "package": blessing["package"],
                 "blessing": {k: blessing.get(k) for k in ("blessed", "reasons", "candidate_auc", "baseline_auc",
@@ -203,7 +215,15 @@ class DeployModelOperator(BaseOperator):
                 "deployed_at": datetime.now(UTC).isoformat(),
             }
             extra = {SMOKE_ROWS: blessing["smoke_rows"]} if blessing.get("smoke_rows") else None
-            version = hook.push(blessing["package"], manifest, extra_files=extra)
+            try:
+                version = hook.push(blessing["package"], manifest, extra_files=extra)
+            except OSError as exc:
+                from airflow.sdk.exceptions import AirflowException
+
+                raise AirflowException(
+                    f"could not publish the new version into {hook.model_dir}: {type(exc).__name__}: {exc} "
+                    "(is the bucket full or read-only?). Nothing was published (a version appears only whole) "
+                    f"and production stays at version {production}; the task will be retried") from exc
             created = True
             self.log.info("pushed %s version %s (parent %s); promoting it", cfg.model_name, version,
                           manifest.get("parent_version"))
@@ -220,6 +240,38 @@ class DeployModelOperator(BaseOperator):
                       promoted["previous_version"], promoted["smoke"], removed or "none")
         return {"version": version, "created": created, "promoted": True, "version_dir": layout.version_dir(version),
                 "previous_version": promoted["previous_version"], "smoke": promoted["smoke"], "pruned": removed}
+
+
+    def _run_inputs(self) -> dict | None:
+        from .pipeline.identity import run_inputs
+
+        if not self.inputs:
+            return None
+        given = plain(self.inputs)
+        return run_inputs(given.get("raw") or [], given.get("workflow_id"), given.get("parent_version"),
+                          given.get("hyperparameters"))
+
+    def _replaced(self, hook, production: int | None, inputs: dict) -> dict | None:
+        """The version this run made from other inputs, if any: the new one replaces it (class doc)."""
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from .pipeline.identity import changes
+
+        earlier = hook.find_by_run_key(self.run_key)
+        if earlier is None:
+            return None
+        before = hook.lineage(earlier).get("inputs")
+        what = changes(before, inputs)
+        if production is not None and production > earlier:
+            raise AirflowFailException(
+                f"run {self.run_key} made version {earlier}, and its inputs changed since ({'; '.join(what)}); but "
+                f"production is version {production}, deployed after it, so promoting this candidate would drop "
+                f"what the later runs learned. Production stays at version {production}. Retrain instead: "
+                "trigger criteo_full_retrain over the window (or roll back and rerun the days in order).")
+        self.log.info("run %s made version %s from other inputs (fingerprint %s -> %s): %s; this candidate becomes "
+                      "a new version replacing it", self.run_key, earlier, (before or {}).get("fingerprint"),
+                      inputs["fingerprint"], "; ".join(what))
+        return {"version": earlier, "fingerprint": (before or {}).get("fingerprint"), "changes": what}
 
 
 def rollback(hook, triton, to: int | None = None, reason: str = "rolled back by hand") -> dict:

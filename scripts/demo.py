@@ -121,6 +121,9 @@ def run_pipeline(a, base: Path, bag, stack) -> int:
         f[0], f[5] = "2", "n/a"  # label 2; I5 not an integer
         lines[i] = "\t".join(f)
     (base / "raw" / f"day_{bad_day}").write_text("\n".join(lines) + "\n")
+    from criteo_kernel.landing import write_manifest
+
+    write_manifest(str(base / "raw" / f"day_{bad_day}"))  # its writer says it is complete: the gate judges it
     production = hook.production_version()
     print(f"\n== a broken day_{bad_day}: labels of 2 and text in I5 in every 97th row", flush=True)
     dr, took = run_dag(bag, "criteo_incremental_training", day0 + timedelta(days=bad_day))

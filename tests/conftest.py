@@ -8,10 +8,12 @@ tests/images/<image>), in layers each runnable alone: every test carries one of 
 - `kubernetes`: the pod runtime against a real Kubernetes control plane on 127.0.0.1
   (local_servers.kube: etcd, apiserver, controller-manager, scheduler; a node agent);
 - `steps`: the merlin image's code, which needs the step environment (.venv-steps: NVTabular,
-  torch); elsewhere those modules are skipped, saying so.
+  torch); elsewhere those modules are skipped, saying so;
+- `faults`: input faults and infrastructure failures done for real on the real DAGs (tests/faults);
+- `live`: the DAGs under a running Airflow, through its REST API, CLI and a browser (tests/live).
 
-`make test-unit`, `test-integration`, `test-e2e` run the first three in .venv, `make test-steps`
-the last (with the kernel's unit tests) in .venv-steps.
+`make test-<layer>` runs one layer; all but `steps` in .venv, `steps` (with the kernel's unit
+tests) in .venv-steps.
 """
 import os
 from pathlib import Path
@@ -19,7 +21,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-LAYERS = ("unit", "integration", "e2e", "steps", "kubernetes", "live")
+LAYERS = ("unit", "integration", "e2e", "steps", "kubernetes", "live", "faults")
 
 # Set before anything imports Airflow or the DAG modules (they read these at import time).
 os.environ.setdefault("AIRFLOW_HOME", str(REPO / ".airflow"))
@@ -28,7 +30,9 @@ os.environ.setdefault("AIRFLOW__CORE__PLUGINS_FOLDER", str(REPO / "plugins"))
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 os.environ["CRITEO_SENSOR_MODE"] = "poke"
 os.environ["CRITEO_RAW_POKE_INTERVAL_S"] = "1"
-os.environ["CRITEO_RAW_WAIT_TIMEOUT_S"] = "4"
+os.environ.setdefault("CRITEO_RAW_WAIT_TIMEOUT_S", "4")  # make test-faults waits longer
+# Days written by hand in the tests count as landed at once; the fault suite sets its own.
+os.environ.setdefault("AIRFLOW_VAR_CRITEO_RAW_SETTLE_S", "0")
 os.environ["CRITEO_PREVIOUS_DAY_POKE_INTERVAL_S"] = "1"
 os.environ["CRITEO_PREVIOUS_DAY_TIMEOUT_S"] = "4"
 os.environ["CRITEO_RETRY_DELAY_S"] = "1"

@@ -160,13 +160,20 @@ class ModelRepositoryHook:
     def lineage(self, version: int) -> dict:
         return json.loads((self.model_dir / str(version) / LINEAGE).read_text())
 
-    def find_by_run_key(self, run_key: str) -> int | None:
+    def find_by_run_key(self, run_key: str, fingerprint: str | None = None) -> int | None:
+        """The newest complete version made by run `run_key`; with `fingerprint`, only one made from
+        the same inputs (operators/pipeline/identity.py). A version from before fingerprints were
+        recorded matches any."""
         for v in reversed(self.versions()):
             try:
-                if self.lineage(v).get("run_key") == run_key:
-                    return v
+                lineage = self.lineage(v)
             except FileNotFoundError:
                 continue
+            if lineage.get("run_key") != run_key:
+                continue
+            recorded = (lineage.get("inputs") or {}).get("fingerprint")
+            if fingerprint is None or recorded is None or recorded == fingerprint:
+                return v
         return None
 
     def push(self, package_url: str, lineage: dict, extra_files: dict[str, str] | None = None,
@@ -192,8 +199,11 @@ class ModelRepositoryHook:
             except BaseException:
                 # An error midway leaves no half version; a process killed outright leaves only
                 # the hidden staging folder (never loaded: not a number) for `prune` to remove.
-                if staging.exists():
-                    staging.rmdir(recursive=True)
+                try:
+                    if staging.exists():
+                        staging.rmdir(recursive=True)
+                except OSError as exc:  # a read-only bucket keeps it: hidden, and pruned later
+                    log.warning("could not remove the staging folder %s: %s", staging, exc)
                 raise
             log.info("published %s version %s from %s", self.layout.cfg.model_name, version, package_url)
             return version
@@ -218,11 +228,15 @@ class ModelRepositoryHook:
             import os
 
             (staging / SUCCESS).touch()
+            import errno
+
             try:
                 # rename() of a folder onto an existing one fails: a concurrent deploy that
                 # took this number first makes us retry with the next.
                 os.rename(staging.path, final.path)
-            except OSError:
+            except OSError as exc:
+                if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                    raise  # the disk (read-only, full): the caller's cleanup and message
                 staging.rmdir(recursive=True)
                 return False
             return True

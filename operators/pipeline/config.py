@@ -25,6 +25,10 @@ SETTINGS: dict[str, tuple[str, str]] = {
     "criteo_base_url": (str(REPO_ROOT / ".data" / "bucket"),
                         "every artifact lives under here: a folder, or gs://bucket/prefix"),
     "criteo_raw_url": ("<base>/raw", "where the raw Criteo day_N[.gz] files land"),
+    "criteo_raw_landing": ("settle", "when a raw day in a folder counts as landed whole: settle = once its manifest "
+                           "(day_N.manifest.json) is there or it has not changed for criteo_raw_settle_s; "
+                           "manifest = only once its manifest is there. On gs:// an object is whole once visible"),
+    "criteo_raw_settle_s": ("60", "seconds a raw day without a manifest must stay unchanged to count as landed"),
     "criteo_runtime": ("local", "local: steps run as local processes; kubernetes: pods; docker: containers"),
     "criteo_day0_date": ("2026-01-01", "the logical date of day_0"),
     "criteo_num_days": ("24", "days in the data set"),

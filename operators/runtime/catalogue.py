@@ -47,7 +47,10 @@ class StepSpec:
 
 
 STEPS = {
-    "extract": StepSpec("extract", "merlin", ("extract",), outputs=("output",)),
+    # exit 4: the input is no raw day file (a directory, unreadable, a wrong name or encoding);
+    # `input` identifies the raw file read (size, sha256, generation): part of the run's identity
+    "extract": StepSpec("extract", "merlin", ("extract",), outputs=("output", "input"),
+                        data_error_exit_codes=(BAD_DATA,)),
     # exit 1: a hard expectation failed; exit 2: the input or the suite cannot be read
     "validate": StepSpec("validate", "validator", (), outputs=("profile",),
                          data_error_exit_codes=(FAILED, UNREADABLE_INPUT), memory="4Gi"),

@@ -43,6 +43,24 @@ LOCAL_ENVIRONMENTS = {
 }
 
 
+def _die_with_parent(parent_pid: int):
+    """preexec_fn of a step: the kernel sends it SIGTERM when the task process that started it dies,
+    kill -9 included, as deleting the pod does on Kubernetes (the step then takes its own process
+    group down, criteo_kernel.result). Linux's PR_SET_PDEATHSIG fires when the *thread* that forked
+    exits: the task runs the step from the thread that waits for it, so that is the task's end."""
+    import ctypes
+    import signal
+
+    def preexec() -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(1, int(signal.SIGTERM), 0, 0, 0) != 0:  # PR_SET_PDEATHSIG
+            os._exit(125)
+        if os.getppid() != parent_pid:  # the task died before the line above: do not start at all
+            os._exit(125)
+
+    return preexec
+
+
 class LocalProcessRuntime:
     """Run a step as a subprocess in its image's local virtual environment."""
 
@@ -61,6 +79,7 @@ class LocalProcessRuntime:
         # Imported here, not at module level: DAG files import this module at parse time.
         import json
         import subprocess
+        import sys
         import tempfile
         from collections import deque
 
@@ -73,7 +92,8 @@ class LocalProcessRuntime:
             log.info("running step %s: %s", step.name, " ".join(cmd))
             tail: deque[str] = deque(maxlen=self.tail_lines)
             self._proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                          text=True, bufsize=1, start_new_session=True)
+                                          text=True, bufsize=1, start_new_session=True,
+                                          preexec_fn=_die_with_parent(os.getpid()) if sys.platform == "linux" else None)
             assert self._proc.stdout is not None
             for line in self._proc.stdout:
                 line = line.rstrip("\n")

@@ -1,4 +1,4 @@
-"""The training DAGs' wait for a raw Criteo day to land."""
+"""The training DAGs' wait for a raw Criteo day to land, whole."""
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -8,22 +8,32 @@ from airflow.sdk.bases.sensor import PokeReturnValue
 
 
 class RawDaySensor(BaseSensorOperator):
-    """Wait for the raw Criteo file of one day (`day_N` or `day_N.gz`) to land in the raw folder.
+    """Wait for the raw Criteo file of one day (`day_N` or `day_N.gz`) to land whole in the raw folder.
 
-    Returns the URL of the file found. On timeout the task fails with the exact names it expected,
-    so an operator reading the log knows which upload is missing.
+    Whole means (criteo_kernel.landing): on gs://, the object exists (an upload is visible only once
+    complete); in a folder, its manifest `day_N.manifest.json` is there and the size matches, or
+    (criteo_raw_landing=settle, the default) the file has not changed for criteo_raw_settle_s
+    seconds. Returns the URL of the file found. A directory under the day's name fails at once,
+    without retry. On timeout the task fails with the exact names it expected and what it saw
+    last, so an operator reading the log knows which upload is missing or unfinished.
 
     :param raw_url: folder (local path or gs://bucket/prefix) where Criteo days land.
     :param day: the Criteo day number N.
+    :param landing: settle | manifest; default: the setting criteo_raw_landing.
+    :param settle_s: seconds a file without a manifest must stay unchanged; default: criteo_raw_settle_s.
     """
 
     template_fields: Sequence[str] = ("raw_url", "day")
     ui_color = "#e8d9f7"
 
-    def __init__(self, *, raw_url: str, day: int | str, **kwargs):
+    def __init__(self, *, raw_url: str, day: int | str, landing: str | None = None, settle_s: float | None = None,
+                 **kwargs):
         super().__init__(**kwargs)
         self.raw_url = raw_url
         self.day = day
+        self.landing = landing
+        self.settle_s = settle_s
+        self._last = None
 
     @property
     def hook(self):
@@ -35,11 +45,22 @@ class RawDaySensor(BaseSensorOperator):
         return self.hook.candidates(int(self.day))
 
     def poke(self, context) -> PokeReturnValue | bool:
-        url = self.hook.find_day(int(self.day))
-        if url is not None:
-            self.log.info("found raw day %s", url)
-            return PokeReturnValue(is_done=True, xcom_value=url)
-        self.log.info("waiting for %s", " or ".join(self.candidates()))
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from ..hooks.raw_data import NotARawDay
+        from ..pipeline.config import setting
+
+        mode = self.landing or setting("criteo_raw_landing").strip()
+        settle = float(self.settle_s if self.settle_s is not None else setting("criteo_raw_settle_s"))
+        try:
+            landed = self.hook.landing(int(self.day), mode, settle)
+        except (NotARawDay, ValueError) as exc:
+            raise AirflowFailException(str(exc)) from None
+        self._last = landed.reason
+        if landed.complete:
+            self.log.info("raw day landed: %s", landed.reason)
+            return PokeReturnValue(is_done=True, xcom_value=landed.url)
+        self.log.info("waiting: %s", landed.reason)
         return False
 
     def execute(self, context):
@@ -48,6 +69,7 @@ class RawDaySensor(BaseSensorOperator):
         try:
             return super().execute(context)
         except AirflowSensorTimeout as exc:
+            last = f"; last seen: {self._last}" if self._last else ""
             raise AirflowSensorTimeout(
-                f"raw Criteo day {self.day} never arrived: expected {' or '.join(self.candidates())} "
-                f"(waited {self.timeout:g}s; {exc})") from None
+                f"raw Criteo day {self.day} never arrived whole: expected {' or '.join(self.candidates())} "
+                f"(waited {self.timeout:g}s{last}; {exc})") from None

@@ -46,7 +46,7 @@ def check_runtime(cfg) -> None:
 
     if cfg.runtime not in RUNTIMES:
         raise AirflowFailException(f"criteo_runtime={cfg.runtime!r}: expected one of {RUNTIMES}")
-    bad = cfg.preprocess.problems()
+    bad = cfg.preprocess.problems() + landing_problems()
     if bad:
         raise AirflowFailException("; ".join(bad))
     try:
@@ -65,6 +65,23 @@ def check_runtime(cfg) -> None:
         docker = DockerSettings.load(cfg.base_url)
         print(f"steps run as containers on {docker.docker_url}, images "
               + ", ".join(f"{k}={v}" for k, v in docker.images.items()))
+
+
+def landing_problems() -> list[str]:
+    """The raw-day landing settings (criteo_raw_landing, criteo_raw_settle_s), checked up front."""
+    from ..hooks.raw_data import LANDING_MODES
+    from ..pipeline.config import setting
+
+    bad = []
+    mode, settle = setting("criteo_raw_landing").strip(), setting("criteo_raw_settle_s").strip()
+    if mode not in LANDING_MODES:
+        bad.append(f"criteo_raw_landing={mode!r}: expected one of {', '.join(LANDING_MODES)}")
+    try:
+        if float(settle) < 0:
+            raise ValueError
+    except ValueError:
+        bad.append(f"criteo_raw_settle_s={settle!r}: expected seconds >= 0")
+    return bad
 
 
 def _run_type(context) -> str:

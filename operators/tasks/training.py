@@ -157,12 +157,14 @@ def blessing_gate(evaluation: dict, gate: dict) -> dict | bool:
 
 
 @task_group(group_id="train_evaluate_deploy", prefix_group_id=False)
-def train_evaluate_deploy(plan, extracted, validation, reference_profile, mode: str, **lineage_extra):
+def train_evaluate_deploy(plan, extracted, raw_inputs, validation, reference_profile, mode: str, **lineage_extra):
     """preprocess -> validate_processed -> train -> export -> evaluate -> blessing_gate -> deploy.
 
     The tail both training DAGs share. `extracted`: the extracted day partitions (extract's
-    outputs); `validation`: the validate task(s)' results, recorded in the lineage;
-    `reference_profile`: the data profile the new version ships with.
+    outputs); `raw_inputs`: extract's `input` per day (size, sha256, generation: with the workflow,
+    the parent and the hyperparameters, the run's fingerprint); `validation`: the validate
+    task(s)' results, recorded in the lineage; `reference_profile`: the data profile the new
+    version ships with.
     """
     from ..deploy import DeployModelOperator
     from ..step import CriteoStepOperator
@@ -186,6 +188,8 @@ def train_evaluate_deploy(plan, extracted, validation, reference_profile, mode: 
         task_id="deploy",
         blessing=blessed,
         run_key=plan["run_key"],
+        inputs={"raw": raw_inputs, "workflow_id": plan["workflow_id"], "parent_version": plan["parent_version"],
+                "hyperparameters": plan["train_args"]},
         lineage={"mode": mode, "days": plan["days"], "workflow_id": plan["workflow_id"],
                  "parent_version": plan["parent_version"], "validation": validation,
                  "processed_validation": validate_processed.output,

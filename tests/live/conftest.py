@@ -35,8 +35,16 @@ def corrupt_day(raw_file: Path) -> bytes:
         f = lines[i].split("\t")
         f[0], f[5] = "2", "n/a"
         lines[i] = "\t".join(f)
-    raw_file.write_text("\n".join(lines) + "\n")
+    land(raw_file, ("\n".join(lines) + "\n").encode())
     return original
+
+
+def land(raw_file: Path, data: bytes) -> None:
+    """Land a raw day as its writer would: the file, then its manifest (criteo_kernel.landing)."""
+    from criteo_kernel.landing import write_manifest
+
+    raw_file.write_bytes(data)
+    write_manifest(str(raw_file))
 
 
 @pytest.fixture(scope="session")

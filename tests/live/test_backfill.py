@@ -22,7 +22,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.live.conftest import DAILY, FULL, SMALL_MODEL, airflow_cli, corrupt_day, create_backfill, model_dir, when
+from tests.live.conftest import (
+    DAILY,
+    FULL,
+    SMALL_MODEL,
+    airflow_cli,
+    corrupt_day,
+    create_backfill,
+    land,
+    model_dir,
+    when,
+)
 
 pytestmark = pytest.mark.live
 
@@ -134,7 +144,7 @@ def test_a_bad_day_stops_the_backfill_and_the_readme_resumes_it(live):
     try:
         _bad_day_then_resume(airflow, base, raw5, original)
     finally:
-        raw5.write_bytes(original)         # the later tests' days stay good whatever happened here
+        land(raw5, original)  # the later tests' days stay good whatever happened here
 
 
 def _bad_day_then_resume(airflow, base, raw5, original):
@@ -180,7 +190,7 @@ def _bad_day_then_resume(airflow, base, raw5, original):
     assert "https://maxcdn.bootstrapcdn.com" not in seen.text         # assets rewritten to the plugin
 
     # resume as the README says: fix the raw file, clear the failed day's run
-    raw5.write_bytes(original)
+    land(raw5, original)
     out = airflow_cli(airflow, "tasks", "clear", DAILY, "--start-date", "2026-01-06", "--end-date", "2026-01-06",
                       "--yes")
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]

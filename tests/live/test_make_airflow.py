@@ -44,7 +44,9 @@ def test_make_airflow_starts_everything_and_make_airflow_stop_stops_it(packages,
         out = started.stdout
         assert f"http://127.0.0.1:{api}" in out and f"admin / {info['password']}" in out
         assert "make airflow-stop" in out and f"127.0.0.1:{grpc} (gRPC)" in out and f"127.0.0.1:{prom}" in out
-        assert sorted(p.name for p in (bucket / "raw").iterdir()) == ["day_0", "day_1"]
+        # each day with its landing manifest (criteo_kernel.landing): the sensors take them at once
+        assert sorted(p.name for p in (bucket / "raw").iterdir()) == ["day_0", "day_0.manifest.json", "day_1",
+                                                                     "day_1.manifest.json"]
         # the printed login works against the REST API; the DAGs are there
         token = httpx.post(f"{info['ui']}/auth/token", json={"username": "admin", "password": info["password"]},
                            timeout=30).json()["access_token"]

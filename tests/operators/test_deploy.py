@@ -56,13 +56,13 @@ def repository():
     return ModelRepositoryHook(Layout(PipelineConfig.load()))
 
 
-def deploy(packages, package: int, run_key: str, smoke: str):
+def deploy(packages, package: int, run_key: str, smoke: str, inputs: dict | None = None):
     from operators.deploy import DeployModelOperator
 
     # what the blessing gate hands deploy: the blessed package and its smoke rows (evaluate's outputs)
     blessing = {"blessed": True, "package": published(packages, package), "smoke_rows": smoke}
     op = DeployModelOperator(task_id="deploy", blessing=blessing, run_key=run_key,
-                             lineage={"mode": "full", "days": [0]})
+                             lineage={"mode": "full", "days": [0]}, inputs=inputs)
     return op.execute({"dag": SimpleNamespace(dag_id="criteo_full_retrain"), "run_id": f"manual__{run_key}"})
 
 
@@ -234,3 +234,37 @@ def test_deploy_to_a_gcs_repository_that_triton_serves(gcs_bucket, gcs, packages
         assert ready == [2] and version == 2 and np.allclose(got, packages.predictions[1][:64], atol=1e-5)
     finally:
         triton.stop()
+
+
+def day_read(sha: str, size: int) -> dict:
+    """What the run's inputs look like to deploy: extract's `input` per day, workflow, parent, settings."""
+    return {"raw": [{"url": "/raw/day_3", "bytes": size, "sha256": sha * 64, "generation": None, "lines": 9}],
+            "workflow_id": "w", "parent_version": None, "hyperparameters": {"--epochs": 1}}
+
+
+def test_a_corrected_raw_day_replaces_its_version_and_identical_inputs_make_nothing(server, packages, tmp_path):
+    """The half-day model must not stay in production once the whole day is rerun."""
+    half = deploy(packages, 0, "incremental-day3", smoke_file(tmp_path / "s0.npz", packages, 0), day_read("a", 50))
+    assert half["version"] == 1 and half["created"]
+    whole = deploy(packages, 1, "incremental-day3", smoke_file(tmp_path / "s1.npz", packages, 1), day_read("b", 100))
+    assert whole["version"] == 2 and whole["created"] and whole["promoted"]
+    assert served(server, packages)[:2] == ([2], 2)
+    repo = repository()
+    lineage = repo.lineage(2)
+    assert lineage["replaces"]["version"] == 1
+    assert lineage["replaces"]["fingerprint"] == repo.lineage(1)["inputs"]["fingerprint"]
+    assert lineage["inputs"]["fingerprint"] != lineage["replaces"]["fingerprint"]
+    assert lineage["replaces"]["changes"] == [f"/raw/day_3 changed (bytes 50 -> 100, sha256 {'a' * 64} -> {'b' * 64})"]
+    again = deploy(packages, 1, "incremental-day3", smoke_file(tmp_path / "s1.npz", packages, 1), day_read("b", 100))
+    assert again["version"] == 2 and not again["created"] and repo.versions() == [1, 2]
+
+
+def test_a_corrected_day_after_later_days_deployed_fails_and_leaves_production(server, packages, tmp_path):
+    from airflow.sdk.exceptions import AirflowFailException
+
+    deploy(packages, 0, "incremental-day3", smoke_file(tmp_path / "s0.npz", packages, 0), day_read("a", 50))
+    deploy(packages, 1, "incremental-day4", smoke_file(tmp_path / "s1.npz", packages, 1), day_read("c", 70))
+    with pytest.raises(AirflowFailException, match=r"run incremental-day3 made version 1, and its inputs changed "
+                                                   r"since .* production is version 2, deployed after it"):
+        deploy(packages, 0, "incremental-day3", smoke_file(tmp_path / "s0.npz", packages, 0), day_read("b", 100))
+    assert repository().versions() == [1, 2] and served(server, packages)[:2] == ([2], 2)

@@ -59,3 +59,38 @@ def test_a_failed_step_prints_its_result_too(capsys):
     summary = json.loads(line[len(result.RESULT_LINE):])["summary"]
     assert summary == "extract failed: day_3: column C26 is not 8 hex digits"
     assert "ERROR: extract: day_3" in out.err
+
+
+def test_sigterm_stops_the_steps_whole_process_group(tmp_path):
+    """A step's children (dask workers, loaders) stop with it: the runtimes' SIGTERM reaches the group."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import REPO
+
+    script = ("import subprocess, sys, time\n"
+              "from criteo_kernel.result import stop_with_children_on_sigterm\n"
+              "stop_with_children_on_sigterm()\n"
+              "child = subprocess.Popen(['sleep', '60'])\n"
+              "print(child.pid, flush=True)\n"
+              "time.sleep(60)\n")
+    env = {**os.environ, "PYTHONPATH": str(REPO / "images" / "kernel" / "src")}
+    step = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, env=env,
+                            start_new_session=True)
+    child = int(step.stdout.readline())
+    step.send_signal(signal.SIGTERM)
+    assert step.wait(10) == -signal.SIGKILL
+    def running(pid: int) -> bool:
+        try:
+            with open(f"/proc/{pid}/stat") as fh:
+                return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+        except FileNotFoundError:
+            return False
+
+    deadline = time.time() + 5
+    while running(child):
+        assert time.time() < deadline, "the step's child outlived it"
+        time.sleep(0.05)

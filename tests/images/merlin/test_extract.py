@@ -1,5 +1,7 @@
 import gzip
 import json
+import os
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
@@ -70,3 +72,96 @@ def test_empty_fields_are_counted_per_column_over_the_whole_day(tmp_path):
     res = extract.extract(str(tmp_path / "day_0"), str(tmp_path / "ex"), block_mb=1)
     assert res["missing"]["I1"] == 250 and res["missing"]["I2"] == 0 and res["missing"]["C26"] == 100
     assert res["missing"]["label"] == 0
+
+
+def clean_day(path, rows=3000, gz=False):
+    synth.write_day(str(path), synth.day_table(*synth.generate_day(0, rows)), gz=gz)
+    return path
+
+
+def test_extract_records_what_it_read_and_the_manifest(tmp_path):
+    """Size, sha256 and lines of the file read: the run's identity and the landing contract's check."""
+    import hashlib
+
+    from criteo_kernel import landing
+
+    day = clean_day(tmp_path / "day_0")
+    manifest = landing.write_manifest(str(day))
+    res = extract.extract(str(day), str(tmp_path / "ex"))
+    assert res["input"] == {"url": str(day), "bytes": day.stat().st_size, "generation": None, "lines": 3000,
+                            "sha256": hashlib.sha256(day.read_bytes()).hexdigest()}
+    assert res["manifest"] == {"url": f"{day}.manifest.json", **manifest.to_dict()}
+    assert res["read_error"] is None and res["compression"] == "none"
+    stats = json.loads((tmp_path / "ex" / "_extract.json").read_text())
+    assert stats["source_sha256"] == manifest.sha256 and stats["source_mtime"] == pytest.approx(day.stat().st_mtime)
+
+
+def test_a_file_without_its_last_newline_is_reported_truncated(tmp_path):
+    day = clean_day(tmp_path / "day_0")
+    data = day.read_bytes()
+    day.write_bytes(data[: len(data) // 2 + 17])  # cut inside a line, as a copy in progress leaves it
+    res = extract.extract(str(day), str(tmp_path / "ex"))
+    err = res["read_error"]
+    assert err["kind"] == "truncated"
+    assert err["message"].startswith(f"{day}: the file does not end with a newline: its last line is cut")
+    assert "criteo-mlops manifest" in err["message"]
+
+
+def test_gzip_content_without_the_gz_name_is_read_as_gzip(tmp_path, capsys):
+    day = tmp_path / "day_0"
+    clean_day(tmp_path / "day_0.gz", gz=True).rename(day)
+    res = extract.extract(str(day), str(tmp_path / "ex"))
+    assert res["rows"] == 3000 and res["read_error"] is None and res["compression"] == "gzip"
+    assert f"WARNING: {day} is gzip but its name has no .gz: read as gzip. Name it day_0.gz" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("case, message", [
+    ("directory", "is a directory, not a raw day file"),
+    ("gz_name_on_text", "is named .gz but is not gzip"),
+    ("utf16", "is UTF-16 text: the Criteo format is UTF-8"),
+    ("broken_manifest", "the landing manifest of"),
+])
+def test_what_is_no_raw_day_fails_as_bad_data_naming_the_fix(tmp_path, case, message):
+    from criteo_kernel.result import DataError
+
+    name = "day_0.gz" if case == "gz_name_on_text" else "day_0"
+    path = tmp_path / name
+    if case == "directory":
+        (path / "part-0").mkdir(parents=True)
+    elif case == "utf16":
+        path.write_bytes("1\t2\n".encode("utf-16"))
+    else:
+        clean_day(path)
+    if case == "broken_manifest":
+        (tmp_path / "day_0.manifest.json").write_text('{"rows": "many"}')
+    with pytest.raises(extract.BadRawFile, match=message) as err:
+        extract.extract(str(path), str(tmp_path / "ex"))
+    assert isinstance(err.value, DataError) and str(path) in str(err.value)
+    assert not (tmp_path / "ex").exists()  # nothing published, not even half
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run the step as another user (setpriv)")
+def test_an_unreadable_file_fails_as_bad_data_naming_the_fix(tmp_path):
+    """The step run as an unprivileged user on a file it may not read (root reads everything)."""
+    import subprocess
+    import sys
+    import tempfile
+
+    from criteo_kernel.result import BAD_DATA
+
+    folder = tempfile.mkdtemp(prefix="unreadable-")
+    try:
+        os.chmod(folder, 0o755)
+        day = clean_day(Path(folder) / "day_0", rows=100)
+        os.chmod(day, 0o600)
+        repo = Path(__file__).resolve().parents[3]
+        env = {"PATH": os.environ["PATH"], "PYTHONPATH": f"{repo}/images/kernel/src:{repo}/images/merlin/src"}
+        proc = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-m",
+                               "criteo_steps", "extract", "--input", str(day), "--output", f"{folder}/ex"],
+                              capture_output=True, text=True, env=env, timeout=120)
+        assert proc.returncode == BAD_DATA, proc.stdout + proc.stderr
+        assert f"{day} cannot be read (Permission denied): give the user the steps run as read access" in proc.stderr
+    finally:
+        import shutil
+
+        shutil.rmtree(folder, ignore_errors=True)

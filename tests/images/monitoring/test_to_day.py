@@ -20,8 +20,14 @@ def test_a_logged_day_becomes_the_same_raw_file(raw_days, tmp_path):
     assert result["rows"] == 6000 and result["unlabelled_rows"] == 0 and result["request_files"] == 24
     assert result["versions"] == {"1": 6000} and result["date"] == "2026-01-02" and not result["unchanged"]
     assert [f for f in os.listdir(tmp_path / "raw") if f.startswith(".")] == []
-    # the same again: left as it is
+    # the landing manifest says the day is complete, and what it holds (criteo_kernel.landing)
+    from criteo_kernel import landing
+
+    assert landing.read_manifest(str(tmp_path / "raw/day_1")) == landing.describe(str(tmp_path / "raw/day_1"))
+    # the same again: left as it is (a lost manifest is written again)
+    (tmp_path / "raw/day_1.manifest.json").unlink()
     assert to_day(str(tmp_path / "log"), 1, str(tmp_path / "raw"), DAY0)["unchanged"]
+    assert landing.read_manifest(str(tmp_path / "raw/day_1")).rows == 6000
 
 
 def test_gz_input_and_output(raw_days, tmp_path):

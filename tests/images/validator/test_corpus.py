@@ -1,8 +1,10 @@
 """The gate on a corpus of broken days: each is blocked with a message naming the broken rule.
 
-Every case is a raw day file run through `criteo-mlops validate` (in-process; one case also as the
-installed console script), i.e. the real extract and the real GX suite. The clean synthetic day
-and real Criteo rows must pass.
+Every case (corpus.py) is a raw day file run through `criteo-mlops validate` (in-process; one case
+also as the installed console script), i.e. the real extract and the real GX suite; the cases
+that need learned bounds run with `--reference`, a reference profile learned from clean days the
+pipeline's way. The clean synthetic day and real Criteo rows must pass, and so must 20 clean days
+of other seeds against a reference of yet other seeds (the false-block rate: zero).
 """
 from __future__ import annotations
 
@@ -14,32 +16,41 @@ from pathlib import Path
 
 import pytest
 
-from criteo_steps.synth import day_table, generate_day, write_day
+from criteo_kernel import landing, profiles
 from operators import cli
+
+from .corpus import (
+    CASES,
+    CLEAN_SEEDS,
+    REFERENCE_SEEDS,
+    ROWS,
+    Gate,
+    clean_day,
+    clean_rows,
+    learn_reference,
+    set_field,
+    write,
+)
 
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[3]
 REAL_ROWS = Path(__file__).parent / "data" / "criteo_kaggle_sample.tsv"
-ROWS = 4000
 
 
 @pytest.fixture(scope="module")
 def clean_lines(tmp_path_factory) -> list[str]:
-    path = tmp_path_factory.mktemp("clean") / "day_0"
-    write_day(str(path), day_table(*generate_day(0, ROWS)), gz=False)
-    return path.read_text().splitlines()
+    return clean_day(tmp_path_factory.mktemp("clean"), ROWS, seed=7)
 
 
-def set_field(lines: list[str], column: int, value: str, every: int = 50) -> list[str]:
-    out = []
-    for i, line in enumerate(lines):
-        if i % every == 7 % every:
-            f = line.split("\t")
-            f[column] = value
-            line = "\t".join(f)
-        out.append(line)
-    return out
+@pytest.fixture(scope="module")
+def gate() -> Gate:
+    return Gate()
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, gate) -> Path:
+    return learn_reference(gate, tmp_path_factory.mktemp("reference"), REFERENCE_SEEDS)
 
 
 def run_cli(tmp_path: Path, capsys, path: Path, *extra: str) -> tuple[int, str]:
@@ -48,75 +59,76 @@ def run_cli(tmp_path: Path, capsys, path: Path, *extra: str) -> tuple[int, str]:
     return rc, out.out + out.err
 
 
-def write(tmp_path: Path, name: str, lines: list[str] | bytes) -> Path:
-    path = tmp_path / name
-    if isinstance(lines, bytes):
-        path.write_bytes(lines)
-    else:
-        path.write_text("".join(line + "\n" for line in lines))
-    return path
+def cut_file_names_kind_and_fix(kind: str, fix: str):
+    def check(out: str, path: Path, _lines: list[str]) -> None:
+        observed = next(line for line in out.splitlines() if line.strip().startswith("observed: read_error"))
+        # the kind, where, and extract's fix, quoted once after the file's name
+        assert f"read_error = '{kind}' after " in observed and f"rows of {path}: {fix}" in observed, observed
+        assert observed.count(str(path)) == 1, observed
+    return check
 
 
-HEADER = "\t".join(["label", *[f"I{i}" for i in range(1, 14)], *[f"C{i}" for i in range(1, 27)]])
+def landing_names_the_difference(out: str, _path: Path, lines: list[str]) -> None:
+    assert "landing=mismatch" in out  # the whole-day facts line
+    observed = next(line for line in out.splitlines() if line.strip().startswith("observed: landing"))
+    assert f"rows: {len(lines) * 6 // 10} lines read (incl. 0 malformed) but the manifest says {len(lines)}" \
+        in observed, observed
+    assert "bytes: the file has" in observed and "sha256: the file has" in observed
+    assert "day_5.manifest.json" in observed
 
-# name -> (how to break the clean day, expected failing column, expected rule text)
-CASES = {
-    "wrong_field_count": (lambda L: L[:100] + ["\t".join(L[100].split("\t")[:39])] + L[101:],
-                          "malformed_rows", "exactly 40 tab-separated fields"),
-    "header_line": (lambda L: [HEADER] + L, "label", "values in ['0', '1']"),
-    "comma_separated": (lambda L: [line.replace("\t", ",") for line in L], "malformed_rows",
-                        "exactly 40 tab-separated fields"),
-    "text_in_integer_column": (lambda L: set_field(L, 5, "abc"), "I5", "values match regex ^-?[0-9]+$"),
-    "label_2": (lambda L: set_field(L, 0, "2"), "label", "values in ['0', '1']"),
-    "bad_hex": (lambda L: set_field(L, 20, "XYZ12345"), "C7", "values match regex ^[0-9a-f]{8}$"),
-    "all_null_column": (lambda L: set_field(L, 16, "", every=1), "null_fraction(C3)",
-                        "never (almost) all empty"),
-    "ctr_collapse": (lambda L: set_field(L, 0, "0", every=1), "ctr", "a collapse to 0 means the labels are broken"),
-    "tiny_day": (lambda L: L[:50], "rows", "row count: at least --min-rows"),
-    "empty_file": (lambda L: [], "rows", "row count: at least --min-rows"),
+
+# what some cases' failure messages must say beyond the column and the rule
+CHECKS = {
+    "truncated_gzip": cut_file_names_kind_and_fix("truncated_gzip", "the gzip stream ends early"),
+    "cut_mid_line": cut_file_names_kind_and_fix("truncated", "the file does not end with a newline"),
+    "manifest_mismatch": landing_names_the_difference,
 }
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_broken_day_is_blocked_naming_the_rule(tmp_path, capsys, clean_lines, case):
-    breaker, column, rule = CASES[case]
-    rc, out = run_cli(tmp_path, capsys, write(tmp_path, "day_5", breaker(list(clean_lines))))
+def test_broken_day_is_blocked_naming_the_rule(tmp_path, capsys, clean_lines, request, case):
+    c = CASES[case]
+    column = c.columns[0]
+    extra = ("--reference", str(request.getfixturevalue("reference"))) if c.reference else ()
+    path = c.make(tmp_path, clean_lines, column)
+    rc, out = run_cli(tmp_path, capsys, path, *extra)
     assert rc == 1, out
     assert "FAILED: suites raw_day" in out
     hard = [block for block in out.split("FAILED (hard) ")[1:]]
-    assert any(f"column {column}\n" in b and rule in b for b in hard), out
+    assert any(f"column {c.fact(column)}\n" in b and c.rule in b for b in hard), out
     summary = json.loads((tmp_path / "docs" / "_summary.json").read_text())
     assert summary["success"] is False
-    assert any(f["column"] == column for f in summary["failed"])
+    assert c.blocked(summary["failed"], column)
     assert (tmp_path / "docs" / summary["page"]).exists()
+    CHECKS.get(case, lambda *_: None)(out, path, clean_lines)
 
 
-def test_truncated_gzip_is_blocked(tmp_path, capsys, clean_lines):
-    data = gzip.compress("".join(line + "\n" for line in clean_lines).encode())
-    rc, out = run_cli(tmp_path, capsys, write(tmp_path, "day_5.gz", data[: len(data) // 2]))
-    assert rc == 1, out
-    assert "column read_error" in out and "'truncated_gzip'" in out
-    assert "the raw file was read to its end" in out
+def test_a_landed_file_matching_its_manifest_passes(tmp_path, capsys, clean_lines):
+    path = write(tmp_path / "day_0", clean_lines)
+    landing.write_manifest(str(path))
+    rc, out = run_cli(tmp_path, capsys, path)
+    assert rc == 0, out
+    assert "landing=matches manifest" in out
 
 
 def test_binary_garbage_is_blocked(tmp_path, capsys):
     garbage = bytes((i * 7919 + 13) % 256 for i in range(200_000))
-    rc, out = run_cli(tmp_path, capsys, write(tmp_path, "day_5", garbage))
+    rc, out = run_cli(tmp_path, capsys, write(tmp_path / "day_5", garbage))
     assert rc == 1, out
     assert "column read_error" in out or "column malformed_rows" in out, out
     assert "Exception ignored" not in out
 
 
 def test_clean_synthetic_day_passes(tmp_path, capsys, clean_lines):
-    rc, out = run_cli(tmp_path, capsys, write(tmp_path, "day_0", clean_lines))
+    rc, out = run_cli(tmp_path, capsys, write(tmp_path / "day_0", clean_lines))
     assert rc == 0, out
     assert out.splitlines()[1].startswith("PASSED: suites raw_day") and "0 hard failed" in out
     assert "STEP_RESULT" not in out  # the CLI prints the summary, not the machine line
 
 
-def test_clean_gzipped_day_passes(tmp_path, capsys, clean_lines):
+def test_clean_gzipped_day_passes_against_a_reference(tmp_path, capsys, clean_lines, reference):
     data = gzip.compress("".join(line + "\n" for line in clean_lines).encode())
-    rc, out = run_cli(tmp_path, capsys, write(tmp_path, "day_0.gz", data))
+    rc, out = run_cli(tmp_path, capsys, write(tmp_path / "day_0.gz", data), "--reference", str(reference))
     assert rc == 0, out
 
 
@@ -127,6 +139,19 @@ def test_real_criteo_rows_pass(tmp_path, capsys):
     assert "rows=200" in out
 
 
+def test_clean_days_of_other_seeds_are_never_blocked(tmp_path, gate, reference):
+    """The false-block rate: clean days of 20 seeds against a reference learned from 3 others, of
+    other sizes than the reference's days (the distinct counts' bounds are sized to the day)."""
+    ref = profiles.load(str(reference))
+    blocked = {}
+    for seed in CLEAN_SEEDS:
+        day = write(tmp_path / "day_5", clean_day(tmp_path, clean_rows(seed), seed=seed, day=5))
+        outcome = gate(day, ref, suites=("raw_day",))
+        if outcome.failed_records:
+            blocked[seed] = [(f["column"], f["observed"]) for f in outcome.failed_records]
+    assert blocked == {}
+
+
 def test_missing_file_fails_clearly(tmp_path, capsys):
     rc, out = run_cli(tmp_path, capsys, tmp_path / "day_9.gz")
     assert rc == 1 and "no such file" in out
@@ -135,7 +160,7 @@ def test_missing_file_fails_clearly(tmp_path, capsys):
 def test_console_script_is_installed_and_exits_1_on_failure(tmp_path, clean_lines):
     exe = REPO / ".venv" / "bin" / "criteo-mlops"
     assert exe.exists(), "make setup installs the criteo-mlops console script"
-    bad = write(tmp_path, "day_5", set_field(list(clean_lines), 0, "2"))
+    bad = write(tmp_path / "day_5", set_field(list(clean_lines), 0, "2"))
     proc = subprocess.run([str(exe), "validate", str(bad), "--data-docs", str(tmp_path / "d")],
                           capture_output=True, text=True, timeout=300, cwd=tmp_path,
                           env={k: v for k, v in os.environ.items() if k != "STEP_RESULT_PATH"})

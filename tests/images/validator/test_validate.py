@@ -37,8 +37,10 @@ def clean_rows(n: int, seed: int = 0) -> list[list[str]]:
     return rows
 
 
-def write_partition(root: Path, rows: list[list[str]], malformed: int = 0, eval_every: int = 10) -> Path:
-    """A partition as extract publishes it: train/ + eval/ parquet, every column a string."""
+def write_partition(root: Path, rows: list[list[str]], malformed: int = 0, eval_every: int = 10,
+                    extra: dict | None = None) -> Path:
+    """A partition as extract publishes it: train/ + eval/ parquet, every column a string; `extra`
+    adds to (or overrides) its _extract.json."""
     root.mkdir(parents=True, exist_ok=True)
     for split in ("train", "eval"):
         (root / split).mkdir(exist_ok=True)
@@ -54,7 +56,7 @@ def write_partition(root: Path, rows: list[list[str]], malformed: int = 0, eval_
              "malformed_rows": malformed,
              "missing": {c: sum(r[j] == "" for r in rows) for j, c in enumerate(COLUMNS)},
              "malformed_examples": [{"line": 7, "fields": 30, "text": "0\t1\t2"}] if malformed else [],
-             "num_fields_expected": 40}
+             "num_fields_expected": 40, **(extra or {})}
     (root / "_extract.json").write_text(json.dumps(stats))
     (root / "_SUCCESS").write_text("")
     return root
@@ -148,6 +150,81 @@ def test_malformed_rows_and_small_day_fail_table_facts(tmp_path, capsys):
     assert failed["rows"]["rule"].startswith("1000 <= value")  # --min-rows default, a suite parameter
     rc, result, _ = run_main(tmp_path, part, capsys, "--min-rows", "100")
     assert set(failed_by_column(result)) == {"malformed_rows"}
+
+
+SHA_A, SHA_B = "a" * 64, "b" * 64
+
+
+def _landed(read: int = 3000, malformed: int = 0, manifest: dict | None = None) -> dict:
+    """_extract.json facts of what extract read (`read` rows), with the manifest found beside the raw file."""
+    return {"rows": read, "malformed_rows": malformed, "source_bytes": 1000, "source_sha256": SHA_A,
+            "manifest": {"url": "gs://b/raw/day_3.manifest.json", **manifest} if manifest else None}
+
+
+@pytest.mark.parametrize("stats,fact", [
+    ({"rows": 3000, "malformed_rows": 0}, "no manifest"),  # an _extract.json from before manifests
+    (_landed(), "no manifest"),
+    (_landed(2998, 2, {"rows": 3000, "bytes": 1000, "sha256": SHA_A}), "matches manifest"),
+    (_landed(manifest={"rows": None, "bytes": None, "sha256": SHA_A}), "matches manifest"),  # unknowns not compared
+    ({**_landed(manifest={"rows": 5000, "sha256": SHA_B}), "source_sha256": None}, "mismatch: rows: 3000 lines read "
+     "(incl. 0 malformed) but the manifest says 5000 (manifest gs://b/raw/day_3.manifest.json)"),
+    ({**_landed(manifest={"rows": 5000}), "max_rows": 3000}, "matches manifest"),  # stopped early on purpose
+    (_landed(2000, 5, {"rows": 3000, "bytes": 999, "sha256": SHA_B}),
+     "mismatch: rows: 2005 lines read (incl. 5 malformed) but the manifest says 3000; bytes: the file has 1000 "
+     "but the manifest says 999; sha256: the file has aaaaaaaaaaaa... but the manifest says bbbbbbbbbbbb... "
+     "(manifest gs://b/raw/day_3.manifest.json)"),
+])
+@pytest.mark.unit
+def test_landing_fact_compares_what_was_read_with_the_manifest(stats, fact):
+    assert vp.landing_fact(stats) == fact
+
+
+@pytest.mark.unit
+def test_landing_of_several_days_names_each_mismatch(tmp_path):
+    rows = clean_rows(50)
+    ok = write_partition(tmp_path / "day=1", rows, extra=_landed(50, manifest={"rows": 50}))
+    cut = write_partition(tmp_path / "day=2", rows, extra={**_landed(50, manifest={"rows": 80}), "source": "raw/day_2"})
+    old = write_partition(tmp_path / "day=3", rows)
+    assert vp.open_partitions([ok, old]).stats["landing"] == "matches manifest"
+    assert vp.open_partitions([old, old]).stats["landing"] == "no manifest"
+    assert vp.open_partitions([ok, cut, old]).stats["landing"] == (
+        "mismatch: raw/day_2: rows: 50 lines read (incl. 0 malformed) but the manifest says 80 "
+        "(manifest gs://b/raw/day_3.manifest.json)")
+
+
+@pytest.mark.unit
+def test_a_cut_day_fails_on_its_manifest_and_its_last_line(tmp_path, capsys):
+    """What extract writes for a raw file cut mid-write that had a manifest: both failures say why."""
+    rows = clean_rows(1500)
+    fix = "the file does not end with a newline: its last line is cut (still being written)"
+    cut = {**_landed(1500, manifest={"rows": 4000, "bytes": 9000}), "source": "gs://b/raw/day_3",
+           "read_error": {"kind": "truncated", "message": f"gs://b/raw/day_3: {fix}", "after_rows": 1500}}
+    rc, result, out = run_main(tmp_path, write_partition(tmp_path / "cut", rows, extra=cut), capsys)
+    assert rc == 1, out
+    failed = failed_by_column(result)
+    assert set(failed) == {"landing", "read_error"}, result["failed"]
+    assert failed["landing"]["observed"] == (
+        "landing = 'mismatch: rows: 1500 lines read (incl. 0 malformed) but the manifest says 4000; bytes: the "
+        "file has 1000 but the manifest says 9000 (manifest gs://b/raw/day_3.manifest.json)'")
+    assert failed["read_error"]["observed"] == f"read_error = 'truncated' after 1500 rows of gs://b/raw/day_3: {fix}"
+    assert "landing=mismatch" in out and "read_error=truncated" in out
+    whole = _landed(1500, manifest={"rows": 1500, "bytes": 1000, "sha256": SHA_A})
+    rc, result, out = run_main(tmp_path, write_partition(tmp_path / "whole", rows, extra=whole), capsys)
+    assert rc == 0 and "landing=matches manifest" in out, out
+
+
+@pytest.mark.unit
+def test_a_collapsed_column_fails_without_a_reference(tmp_path, capsys):
+    rows = clean_rows(2500)
+    for r in rows:
+        r[COLUMNS.index("C9")] = "0badc0de" if r[COLUMNS.index("C9")] else ""
+        r[COLUMNS.index("I4")] = "3" if r[COLUMNS.index("I4")] else ""
+    rc, result, out = run_main(tmp_path, write_partition(tmp_path / "d", rows), capsys)
+    assert rc == 1, out
+    failed = failed_by_column(result)
+    assert set(failed) == {"distinct(C9)", "distinct(I4)"}, result["failed"]
+    assert failed["distinct(C9)"]["observed"] == "distinct(C9) = 1"
+    assert failed["distinct(I4)"]["rule"].startswith("2 <= value [distinct non-missing I4 values")
 
 
 @pytest.mark.unit

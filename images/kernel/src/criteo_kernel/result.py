@@ -26,6 +26,11 @@ RETRYABLE = 3         # a dependency failed (Triton, the bucket, labels still ar
 BAD_DATA = 4          # the input breaks the Criteo format, or a different raw day is in the way
 
 
+class DataError(ValueError):
+    """The step's input is bad in a way no retry can fix: exit BAD_DATA, with a message naming the
+    file and the fix. Any step may raise it (or a subclass)."""
+
+
 def write(result: dict) -> None:
     """The manifest at $STEP_RESULT_PATH (when set), whole or not at all."""
     out = os.environ.get(RESULT_PATH_ENV)
@@ -54,6 +59,7 @@ def run_step(step: Callable[[list[str]], dict | int], argv: list[str], name: str
     (data errors are checked first: they may subclass a retryable kind). Anything else propagates:
     a traceback and exit 1.
     """
+    data_errors = (*data_errors, DataError)
     try:
         result = step(argv)
     except data_errors + retryable_errors as exc:
@@ -68,9 +74,30 @@ def run_step(step: Callable[[list[str]], dict | int], argv: list[str], name: str
     return OK
 
 
+def stop_with_children_on_sigterm() -> None:
+    """On SIGTERM, kill the step's whole process group (its dask workers, data loaders) at once.
+
+    SIGTERM is what a step gets when its task stops: on_kill, the local runtime's parent-death
+    signal (the task process killed, -9 included), a pod deleted. Without this, children outlive
+    the step and keep writing; and a step that is PID 1 in a container would ignore SIGTERM.
+    Only a process that leads its own group does this (the runtimes start steps so).
+    """
+    import signal
+
+    if os.getpgrp() != os.getpid():
+        return
+
+    def stop(signum, frame):  # noqa: ARG001
+        print(f"step stopped by signal {signum}: stopping its process group", file=sys.stderr, flush=True)
+        os.killpg(os.getpgrp(), signal.SIGKILL)
+
+    signal.signal(signal.SIGTERM, stop)
+
+
 def dispatch(prog: str, commands: dict[str, str], argv: list[str] | None = None, **errors) -> int:
     """`python -m <prog> COMMAND [ARGS]`: import the command's module and run its main as a step."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    stop_with_children_on_sigterm()
     if not argv or argv[0] not in commands:
         print(f"usage: python -m {prog} {{{','.join(commands)}}} [--help]", file=sys.stderr)
         return 2

@@ -121,7 +121,10 @@ def staged_partition(final_url: str) -> Iterator[str]:
             fh.write("")
         publish(staging, final_url)
     except BaseException:
-        fs.rm(spath, recursive=True)
+        try:
+            fs.rm(spath, recursive=True)
+        except OSError as exc:  # a read-only or full bucket: the hidden staging folder stays, unread
+            print(f"WARNING: could not remove the staging folder {staging}: {exc}", flush=True)
         raise
 
 

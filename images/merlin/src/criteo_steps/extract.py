@@ -8,9 +8,16 @@ by preprocess), and splits a deterministic held-out slice: every `--eval-every`-
 * lines with the wrong number of fields are not guessed at: counted and sampled (`malformed_rows`);
 * per-column counts of empty (missing) fields over the whole day (`missing`): the day-level null
   fractions the gate checks cost nothing extra here, while the row rules may run on a sample;
-* a file that cannot be read to its end (truncated gzip, not gzip, invalid UTF-8 text) is a fact
-  about the data, not a crash: the rows read so far are kept and `read_error` says what broke and
-  after how many rows. Storage errors (the bucket unreachable) still fail the step, to be retried.
+* a file that cannot be read to its end (truncated gzip, invalid UTF-8 text, a last line without
+  its newline: a file cut while being written) is a fact about the data, not a crash: the rows
+  read so far are kept and `read_error` says what broke, after how many rows, and how to fix it;
+* what was read, for the landing contract (criteo_kernel.landing) and the run's identity: the
+  file's size, sha256, generation (gs://) and the manifest beside it, if any.
+
+A file that is no raw day at all fails at once with exit 4 (BAD_DATA, no retry) and a message
+naming the file and the fix: a directory, an unreadable file, a `.gz` name on text, UTF-16 text.
+gzip content without the `.gz` name is read as gzip, with a warning to rename it. Storage errors
+(the bucket unreachable) still fail the step with exit 1, to be retried.
 
     python -m criteo_steps extract --input gs://b/raw/day_3.gz --output gs://b/work/extracted/day=3
 """
@@ -22,13 +29,33 @@ import time
 
 import numpy as np
 
-from criteo_kernel import storage, tsv
+from criteo_kernel import landing, storage, tsv
 from criteo_kernel.artifacts import EXTRACT_META
+from criteo_kernel.result import DataError
 from criteo_kernel.schema import COLUMNS, NUM_FIELDS
 
 
 class ExtractError(RuntimeError):
-    pass
+    """The raw file could not be read for a reason outside the data (storage): a retry may help."""
+
+
+class BadRawFile(DataError):
+    """The input is not a raw day file at all: no retry can help (exit BAD_DATA)."""
+
+
+# What to do about a read error of each kind: the message names it after the file.
+READ_ERROR_FIXES = {
+    "truncated": "the file does not end with a newline: its last line is cut (it is still being written, or "
+                 "its copy broke). Land the whole file, write its manifest (criteo-mlops manifest FILE), "
+                 "then clear the day's run",
+    "truncated_gzip": "the gzip stream ends early: the file is cut (still being written, or its copy broke). "
+                      "Land the whole file, then clear the day's run",
+    "corrupt_gzip": "the gzip data is corrupt: recompress the day from its source (gzip -t FILE checks it)",
+    "invalid_utf8": "the text is not UTF-8: re-encode it (e.g. iconv -f latin1 -t utf-8 FILE > FILE.utf8) "
+                    "and land it again",
+    "not_text": "the file holds binary data, not tab-separated text: land the day's TSV file",
+    "unparseable": "the file is not tab-separated Criteo text: land the day's TSV file",
+}
 
 
 def printable(text: str) -> str:
@@ -80,10 +107,11 @@ def extract(input_url: str, output_url: str, eval_every: int = 10, block_mb: int
         return "skip"
 
     fs, path = storage.fs_path(input_url)
-    if not fs.exists(path):
-        raise ExtractError(f"{input_url}: raw day file not found")
-    size = fs.size(path)
-    stats = {"source": input_url, "source_bytes": size, "rows": 0, "train_rows": 0, "eval_rows": 0,
+    source = inspect_input(input_url)
+    stats = {"source": input_url, "source_bytes": source["bytes"], "source_sha256": None,
+             "source_generation": source["generation"], "source_mtime": source["mtime"],
+             "compression": source["compression"], "manifest": source["manifest"], "max_rows": max_rows,
+             "rows": 0, "train_rows": 0, "eval_rows": 0,
              "positives": 0, "malformed_rows": 0, "malformed_examples": [], "eval_every": eval_every,
              "num_fields_expected": NUM_FIELDS, "missing": {c: 0 for c in COLUMNS}, "read_error": None}
     with storage.staged_partition(output_url) as staging:
@@ -116,8 +144,11 @@ def extract(input_url: str, output_url: str, eval_every: int = 10, block_mb: int
         sys.unraisablehook = lambda u: (None if isinstance(u.exc_value, UnicodeDecodeError)
                                         else default_hook(u))
         try:
-            with tsv.open_day(input_url) as raw:
-                for batch in tsv.reader(raw, on_invalid, block_bytes=block_mb << 20):
+            with fs.open(path, "rb") as raw:
+                stored = landing.HashingReader(raw)
+                # the last byte of the text, for "ends with a newline"; the checksum is of the stored bytes
+                text = landing.HashingReader(_decompressed(stored, source["compression"]), hashing=False)
+                for batch in tsv.reader(text, on_invalid, block_bytes=block_mb << 20):
                     if max_rows is not None and row0 >= max_rows:
                         break
                     table = pa.Table.from_batches([batch])
@@ -130,6 +161,11 @@ def extract(input_url: str, output_url: str, eval_every: int = 10, block_mb: int
                     for c in COLUMNS:
                         stats["missing"][c] += int(pc.sum(pc.equal(table.column(c), "")).as_py() or 0)
                     row0 += n
+                if max_rows is None:
+                    stats["source_sha256"] = _rest_hashed(stored)
+            if max_rows is None:
+                if text.last_byte not in (b"", b"\n"):
+                    stats["read_error"] = read_error(input_url, "truncated", None, row0 + malformed_count)
         except (pa.ArrowInvalid, EOFError, OSError, UnicodeDecodeError) as exc:
             kind = classify_read_error(exc)
             if kind == "unparseable" and row0 == 0 and "Empty CSV file" in str(exc):
@@ -137,9 +173,7 @@ def extract(input_url: str, output_url: str, eval_every: int = 10, block_mb: int
             elif kind is None:
                 raise ExtractError(f"{input_url}: cannot be read: {exc}") from exc
             if kind != "empty":
-                stats["read_error"] = {"kind": kind, "message": printable(f"{type(exc).__name__}: {exc}")[:300],
-                                       "after_rows": row0}
-                print(f"WARNING: {input_url}: {kind} after {row0} rows: {printable(str(exc))[:300]}", flush=True)
+                stats["read_error"] = read_error(input_url, kind, exc, row0)
         finally:
             sys.unraisablehook = default_hook
             # An empty day still gets a (zero-row) file per split, so the partition keeps its schema.
@@ -157,8 +191,94 @@ def extract(input_url: str, output_url: str, eval_every: int = 10, block_mb: int
         storage.write_json(storage.join(staging, EXTRACT_META), stats)
     print(f"extracted {stats['rows']} rows ({stats['malformed_rows']} malformed) from {input_url} "
           f"to {output_url} in {stats['seconds']} s", flush=True)
-    return {"output": output_url, **{k: v for k, v in stats.items() if k != "malformed_examples"},
-            "malformed_examples": malformed}
+    return {"output": output_url, "input": input_facts(stats),
+            **{k: v for k, v in stats.items() if k != "malformed_examples"}, "malformed_examples": malformed}
+
+
+def input_facts(stats: dict) -> dict:
+    """What identifies the raw day read: part of the run's identity (the deploy's fingerprint)."""
+    return {"url": stats["source"], "bytes": stats["source_bytes"], "sha256": stats["source_sha256"],
+            "generation": stats["source_generation"], "lines": stats["rows"] + stats["malformed_rows"]}
+
+
+def read_error(url: str, kind: str, exc: BaseException | None, after_rows: int) -> dict:
+    """The read_error record and its warning: what broke, where, and the fix."""
+    fix = READ_ERROR_FIXES.get(kind, "land the day's file again")
+    detail = f" ({printable(f'{type(exc).__name__}: {exc}')[:300]})" if exc is not None else ""
+    message = f"{url}: {fix}{detail}"
+    print(f"WARNING: {kind} after {after_rows} rows: {message}", flush=True)
+    return {"kind": kind, "message": message, "after_rows": after_rows}
+
+
+def inspect_input(url: str) -> dict:
+    """Check that `url` is one readable raw day file; its size, generation, compression, manifest.
+
+    BadRawFile (no retry) for what is not a raw day; the storage's own errors propagate (retried).
+    """
+    fs, path = storage.fs_path(url)
+    name = path.rsplit("/", 1)[-1]
+    if not fs.exists(path):
+        raise ExtractError(f"{url}: raw day file not found (was it removed after the sensor saw it?)")
+    if fs.isdir(path):
+        raise BadRawFile(f"{url} is a directory, not a raw day file: a raw day is one tab-separated file "
+                         f"named {name} or {name}.gz. Concatenate its parts into one file "
+                         f"(cat {url}/part-* > FILE), replace the directory with it, then clear the day's run")
+    info = fs.info(path)
+    try:
+        with fs.open(path, "rb") as fh:
+            head = fh.read(4)
+    except PermissionError as exc:
+        raise BadRawFile(f"{url} cannot be read ({exc.strerror or exc}): give the user the steps run as "
+                         "read access to it (e.g. chmod a+r), then clear the day's run") from None
+    except IsADirectoryError:
+        raise BadRawFile(f"{url} is a directory, not a raw day file") from None
+    gz_content, gz_name = head[:2] == landing.GZIP_MAGIC, name.endswith(".gz")
+    if head[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        raise BadRawFile(f"{url} is UTF-16 text: the Criteo format is UTF-8 (ASCII). Convert it "
+                         f"(iconv -f UTF-16 -t UTF-8 {name} > {name}.utf8), land that as {name}, then clear the "
+                         "day's run")
+    if gz_name and head and not gz_content:
+        plain = name[:-3]
+        raise BadRawFile(f"{url} is named .gz but is not gzip (it starts with {printable(repr(head))}): "
+                         f"if it is plain text name it {plain}; else gzip it (gzip -c {plain} > {name})")
+    if gz_content and not gz_name:
+        print(f"WARNING: {url} is gzip but its name has no .gz: read as gzip. Name it {name}.gz", flush=True)
+    try:
+        manifest = landing.read_manifest(url)
+    except ValueError as exc:
+        raise BadRawFile(f"the landing manifest of {url} is broken: {exc}. Write it again "
+                         "(criteo-mlops manifest FILE) or remove it") from None
+    return {"bytes": int(info.get("size") or 0), "generation": info.get("generation"),
+            "mtime": _mtime(info), "compression": "gzip" if gz_content else "none",
+            "manifest": None if manifest is None
+            else {"url": landing.manifest_url(url), **manifest.to_dict()}}
+
+
+def _mtime(info: dict) -> float | None:
+    value = info.get("mtime") or info.get("updated")
+    if hasattr(value, "timestamp"):
+        return value.timestamp()
+    if isinstance(value, str) and not value.replace(".", "", 1).isdigit():
+        from datetime import datetime
+
+        try:  # gcsfs: "updated" as RFC 3339
+            return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            return None
+    return float(value) if value is not None else None
+
+
+def _decompressed(stored, compression: str):
+    import gzip
+
+    return gzip.GzipFile(fileobj=stored, mode="rb") if compression == "gzip" else stored
+
+
+def _rest_hashed(stored) -> str | None:
+    """The checksum of the whole stored file: bytes the parser did not need (gzip's trailer) included."""
+    while stored.read(8 << 20):
+        pass
+    return stored.hexdigest()
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from criteo_kernel import tsv
+from criteo_kernel import landing, tsv
 from criteo_kernel.codecs import encode_hex
 from criteo_kernel.schema import CAT_COLUMNS, INT_COLUMNS, day_file_name
 
@@ -201,6 +201,9 @@ def main(argv: list[str] | None = None) -> dict:
                     shutil.copyfileobj(fh, out)
         os.replace(f"{path}.tmp", path)
         shutil.rmtree(tmp_dir)
+        # the landing contract's last step: the day is complete (criteo_kernel.landing)
+        landing.write_manifest(path, landing.Manifest(rows=args.rows, bytes=os.path.getsize(path),
+                                                      sha256=landing.file_sha256(path)))
         written.append({"day": day, "path": path, "rows": args.rows, "ctr": positives / max(args.rows, 1)})
         print(f"wrote {path}: {args.rows} rows, CTR {positives / max(args.rows, 1):.3f}", flush=True)
     return {"days": written}

@@ -145,7 +145,7 @@ def replay(input_url: str, triton_url: str, request_log: str, day0: str, model: 
     }
     print(f"replayed {sent} rows in {requests} requests in {took:.1f}s ({result['rows_per_s']} rows/s, "
           f"p50 {result['latency_ms']['p50']} ms, p99 {result['latency_ms']['p99']} ms); versions {dict(versions)}; "
-          f"{labelled} labels; {malformed['rows']} malformed rows skipped", flush=True)
+          f"{labelled} labels; {malformed['rows']} malformed rows skipped; {client.retried} retries", flush=True)
     if failure is not None:
         raise ReplayError(f"{failure} ({sent} rows were answered and logged before it)")
     return result

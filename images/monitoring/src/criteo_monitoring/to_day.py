@@ -27,6 +27,7 @@ from datetime import date, timedelta
 
 import numpy as np
 
+from criteo_kernel import landing
 from criteo_kernel.codecs import encode_hex
 from criteo_kernel.schema import CAT_COLUMNS, INT_COLUMNS, day_file_name
 from criteo_kernel.storage import fs_root, is_local_fs
@@ -138,11 +139,17 @@ def to_day(request_log: str, day: int, output: str, day0: str, gz: bool = False,
             elif not overwrite:
                 raise DayExists(f"{output}/{name} exists with other content (sha256 {old_sum[:12]}, new "
                                  f"{new_sum[:12]}): raw data is never replaced without --overwrite")
+        # the landing manifest (criteo_kernel.landing), written after the day: it says "complete"
+        day_url = f"{output.rstrip('/')}/{name}"
+        manifest = landing.Manifest(rows=stats["rows"], bytes=os.path.getsize(local_tmp),
+                                    sha256=landing.file_sha256(local_tmp))
         if not unchanged:
             if is_local_fs(out_fs):
                 os.replace(local_tmp, final)
             else:  # one object upload: it appears only once complete
                 out_fs.put_file(local_tmp, final)
+        if not unchanged or landing.read_manifest(day_url) != manifest:
+            landing.write_manifest(day_url, manifest)
     finally:
         if not raw.closed:
             raw.close()

@@ -14,9 +14,13 @@ from criteo_kernel.signature import CATEGORICAL_INPUT, DENSE_INPUT, OUTPUT
 
 from .errors import ReplayError
 
-# gRPC codes that mean "try again": the server is down or restarting, or the model is between
-# versions (Triton answers a request for a model that is not ready with UNAVAILABLE too).
-_RETRYABLE = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED")
+# gRPC codes that mean "try again": the server is down or restarting, or does not serve the model
+# right now. Triton answers a request for a model that is not ready with UNAVAILABLE, and one for a
+# model it has no loaded version of with NOT_FOUND: while it shuts down (on SIGTERM it unloads the
+# models while its endpoints still answer: "... has no available versions") and after a restart
+# until production is loaded again ("Request for unknown model"). A model that never comes fails
+# after the retries, like a server that never answers.
+_RETRYABLE = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED", "NOT_FOUND")
 
 
 class TritonClient:
@@ -67,7 +71,10 @@ class TritonClient:
                 if attempt < self.retries and any(code in status for code in _RETRYABLE):
                     with self._lock:
                         self.retried += 1
-                    time.sleep(self.backoff_s * 2 ** attempt)
+                    delay = self.backoff_s * 2 ** attempt
+                    print(f"WARNING: Triton at {self.url}: {status} {exc.message()}; retrying the request "
+                          f"in {delay:g}s (retry {attempt + 1} of {self.retries})", flush=True)
+                    time.sleep(delay)
                     continue
                 raise ReplayError(f"Triton at {self.url} failed inference on {self.model!r} "
                                   f"after {attempt + 1} attempt(s): {status} {exc.message()}") from None

@@ -4,7 +4,8 @@ Two kinds of partition, both published with `_SUCCESS` and holding `train/*.parq
 `eval/*.parquet`:
 
 * `extracted` (extract step): 40 text columns, "" = missing; facts in `_extract.json`
-  (rows, positives, malformed_rows, missing per column, read_error);
+  (rows, positives, malformed_rows, missing per column, read_error, and what was read: the raw
+  file's size, sha256 and the landing manifest found beside it, compared by `landing_fact`);
 * `processed` (preprocess step): typed NVTabular output; facts in `_preprocess.json`
   (rows per split, embedding_sizes).
 
@@ -76,9 +77,49 @@ def _read_meta(fs, part: str, kind: str) -> dict:
     return stats
 
 
+def landing_fact(stats: dict) -> str:
+    """The `landing` fact of one day: "no manifest", "matches manifest" or "mismatch: <what differs>".
+
+    The manifest is what the writer of the raw day says it wrote (criteo_kernel.landing); extract
+    records it with what it read. A partition from before extract read manifests has none. Facts
+    either side does not know (null) are not compared; rows are not compared when extract stopped
+    at --max-rows on purpose.
+    """
+    manifest = stats.get("manifest")
+    if not manifest:
+        return "no manifest"
+    lines = int(stats.get("rows", 0)) + int(stats.get("malformed_rows", 0))
+    diffs = []
+    if manifest.get("rows") is not None and stats.get("max_rows") is None and lines != manifest["rows"]:
+        diffs.append(f"rows: {lines} lines read (incl. {stats.get('malformed_rows', 0)} malformed) but the "
+                     f"manifest says {manifest['rows']}")
+    for key, ours, shown in (("bytes", "source_bytes", str), ("sha256", "source_sha256", _short_hash)):
+        theirs, read = manifest.get(key), stats.get(ours)
+        if theirs is not None and read is not None and theirs != read:
+            diffs.append(f"{key}: the file has {shown(read)} but the manifest says {shown(theirs)}")
+    if not diffs:
+        return "matches manifest"
+    return f"mismatch: {'; '.join(diffs)} (manifest {manifest.get('url', '?')})"
+
+
+def _short_hash(digest: str) -> str:
+    return f"{digest[:12]}..." if len(digest) > 12 else digest
+
+
+def _merge_landing(facts: list[str], sources: list) -> str:
+    """Several days validated as one: each mismatch named with its file, else the best news."""
+    bad = [f"{src}: {fact.removeprefix('mismatch: ')}" for fact, src in zip(facts, sources, strict=True)
+           if fact.startswith("mismatch")]
+    if bad:
+        return "mismatch: " + " | ".join(bad)
+    return "matches manifest" if "matches manifest" in facts else "no manifest"
+
+
 def _merge_stats(kind: str, metas: list[dict]) -> dict:
     if len(metas) == 1:
         out = dict(metas[0])
+        if kind == "extracted":
+            out["landing"] = landing_fact(out)
     elif kind == "extracted":
         out = {k: sum(int(m.get(k, 0)) for m in metas)
                for k in ("rows", "train_rows", "eval_rows", "positives", "malformed_rows")}
@@ -89,6 +130,7 @@ def _merge_stats(kind: str, metas: list[dict]) -> dict:
         out["read_error"] = errors[0] if errors else None
         out["num_fields_expected"] = metas[0].get("num_fields_expected", 40)
         out["source"] = ", ".join(str(m.get("source")) for m in metas)
+        out["landing"] = _merge_landing([landing_fact(m) for m in metas], [m.get("source") for m in metas])
     else:
         out = {"embedding_sizes": metas[0]["embedding_sizes"], "workflow": metas[0].get("workflow")}
     if kind == "processed":

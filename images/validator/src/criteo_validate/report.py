@@ -31,7 +31,7 @@ def summary_text(part: Partition, outcome: Outcome, failed: list, warnings: list
         err = part.stats.get("read_error")
         lines.append(f"whole-day facts from _extract.json: rows={part.stats.get('rows')} "
                      f"positives={part.stats.get('positives')} malformed_rows={part.stats.get('malformed_rows')}"
-                     + (f" read_error={err.get('kind')}" if err else ""))
+                     + (f" read_error={err.get('kind')}" if err else "") + _landing_note(outcome.facts))
     hard_columns = {(f["suite"], f["column"]) for f in failed}
     # a soft bound on a column whose hard bound already failed says nothing new
     shown_warnings = [w for w in warnings if (w["suite"], w["column"]) not in hard_columns]
@@ -51,6 +51,12 @@ def summary_text(part: Partition, outcome: Outcome, failed: list, warnings: list
         top = max(psis, key=psis.get)
         lines.append(f"drift: largest PSI {psis[top]:.4f} in {top[4:-1]} (threshold {PSI_MAX})")
     return "\n".join(lines)
+
+
+def _landing_note(facts: dict) -> str:
+    """The manifest check in brief (a mismatch is spelled out where it fails)."""
+    landing = str(facts.get("landing") or "no manifest")
+    return "" if landing == "no manifest" else f" landing={landing.split(':', 1)[0]}"
 
 
 def _rows_speed(outcome: Outcome) -> str:

@@ -16,8 +16,10 @@ Conventions every suite follows (the validator relies on them):
   - `numbers`: the same rows with the integer columns parsed (non-integers become missing; the
     `rows` regex rule reports them);
   - `stats`: one row of day-level facts: counts over the whole day from `_extract.json`
-    (rows, ctr, malformed_rows, read_error, null_fraction(C)), drift against the reference
-    profile (psi(C)) and, for processed output, mean(C)/std(C).
+    (rows, ctr, malformed_rows, read_error, null_fraction(C)), the raw file against its landing
+    manifest (landing), the column shapes of the validated rows (distinct(C), top_share(C),
+    zero_share(I), see profile.py), drift against the reference profile (psi(C)) and, for
+    processed output, mean(C)/std(C).
 * Bounds that are learned from a reference window are suite parameters
   (`{"$PARAMETER": "I5_hard_max"}`), filled in at validation time from the reference profile
   saved by the last full retrain (see profile.py); without one, the documented defaults in
@@ -39,6 +41,18 @@ _NS = uuid.UUID("6d1b3f0e-6c4e-4f7a-9b7e-2f1c3c9a0b11")
 
 def null_fraction(col: str) -> str:
     return f"null_fraction({col})"
+
+
+def distinct(col: str) -> str:
+    return f"distinct({col})"
+
+
+def top_share(col: str) -> str:
+    return f"top_share({col})"
+
+
+def zero_share(col: str) -> str:
+    return f"zero_share({col})"
 
 
 def psi(col: str) -> str:
@@ -90,7 +104,12 @@ def raw_day() -> dict:
                       "soft range: the reference window's observed min..max"))
     # -- day-level facts over the whole day ----------------------------------------------------
     e.append(_exp(s, "expect_column_values_to_be_in_set", {"column": "read_error", "value_set": ["none"]},
-                  "stats", HARD, "the raw file was read to its end: not truncated, gzip intact, UTF-8 text"))
+                  "stats", HARD, "the raw file was read to its end: not truncated (it ends with a newline), "
+                                 "gzip intact, UTF-8 text"))
+    e.append(_exp(s, "expect_column_values_to_be_in_set",
+                  {"column": "landing", "value_set": ["no manifest", "matches manifest"]}, "stats", HARD,
+                  "the raw file is the one its landing manifest (day_N.manifest.json) describes: the lines "
+                  "read (rows + malformed), its size and its sha256 as the manifest says"))
     e.append(_exp(s, "expect_column_values_to_be_between",
                   {"column": "malformed_rows", "min_value": 0, "max_value": 0}, "stats", HARD,
                   "every line has exactly 40 tab-separated fields (label, I1..I13, C1..C26)"))
@@ -116,11 +135,44 @@ def raw_day() -> dict:
                       {"column": null_fraction(c), "min_value": P(f"{c}_null_soft_min"),
                        "max_value": P(f"{c}_null_soft_max")},
                       "stats", SOFT, f"share of empty {c} fields within the reference range +- 0.05"))
+    e += _shape_expectations(s)
     return {"name": s, "expectations": e, "meta": {
         "input": "extracted",
         "notes": "A raw Criteo day as published by extract. Hard (critical) expectations stop the run; "
                  "soft (warning) ones are reported. Learned bounds come from the reference profile of the "
                  "last full retrain (profile.py)."}}
+
+
+def _shape_expectations(s: str) -> list:
+    """A column collapsed to one or a few values (a join or hashing bug upstream): bounds in profile.py.
+
+    These use expect_column_max_to_be_between: on the one-row `stats` batch a column's max is the
+    fact itself, and GX evaluates that aggregate in a third of the time of a per-value
+    expectation, which counts at 182 of them (facts are never missing here: GX fails a missing max).
+    """
+    def shape(fact: str, low, high, severity: str, notes: str) -> dict:
+        bounds = {k: v for k, v in (("min_value", low), ("max_value", high)) if v is not None}
+        return _exp(s, "expect_column_max_to_be_between", {"column": fact, **bounds}, "stats", severity, notes)
+
+    e = []
+    for c in FEATURES:
+        e.append(shape(distinct(c), P(f"{c}_distinct_hard_min"), None, HARD,
+                       f"distinct non-missing {c} values in the validated rows: not a single one among 1000 or "
+                       "more, and at least 10% of the reference's smallest count at this sample size"))
+        e.append(shape(distinct(c), P(f"{c}_distinct_soft_min"), P(f"{c}_distinct_soft_max"), SOFT,
+                       f"distinct {c} values within 50%..2x of the reference's at this sample size"))
+        e.append(shape(top_share(c), 0, P(f"{c}_top_hard_max"), HARD,
+                       f"share of the most frequent {c} value among the present ones: at most the reference's "
+                       "+ 0.5, and the other values' share not shrunk fivefold"))
+        e.append(shape(top_share(c), P(f"{c}_top_soft_min"), P(f"{c}_top_soft_max"), SOFT,
+                       f"share of the most frequent {c} value within the reference range +- 0.1"))
+    for c in INT_COLUMNS:
+        e.append(shape(zero_share(c), 0, P(f"{c}_zero_hard_max"), HARD,
+                       f"share of zeros among the present {c} values: at most the reference's + 0.5, and the "
+                       "non-zero share not shrunk fivefold"))
+        e.append(shape(zero_share(c), P(f"{c}_zero_soft_min"), P(f"{c}_zero_soft_max"), SOFT,
+                       f"share of zeros among the present {c} values within the reference range +- 0.1"))
+    return e
 
 
 def drift() -> dict:

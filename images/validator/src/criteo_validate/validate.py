@@ -49,6 +49,13 @@ def join_url(base: str, rel: str) -> str:
     return base.rstrip("/") + "/" + rel.lstrip("/")
 
 
+def failure_detail(part) -> dict:
+    """What failure messages quote beyond the facts: the read error's message, malformed lines."""
+    return {"read_error_detail": part.stats.get("read_error"), "source": part.stats.get("source"),
+            "malformed_examples": part.stats.get("malformed_examples"),
+            "num_fields_expected": part.stats.get("num_fields_expected", 40)}
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m criteo_validate", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -108,9 +115,7 @@ def main(argv: list[str] | None = None, *, result_line: bool = True) -> int:
             print(msg, file=sys.stderr, flush=True)
             emit({**base, "summary": msg, "error": str(exc)}, result_line)
             return UNREADABLE_INPUT
-        outcome.detail = {"read_error_detail": part.stats.get("read_error"), "source": part.stats.get("source"),
-                           "malformed_examples": part.stats.get("malformed_examples"),
-                           "num_fields_expected": part.stats.get("num_fields_expected", 40)}
+        outcome.detail = failure_detail(part)
         failed, warnings = report(outcome, "critical"), report(outcome, "warning")
         summary = summary_text(part, outcome, failed, warnings, args.run_name, names)
         summary += "".join(f"\nNOTE: {n}" for n in notes)

@@ -5,9 +5,11 @@
   is written into the git-tracked project.
 * Each expectation's `meta.batch` says what it is evaluated on: the rows as text (`rows`), the
   rows with integer columns parsed (`numbers`), or one row of day-level facts (`stats`): counts
-  over the whole day from `_extract.json`, drift (PSI) against the reference profile, and
-  mean/std of processed features. See partition.py for how a 195M-row day is read (streamed
-  chunks, a documented deterministic sample) and profile.py for the learned bounds.
+  over the whole day from `_extract.json`, the raw file against its landing manifest, the column
+  shapes of the validated rows (distinct values, top and zero shares), drift (PSI) against the
+  reference profile, and mean/std of processed features. See partition.py for how a 195M-row
+  day is read (streamed chunks, a documented deterministic sample) and profile.py for the
+  learned bounds.
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ from criteo_kernel.schema import FEATURES, INT_COLUMNS
 
 from . import gx_results as gxr
 from . import profile as prof
-from .partition import InputError, Partition, ReadPlan, iter_chunks, plan_reads
+from .partition import InputError, Partition, ReadPlan, iter_chunks, landing_fact, plan_reads
 from .suites import mean, std
 
 DEFAULT_SUITES = ("raw_day", "drift")
@@ -132,12 +134,14 @@ def day_facts(part: Partition, null_counts: dict, rows_seen: int, day_profile: d
         "ctr": s["positives"] / rows if rows > 0 else 0.0,
         "malformed_rows": int(s["malformed_rows"]),
         "read_error": (err or {}).get("kind", "unknown") if err else "none",
+        "landing": s.get("landing") or landing_fact(s),
     }
+    if day_profile is not None:  # whole-day null fractions (when extract counted them), column shapes
+        facts.update(prof.day_facts(day_profile))
     if rows == 0:  # no rows: the row count fails the day; a share of nothing would only add noise
         facts.update({f"null_fraction({c})": None for c in FEATURES})
-    elif day_profile is not None and day_profile["null_fraction"]:
-        facts.update(prof.day_facts(day_profile))
-    else:  # a partition from before extract counted empty fields: the validated rows' share
+    elif day_profile is None or not day_profile["null_fraction"]:
+        # a partition from before extract counted empty fields: the validated rows' share
         facts.update({f"null_fraction({c})": (null_counts.get(c, 0) / rows_seen if rows_seen else 1.0)
                       for c in FEATURES})
     if day_profile is not None:
@@ -200,12 +204,14 @@ def run_validation(part: Partition, suites: list, runner: gxr.Runner, parameters
     stats_groups = gxr.column_suites(active, "stats")
     if stats_groups:
         frame = pd.DataFrame([facts])
+        # the column shapes' bounds depend on the day's profile (how many values its sample saw)
+        stats_parameters = {**parameters, **(prof.day_parameters(day_profile, reference) if day_profile else {})}
         t = time.time()
         for name, cols, sub in stats_groups:
             missing = [c for c in (cols or ()) if c not in frame.columns]
             if missing:
                 raise InputError(f"suite {name}: no day-level fact {missing} for a {part.kind} partition")
-            absorb("stats", name, runner.validate("stats", frame, sub, parameters))
+            absorb("stats", name, runner.validate("stats", frame, sub, stats_parameters))
         gx_seconds += time.time() - t
     ordered = sorted(aggs.items(), key=lambda kv: order.get(kv[0], (len(active), 0)))
     return Outcome([v for _, v in ordered], rows, chunks, plan, gx_seconds, time.time() - started,
