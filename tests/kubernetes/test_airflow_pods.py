@@ -160,7 +160,8 @@ def test_an_evicted_pod_is_retried_and_writes_the_same_output(af_pods, tmp_path)
     LocalProcessRuntime().run(STEPS["synth"], ["--out", str(tmp_path), "--days", "0", "--rows", str(rows)])
     digest = [hashlib.sha256((d / "day_0").read_bytes()).hexdigest() for d in (af.bucket / "retry", tmp_path)]
     assert digest[0] == digest[1]
-    assert sorted(p.name for p in (af.bucket / "retry").iterdir()) == ["day_0"]   # no partial file left
+    # no partial file left: the day and its landing manifest (criteo_kernel.landing)
+    assert sorted(p.name for p in (af.bucket / "retry").iterdir()) == ["day_0", "day_0.manifest.json"]
 
 
 @pytest.fixture
