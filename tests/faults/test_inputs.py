@@ -29,6 +29,7 @@ import pytest
 
 from ..conftest import REPO
 from ..dags.test_training_e2e import forget_earlier_runs
+from ..fixtures.processes import children, running
 
 pytestmark = pytest.mark.faults
 
@@ -399,12 +400,7 @@ def test_a_bucket_that_turns_read_only_mid_publish(world, monkeypatch, capsys, f
 def _descendants(pid: int) -> list[int]:
     out, todo = [], [pid]
     while todo:
-        p = todo.pop()
-        try:
-            with open(f"/proc/{p}/task/{p}/children") as fh:
-                kids = [int(k) for k in fh.read().split()]
-        except FileNotFoundError:
-            kids = []
+        kids = children(todo.pop())
         out += kids
         todo += kids
     return out
@@ -416,14 +412,6 @@ def _cmdline(pid: int) -> str:
             return fh.read().replace(b"\0", b" ").decode()
     except FileNotFoundError:
         return ""
-
-
-def _running(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 def test_kill_9_of_the_run_while_train_runs_stops_the_step(world, tmp_path, fault_table):
@@ -448,11 +436,11 @@ def test_kill_9_of_the_run_while_train_runs_stops_the_step(world, tmp_path, faul
             train = [p for p in _descendants(proc.pid) if "criteo_steps train" in _cmdline(p)]
             time.sleep(0.2)
         time.sleep(2.0)  # the step is training
-        assert _running(train[0])
+        assert running(train[0])
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(10)
         killed = time.monotonic()
-        while _running(train[0]):
+        while running(train[0]):
             assert time.monotonic() - killed < 5, "the train step outlived its killed run"
             time.sleep(0.05)
         gone_after = time.monotonic() - killed

@@ -70,6 +70,7 @@ def test_sigterm_stops_the_steps_whole_process_group(tmp_path):
     import time
 
     from tests.conftest import REPO
+    from tests.fixtures.processes import running
 
     script = ("import subprocess, sys, time\n"
               "from criteo_kernel.result import stop_with_children_on_sigterm\n"
@@ -83,13 +84,6 @@ def test_sigterm_stops_the_steps_whole_process_group(tmp_path):
     child = int(step.stdout.readline())
     step.send_signal(signal.SIGTERM)
     assert step.wait(10) == -signal.SIGKILL
-    def running(pid: int) -> bool:
-        try:
-            with open(f"/proc/{pid}/stat") as fh:
-                return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
-        except FileNotFoundError:
-            return False
-
     deadline = time.time() + 5
     while running(child):
         assert time.time() < deadline, "the step's child outlived it"

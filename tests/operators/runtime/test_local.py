@@ -13,6 +13,7 @@ from operators.runtime.argv import to_argv
 from operators.runtime.catalogue import STEPS
 from operators.runtime.local import LocalProcessRuntime
 from tests.conftest import REPO
+from tests.fixtures.processes import children, running
 
 pytestmark = pytest.mark.integration
 
@@ -52,22 +53,6 @@ def test_validation_failure_is_a_data_error_with_a_summary(tmp_path):
     assert err.value.result["success"] is False
 
 
-def _children(pid: int) -> list[int]:
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as fh:
-            return [int(p) for p in fh.read().split()]
-    except FileNotFoundError:
-        return []
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has stopped running
-    except FileNotFoundError:
-        return False
-
-
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal is Linux's prctl")
 def test_a_task_killed_with_sigkill_takes_its_step_down(tmp_path):
     """kill -9 of the task process: its step stops too (as on_kill deleting a pod), no orphan writes on."""
@@ -78,18 +63,18 @@ def test_a_task_killed_with_sigkill_takes_its_step_down(tmp_path):
     task = subprocess.Popen([sys.executable, "-c", script], cwd=REPO)
     try:
         deadline = time.time() + 60
-        while not (steps := _children(task.pid)):
+        while not (steps := children(task.pid)):
             assert task.poll() is None and time.time() < deadline, "the step never started"
             time.sleep(0.1)
         (step,) = steps
         time.sleep(1.0)  # the step is working: its first day is being written
-        assert _alive(step)
+        assert running(step)
         os.kill(task.pid, signal.SIGKILL)
         task.wait(10)
         # within 3 s: well before the step's next line of output (a day of 3M rows takes longer)
         # would kill it through the closed pipe anyway
         deadline = time.time() + 3
-        while _alive(step):
+        while running(step):
             assert time.time() < deadline, f"step {step} outlived its killed task"
             time.sleep(0.1)
         written = sorted(p.name for p in tmp_path.iterdir())
