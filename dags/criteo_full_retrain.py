@@ -15,7 +15,9 @@ the blessing names.
 
 **Trigger by hand** from the UI with the form: `end_day` (-1 = by hand, the latest raw day in the
 bucket; on schedule or in a backfill, the day of the run's logical date), `window_days`, `epochs`,
-`batch_size`, `learning_rate`, model sizes. The monitoring sensors trigger it the same way when the
+`batch_size`, `learning_rate`, model sizes, `trainer` (`auto`: HugeCTR on `criteo_runtime=kubernetes`,
+PyTorch elsewhere; a full retrain is how production changes trainer, since daily runs keep its
+trainer). The monitoring sensors trigger it the same way when the
 served model degrades.
 
 A scheduled run whose logical date falls outside the data set (`criteo_day0_date`,

@@ -37,6 +37,9 @@ found, train the partitions preprocess wrote, deploy the package the blessing na
 * A scheduled run whose logical date maps outside `day_0..day_{criteo_num_days-1}` is **skipped**,
   its plan task's log saying why (unpausing long after the data set's dates gives a skipped run,
   not a failed one); asked for by hand or in a backfill, such a date fails naming the day.
+* `train` runs production's trainer (Param `trainer`, `auto`): PyTorch, or HugeCTR on GPU pods,
+  warm-started from production's files. Asking for the other trainer fails the plan task without
+  retry: switching trainers needs a full retrain (`criteo_full_retrain` with that `trainer`).
 * Rerunning a day rewrites the same partitions. With the same raw file (size, sha256, generation),
   the same parent, workflow and Params, it creates no new model version; with a corrected file it
   makes a new version that goes through the gate and replaces the one made from the old file (its

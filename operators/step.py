@@ -23,19 +23,20 @@ class CriteoStepOperator(BaseOperator):
     A step exiting with one of its data-error codes fails the task at once, without retry, after
     pushing its result as the XCom `step_result` (a failed validation's report and data docs link).
 
-    :param step: name of the step, a key of operators.runtime.catalogue.STEPS.
+    :param step: name of the step, a key of operators.runtime.catalogue.STEPS (templated: the plan may
+        choose it, e.g. the trainer's step).
     :param arguments: the step's CLI flags decided by the plan, as a dict (templated; may be an XComArg).
     :param inputs: flags whose values are upstream outputs, e.g. {"--checkpoint": train.output["checkpoint"]}
         (templated).
     """
 
-    template_fields: Sequence[str] = ("arguments", "inputs")
+    template_fields: Sequence[str] = ("step", "arguments", "inputs")
     ui_color = "#c5e3c5"
     operator_extra_links = (DataDocsLink(),)
 
-    def __init__(self, *, step: str, arguments: dict[str, Any] | list[str] | None = None,
+    def __init__(self, *, step: Any, arguments: dict[str, Any] | list[str] | None = None,
                  inputs: dict[str, Any] | None = None, **kwargs):
-        if step not in STEPS:
+        if isinstance(step, str) and "{{" not in step and step not in STEPS:
             raise ValueError(f"unknown step {step!r}; known: {sorted(STEPS)}")
         super().__init__(**kwargs)
         self.step = step
@@ -60,7 +61,12 @@ class CriteoStepOperator(BaseOperator):
         return to_argv({**self.arguments, **self.inputs})
 
     def execute(self, context) -> dict:
+        from airflow.sdk.exceptions import AirflowFailException
+
         from .pipeline.config import PipelineConfig
+
+        if self.step not in STEPS:
+            raise AirflowFailException(f"{self.task_id}: unknown step {self.step!r}; known: {sorted(STEPS)}")
 
         cfg = PipelineConfig.load()
         if cfg.runtime == "kubernetes":

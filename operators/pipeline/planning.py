@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Protocol
 
-from criteo_kernel.artifacts import CHECKPOINT, PREPROCESSING, REFERENCE_PROFILE
+from criteo_kernel.artifacts import CHECKPOINT, HUGECTR_FILES, PREPROCESSING, REFERENCE_PROFILE
 
 from .config import PipelineConfig
 from .layout import Layout, day_for_date, fingerprint
@@ -30,6 +30,49 @@ class Repository(Protocol):
 
 class NoProductionModel(RuntimeError):
     pass
+
+
+# trainer -> (its step in operators/runtime/catalogue.py, what of a version it warm-starts from)
+TRAINERS = {"pytorch": ("train", CHECKPOINT), "hugectr": ("train_hugectr", HUGECTR_FILES)}
+# Runtimes with the HugeCTR image: the embedded default runs local processes, which have no HugeCTR.
+HUGECTR_RUNTIMES = ("kubernetes", "docker")
+
+
+class TrainerChoiceError(ValueError):
+    """The trainer asked for cannot train this run (no retry can change that)."""
+
+
+def choose_trainer(requested: str, runtime: str, production_trainer: str | None = None) -> str:
+    """The run's trainer. `requested`: the `trainer` Param (auto, pytorch or hugectr).
+
+    A full retrain (`production_trainer` None) trains from scratch with the one asked for; auto is
+    hugectr on the Kubernetes runtime (GPU pods) and pytorch elsewhere. An incremental run warm-starts
+    from production, so it keeps production's trainer; asking for another one is a switch, which only
+    a full retrain can make.
+    """
+    if requested not in ("auto", *TRAINERS):
+        raise TrainerChoiceError(f"trainer={requested!r}: expected auto, {' or '.join(TRAINERS)}")
+    if production_trainer is not None:
+        if requested not in ("auto", production_trainer):
+            raise TrainerChoiceError(
+                f"trainer={requested}: production was trained by {production_trainer}, and an incremental run "
+                f"warm-starts from it with the same trainer. Switching to {requested} needs a full retrain: "
+                f"trigger criteo_full_retrain with trainer={requested}")
+        trainer = production_trainer
+    else:
+        trainer = requested if requested != "auto" else ("hugectr" if runtime == "kubernetes" else "pytorch")
+    if trainer == "hugectr" and runtime not in HUGECTR_RUNTIMES:
+        raise TrainerChoiceError(
+            f"trainer=hugectr needs HugeCTR's GPU image (criteo_runtime={' or '.join(HUGECTR_RUNTIMES)}); "
+            f"criteo_runtime={runtime} runs local processes without HugeCTR: use trainer=pytorch")
+    return trainer
+
+
+def _trainer_plan(trainer: str, parent_dir: str | None) -> dict:
+    """The plan's entries that depend on the trainer."""
+    step, warm = TRAINERS[trainer]
+    return {"trainer": trainer, "train_step": step,
+            "warm_start": f"{parent_dir}/{warm}" if parent_dir else None}
 
 
 def _common(layout: Layout, run_key: str, days: list[int], params: dict, baseline_dir: str | None,
@@ -75,8 +118,12 @@ def plan_incremental(cfg: PipelineConfig, logical_date: date | datetime, params:
         raise NoProductionModel(
             f"no production version of {cfg.model_name} in {layout.model_dir()}: an incremental run "
             "warm-starts from one; trigger criteo_full_retrain first")
-    workflow_id = hook.lineage(parent)["workflow_id"]
+    parent_lineage = hook.lineage(parent)
+    workflow_id = parent_lineage["workflow_id"]
     parent_dir = layout.version_dir(parent)
+    # versions from before the HugeCTR trainer record none: PyTorch made them
+    trainer = _trainer_plan(choose_trainer(str(params.get("trainer", "auto")), cfg.runtime,
+                                           parent_lineage.get("trainer", "pytorch")), parent_dir)
     # The day is validated against, and the new version ships, the window it descends from.
     plan = _common(layout, run_key, [day], params, parent_dir, docs_run, f"{parent_dir}/{REFERENCE_PROFILE}")
     plan.update({
@@ -84,12 +131,15 @@ def plan_incremental(cfg: PipelineConfig, logical_date: date | datetime, params:
         "mode": "incremental",
         "parent_version": parent,
         "workflow_id": workflow_id,
+        **trainer,
         "preprocess_args": {"--output-root": layout.processed_root(workflow_id),
-                            "--workflow": f"{parent_dir}/{PREPROCESSING}", **cfg.preprocess.args()},
+                            "--workflow": f"{parent_dir}/{PREPROCESSING}", **cfg.preprocess.args(),
+                            "--hugectr": trainer["trainer"] == "hugectr"},
         "train_args": {"--output": f"{layout.candidate(run_key)}/train",
-                       "--warm-start": f"{parent_dir}/{CHECKPOINT}", "--epochs": int(params["epochs"]),
+                       "--warm-start": trainer["warm_start"], "--epochs": int(params["epochs"]),
                        "--batch-size": int(params["batch_size"]), "--lr": float(params["learning_rate"])},
     })
+    plan["export_args"]["--trainer"] = trainer["trainer"]
     plan["extract_args"] = plan["per_day"][0]["extract_args"]
     plan["validate_args"] = plan["per_day"][0]["validate_args"]
     return plan
@@ -111,6 +161,9 @@ def plan_full(cfg: PipelineConfig, logical_date: date | datetime, params: dict, 
     days = window_days(cfg, logical_date, int(params["end_day"]), int(params["window_days"]))
     hyper = {k: params[k] for k in ("epochs", "batch_size", "learning_rate", "mlp_dims", "embedding_dim",
                                     "cross_layers", "max_vocab")}
+    trainer = _trainer_plan(choose_trainer(str(params.get("trainer", "auto")), cfg.runtime), None)
+    if trainer["trainer"] != "pytorch":  # PyTorch's run keys stay those of the releases before HugeCTR
+        hyper["trainer"] = trainer["trainer"]
     run_key = f"full-day{days[0]}-{days[-1]}-{fingerprint(hyper)}"
     parent = _parent(hook, run_key)
     parent_dir = layout.version_dir(parent) if parent is not None else None
@@ -119,17 +172,20 @@ def plan_full(cfg: PipelineConfig, logical_date: date | datetime, params: dict, 
     cand = layout.candidate(run_key)
     plan.update({
         "mode": "full",
+        **trainer,
         "parent_version": parent,
         "workflow_id": run_key,
         "hyperparameters": hyper,
         # The new model's reference profile: learned from the window's days as validated.
         "reference_args": {"--output": f"{cand}/{REFERENCE_PROFILE}"},
         "preprocess_args": {"--output-root": layout.processed_root(run_key), "--fit-workflow": layout.workflow(run_key),
-                            "--max-vocab": int(params["max_vocab"]), **cfg.preprocess.args()},
+                            "--max-vocab": int(params["max_vocab"]), **cfg.preprocess.args(),
+                            "--hugectr": trainer["trainer"] == "hugectr"},
         "train_args": {"--output": f"{cand}/train",
                        "--epochs": int(params["epochs"]), "--batch-size": int(params["batch_size"]),
                        "--lr": float(params["learning_rate"]), "--mlp-dims": params["mlp_dims"],
                        "--embedding-dim": int(params["embedding_dim"]),
                        "--cross-layers": int(params["cross_layers"])},
     })
+    plan["export_args"]["--trainer"] = trainer["trainer"]
     return plan

@@ -16,6 +16,7 @@ from criteo_kernel.result import BAD_DATA, FAILED, UNREADABLE_INPUT
 # image -> the package its entry point runs (`python -m <package>`)
 IMAGES = {
     "merlin": "criteo_steps",          # images/merlin: NVTabular, PyTorch, ONNX (GPU)
+    "hugectr": "criteo_steps",         # images/merlin, target hugectr: the same steps on HugeCTR's image
     "validator": "criteo_validate",    # images/validator: Great Expectations
     "monitoring": "criteo_monitoring",  # images/monitoring: inference client, monitor, to-day
 }
@@ -29,6 +30,7 @@ class StepSpec:
     outputs: tuple[str, ...] = ()   # result keys pushed as XComs of their own
     gpu: bool = False
     data_error_exit_codes: tuple[int, ...] = ()
+    reads_gcs: bool = True          # False: the step needs its data as files (a mount), not gs:// URLs
     cpu: str = "2"
     memory: str = "8Gi"
 
@@ -58,6 +60,9 @@ STEPS = {
     "preprocess": StepSpec("preprocess", "merlin", ("preprocess",), outputs=("partitions", "workflow"), gpu=True,
                            memory="32Gi"),
     "train": StepSpec("train", "merlin", ("train",), outputs=("checkpoint",), gpu=True, memory="32Gi"),
+    # HugeCTR trains on all the pod's GPUs and reads no gs:// (criteo_steps.train_hugectr)
+    "train_hugectr": StepSpec("train_hugectr", "hugectr", ("train-hugectr",), outputs=("checkpoint",), gpu=True,
+                              memory="32Gi", reads_gcs=False),
     "export": StepSpec("export", "merlin", ("export",), outputs=("package",)),
     "evaluate": StepSpec("evaluate", "merlin", ("evaluate",), outputs=("candidate", "smoke_rows")),
     "synth": StepSpec("synth", "merlin", ("synth",)),

@@ -24,7 +24,7 @@ from kubernetes.client import models as k8s
 
 from ..pipeline.config import setting
 from .catalogue import StepSpec
-from .container import result_from_log, step_env, step_images
+from .container import image_setting, result_from_log, step_env, step_images
 
 GPU_RESOURCE = "nvidia.com/gpu"
 ACCELERATOR_LABEL = "cloud.google.com/gke-accelerator"
@@ -137,8 +137,19 @@ def _gcs_bucket(url: str) -> str:
     return url[len("gs://"):].split("/", 1)[0]
 
 
+def check_step(spec: StepSpec, settings: PodSettings) -> None:
+    """What only some steps need from the settings: an optional image, data as files."""
+    if not settings.images.get(spec.image):
+        raise PodConfigurationError(f"step {spec.name} runs in the {spec.image} image: set {image_setting(spec.image)} "
+                                    "(pinned by tag or digest)")
+    if not spec.reads_gcs and settings.data == "gcsfs":
+        raise PodConfigurationError(f"step {spec.name} reads no gs:// (HugeCTR needs its data as files): set "
+                                    "criteo_pod_data=gcsfuse (GKE's Cloud Storage FUSE CSI driver) or pvc")
+
+
 def pod_spec_parts(spec: StepSpec, settings: PodSettings) -> dict:
     """The KubernetesPodOperator arguments that describe the pod of `spec` (no command, no name)."""
+    check_step(spec, settings)
     cpu, memory = spec.resources(settings.gpus)
     requests = {"cpu": cpu, "memory": memory}
     limits = {"cpu": cpu, "memory": memory}

@@ -29,6 +29,11 @@ TRAINING_PARAMS = {
                                       "by at most this."),
     "max_eval_rows": Param(1_000_000, type="integer", minimum=1000, title="Max evaluation rows",
                            description="Cap on the held-out rows scored for the blessing."),
+    "trainer": Param("auto", type="string", enum=["auto", "pytorch", "hugectr"], title="Trainer",
+                     description="Who trains the DCN. auto: a full retrain uses hugectr on criteo_runtime=kubernetes "
+                                 "(GPU pods, the merlin image's hugectr target) and pytorch elsewhere; a daily run "
+                                 "keeps the trainer that made production (it warm-starts from its files). Asking a "
+                                 "daily run for another trainer fails: switching needs a full retrain."),
 }
 
 
@@ -175,8 +180,11 @@ def train_evaluate_deploy(plan, extracted, raw_inputs, validation, reference_pro
         task_id="validate_processed", step="validate", retries=0, arguments=plan["validate_processed_args"],
         inputs={"--input": preprocess.output["partitions"]},
         doc_md="GX gate on the NVTabular output: no nulls, ids within the vocabulary, finite normalised features.")
-    train = CriteoStepOperator(task_id="train", step="train", arguments=plan["train_args"],
-                               inputs={"--train": preprocess.output["partitions"]})
+    train = CriteoStepOperator(
+        task_id="train", step=plan["train_step"], arguments=plan["train_args"],
+        inputs={"--train": preprocess.output["partitions"]},
+        doc_md="The plan's trainer: step `train` (PyTorch DCN) or `train_hugectr` (HugeCTR, GPU pods; "
+               "exported through hugectr2onnx). Both give the same version layout.")
     export = CriteoStepOperator(task_id="export", step="export", arguments=plan["export_args"],
                                 inputs={"--checkpoint": train.output["checkpoint"],
                                         "--workflow": preprocess.output["workflow"],
@@ -190,7 +198,7 @@ def train_evaluate_deploy(plan, extracted, raw_inputs, validation, reference_pro
         run_key=plan["run_key"],
         inputs={"raw": raw_inputs, "workflow_id": plan["workflow_id"], "parent_version": plan["parent_version"],
                 "hyperparameters": plan["train_args"]},
-        lineage={"mode": mode, "days": plan["days"], "workflow_id": plan["workflow_id"],
+        lineage={"mode": mode, "trainer": plan["trainer"], "days": plan["days"], "workflow_id": plan["workflow_id"],
                  "parent_version": plan["parent_version"], "validation": validation,
                  "processed_validation": validate_processed.output,
                  "training": train.output, "evaluation": evaluate.output, "export": export.output,

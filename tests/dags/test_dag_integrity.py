@@ -89,6 +89,13 @@ def test_full_retrain_trigger_form_has_typed_params(dagbag):
         assert p.schema["type"] == typ and p.description, name
 
 
+@pytest.mark.parametrize("dag_id", ["criteo_full_retrain", "criteo_incremental_training"])
+def test_both_training_dags_let_the_user_choose_the_trainer(dagbag, dag_id):
+    p = dagbag.get_dag(dag_id).params.get_param("trainer")
+    assert p.value == "auto" and p.schema["enum"] == ["auto", "pytorch", "hugectr"]
+    assert "hugectr on criteo_runtime=kubernetes" in p.description and "full retrain" in p.description
+
+
 def test_dag_graph_has_no_cycles(dagbag):
     for dag in dagbag.dags.values():
         # topological order exists only for an acyclic graph
@@ -137,6 +144,10 @@ def test_the_shared_tail_is_a_task_group_and_artifacts_flow_from_upstream(dagbag
     assert source("train", "--train") == ("preprocess", "partitions")
     assert source("validate_processed", "--input") == ("preprocess", "partitions")
     assert source("export", "--checkpoint") == ("train", "checkpoint")
+    # the plan chooses the trainer, so the train task's step comes from it
+    ((op, key),) = XComArg.iter_xcom_references(dag.get_task("train").step)
+    train = dag.get_task("train")
+    assert key == "train_step" and op.task_id.startswith("plan_") and op.task_id in train.upstream_task_ids
     assert source("export", "--workflow") == ("preprocess", "workflow")
     assert source("evaluate", "--candidate") == ("export", "package")
     # deploy ships what the blessing names; the blessing judges evaluate's result

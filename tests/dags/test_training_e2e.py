@@ -77,6 +77,8 @@ def test_full_retrain_then_two_incremental_days(dagbag, bucket):
     assert all(v["success"] for v in first["validation"])
     assert first["code_revision"] and first["training"]["metrics"]["samples"] == 2 * 2 * ROWS * 9 // 10
     assert first["hyperparameters"]["mlp_dims"] == "128,128"
+    # the trainer is part of the lineage; the embedded default's auto is PyTorch
+    assert first["trainer"] == "pytorch" and first["export"]["trainer"] == "pytorch"
 
     for day, expected in ((2, 2), (3, 3)):
         dr, states = run(dagbag, "criteo_incremental_training", day, {"auc_floor": 0.6})
@@ -84,7 +86,7 @@ def test_full_retrain_then_two_incremental_days(dagbag, bucket):
         assert states["deploy"] == "success"
         lin = lineage(bucket, expected)
         assert lin["mode"] == "incremental" and lin["days"] == [day] and lin["parent_version"] == expected - 1
-        assert lin["workflow_id"] == first["workflow_id"]
+        assert lin["workflow_id"] == first["workflow_id"] and lin["trainer"] == "pytorch"
         assert lin["training"]["warm_start"].endswith(f"criteo_dcn/{expected - 1}/checkpoint.pt")
         assert lin["evaluation"]["candidate_metrics"]["auc"] > 0.6
         assert "baseline_metrics" in lin["evaluation"]

@@ -49,6 +49,22 @@ def test_every_step_pod_is_accepted_by_the_api_server(kube, pod_settings, step):
         assert "nvidia.com/gpu" not in c.resources.limits and not created.spec.node_selector
 
 
+def test_the_hugectr_trainers_pod_with_the_bucket_mounted_is_accepted(kube, pod_settings, monkeypatch):
+    """HugeCTR reads files: on GKE its pod mounts the bucket (the GCS FUSE CSI volume, inline)."""
+    monkeypatch.setenv("AIRFLOW_VAR_CRITEO_BASE_URL", "gs://criteo-bucket/pipeline")
+    monkeypatch.setenv("AIRFLOW_VAR_CRITEO_POD_DATA", "gcsfuse")
+    monkeypatch.setenv("AIRFLOW_VAR_CRITEO_POD_GPUS", "2")
+    body = pod_request(kube, "train_hugectr", ["--train", "gs://criteo-bucket/pipeline/work/processed/w/day=1"])
+    created = kube.core.create_namespaced_pod(NAMESPACE, body, dry_run="All")
+    (c,) = created.spec.containers
+    assert c.image == IMAGES["hugectr"] and c.command == ["python", "-m", "criteo_steps", "train-hugectr"]
+    assert c.args == ["--train", "/mnt/gcs/criteo-bucket/pipeline/work/processed/w/day=1"]
+    assert c.resources.limits["nvidia.com/gpu"] == "2"
+    assert {v.name: (v.csi.driver if v.csi else v.empty_dir.medium) for v in created.spec.volumes} == {
+        "dshm": "Memory", "bucket": "gcsfuse.csi.storage.gke.io"}
+    assert created.metadata.annotations["gke-gcsfuse/volumes"] == "true"
+
+
 def test_the_server_refuses_a_pod_it_should(kube, pod_settings):
     from kubernetes.client.rest import ApiException
 

@@ -33,3 +33,15 @@ def fitted(small_days):
     full = preprocess.preprocess(ex[:2], str(root / "processed"), str(root / "workflow"), None)
     incr = preprocess.preprocess(ex[2:], str(root / "processed"), None, str(root / "workflow"))
     return root, full, incr
+
+
+@pytest.fixture(scope="session")
+def for_hugectr(fitted, tmp_path_factory):
+    """Days 0-1 transformed again with the fitted workflow, written for HugeCTR's reader."""
+    from criteo_steps import preprocess
+
+    root, full, _ = fitted
+    out = tmp_path_factory.mktemp("hugectr") / "processed"
+    ex = [str(root / "extracted" / f"day={d}") for d in (0, 1)]
+    res = preprocess.preprocess(ex, str(out), None, str(root / "workflow"), hugectr=True)
+    return root, out, res

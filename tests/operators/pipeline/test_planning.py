@@ -115,3 +115,54 @@ def test_bad_preprocess_scale_settings_fail_the_first_task_naming_each(cfg):
     assert "criteo_dask_device_memory_limit='1.5': expected a fraction in (0, 1]" in message
     with pytest.raises(AirflowFailException, match="criteo_dask_device_memory_limit='0'"):
         check_runtime(replace(cfg, preprocess=PreprocessScale("auto", "1GB", "0")))
+
+
+# -- the trainer: a Param, a default per runtime, kept by daily runs ------------------------------
+
+def _on(cfg, runtime):
+    import dataclasses
+
+    return dataclasses.replace(cfg, runtime=runtime)
+
+
+def test_auto_trains_with_hugectr_on_kubernetes_and_pytorch_on_the_embedded_default(cfg):
+    local = plan_full(cfg, date(2026, 1, 3), {**PARAMS, "end_day": 2, "trainer": "auto"}, repo(cfg))
+    assert (local["trainer"], local["train_step"]) == ("pytorch", "train")
+    assert local["export_args"]["--trainer"] == "pytorch" and local["preprocess_args"]["--hugectr"] is False
+    # a PyTorch run keeps the run key of the releases before the trainer choice
+    assert local["run_key"] == plan_full(cfg, date(2026, 1, 3), {**PARAMS, "end_day": 2}, repo(cfg))["run_key"]
+    pods = plan_full(_on(cfg, "kubernetes"), date(2026, 1, 3), {**PARAMS, "end_day": 2, "trainer": "auto"}, repo(cfg))
+    assert (pods["trainer"], pods["train_step"]) == ("hugectr", "train_hugectr")
+    # HugeCTR reads its own layout: float32 columns, _metadata.json and _file_list.txt per split
+    assert pods["preprocess_args"]["--hugectr"] is True and pods["export_args"]["--trainer"] == "hugectr"
+    # a different trainer is a different run (and workflow, and processed partitions)
+    assert pods["run_key"] != local["run_key"] and pods["workflow_id"] == pods["run_key"]
+    chosen = plan_full(_on(cfg, "kubernetes"), date(2026, 1, 3), {**PARAMS, "end_day": 2, "trainer": "pytorch"},
+                       repo(cfg))
+    assert chosen["trainer"] == "pytorch" and chosen["run_key"] == local["run_key"]
+
+
+def test_hugectr_is_refused_where_no_hugectr_image_runs(cfg):
+    with pytest.raises(ValueError, match="trainer=hugectr needs HugeCTR's GPU image.*use trainer=pytorch"):
+        plan_full(cfg, date(2026, 1, 3), {**PARAMS, "end_day": 2, "trainer": "hugectr"}, repo(cfg))
+
+
+def test_a_daily_run_keeps_productions_trainer_and_warm_starts_from_its_files(cfg):
+    _fake_version(cfg, 1, workflow_id="full-hugectr", run_key="full-hugectr", trainer="hugectr")
+    k8s = _on(cfg, "kubernetes")
+    plan = plan_incremental(k8s, date(2026, 1, 5), {**PARAMS, "trainer": "auto"}, repo(k8s))
+    v1 = Layout(k8s).version_dir(1)
+    assert (plan["trainer"], plan["train_step"]) == ("hugectr", "train_hugectr")
+    assert plan["train_args"]["--warm-start"] == f"{v1}/hugectr" and plan["preprocess_args"]["--hugectr"] is True
+    # a version from before the choice was trained by PyTorch
+    _fake_version(cfg, 2, workflow_id="w", run_key="full-old")
+    plan = plan_incremental(k8s, date(2026, 1, 6), {**PARAMS, "trainer": "auto"}, repo(k8s))
+    assert plan["trainer"] == "pytorch" and plan["train_args"]["--warm-start"].endswith("/2/checkpoint.pt")
+
+
+def test_switching_trainer_on_a_daily_run_asks_for_a_full_retrain(cfg):
+    _fake_version(cfg, 1, workflow_id="w", run_key="full-old")
+    k8s = _on(cfg, "kubernetes")
+    with pytest.raises(ValueError, match="production was trained by pytorch.*trigger criteo_full_retrain with "
+                                         "trainer=hugectr"):
+        plan_incremental(k8s, date(2026, 1, 5), {**PARAMS, "trainer": "hugectr"}, repo(k8s))

@@ -26,7 +26,7 @@ def request(step, settings, argv=("--out", "gs://criteo-bucket/pipeline/x")):
     return pod_operator(STEPS[step], list(argv), task_id=step, settings=settings).build_pod_request_obj(dry_run=True)
 
 
-@pytest.mark.parametrize("step", sorted(STEPS))
+@pytest.mark.parametrize("step", sorted(s for s in STEPS if STEPS[s].reads_gcs))
 def test_every_step_renders_a_pinned_non_root_pod_with_its_resources(settings_env, step):
     from operators.runtime.kubernetes import PodSettings
 
@@ -57,6 +57,42 @@ def test_every_step_renders_a_pinned_non_root_pod_with_its_resources(settings_en
     else:
         assert "nvidia.com/gpu" not in c.resources.limits
         assert not pod.spec.node_selector and not pod.spec.tolerations and not pod.spec.volumes
+
+
+def test_the_hugectr_trainer_gets_its_image_all_its_gpus_shm_and_the_bucket_mounted(settings_env):
+    from operators.runtime.kubernetes import PodConfigurationError, PodSettings
+
+    with pytest.raises(PodConfigurationError, match="train_hugectr reads no gs://.*criteo_pod_data=gcsfuse"):
+        request("train_hugectr", PodSettings.load())
+    settings_env.setenv("AIRFLOW_VAR_CRITEO_POD_DATA", "gcsfuse")
+    settings_env.setenv("AIRFLOW_VAR_CRITEO_POD_GPUS", "2")
+    pod = request("train_hugectr", PodSettings.load(),
+                  ["--train", "gs://criteo-bucket/pipeline/work/processed/wf/day=3", "--epochs", "1"])
+    (c,) = pod.spec.containers
+    assert c.image == PINNED["hugectr"] and c.command == ["python", "-m", "criteo_steps", "train-hugectr"]
+    # HugeCTR reads files: the step's flags name the bucket through the FUSE mount
+    assert c.args == ["--train", "/mnt/gcs/criteo-bucket/pipeline/work/processed/wf/day=3", "--epochs", "1"]
+    assert c.resources.limits["nvidia.com/gpu"] == c.resources.requests["nvidia.com/gpu"] == "2"
+    assert {m.mount_path for m in c.volume_mounts} == {"/dev/shm", "/mnt/gcs/criteo-bucket"}
+    (bucket,) = [v for v in pod.spec.volumes if v.name == "bucket"]
+    assert bucket.csi.driver == "gcsfuse.csi.storage.gke.io" and bucket.csi.volume_attributes["bucketName"] == \
+        "criteo-bucket"
+    assert pod.metadata.annotations["gke-gcsfuse/volumes"] == "true"
+    assert pod.spec.node_selector == {"cloud.google.com/gke-accelerator": "nvidia-tesla-a100"}
+
+
+def test_the_hugectr_image_is_needed_only_by_the_steps_that_run_in_it(settings_env):
+    from operators.runtime.kubernetes import PodConfigurationError, PodSettings
+
+    settings_env.delenv("AIRFLOW_VAR_CRITEO_IMAGE_HUGECTR")
+    settings_env.setenv("AIRFLOW_VAR_CRITEO_POD_DATA", "gcsfuse")
+    settings = PodSettings.load()            # a PyTorch pipeline needs no HugeCTR image
+    request("train", settings)
+    with pytest.raises(PodConfigurationError, match="set criteo_image_hugectr"):
+        request("train_hugectr", settings)
+    settings_env.setenv("AIRFLOW_VAR_CRITEO_IMAGE_HUGECTR", "nvcr.io/x/criteo-hugectr:latest")
+    with pytest.raises(PodConfigurationError, match="criteo_image_hugectr=.* is not pinned"):
+        PodSettings.load()
 
 
 def test_gpu_count_and_accelerator_come_from_settings(settings_env):

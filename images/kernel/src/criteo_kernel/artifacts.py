@@ -5,14 +5,14 @@ Partitions (published whole, see `storage`):
     extracted/day=N/     train/*.parquet, eval/*.parquet, _extract.json
     processed/.../day=N/ train/*.parquet, eval/*.parquet, _preprocess.json
     workflow/            nvt/ (Workflow.save), serving/ (lookup tables), meta.json
-    train/               checkpoint.pt, _train.json
+    train/               checkpoint.pt, _train.json (PyTorch); model.onnx, hugectr/, _train.json (HugeCTR)
     package/             a complete Triton model version (below), export.json
     evaluation/          evaluation.json, smoke.npz
 
 A model version (the export step's package, then `<model>/<N>/` in the Triton repository):
 
-    model.onnx, model.py, criteo_serving.py, criteo_kernel/, config.pbtxt, checkpoint.pt,
-    preprocessing/ (the workflow folder), reference_profile.json, export.json,
+    model.onnx, model.py, criteo_serving.py, criteo_kernel/, config.pbtxt, checkpoint.pt (PyTorch)
+    or hugectr/ (HugeCTR), preprocessing/ (the workflow folder), reference_profile.json, export.json,
     and once deployed: smoke.npz, lineage.json, _SUCCESS
 """
 
@@ -23,6 +23,7 @@ TRAIN_META = "_train.json"
 EXPORT_META = "export.json"
 EVALUATION = "evaluation.json"
 CHECKPOINT = "checkpoint.pt"
+HUGECTR_FILES = "hugectr"                 # a HugeCTR-trained version's graph, weights and optimizer states
 MODEL_ONNX = "model.onnx"
 TRITON_CONFIG = "config.pbtxt"
 PREPROCESSING = "preprocessing"           # the workflow folder inside a version

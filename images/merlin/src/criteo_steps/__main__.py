@@ -10,6 +10,7 @@ STEPS = {
     "extract": "criteo_steps.extract",
     "preprocess": "criteo_steps.preprocess",
     "train": "criteo_steps.train",
+    "train-hugectr": "criteo_steps.train_hugectr",
     "export": "criteo_steps.export",
     "evaluate": "criteo_steps.evaluate",
 }

@@ -23,6 +23,7 @@ The export fails if ONNX and PyTorch disagree on a probe batch by more than --to
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import tempfile
@@ -34,53 +35,45 @@ from criteo_kernel import signature, storage
 from criteo_kernel.artifacts import (
     CHECKPOINT,
     EXPORT_META,
+    HUGECTR_FILES,
     MODEL_ONNX,
     PREPROCESSING,
     REFERENCE_PROFILE,
     SUCCESS,
     TRITON_CONFIG,
+    WORKFLOW_META,
 )
+from criteo_kernel.schema import CAT_COLUMNS
 
+TRAINERS = ("pytorch", "hugectr")
 TRITON_DIR = os.path.join(os.path.dirname(__file__), "triton")
 
 
 def export(checkpoint: str, workflow: str, output: str, tolerance: float = 1e-4, probe_rows: int = 512,
-           reference_profile: str | None = None) -> dict:
-    import onnxruntime as ort
-    import torch
-
-    from .dcn import ServingDCN, load_checkpoint
-
+           reference_profile: str | None = None, trainer: str = "pytorch") -> dict:
+    """`trainer` pytorch: `checkpoint` is checkpoint.pt, exported to ONNX here and checked against
+    PyTorch on a probe batch. hugectr: `checkpoint` is train-hugectr's output, whose model.onnx
+    (hugectr2onnx's, adapted to the served signature) is checked for that signature and for finite
+    probabilities on the probe batch, and whose hugectr/ files the version keeps for the next run."""
+    if trainer not in TRAINERS:
+        raise SystemExit(f"export: unknown --trainer {trainer!r} ({', '.join(TRAINERS)})")
     if not storage.is_published(workflow):
         raise SystemExit(f"export: workflow {workflow} is not published (no {SUCCESS})")
-    local_checkpoint = storage.local_copy(checkpoint)
-    model, ckpt = load_checkpoint(local_checkpoint)
-    model.eval()
-    wrapped = ServingDCN(model).eval()
-    vocab = model.cfg.vocab_sizes
+    meta = storage.read_json(storage.join(workflow, WORKFLOW_META))
+    vocab = [int(meta["embedding_sizes"][c]) for c in CAT_COLUMNS]
     rng = np.random.default_rng(0)
     probe_cats = np.stack([rng.integers(0, v, size=probe_rows) for v in vocab], 1).astype(np.int64)
-    probe_dense = rng.normal(size=(probe_rows, model.cfg.num_dense)).astype(np.float32)
+    probe_dense = rng.normal(size=(probe_rows, signature.NUM_DENSE)).astype(np.float32)
 
     with tempfile.TemporaryDirectory() as tmp:
         pkg = os.path.join(tmp, "pkg")
         os.makedirs(pkg)
         onnx_path = os.path.join(pkg, MODEL_ONNX)
-        cat_in, dense_in, out = signature.ONNX_CATEGORICAL_INPUT, signature.ONNX_DENSE_INPUT, signature.OUTPUT
-        torch.onnx.export(
-            wrapped, (torch.from_numpy(probe_cats[:2]), torch.from_numpy(probe_dense[:2])), onnx_path,
-            input_names=[cat_in, dense_in], output_names=[out],
-            dynamic_axes={cat_in: {0: "batch"}, dense_in: {0: "batch"}, out: {0: "batch"}},
-            opset_version=17, dynamo=False,
-        )
-        with torch.no_grad():
-            ref = wrapped(torch.from_numpy(probe_cats), torch.from_numpy(probe_dense)).numpy()
-        sess = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
-        (got,) = sess.run([out], {cat_in: probe_cats, dense_in: probe_dense})
-        max_diff = float(np.max(np.abs(ref - got)))
-        if not max_diff <= tolerance:
-            raise SystemExit(f"export: ONNX and PyTorch disagree by {max_diff:.2e} > {tolerance:.0e} "
-                             "on the probe batch")
+        if trainer == "pytorch":
+            model_config, max_diff = _export_pytorch(checkpoint, onnx_path, pkg, vocab, probe_cats, probe_dense,
+                                                    tolerance)
+        else:
+            model_config, max_diff = _package_hugectr(checkpoint, onnx_path, pkg, probe_cats, probe_dense)
         for name in ("model.py", "criteo_serving.py"):
             shutil.copy(os.path.join(TRITON_DIR, name), os.path.join(pkg, name))
         # The version carries the kernel its serving code imports: Triton runs it from the version folder.
@@ -88,7 +81,6 @@ def export(checkpoint: str, workflow: str, output: str, tolerance: float = 1e-4,
                         ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
         with open(os.path.join(pkg, TRITON_CONFIG), "w") as fh:
             fh.write(signature.triton_config())
-        shutil.copy(local_checkpoint, os.path.join(pkg, CHECKPOINT))
         reference = None
         if reference_profile:
             if storage.exists(reference_profile):
@@ -100,28 +92,92 @@ def export(checkpoint: str, workflow: str, output: str, tolerance: float = 1e-4,
         wf_local = storage.download_dir(workflow, os.path.join(tmp, "wf"))
         shutil.copytree(wf_local, os.path.join(pkg, PREPROCESSING))
         info = {
-            "inputs": {cat_in: ["INT64", [-1, len(vocab)]], dense_in: ["FP32", [-1, model.cfg.num_dense]]},
-            "outputs": {out: ["FP32", [-1, 1]]},
-            "parity_max_abs_diff": max_diff, "parity_rows": probe_rows, "tolerance": tolerance,
-            "checkpoint": checkpoint, "workflow": workflow, "model_config": model.cfg.to_dict(),
+            "inputs": {signature.ONNX_CATEGORICAL_INPUT: ["INT64", [-1, len(vocab)]],
+                       signature.ONNX_DENSE_INPUT: ["FP32", [-1, signature.NUM_DENSE]]},
+            "outputs": {signature.OUTPUT: ["FP32", [-1, 1]]},
+            "trainer": trainer, "parity_max_abs_diff": max_diff, "parity_rows": probe_rows, "tolerance": tolerance,
+            "checkpoint": checkpoint, "workflow": workflow, "model_config": model_config,
             "onnx_bytes": os.path.getsize(onnx_path), "reference_profile": reference,
         }
         with storage.staged_partition(output) as staging:
             storage.upload_dir(pkg, staging)
             storage.write_json(storage.join(staging, EXPORT_META), info)
-    print(f"exported {output}: ONNX parity max |diff| = {max_diff:.2e}", flush=True)
-    return {"package": output, "parity_max_abs_diff": max_diff, "onnx_bytes": info["onnx_bytes"],
+    parity = f"ONNX parity max |diff| = {max_diff:.2e}" if max_diff is not None else "HugeCTR model packaged"
+    print(f"exported {output} ({trainer}): {parity}", flush=True)
+    return {"package": output, "trainer": trainer, "parity_max_abs_diff": max_diff, "onnx_bytes": info["onnx_bytes"],
             "reference_profile": reference}
+
+
+def _export_pytorch(checkpoint, onnx_path, pkg, vocab, probe_cats, probe_dense, tolerance) -> tuple[dict, float]:
+    """checkpoint.pt -> model.onnx, checked against PyTorch on the probe batch; the checkpoint is kept."""
+    import onnxruntime as ort
+    import torch
+
+    from .dcn import ServingDCN, load_checkpoint
+
+    local_checkpoint = storage.local_copy(checkpoint)
+    model, _ = load_checkpoint(local_checkpoint)
+    model.eval()
+    if list(model.cfg.vocab_sizes) != vocab:
+        raise SystemExit(f"export: checkpoint {checkpoint} has the vocabulary sizes of another workflow "
+                         "than --workflow")
+    wrapped = ServingDCN(model).eval()
+    cat_in, dense_in, out = signature.ONNX_CATEGORICAL_INPUT, signature.ONNX_DENSE_INPUT, signature.OUTPUT
+    torch.onnx.export(
+        wrapped, (torch.from_numpy(probe_cats[:2]), torch.from_numpy(probe_dense[:2])), onnx_path,
+        input_names=[cat_in, dense_in], output_names=[out],
+        dynamic_axes={cat_in: {0: "batch"}, dense_in: {0: "batch"}, out: {0: "batch"}},
+        opset_version=17, dynamo=False,
+    )
+    with torch.no_grad():
+        ref = wrapped(torch.from_numpy(probe_cats), torch.from_numpy(probe_dense)).numpy()
+    sess = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
+    (got,) = sess.run([out], {cat_in: probe_cats, dense_in: probe_dense})
+    max_diff = float(np.max(np.abs(ref - got)))
+    if not max_diff <= tolerance:
+        raise SystemExit(f"export: ONNX and PyTorch disagree by {max_diff:.2e} > {tolerance:.0e} "
+                         "on the probe batch")
+    shutil.copy(local_checkpoint, os.path.join(pkg, CHECKPOINT))
+    return model.cfg.to_dict(), max_diff
+
+
+def _package_hugectr(trained, onnx_path, pkg, probe_cats, probe_dense) -> tuple[dict, None]:
+    """train-hugectr's output -> model.onnx (served signature, finite probabilities) + hugectr/."""
+    import onnx
+    import onnxruntime as ort
+
+    from .onnx_adapter import SignatureError, check_served_signature
+
+    if not storage.is_published(trained):
+        raise SystemExit(f"export: {trained} is not a published train-hugectr output (no {SUCCESS})")
+    local = storage.download_dir(trained, os.path.join(os.path.dirname(pkg), "trained"))
+    try:
+        check_served_signature(onnx.load(os.path.join(local, MODEL_ONNX)))
+    except SignatureError as exc:
+        raise SystemExit(f"export: {trained}/{MODEL_ONNX}: {exc}") from None
+    shutil.copy(os.path.join(local, MODEL_ONNX), onnx_path)
+    sess = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
+    (got,) = sess.run([signature.OUTPUT], {signature.ONNX_CATEGORICAL_INPUT: probe_cats,
+                                           signature.ONNX_DENSE_INPUT: probe_dense})
+    if got.shape != (len(probe_cats), 1) or not np.all(np.isfinite(got)) or got.min() < 0 or got.max() > 1:
+        raise SystemExit(f"export: {trained}/{MODEL_ONNX} gives no probabilities on the probe batch "
+                         f"(shape {got.shape}, range {np.nanmin(got)}..{np.nanmax(got)})")
+    shutil.copytree(os.path.join(local, HUGECTR_FILES), os.path.join(pkg, HUGECTR_FILES))
+    with open(os.path.join(local, HUGECTR_FILES, "config.json")) as fh:
+        return json.load(fh), None
 
 
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(prog="criteo_steps export", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", required=True, help="the train step's checkpoint")
+    p.add_argument("--checkpoint", required=True,
+                   help="the train step's checkpoint: checkpoint.pt (pytorch) or train-hugectr's output (hugectr)")
+    p.add_argument("--trainer", choices=TRAINERS, default="pytorch", help="which trainer made --checkpoint")
     p.add_argument("--workflow", required=True, help="the published workflow the model was trained with")
     p.add_argument("--output", required=True, help="where to publish the version package")
     p.add_argument("--tolerance", type=float, default=1e-4)
     p.add_argument("--reference-profile", default=None,
                    help="data reference profile to ship with the version (see images/validator)")
     a = p.parse_args(argv)
-    return export(a.checkpoint, a.workflow, a.output, a.tolerance, reference_profile=a.reference_profile)
+    return export(a.checkpoint, a.workflow, a.output, a.tolerance, reference_profile=a.reference_profile,
+                  trainer=a.trainer)

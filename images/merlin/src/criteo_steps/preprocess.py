@@ -39,6 +39,8 @@ from criteo_kernel.artifacts import (
 
 from . import scale_out
 from .decoding import Decoder
+from .hugectr_data import FLOAT_COLUMNS as HUGECTR_FLOAT_COLUMNS
+from .hugectr_data import write_split_files
 from .scale_out import ClusterPlan, dask_cluster, list_parquet, piece_dataset, plan_pieces
 from .serving_tables import CompiledWorkflow, check_rows, serving_tables
 from .workflow import build_workflow, embedding_sizes, fit_dataset
@@ -60,8 +62,12 @@ def _write_parquet(columns: dict[str, np.ndarray], path: str, names: list[str]) 
 def preprocess(extracted: list[str], output_root: str, fit_workflow: str | None, workflow_url: str | None,
                max_vocab: int = 0, freq_threshold: int = 0, engine: str = "fast",
                cache_mb: int = 4096, workers: str = "auto", part_size: str = "1GB",
-               device_memory_limit: str = "0.8") -> dict:
+               device_memory_limit: str = "0.8", hugectr: bool = False) -> dict:
     """Fit (full retrain) or load (incremental) the workflow, then transform every day.
+
+    `hugectr`: write each split the way HugeCTR's Parquet reader reads it (criteo_steps.hugectr_data):
+    the continuous features and the label as float32, and `_metadata.json` + `_file_list.txt` beside
+    the files. HugeCTR reads no gs://, so the output must be a local or mounted folder.
 
     `workers` (criteo_steps.scale_out): "auto" runs on a dask-cuda cluster over the pod's GPUs when
     it has more than one; N > 1 runs N dask workers (GPUs if the pod has N, else processes), each
@@ -81,6 +87,9 @@ def preprocess(extracted: list[str], output_root: str, fit_workflow: str | None,
         raise SystemExit("preprocess: give exactly one of --fit-workflow (full retrain) or --workflow (incremental)")
     if engine not in ("fast", "nvt"):
         raise SystemExit(f"preprocess: unknown --engine {engine!r} (fast or nvt)")
+    if hugectr and not storage.is_local(output_root):
+        raise SystemExit(f"preprocess: --hugectr writes for HugeCTR, which reads no gs://: {output_root} must be "
+                         "a local or mounted folder (criteo_pod_data=gcsfuse or pvc)")
     plan = ClusterPlan.choose(workers)
     limit, part = scale_out.device_memory_limit(device_memory_limit), scale_out.part_bytes(part_size)
     for url in extracted:
@@ -92,7 +101,7 @@ def preprocess(extracted: list[str], output_root: str, fit_workflow: str | None,
     if plan.distributed:
         try:
             result = _preprocess_distributed(extracted, output_root, fit_workflow, workflow_url, max_vocab,
-                                             freq_threshold, plan, part, limit, tmp, timings, nvt)
+                                             freq_threshold, plan, part, limit, tmp, timings, nvt, hugectr)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         return result
@@ -102,14 +111,14 @@ def preprocess(extracted: list[str], output_root: str, fit_workflow: str | None,
     with dask.config.set(scheduler="synchronous"):
         try:
             result = _preprocess(extracted, output_root, fit_workflow, workflow_url, max_vocab,
-                                 freq_threshold, engine, decoder, tmp, timings, nvt)
+                                 freq_threshold, engine, decoder, tmp, timings, nvt, hugectr)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     return result
 
 
 def _preprocess(extracted, output_root, fit_workflow, workflow_url, max_vocab, freq_threshold, engine,
-                decoder: Decoder, tmp: str, timings: dict, nvt) -> dict:
+                decoder: Decoder, tmp: str, timings: dict, nvt, hugectr: bool = False) -> dict:
     t0 = time.perf_counter()
     # 1. list the input files; decode the ones the fit needs first (kept within the cache budget)
     files: dict[str, dict[str, list[str]]] = {}
@@ -178,6 +187,9 @@ def _preprocess(extracted, output_root, fit_workflow, workflow_url, max_vocab, f
                     else:
                         frame = workflow.transform(dec.frame())
                         cols = {c: frame[c].to_numpy() for c in names}
+                    if hugectr:  # HugeCTR's reader copies dense and label columns as float32
+                        for c in HUGECTR_FLOAT_COLUMNS:
+                            cols[c] = cols[c].astype(np.float32)
                     dst = os.path.join(out_dir, f"part_{k}.parquet")
                     counts[split] += _write_parquet(cols, dst, names)
                     del dec, cols
@@ -185,8 +197,10 @@ def _preprocess(extracted, output_root, fit_workflow, workflow_url, max_vocab, f
                         fs.makedirs(f"{spath}/{split}", exist_ok=True)
                         fs.put(dst, f"{spath}/{split}/{os.path.basename(dst)}")
                         os.remove(dst)
+                if hugectr and paths:
+                    write_split_files(out_dir)
             storage.write_json(storage.join(staging, PREPROCESS_META),
-                               {"rows": counts, "embedding_sizes": sizes,
+                               {"rows": counts, "embedding_sizes": sizes, "hugectr": hugectr,
                                 "workflow": fit_workflow or workflow_url})
         outputs[day] = {"url": final, "rows": counts}
     redecode += decoder.seconds - before
@@ -203,7 +217,8 @@ def _preprocess(extracted, output_root, fit_workflow, workflow_url, max_vocab, f
 
 
 def _preprocess_distributed(extracted, output_root, fit_workflow, workflow_url, max_vocab, freq_threshold,
-                            plan: ClusterPlan, part_size: int, memory_limit, tmp: str, timings: dict, nvt) -> dict:
+                            plan: ClusterPlan, part_size: int, memory_limit, tmp: str, timings: dict, nvt,
+                            hugectr: bool = False) -> dict:
     """The same outputs as `_preprocess`, computed by NVTabular on a dask cluster (scale_out).
 
     Input files are read in place, in pieces of about `part_size`; each split of each day is
@@ -249,12 +264,17 @@ def _preprocess_distributed(extracted, output_root, fit_workflow, workflow_url, 
                     if not ps:
                         continue
                     # One output file per piece, in input order, written by the workers.
-                    workflow.transform(piece_dataset(ps, plan.gpu)).to_parquet(
-                        storage.local_path(out) if storage.is_local(out) else out,
-                        output_files=len(ps), shuffle=None)
+                    transformed = workflow.transform(piece_dataset(ps, plan.gpu))
+                    if hugectr:  # HugeCTR's reader copies dense and label columns as float32
+                        transformed = nvt.Dataset(transformed.to_ddf().astype(
+                            {c: "float32" for c in HUGECTR_FLOAT_COLUMNS}), cpu=not plan.gpu)
+                    transformed.to_parquet(storage.local_path(out) if storage.is_local(out) else out,
+                                           output_files=len(ps), shuffle=None)
                     _keep_only_parquet(out)
+                    if hugectr:
+                        write_split_files(storage.local_path(out))
                 storage.write_json(storage.join(staging, PREPROCESS_META),
-                                   {"rows": counts, "embedding_sizes": sizes,
+                                   {"rows": counts, "embedding_sizes": sizes, "hugectr": hugectr,
                                     "workflow": fit_workflow or workflow_url})
             outputs[day] = {"url": final, "rows": counts}
         timings["transform_s"] = time.perf_counter() - t0
@@ -357,10 +377,14 @@ def main(argv: list[str] | None = None) -> dict:
                    help="with dask workers: input text per dask partition (whole parquet row groups)")
     p.add_argument("--device-memory-limit", default="0.8",
                    help="with GPU workers: device memory (fraction of each GPU, or a size) before spilling to host")
+    p.add_argument("--hugectr", action="store_true",
+                   help="write for HugeCTR's Parquet reader too: I1..I13 and label as float32, _metadata.json and "
+                        "_file_list.txt in each split (the output must be a local or mounted folder)")
     a = p.parse_args(argv)
     if a.fit_workflow and a.max_vocab is None:
         p.error("--fit-workflow needs --max-vocab (0 keeps every value seen)")
     if a.workflow and a.max_vocab is not None:
         p.error("--max-vocab belongs to fitting (--fit-workflow): a loaded workflow keeps its vocabularies")
     return preprocess(a.extracted, a.output_root, a.fit_workflow, a.workflow, a.max_vocab or 0,
-                      a.freq_threshold, a.engine, a.cache_mb, a.workers, a.part_size, a.device_memory_limit)
+                      a.freq_threshold, a.engine, a.cache_mb, a.workers, a.part_size, a.device_memory_limit,
+                      a.hugectr)

@@ -5,8 +5,8 @@ day), trains with SparseAdam on the embedding rows and Adam on the dense layers,
 OUTPUT/checkpoint.pt + OUTPUT/_train.json.
 
 The same CLI runs in the GPU image (torch uses CUDA when present) and on the embedded default's
-CPU. The model has the architecture of HugeCTR's DCN sample; a HugeCTR trainer is not part of this
-release (see README, "What is not executed here").
+CPU. The model has the architecture of HugeCTR's DCN sample; the other trainer, HugeCTR itself, is
+criteo_steps.train_hugectr (the same graph: criteo_steps.hugectr_dcn).
 
     python -m criteo_steps train --train .../processed/wf/day=0 --output .../candidates/KEY/train \
         [--warm-start .../model_repository/criteo_dcn/3/checkpoint.pt] --epochs 1 --batch-size 4096

@@ -1,0 +1,188 @@
+"""train-hugectr: the DCN trained by HugeCTR (the merlin image's `hugectr` target, GPUs only).
+
+The same contract as `train` (criteo_steps.train): processed day partitions in, a published
+training partition out, whose result names the `checkpoint` export packages; the next incremental
+run warm-starts from what it keeps.
+
+    OUTPUT/model.onnx       hugectr2onnx's model (embeddings included), adapted to the served
+                            signature (criteo_steps.onnx_adapter)
+    OUTPUT/hugectr/         graph.json + the saved dense/sparse weights and optimizer states
+                            (criteo_steps.hugectr_files): the next run's warm start
+    OUTPUT/_train.json      metrics, trainer "hugectr", config, hyperparameters, the warm start
+
+Steps: stage the partitions for the Parquet reader (criteo_steps.hugectr_data: one file list and
+metadata over the window, slot_size_array from the workflow), build the graph
+(criteo_steps.hugectr_dcn) on all visible GPUs (`vvgpu`), load the parent's files after
+`compile()` for an incremental run, `fit` for epochs x rows / batch iterations, save, convert.
+HugeCTR reads no gs://: the partitions must be local or mounted (criteo_pod_data=gcsfuse or pvc).
+
+    python -m criteo_steps train-hugectr --train /mnt/gcs/b/processed/wf/day=0 --output /mnt/gcs/b/candidates/K/train \\
+        [--warm-start /mnt/gcs/b/model_repository/criteo_dcn/3/hugectr] --epochs 1 --batch-size 16384 --lr 0.001
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+
+from criteo_kernel import storage
+from criteo_kernel.artifacts import HUGECTR_FILES, MODEL_ONNX, PREPROCESS_META, SUCCESS, TRAIN_META
+
+from . import hugectr_data, hugectr_files
+from .hugectr_dcn import DCNGraph, workspace_mb
+from .scale_out import visible_gpus
+
+TRAINER = "hugectr"
+
+
+def iterations(rows: int, batch_size: int, epochs: int) -> int:
+    """HugeCTR's Parquet reader is non-epoch (repeat_dataset=True): epochs become iterations."""
+    return max(1, math.ceil(epochs * rows / batch_size))
+
+
+def _local(url: str, what: str) -> str:
+    if not storage.is_local(url):
+        raise SystemExit(f"train-hugectr: {what} {url} is not a local or mounted path: HugeCTR reads no gs:// "
+                         "(set criteo_pod_data=gcsfuse or pvc)")
+    return storage.local_path(url)
+
+
+def graph_for(partition: str, warm: dict | None, embedding_dim, cross_layers, mlp_dims, dropout) -> DCNGraph:
+    """The graph from the workflow's slot sizes and the flags, or the parent's config (warm start)."""
+    meta = storage.read_json(storage.join(partition, PREPROCESS_META))
+    slots = hugectr_data.slot_size_array(meta["embedding_sizes"])
+    if warm is not None:
+        cfg = warm["config"]
+        if list(cfg["slot_sizes"]) != slots:
+            raise SystemExit("train-hugectr: the warm start's slot sizes are another workflow's; an incremental run "
+                             "must use the production version's workflow (run a full retrain instead)")
+        return DCNGraph(slots, cfg["embedding_dim"], cfg["cross_layers"], list(cfg["mlp_dims"]), cfg["dropout"])
+    if embedding_dim is None or cross_layers is None or mlp_dims is None:
+        raise SystemExit("train-hugectr: a model trained from scratch needs embedding_dim, cross_layers and mlp_dims")
+    return DCNGraph(slots, embedding_dim, cross_layers, mlp_dims, 0.5 if dropout is None else dropout)
+
+
+def train(train_parts: list[str], output: str, warm_start: str | None, epochs: int, batch_size: int, lr: float,
+          embedding_dim: int | None = None, cross_layers: int | None = None, mlp_dims: list[int] | None = None,
+          dropout: float | None = None, gpus: list[int] | None = None, workers: int = 0) -> dict:
+    try:
+        import hugectr
+        import hugectr2onnx
+    except ImportError as exc:
+        raise SystemExit(f"train-hugectr: {exc}: HugeCTR runs only in the merlin image's hugectr target (NVIDIA's "
+                         "Merlin HugeCTR container, on GPUs); use trainer=pytorch elsewhere") from None
+    import onnx
+
+    from .onnx_adapter import adapt
+
+    for p in train_parts:
+        if not storage.is_published(p):
+            raise SystemExit(f"train-hugectr: {p} is not a published partition (no {SUCCESS})")
+    parts = [_local(p, "partition") for p in train_parts]
+    gpus = gpus if gpus else list(range(visible_gpus()))
+    if not gpus:
+        raise SystemExit("train-hugectr: no GPU is visible (HugeCTR trains on GPUs only)")
+    parent = None
+    if warm_start:
+        parent_dir = _local(warm_start, "warm start")
+        parent = hugectr_files.find(parent_dir)
+        with open(os.path.join(parent_dir, "config.json")) as fh:
+            warm = json.load(fh)
+        print(f"warm start from {parent.describe()}", flush=True)
+    else:
+        warm = None
+    graph = graph_for(train_parts[0], warm, embedding_dim, cross_layers, mlp_dims, dropout)
+    workers = workers or len(gpus)
+    with tempfile.TemporaryDirectory(prefix="train-hugectr-") as tmp:
+        train_list = hugectr_data.stage([os.path.join(p, "train") for p in parts], os.path.join(tmp, "train"), workers)
+        eval_list = hugectr_data.stage([os.path.join(p, "eval") for p in parts], os.path.join(tmp, "eval"), 1)
+        max_iter = iterations(train_list["rows"], batch_size, epochs)
+        print(f"train-hugectr: {train_list['rows']} rows in {train_list['files']} files, {max_iter} iterations of "
+              f"{batch_size} on GPUs {gpus}", flush=True)
+        solver = hugectr.CreateSolver(batchsize=batch_size, batchsize_eval=batch_size,
+                                      max_eval_batches=max(1, eval_list["rows"] // batch_size), lr=lr,
+                                      vvgpu=[gpus], repeat_dataset=True, i64_input_key=True)
+        reader = hugectr.DataReaderParams(data_reader_type=hugectr.DataReaderType_t.Parquet,
+                                          source=[train_list["file_list"]], eval_source=eval_list["file_list"],
+                                          check_type=hugectr.Check_t.Non, slot_size_array=graph.slot_sizes,
+                                          num_workers=workers)
+        optimizer = hugectr.CreateOptimizer(optimizer_type=hugectr.Optimizer_t.Adam,
+                                            update_type=hugectr.Update_t.Global, beta1=0.9, beta2=0.999,
+                                            epsilon=1e-8)
+        model = hugectr.Model(solver, reader, optimizer)
+        graph.add_to(model, hugectr, optimizer, workspace_mb(graph, len(gpus)))
+        model.compile()
+        if parent is not None:  # loading before compile() throws
+            model.load_dense_weights(parent.dense)
+            model.load_sparse_weights(list(parent.sparse))
+            if parent.dense_optimizer and parent.sparse_optimizer:
+                model.load_dense_optimizer_states(parent.dense_optimizer)
+                model.load_sparse_optimizer_states(list(parent.sparse_optimizer))
+            else:
+                print("WARNING: the parent saved no optimizer states: Adam restarts its moments", flush=True)
+        model.summary()
+        t0 = time.time()
+        model.fit(max_iter=max_iter, display=max(1, max_iter // 10), eval_interval=max_iter, snapshot=10**9)
+        seconds = time.time() - t0
+        eval_metrics = dict(model.get_eval_metrics())
+
+        out = os.path.join(tmp, "out")
+        files = os.path.join(out, HUGECTR_FILES)
+        os.makedirs(files)
+        iteration = (parent.iteration if parent else 0) + max_iter
+        model.graph_to_json(graph_config_file=os.path.join(files, hugectr_files.GRAPH))
+        model.save_params_to_files(os.path.join(files, hugectr_files.PREFIX), iteration)
+        config = {"slot_sizes": graph.slot_sizes, "embedding_dim": graph.embedding_dim,
+                  "cross_layers": graph.cross_layers, "mlp_dims": graph.mlp_dims, "dropout": graph.dropout}
+        with open(os.path.join(files, "config.json"), "w") as fh:
+            json.dump(config, fh, indent=2)
+        saved = hugectr_files.find(files)
+        raw_onnx = os.path.join(tmp, "hugectr.onnx")
+        hugectr2onnx.converter.convert(onnx_model_path=raw_onnx, graph_config=saved.graph, dense_model=saved.dense,
+                                       convert_embedding=True, sparse_models=list(saved.sparse))
+        onnx.save(adapt(onnx.load(raw_onnx), graph.slot_sizes), os.path.join(out, MODEL_ONNX))
+        samples = max_iter * batch_size
+        metrics = {"device": f"cuda x{len(gpus)}", "samples": samples, "steps": max_iter, "epochs": epochs,
+                   "seconds": round(seconds, 3), "samples_per_s": round(samples / seconds, 1) if seconds else None,
+                   "eval": eval_metrics}
+        with storage.staged_partition(output) as staging:
+            storage.upload_dir(out, staging)
+            storage.write_json(storage.join(staging, TRAIN_META),
+                               {"trainer": TRAINER, "metrics": metrics, "warm_start": warm_start,
+                                "trained_on": train_parts, "config": config, "iteration": iteration,
+                                "hyperparameters": {"lr": lr, "batch_size": batch_size, "epochs": epochs}})
+        shutil.rmtree(out, ignore_errors=True)
+    print(f"trained {samples} samples in {seconds:.1f}s on {len(gpus)} GPU(s); eval {eval_metrics}", flush=True)
+    return {"output": output, "checkpoint": output, "trainer": TRAINER, "warm_start": warm_start, "metrics": metrics}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(prog="criteo_steps train-hugectr", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--train", nargs="+", required=True, help="processed day partitions (preprocess --hugectr)")
+    p.add_argument("--output", required=True, help="where to publish model.onnx, hugectr/ and _train.json")
+    p.add_argument("--warm-start", default=None, help="the parent version's hugectr/ folder (incremental)")
+    p.add_argument("--epochs", type=int, required=True)
+    p.add_argument("--batch-size", type=int, required=True)
+    p.add_argument("--lr", type=float, required=True)
+    arch = p.add_argument_group("architecture (from scratch only: a warm start keeps its parent's)")
+    arch.add_argument("--embedding-dim", type=int)
+    arch.add_argument("--cross-layers", type=int)
+    arch.add_argument("--mlp-dims", help="comma-separated hidden sizes, e.g. 1024,1024")
+    arch.add_argument("--dropout", type=float, default=None)
+    p.add_argument("--gpus", default="auto", help="auto (every visible GPU) or comma-separated GPU ids")
+    p.add_argument("--workers", type=int, default=0, help="Parquet reader workers (0: one per GPU)")
+    a = p.parse_args(argv)
+    sizes = {"--embedding-dim": a.embedding_dim, "--cross-layers": a.cross_layers, "--mlp-dims": a.mlp_dims}
+    if a.warm_start and any(v is not None for v in [*sizes.values(), a.dropout]):
+        p.error("the architecture flags cannot be given with --warm-start: the parent's architecture is continued")
+    if not a.warm_start and any(v is None for v in sizes.values()):
+        p.error(f"training from scratch needs {', '.join(k for k, v in sizes.items() if v is None)}")
+    gpus = None if a.gpus == "auto" else [int(g) for g in a.gpus.split(",") if g.strip()]
+    mlp = [int(x) for x in a.mlp_dims.split(",") if x] if a.mlp_dims else None
+    return train(a.train, a.output, a.warm_start, a.epochs, a.batch_size, a.lr, a.embedding_dim, a.cross_layers,
+                 mlp, a.dropout, gpus, a.workers)
