@@ -78,7 +78,7 @@ def test_hugectr_output_must_be_a_local_or_mounted_folder(fitted):
 def test_a_window_is_staged_under_unique_names_with_one_metadata(for_hugectr, tmp_path):
     _, out, _ = for_hugectr
     splits = [str(out / d / "train") for d in ("day=0", "day=1")]
-    staged = hugectr_data.stage(splits, str(tmp_path / "train"), min_files=1)
+    staged = hugectr_data.stage(splits, str(tmp_path / "train"))
     paths = hugectr_data.read_file_list(staged["file_list"])
     meta = json.loads((tmp_path / "train" / "_metadata.json").read_text())
     # the reader looks for _metadata.json in the folder of the list's first file, by base name
@@ -96,8 +96,10 @@ def test_staging_refuses_what_the_reader_would_misread(for_hugectr, fitted, tmp_
         hugectr_data.stage([str(root / "processed" / "day=0" / "train")], str(tmp_path / "a"))
     with pytest.raises(hugectr_data.HugeCTRDataError, match="column I1 is double"):
         hugectr_data.metadata_for(str(root / "processed" / "day=0" / "train"))
-    with pytest.raises(hugectr_data.HugeCTRDataError, match="at least one file per worker"):
-        hugectr_data.stage([str(out / "day=0" / "eval")], str(tmp_path / "b"), min_files=99)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(hugectr_data.HugeCTRDataError, match="no parquet files"):
+        hugectr_data.metadata_for(str(empty))
     # a split whose metadata no longer describes its files (rewritten since)
     copy = tmp_path / "copy"
     import shutil
@@ -171,6 +173,7 @@ def test_warm_start_finds_the_latest_complete_set_of_files(tmp_path):
     d = tmp_path / "hugectr"
     d.mkdir()
     (d / "graph.json").write_text("{}")
+    (d / "config.json").write_text("{}")
     _save_like_hugectr(d, "dcn", 300)
     _save_like_hugectr(d, "dcn", 450, sparse=False)      # interrupted: no embedding saved
     found = hugectr_files.find(str(d))
@@ -182,6 +185,9 @@ def test_warm_start_finds_the_latest_complete_set_of_files(tmp_path):
     found = hugectr_files.find(str(d))
     assert found.iteration == 600 and found.dense_optimizer is None and found.sparse_optimizer == ()
     assert "without optimizer states" in found.describe()
+    (d / "config.json").unlink()
+    with pytest.raises(hugectr_files.WarmStartError, match="config.json"):
+        hugectr_files.find(str(d))
     (d / "graph.json").unlink()
     with pytest.raises(hugectr_files.WarmStartError, match="graph.json"):
         hugectr_files.find(str(d))
@@ -306,6 +312,22 @@ def test_export_packages_a_hugectr_model_in_the_same_version_layout(hugectr_mode
         shutil.copy(path, os.path.join(staging, "model.onnx"))
     with pytest.raises(SystemExit, match="model.onnx: the ONNX model's signature"):
         export.export(str(tmp_path / "bad"), str(root / "workflow"), str(tmp_path / "package2"), trainer="hugectr")
+
+
+def test_the_trainer_builds_its_graph_from_the_workflow_or_continues_the_parents(for_hugectr):
+    _, out, res = for_hugectr
+    part = str(out / "day=0")
+    slots = hugectr_data.slot_size_array(res["embedding_sizes"])
+    fresh = train_hugectr.graph_for(part, None, 8, 3, [64, 32], None)
+    assert (fresh.slot_sizes, fresh.embedding_dim, fresh.cross_layers, fresh.mlp_dims, fresh.dropout) == \
+        (slots, 8, 3, [64, 32], 0.5)
+    parent = {"slot_sizes": slots, "embedding_dim": 4, "cross_layers": 1, "mlp_dims": [16], "dropout": 0.2}
+    warm = train_hugectr.graph_for(part, parent, None, None, None, None)
+    assert (warm.embedding_dim, warm.cross_layers, warm.mlp_dims, warm.dropout) == (4, 1, [16], 0.2)
+    with pytest.raises(SystemExit, match="another workflow's"):
+        train_hugectr.graph_for(part, {**parent, "slot_sizes": [s + 1 for s in slots]}, None, None, None, None)
+    with pytest.raises(SystemExit, match="needs embedding_dim"):
+        train_hugectr.graph_for(part, None, None, 3, [64], None)
 
 
 def test_train_hugectr_says_where_it_runs_when_hugectr_is_missing(for_hugectr, tmp_path):

@@ -163,7 +163,13 @@ def _package_hugectr(trained, onnx_path, pkg, probe_cats, probe_dense) -> tuple[
         raise SystemExit(f"export: {trained}/{MODEL_ONNX} gives no probabilities on the probe batch "
                          f"(shape {got.shape}, range {np.nanmin(got)}..{np.nanmax(got)})")
     shutil.copytree(os.path.join(local, HUGECTR_FILES), os.path.join(pkg, HUGECTR_FILES))
-    with open(os.path.join(local, HUGECTR_FILES, "config.json")) as fh:
+    from .hugectr_files import WarmStartError, find
+
+    try:  # the version must hold what the next run warm-starts from
+        saved = find(os.path.join(pkg, HUGECTR_FILES))
+    except WarmStartError as exc:
+        raise SystemExit(f"export: {trained}: {exc}") from None
+    with open(saved.config) as fh:
         return json.load(fh), None
 
 

@@ -95,7 +95,7 @@ def read_file_list(path: str) -> list[str]:
     return lines[1:]
 
 
-def stage(split_dirs: list[str], out_dir: str, min_files: int = 1) -> dict:
+def stage(split_dirs: list[str], out_dir: str) -> dict:
     """Link the files of `split_dirs` (one split of each day, as mounted) into `out_dir` under unique
     names, with one `_metadata.json` and a `_file_list.txt` of absolute paths. Each split's own
     metadata must match its files (rows per file, columns): a partition rewritten since is refused.
@@ -125,9 +125,8 @@ def stage(split_dirs: list[str], out_dir: str, min_files: int = 1) -> dict:
             os.symlink(os.path.abspath(os.path.join(split, st["file_name"])), link)
             merged["file_stats"].append({"file_name": name, "num_rows": st["num_rows"]})
             paths.append(os.path.abspath(link))
-    if merged is None or len(paths) < min_files:
-        raise HugeCTRDataError(f"{out_dir}: {len(paths)} parquet file(s) for {min_files} reader worker(s); "
-                               "HugeCTR's Parquet reader needs at least one file per worker")
+    if merged is None:
+        raise HugeCTRDataError(f"{out_dir}: no split folders to stage")
     with open(os.path.join(out_dir, METADATA), "w") as fh:
         json.dump(merged, fh)
     file_list = os.path.join(out_dir, FILE_LIST)

@@ -17,6 +17,7 @@ import re
 from dataclasses import dataclass
 
 GRAPH = "graph.json"
+CONFIG = "config.json"      # the architecture (criteo_steps.hugectr_dcn.DCNGraph's fields), ours
 PREFIX = "dcn"
 _DENSE = re.compile(r"^(?P<prefix>.+?)_dense_(?P<iter>\d+)\.model$")
 
@@ -31,6 +32,7 @@ class ModelFiles:
     prefix: str
     iteration: int
     graph: str
+    config: str
     dense: str
     dense_optimizer: str | None
     sparse: tuple[str, ...]
@@ -76,9 +78,12 @@ def find(folder: str, embeddings: int = 1) -> ModelFiles:
             continue
         if not os.path.isfile(graph):
             raise WarmStartError(f"{folder}: no {GRAPH} (model.graph_to_json) beside the weights")
+        config = os.path.join(folder, CONFIG)
+        if not os.path.isfile(config):
+            raise WarmStartError(f"{folder}: no {CONFIG} (the architecture train-hugectr saves beside the weights)")
         dense_opt = os.path.join(folder, n["dense_optimizer"])
         sparse_opt = [os.path.join(folder, s) for s in n["sparse_optimizer"]]
-        return ModelFiles(folder, prefix, iteration, graph, os.path.join(folder, n["dense"]),
+        return ModelFiles(folder, prefix, iteration, graph, config, os.path.join(folder, n["dense"]),
                           dense_opt if os.path.isfile(dense_opt) else None, tuple(sparse),
                           tuple(sparse_opt) if all(os.path.exists(s) for s in sparse_opt) else ())
     found = f": {'; '.join(problems)}" if problems else ""

@@ -55,8 +55,8 @@ def graph_for(partition: str, warm: dict | None, embedding_dim, cross_layers, ml
     """The graph from the workflow's slot sizes and the flags, or the parent's config (warm start)."""
     meta = storage.read_json(storage.join(partition, PREPROCESS_META))
     slots = hugectr_data.slot_size_array(meta["embedding_sizes"])
-    if warm is not None:
-        cfg = warm["config"]
+    if warm is not None:  # the parent's hugectr/config.json
+        cfg = warm
         if list(cfg["slot_sizes"]) != slots:
             raise SystemExit("train-hugectr: the warm start's slot sizes are another workflow's; an incremental run "
                              "must use the production version's workflow (run a full retrain instead)")
@@ -90,16 +90,17 @@ def train(train_parts: list[str], output: str, warm_start: str | None, epochs: i
     if warm_start:
         parent_dir = _local(warm_start, "warm start")
         parent = hugectr_files.find(parent_dir)
-        with open(os.path.join(parent_dir, "config.json")) as fh:
+        with open(parent.config) as fh:
             warm = json.load(fh)
         print(f"warm start from {parent.describe()}", flush=True)
     else:
         warm = None
     graph = graph_for(train_parts[0], warm, embedding_dim, cross_layers, mlp_dims, dropout)
-    workers = workers or len(gpus)
     with tempfile.TemporaryDirectory(prefix="train-hugectr-") as tmp:
-        train_list = hugectr_data.stage([os.path.join(p, "train") for p in parts], os.path.join(tmp, "train"), workers)
-        eval_list = hugectr_data.stage([os.path.join(p, "eval") for p in parts], os.path.join(tmp, "eval"), 1)
+        train_list = hugectr_data.stage([os.path.join(p, "train") for p in parts], os.path.join(tmp, "train"))
+        eval_list = hugectr_data.stage([os.path.join(p, "eval") for p in parts], os.path.join(tmp, "eval"))
+        # HugeCTR clamps its reader workers to the files too (pybind/add_input.cpp); say so here
+        workers = min(workers or len(gpus), train_list["files"])
         max_iter = iterations(train_list["rows"], batch_size, epochs)
         print(f"train-hugectr: {train_list['rows']} rows in {train_list['files']} files, {max_iter} iterations of "
               f"{batch_size} on GPUs {gpus}", flush=True)
@@ -115,6 +116,11 @@ def train(train_parts: list[str], output: str, warm_start: str | None, epochs: i
                                             epsilon=1e-8)
         model = hugectr.Model(solver, reader, optimizer)
         graph.add_to(model, hugectr, optimizer, workspace_mb(graph, len(gpus)))
+        out = os.path.join(tmp, "out")
+        files = os.path.join(out, HUGECTR_FILES)
+        os.makedirs(files)
+        # as HugeCTR's hugectr2onnx tests do it: the graph written once declared, before compile()
+        model.graph_to_json(graph_config_file=os.path.join(files, hugectr_files.GRAPH))
         model.compile()
         if parent is not None:  # loading before compile() throws
             model.load_dense_weights(parent.dense)
@@ -128,19 +134,18 @@ def train(train_parts: list[str], output: str, warm_start: str | None, epochs: i
         t0 = time.time()
         model.fit(max_iter=max_iter, display=max(1, max_iter // 10), eval_interval=max_iter, snapshot=10**9)
         seconds = time.time() - t0
-        eval_metrics = dict(model.get_eval_metrics())
 
-        out = os.path.join(tmp, "out")
-        files = os.path.join(out, HUGECTR_FILES)
-        os.makedirs(files)
         iteration = (parent.iteration if parent else 0) + max_iter
-        model.graph_to_json(graph_config_file=os.path.join(files, hugectr_files.GRAPH))
         model.save_params_to_files(os.path.join(files, hugectr_files.PREFIX), iteration)
         config = {"slot_sizes": graph.slot_sizes, "embedding_dim": graph.embedding_dim,
                   "cross_layers": graph.cross_layers, "mlp_dims": graph.mlp_dims, "dropout": graph.dropout}
-        with open(os.path.join(files, "config.json"), "w") as fh:
+        with open(os.path.join(files, hugectr_files.CONFIG), "w") as fh:
             json.dump(config, fh, indent=2)
         saved = hugectr_files.find(files)
+        try:  # [(name, value)] after the final evaluation; a surprise here must not lose the saved model
+            eval_metrics = {str(k): float(v) for k, v in model.get_eval_metrics()}
+        except Exception as exc:  # noqa: BLE001
+            eval_metrics = {"unavailable": f"{type(exc).__name__}: {exc}"}
         raw_onnx = os.path.join(tmp, "hugectr.onnx")
         hugectr2onnx.converter.convert(onnx_model_path=raw_onnx, graph_config=saved.graph, dense_model=saved.dense,
                                        convert_embedding=True, sparse_models=list(saved.sparse))
