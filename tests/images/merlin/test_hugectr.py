@@ -119,6 +119,10 @@ def test_slot_size_array_comes_from_the_fitted_workflow(for_hugectr, fitted):
     wf_sizes = json.loads((root / "workflow" / "meta.json").read_text())["embedding_sizes"]
     slots = hugectr_data.slot_size_array(res["embedding_sizes"])
     assert slots == [wf_sizes[c] for c in CAT_COLUMNS] and len(slots) == 26
+    # preprocess --hugectr declares it with each partition; train-hugectr reads it from there
+    for day in ("day=0", "day=1"):
+        assert json.loads((out / day / "_preprocess.json").read_text())["slot_size_array"] == slots
+    assert "slot_size_array" not in json.loads((root / "processed" / "day=0" / "_preprocess.json").read_text())
     # every id stays inside its slot, so id + the cumulative offset lands in the slot's own rows
     frame = pq.read_table(out / "day=0" / "train").to_pandas()
     assert all(int(frame[c].max()) < s and int(frame[c].min()) >= 0 for c, s in zip(CAT_COLUMNS, slots, strict=True))
@@ -328,6 +332,9 @@ def test_the_trainer_builds_its_graph_from_the_workflow_or_continues_the_parents
         train_hugectr.graph_for(part, {**parent, "slot_sizes": [s + 1 for s in slots]}, None, None, None, None)
     with pytest.raises(SystemExit, match="needs embedding_dim"):
         train_hugectr.graph_for(part, None, None, 3, [64], None)
+    root = for_hugectr[0]
+    with pytest.raises(SystemExit, match="not preprocessed for HugeCTR.*--hugectr"):
+        train_hugectr.graph_for(str(root / "processed" / "day=0"), None, 8, 3, [64], None)
 
 
 def test_train_hugectr_says_where_it_runs_when_hugectr_is_missing(for_hugectr, tmp_path):

@@ -40,7 +40,7 @@ from criteo_kernel.artifacts import (
 from . import scale_out
 from .decoding import Decoder
 from .hugectr_data import FLOAT_COLUMNS as HUGECTR_FLOAT_COLUMNS
-from .hugectr_data import write_split_files
+from .hugectr_data import slot_size_array, write_split_files
 from .scale_out import ClusterPlan, dask_cluster, list_parquet, piece_dataset, plan_pieces
 from .serving_tables import CompiledWorkflow, check_rows, serving_tables
 from .workflow import build_workflow, embedding_sizes, fit_dataset
@@ -200,7 +200,7 @@ def _preprocess(extracted, output_root, fit_workflow, workflow_url, max_vocab, f
                 if hugectr and paths:
                     write_split_files(out_dir)
             storage.write_json(storage.join(staging, PREPROCESS_META),
-                               {"rows": counts, "embedding_sizes": sizes, "hugectr": hugectr,
+                               {"rows": counts, "embedding_sizes": sizes, **_hugectr_meta(hugectr, sizes),
                                 "workflow": fit_workflow or workflow_url})
         outputs[day] = {"url": final, "rows": counts}
     redecode += decoder.seconds - before
@@ -274,7 +274,7 @@ def _preprocess_distributed(extracted, output_root, fit_workflow, workflow_url, 
                     if hugectr:
                         write_split_files(storage.local_path(out))
                 storage.write_json(storage.join(staging, PREPROCESS_META),
-                                   {"rows": counts, "embedding_sizes": sizes, "hugectr": hugectr,
+                                   {"rows": counts, "embedding_sizes": sizes, **_hugectr_meta(hugectr, sizes),
                                     "workflow": fit_workflow or workflow_url})
             outputs[day] = {"url": final, "rows": counts}
         timings["transform_s"] = time.perf_counter() - t0
@@ -291,6 +291,12 @@ def _preprocess_distributed(extracted, output_root, fit_workflow, workflow_url, 
           f"fit {timings['fit_s']:.2f}s, save {timings['save_s']:.2f}s, transform {timings['transform_s']:.2f}s",
           flush=True)
     return result
+
+
+def _hugectr_meta(hugectr: bool, sizes: dict) -> dict:
+    """What a partition written for HugeCTR declares: the flag, and the reader's slot_size_array
+    (the fitted workflow's vocabulary per categorical column), which train-hugectr reads from here."""
+    return {"hugectr": hugectr, **({"slot_size_array": slot_size_array(sizes)} if hugectr else {})}
 
 
 def _keep_only_parquet(url: str) -> None:

@@ -54,7 +54,10 @@ def _local(url: str, what: str) -> str:
 def graph_for(partition: str, warm: dict | None, embedding_dim, cross_layers, mlp_dims, dropout) -> DCNGraph:
     """The graph from the workflow's slot sizes and the flags, or the parent's config (warm start)."""
     meta = storage.read_json(storage.join(partition, PREPROCESS_META))
-    slots = hugectr_data.slot_size_array(meta["embedding_sizes"])
+    if "slot_size_array" not in meta:
+        raise SystemExit(f"train-hugectr: {partition} was not preprocessed for HugeCTR (no slot_size_array in its "
+                         f"{PREPROCESS_META}): run preprocess with --hugectr")
+    slots = [int(s) for s in meta["slot_size_array"]]
     if warm is not None:  # the parent's hugectr/config.json
         cfg = warm
         if list(cfg["slot_sizes"]) != slots:
