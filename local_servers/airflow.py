@@ -29,6 +29,8 @@ from .process import REPO_ROOT, ServerProcess, free_port, http_ok, listening
 
 AIRFLOW = str(Path(sys.executable).parent / "airflow")
 USER = "admin"
+CONNECT_ARGS_MODULE = "criteo_sqlite_connect"
+SQLITE_BUSY_TIMEOUT_S = 60
 
 
 class LocalAirflow:
@@ -83,10 +85,22 @@ class LocalAirflow:
             "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
             "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "1",
+            # SQLite: a writer waits up to SQLITE_BUSY_TIMEOUT_S for the lock (pysqlite's default is 5 s).
+            # Under load the scheduler, API server, triggerer and tasks outwait that; a backfill whose
+            # dag runs then fail to insert is left behind with none, blocking the DAG's next backfill.
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": f"{CONNECT_ARGS_MODULE}.CONNECT_ARGS",
         }
+
+    def _write_connect_args(self) -> None:
+        """The module the setting above names, in $AIRFLOW_HOME/config (on Airflow's sys.path)."""
+        config = self.home / "config"
+        config.mkdir(parents=True, exist_ok=True)
+        (config / f"{CONNECT_ARGS_MODULE}.py").write_text(
+            f'"""Written by local_servers.airflow."""\nCONNECT_ARGS = {{"timeout": {SQLITE_BUSY_TIMEOUT_S}}}\n')
 
     def start(self) -> LocalAirflow:
         self.home.mkdir(parents=True, exist_ok=True)
+        self._write_connect_args()
         (self.home / "passwords.json").write_text(json.dumps({USER: self.password}))
         (self.home / "passwords.json").chmod(0o600)
         if not http_ok(self.url, timeout=0.5) and listening(self.port):

@@ -95,10 +95,11 @@ def airflow_cli(airflow, *args: str) -> subprocess.CompletedProcess:
     return out
 
 
-def create_backfill(airflow, *args: str, timeout_s: float = 300) -> subprocess.CompletedProcess:
+def create_backfill(airflow, *args: str, timeout_s: float = 420) -> subprocess.CompletedProcess:
     """`airflow backfill create ARGS`. Airflow allows one running backfill per DAG, and marks one
-    completed a scheduler loop or so after its last run ends: until then the command is refused
-    (AlreadyRunningBackfill) and is run again, as a user would."""
+    completed a scheduler loop or so after its last run ends (30 s; a backfill left with no run, 2
+    minutes after its creation): until then the command is refused (AlreadyRunningBackfill) and is
+    run again, as a user would."""
     deadline = time.monotonic() + timeout_s
     while True:
         out = airflow_cli(airflow, "backfill", "create", *args)

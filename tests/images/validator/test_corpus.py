@@ -3,8 +3,9 @@
 Every case (corpus.py) is a raw day file run through `criteo-mlops validate` (in-process; one case
 also as the installed console script), i.e. the real extract and the real GX suite; the cases
 that need learned bounds run with `--reference`, a reference profile learned from clean days the
-pipeline's way. The clean synthetic day and real Criteo rows must pass, and so must 20 clean days
-of other seeds against a reference of yet other seeds (the false-block rate: zero).
+pipeline's way. The clean synthetic day and real Criteo rows must pass, and so must clean days of
+other seeds against a reference of yet other seeds (6 here; `make bench`'s bench_gate.py runs all 20
+and prints the false-block rate).
 """
 from __future__ import annotations
 
@@ -140,11 +141,12 @@ def test_real_criteo_rows_pass(tmp_path, capsys):
 
 
 def test_clean_days_of_other_seeds_are_never_blocked(tmp_path, gate, reference):
-    """The false-block rate: clean days of 20 seeds against a reference learned from 3 others, of
-    other sizes than the reference's days (the distinct counts' bounds are sized to the day)."""
+    """No false block: clean days of 6 seeds (3 small, 3 large) against a reference learned from 3
+    others, of other sizes than the reference's days (the distinct counts' bounds are sized to the
+    day). The rate over all 20 seeds is bench_gate.py's figure (make bench)."""
     ref = profiles.load(str(reference))
     blocked = {}
-    for seed in CLEAN_SEEDS:
+    for seed in CLEAN_SEEDS[:6]:
         day = write(tmp_path / "day_5", clean_day(tmp_path, clean_rows(seed), seed=seed, day=5))
         outcome = gate(day, ref, suites=("raw_day",))
         if outcome.failed_records:
