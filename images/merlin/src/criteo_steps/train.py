@@ -23,6 +23,8 @@ from criteo_kernel import storage
 from criteo_kernel.artifacts import CHECKPOINT, PREPROCESS_META, SUCCESS, TRAIN_META
 from criteo_kernel.schema import CAT_COLUMNS, INT_COLUMNS, LABEL
 
+from .trainer_cli import add_training_arguments, mlp_dims
+
 
 def iter_batches(partitions: list[str], split: str, batch_size: int, chunk_rows: int = 262_144,
                  shuffle: bool = True, seed: int = 0):
@@ -133,28 +135,12 @@ def train(train_parts: list[str], output: str, warm_start: str | None, epochs: i
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(prog="criteo_steps train", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--train", nargs="+", required=True, help="processed day partitions to train on")
-    p.add_argument("--output", required=True, help="where to publish checkpoint.pt and _train.json")
-    p.add_argument("--warm-start", default=None,
-                   help="checkpoint to continue from (incremental); its architecture is kept")
-    # The pipeline's defaults live in the DAG Params (operators/tasks/training.py); the CLI has none.
-    p.add_argument("--epochs", type=int, required=True)
-    p.add_argument("--batch-size", type=int, required=True)
-    p.add_argument("--lr", type=float, required=True)
-    arch = p.add_argument_group("architecture (from scratch only: a warm start keeps its checkpoint's)")
-    arch.add_argument("--embedding-dim", type=int)
-    arch.add_argument("--cross-layers", type=int)
-    arch.add_argument("--mlp-dims", help="comma-separated hidden sizes, e.g. 1024,1024")
-    arch.add_argument("--dropout", type=float, default=None, help="default: the model's (0.5, HugeCTR's sample)")
+    add_training_arguments(p, train_help="processed day partitions to train on",
+                           output_help="where to publish checkpoint.pt and _train.json",
+                           warm_start_help="checkpoint to continue from (incremental); its architecture is kept")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
-    sizes = {"--embedding-dim": a.embedding_dim, "--cross-layers": a.cross_layers, "--mlp-dims": a.mlp_dims}
-    if a.warm_start and any(v is not None for v in [*sizes.values(), a.dropout]):
-        p.error("--embedding-dim, --cross-layers, --mlp-dims and --dropout cannot be given with --warm-start: "
-                "the checkpoint's architecture is continued")
-    if not a.warm_start and any(v is None for v in sizes.values()):
-        p.error(f"training from scratch needs {', '.join(k for k, v in sizes.items() if v is None)}")
-    mlp = [int(x) for x in a.mlp_dims.split(",") if x] if a.mlp_dims else None
+    mlp = mlp_dims(p, a)
     return train(a.train, a.output, a.warm_start, a.epochs, a.batch_size, a.lr, a.embedding_dim,
                  a.cross_layers, mlp, a.dropout, a.threads, a.seed)

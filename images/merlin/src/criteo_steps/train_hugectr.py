@@ -35,6 +35,7 @@ from criteo_kernel.artifacts import HUGECTR_FILES, MODEL_ONNX, PREPROCESS_META, 
 from . import hugectr_data, hugectr_files
 from .hugectr_dcn import DCNGraph, workspace_mb
 from .scale_out import visible_gpus
+from .trainer_cli import add_training_arguments, mlp_dims
 
 TRAINER = "hugectr"
 
@@ -171,26 +172,13 @@ def train(train_parts: list[str], output: str, warm_start: str | None, epochs: i
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(prog="criteo_steps train-hugectr", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--train", nargs="+", required=True, help="processed day partitions (preprocess --hugectr)")
-    p.add_argument("--output", required=True, help="where to publish model.onnx, hugectr/ and _train.json")
-    p.add_argument("--warm-start", default=None, help="the parent version's hugectr/ folder (incremental)")
-    p.add_argument("--epochs", type=int, required=True)
-    p.add_argument("--batch-size", type=int, required=True)
-    p.add_argument("--lr", type=float, required=True)
-    arch = p.add_argument_group("architecture (from scratch only: a warm start keeps its parent's)")
-    arch.add_argument("--embedding-dim", type=int)
-    arch.add_argument("--cross-layers", type=int)
-    arch.add_argument("--mlp-dims", help="comma-separated hidden sizes, e.g. 1024,1024")
-    arch.add_argument("--dropout", type=float, default=None)
+    add_training_arguments(p, train_help="processed day partitions (preprocess --hugectr)",
+                           output_help="where to publish model.onnx, hugectr/ and _train.json",
+                           warm_start_help="the parent version's hugectr/ folder (incremental)")
     p.add_argument("--gpus", default="auto", help="auto (every visible GPU) or comma-separated GPU ids")
     p.add_argument("--workers", type=int, default=0, help="Parquet reader workers (0: one per GPU)")
     a = p.parse_args(argv)
-    sizes = {"--embedding-dim": a.embedding_dim, "--cross-layers": a.cross_layers, "--mlp-dims": a.mlp_dims}
-    if a.warm_start and any(v is not None for v in [*sizes.values(), a.dropout]):
-        p.error("the architecture flags cannot be given with --warm-start: the parent's architecture is continued")
-    if not a.warm_start and any(v is None for v in sizes.values()):
-        p.error(f"training from scratch needs {', '.join(k for k, v in sizes.items() if v is None)}")
+    mlp = mlp_dims(p, a)
     gpus = None if a.gpus == "auto" else [int(g) for g in a.gpus.split(",") if g.strip()]
-    mlp = [int(x) for x in a.mlp_dims.split(",") if x] if a.mlp_dims else None
     return train(a.train, a.output, a.warm_start, a.epochs, a.batch_size, a.lr, a.embedding_dim, a.cross_layers,
                  mlp, a.dropout, gpus, a.workers)
