@@ -37,6 +37,13 @@ def step_images(problems: list[str]) -> dict[str, str]:
     return images
 
 
+def unset_image(step_name: str, image: str, images: dict[str, str]) -> str | None:
+    """Why a step cannot start when the image it runs in is not set (an optional one), else None."""
+    if images.get(image):
+        return None
+    return f"step {step_name} runs in the {image} image: set {image_setting(image)} (pinned by tag or digest)"
+
+
 def result_from_log(text: str) -> dict | None:
     """The manifest a step printed as `STEP_RESULT {...}` (the last one), or None."""
     for line in reversed(text.splitlines()):

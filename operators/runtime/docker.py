@@ -18,7 +18,7 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from ..pipeline.config import setting
 from .catalogue import StepSpec
-from .container import image_setting, result_from_log, step_env, step_images
+from .container import result_from_log, step_env, step_images, unset_image
 
 __all__ = ["DockerSettings", "docker_operator", "exit_code_of_failure", "result_from_log"]
 
@@ -89,11 +89,11 @@ def docker_operator(spec: StepSpec, argv: list[str], *, task_id: str, settings: 
     from airflow.providers.docker.operators.docker import DockerOperator
     from docker.types import DeviceRequest, Mount
 
-    if not settings.images.get(spec.image):
+    unset = unset_image(spec.name, spec.image, settings.images)
+    if unset:
         from airflow.sdk.exceptions import AirflowFailException
 
-        raise AirflowFailException(f"step {spec.name} runs in the {spec.image} image: set "
-                                   f"{image_setting(spec.image)} (pinned by tag or digest)")
+        raise AirflowFailException(unset)
     mounts = [Mount(target=settings.mount_path, source=settings.volume, type="volume")] if settings.volume else []
     return DockerOperator(
         task_id=task_id,

@@ -24,7 +24,7 @@ from kubernetes.client import models as k8s
 
 from ..pipeline.config import setting
 from .catalogue import StepSpec
-from .container import image_setting, result_from_log, step_env, step_images
+from .container import result_from_log, step_env, step_images, unset_image
 
 GPU_RESOURCE = "nvidia.com/gpu"
 ACCELERATOR_LABEL = "cloud.google.com/gke-accelerator"
@@ -139,9 +139,9 @@ def _gcs_bucket(url: str) -> str:
 
 def check_step(spec: StepSpec, settings: PodSettings) -> None:
     """What only some steps need from the settings: an optional image, data as files."""
-    if not settings.images.get(spec.image):
-        raise PodConfigurationError(f"step {spec.name} runs in the {spec.image} image: set {image_setting(spec.image)} "
-                                    "(pinned by tag or digest)")
+    unset = unset_image(spec.name, spec.image, settings.images)
+    if unset:
+        raise PodConfigurationError(unset)
     if not spec.reads_gcs and settings.data == "gcsfs":
         raise PodConfigurationError(f"step {spec.name} reads no gs:// (HugeCTR needs its data as files): set "
                                     "criteo_pod_data=gcsfuse (GKE's Cloud Storage FUSE CSI driver) or pvc")
