@@ -153,9 +153,16 @@ kube-build:
 kube-up: .venv/.installed kube-build
 	.venv/bin/python -m local_servers.kube --work-dir .data/kube
 
-bench: setup
+# bench/ only: polars, the baseline bench_preprocess.py compares the project's preprocessing with.
+.venv-bench/.installed: requirements/bench.lock.txt | $(UV)
+	$(UV) venv -q --allow-existing --python $(PYTHON) .venv-bench
+	$(UV) pip sync -q --python .venv-bench/bin/python --compile-bytecode requirements/bench.lock.txt
+	touch $@
+
+# Each bench prints its figures and, last, `<name>: ratio <x> (<what over what>)`.
+bench: setup .venv-bench/.installed
 	.venv/bin/python bench/bench_parse.py
-	.venv-steps/bin/python bench/bench_preprocess.py
+	.venv-steps/bin/python bench/bench_preprocess.py --compare polars
 	PYTHONPATH=images/kernel/src:images/merlin/src .venv-steps/bin/python bench/bench_train.py
 	.venv/bin/python bench/bench_validate.py
 	.venv/bin/python bench/bench_gate.py
@@ -167,6 +174,7 @@ lock: | $(UV)
 	$(UV) pip compile -q --python-version 3.11 requirements/airflow.in -o requirements/airflow.lock.txt
 	$(UV) pip compile -q --python-version 3.11 --find-links $(TORCH_WHEELS) requirements/steps.in -o requirements/steps.lock.txt
 	$(UV) pip compile -q --python-version 3.11 requirements/triton.in -o requirements/triton.lock.txt
+	$(UV) pip compile -q --python-version 3.11 requirements/bench.in -o requirements/bench.lock.txt
 
 clean:
-	rm -rf .venv .venv-steps .venv-triton .tools .airflow .data
+	rm -rf .venv .venv-steps .venv-triton .venv-bench .tools .airflow .data

@@ -113,6 +113,7 @@ def main() -> int:
     print(f"  the step's own process, no Airflow, no pod: {med(durations['bare']):.2f} s")
     print(f"  API server: pod created -> Succeeded: {med(overhead):.2f} s (min {min(overhead):.2f}, "
           f"max {max(overhead):.2f}, n={len(overhead)})")
+    print(f"bench_pods: ratio {b / a:.2f} (task wall time, kubernetes pod over local process)")
     return 0
 
 

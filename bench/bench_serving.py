@@ -1,15 +1,28 @@
-"""Serving latency and throughput through Triton (gRPC), against the same model in-process.
+"""Serving latency and throughput through Triton (gRPC), against the same model in-process, and the floor.
 
 Builds one model version with the real steps (synth -> extract -> preprocess -> train -> export;
-the DCN in the HugeCTR sample's shape by default), deploys it into a local Triton (python backend:
-numpy preprocessing + onnxruntime, one model instance, one ORT thread) and measures, at each
-batch size, on real held-out rows:
+the DCN in the HugeCTR sample's shape by default), deploys it with the pipeline's own deploy code
+into a local Triton (python backend: numpy preprocessing + onnxruntime, one model instance, one ORT
+thread; the dynamic batcher's queue delay from the Variable criteo_triton_max_queue_delay_us, or
+--queue-delay-us) and measures, at each batch size, on real held-out rows:
 
-- latency p50 / p99 of sequential gRPC requests (one in flight);
-- throughput in rows/s with --concurrency requests in flight (async gRPC);
-- the floor: the same preprocessing + ONNX model called in-process (criteo_serving.CTRModel with
-  one ORT thread, in the Triton environment's interpreter), same batches;
-- the overhead ratio Triton p50 / in-process p50.
+- latency p50 / p99 of sequential gRPC requests (one in flight) to the deployed model;
+- in-process: the same preprocessing + ONNX model (criteo_serving.CTRModel, one ORT thread, in
+  the Triton environment's interpreter) called directly on the same batches, back to back;
+- the floor of Triton itself: an empty gRPC call (ServerLive) and a python-backend identity model
+  (returns its input; same inputs, same dynamic batching; deployed only into this bench's own
+  Triton repository);
+- the same version with the previous default queue delay (--baseline-queue-delay-us, 500) loaded
+  beside it in the same Triton: its latency p50, and the throughput in rows/s of both configs with
+  --concurrency requests in flight (async gRPC, runs alternated);
+- "in-proc idle": the in-process calls again, each after an untimed --idle-us sleep (a served model
+  idles between requests; its caches cool meanwhile), to tell that cost from the stub's;
+
+All of one batch size's measurements are interleaved: --rounds rounds, each running every
+measurement for a block of requests (order rotated per round), so that load from other processes
+on the machine falls on all of them alike. The last line is the headline ratio:
+
+    bench_serving: ratio <x> (Triton batch-1 p50 over in-process p50)
 
     .venv/bin/python bench/bench_serving.py [--rows 100000] [--mlp-dims 1024,1024] [--requests 2000]
 """
@@ -17,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -28,7 +42,15 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-FLOOR = r"""
+BASELINE_MODEL = "criteo_dcn_baseline"   # the same version, the previous config (queue delay 500 us)
+IDENTITY_MODEL = "identity"
+IDENTITY_OUTPUT = "dense_out"
+WARMUP = 5                               # untimed requests before each block
+
+# In-process: a server on stdin ("<batch> <n> <start> <warmup> <idle_us>") answering each block's
+# latencies (ms) as JSON; idle_us > 0 sleeps that long before each call (the model idles between
+# requests when it is served; the sleep is not timed).
+IN_PROCESS = r"""
 import json, sys, time
 import numpy as np
 sys.path.insert(0, sys.argv[1])
@@ -36,28 +58,38 @@ from criteo_serving import CTRModel
 model = CTRModel(sys.argv[1], threads=1)
 data = np.load(sys.argv[2])
 dense, cats = data["dense_raw"], data["cat_hash"]
-out = {}
-for batch in json.loads(sys.argv[3]):
-    n = int(sys.argv[4])
+for line in sys.stdin:
+    batch, n, start, warmup, idle_us = map(int, line.split())
     lat = []
-    for i in range(n + 20):
+    for i in range(start - warmup, start + n):
         s = (i * batch) % (len(dense) - batch)
+        if idle_us:
+            time.sleep(idle_us / 1e6)
         t = time.perf_counter()
         model.predict(dense[s:s + batch], cats[s:s + batch])
-        if i >= 20:
-            lat.append(time.perf_counter() - t)
-    lat = np.array(lat) * 1000
-    out[batch] = {"p50_ms": float(np.percentile(lat, 50)), "p99_ms": float(np.percentile(lat, 99)),
-                  "rows_per_s": float(batch * len(lat) / (lat.sum() / 1000))}
-print(json.dumps(out))
+        if i >= start:
+            lat.append((time.perf_counter() - t) * 1000)
+    print(json.dumps(lat), flush=True)
 """
+
+IDENTITY_PY = '''"""Returns its input: the python backend's own cost, with the model's inputs (bench_serving)."""
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        return [pb_utils.InferenceResponse([pb_utils.Tensor(
+            "{output}", pb_utils.get_input_tensor_by_name(r, "{dense}").as_numpy())]) for r in requests]
+'''
 
 
 def build_version(work: Path, rows: int, mlp_dims: str) -> tuple[Path, Path]:
-    """A trained, exported package and the raw day it came from."""
+    """A trained, exported package and the raw day it came from (reused when `work` has them)."""
     from operators.runtime.catalogue import STEPS
     from operators.runtime.local import LocalProcessRuntime
 
+    if (work / "package" / "_SUCCESS").exists() and (work / "evaluation").exists():
+        return work / "package", work / "raw" / "day_0"
     rt = LocalProcessRuntime()
     rt.run(STEPS["synth"], ["--out", str(work / "raw"), "--days", "0", "--rows", str(rows)])
     rt.run(STEPS["extract"], ["--input", str(work / "raw"), "--day", "0", "--output", str(work / "extracted/day=0")])
@@ -105,26 +137,103 @@ def infer_inputs(dense, cats):
     return inputs
 
 
-def grpc_latency(url: str, model: str, dense, cats, batch: int, n: int) -> dict:
+def add_bench_models(repo_dir: Path, model: str, version: int, baseline_delay_us: int) -> None:
+    """Into the bench's own repository: the deployed version again under BASELINE_MODEL with the
+    previous queue delay, and the identity model (same inputs and batching as the model)."""
+    from criteo_kernel.artifacts import TRITON_CONFIG
+    from criteo_kernel.signature import CATEGORICAL_INPUT, DENSE_INPUT, NUM_DENSE, OUTPUT
+    from operators.hooks.model_repository import with_queue_delay
+
+    deployed = (repo_dir / model / TRITON_CONFIG).read_text()
+    base = repo_dir / BASELINE_MODEL
+    shutil.copytree(repo_dir / model / str(version), base / str(version))
+    (base / TRITON_CONFIG).write_text(with_queue_delay(deployed, baseline_delay_us)
+                                      .replace(f'name: "{model}"', f'name: "{BASELINE_MODEL}"'))
+    ident = repo_dir / IDENTITY_MODEL
+    (ident / "1").mkdir(parents=True)
+    (ident / "1" / "model.py").write_text(IDENTITY_PY.format(output=IDENTITY_OUTPUT, dense=DENSE_INPUT))
+    out = f'{{ name: "{OUTPUT}" data_type: TYPE_FP32 dims: [ 1 ] }}'
+    assert out in deployed, deployed
+    (ident / TRITON_CONFIG).write_text(
+        deployed.replace(f'name: "{model}"', f'name: "{IDENTITY_MODEL}"')
+        .replace(out, f'{{ name: "{IDENTITY_OUTPUT}" data_type: TYPE_FP32 dims: [ {NUM_DENSE} ] }}')
+        .replace(f"versions: [ {version} ]", "versions: [ 1 ]"))
+    assert CATEGORICAL_INPUT in deployed
+
+
+STAGES = ("queue", "compute_input", "compute_infer", "compute_output")
+
+
+def stage_totals(client, model: str) -> dict:
+    """Triton's cumulative per-stage statistics of a model: {stage: (count, ns)}."""
+    stats = client.get_inference_statistics(model, as_json=True)["model_stats"][0]["inference_stats"]
+    return {s: (int(stats.get(s, {}).get("count", 0)), int(stats.get(s, {}).get("ns", 0))) for s in STAGES}
+
+
+def stage_means_ms(before: dict, after: dict) -> dict:
+    """Mean ms per request of each stage between two stage_totals."""
+    return {s: (after[s][1] - before[s][1]) / 1e6 / max(1, after[s][0] - before[s][0]) for s in STAGES}
+
+
+class Latency:
+    """Sequential requests (one in flight), block by block; `.ms` holds every timed latency."""
+
+    def __init__(self, run_block):
+        self.run_block = run_block
+        self.ms: list[float] = []
+        self.next = 0
+
+    def block(self, batch: int, n: int) -> None:
+        self.ms.extend(self.run_block(batch, n, self.next))
+        self.next += n
+
+    def stats(self) -> dict:
+        a = np.array(self.ms)
+        return {"p50_ms": float(np.percentile(a, 50)), "p99_ms": float(np.percentile(a, 99)), "n": len(a)}
+
+
+def grpc_block(client, model: str, output: str, dense, cats):
     import tritonclient.grpc as grpcclient
 
-    from criteo_kernel.signature import OUTPUT
-
-    client = grpcclient.InferenceServerClient(url)
-    lat = []
-    for i in range(n + 20):
-        s = (i * batch) % (len(dense) - batch)
-        inputs = infer_inputs(dense[s:s + batch], cats[s:s + batch])
-        t = time.perf_counter()
-        client.infer(model, inputs, outputs=[grpcclient.InferRequestedOutput(OUTPUT)])
-        if i >= 20:  # warm-up excluded
-            lat.append(time.perf_counter() - t)
-    lat = np.array(lat) * 1000
-    return {"p50_ms": float(np.percentile(lat, 50)), "p99_ms": float(np.percentile(lat, 99)),
-            "rows_per_s_sequential": float(batch * len(lat) / (lat.sum() / 1000))}
+    def run(batch: int, n: int, start: int) -> list[float]:
+        lat = []
+        for i in range(start - WARMUP, start + n):
+            s = (i * batch) % (len(dense) - batch)
+            inputs = infer_inputs(dense[s:s + batch], cats[s:s + batch])
+            t = time.perf_counter()
+            client.infer(model, inputs, outputs=[grpcclient.InferRequestedOutput(output)])
+            if i >= start:
+                lat.append((time.perf_counter() - t) * 1000)
+        return lat
+    return run
 
 
-def grpc_throughput(url: str, model: str, dense, cats, batch: int, n: int, concurrency: int) -> float:
+def live_block(client):
+    def run(batch: int, n: int, start: int) -> list[float]:
+        lat = []
+        for i in range(n + WARMUP):
+            t = time.perf_counter()
+            client.is_server_live()
+            if i >= WARMUP:
+                lat.append((time.perf_counter() - t) * 1000)
+        return lat
+    return run
+
+
+def in_process_block(proc, idle_us: int = 0):
+    def run(batch: int, n: int, start: int) -> list[float]:
+        proc.stdin.write(f"{batch} {n} {start} {WARMUP} {idle_us}\n")
+        proc.stdin.flush()
+        line = proc.stdout.readline()
+        if not line:
+            raise RuntimeError("the in-process measurement died: " + proc.stderr.read())
+        return json.loads(line)
+    return run
+
+
+def grpc_throughput(url: str, model: str, dense, cats, batch: int, n: int, concurrency: int,
+                    start: int = 0) -> tuple[int, float]:
+    """(rows, seconds) for n requests with `concurrency` in flight."""
     import queue
     import threading
 
@@ -141,17 +250,18 @@ def grpc_throughput(url: str, model: str, dense, cats, batch: int, n: int, concu
         done.put(error)
 
     t = time.perf_counter()
-    for i in range(n):
+    for i in range(start, start + n):
         s = (i * batch) % (len(dense) - batch)
         inputs = infer_inputs(dense[s:s + batch], cats[s:s + batch])
         slots.acquire()
         client.async_infer(model, inputs, callback, outputs=[grpcclient.InferRequestedOutput(OUTPUT)])
     errors = [done.get() for _ in range(n)]
     took = time.perf_counter() - t
+    client.close()
     bad = [e for e in errors if e is not None]
     if bad:
         raise RuntimeError(f"{len(bad)} of {n} requests failed: {bad[0]}")
-    return batch * n / took
+    return batch * n, took
 
 
 def main() -> None:
@@ -159,48 +269,134 @@ def main() -> None:
     p.add_argument("--rows", type=int, default=100_000, help="rows of the synthetic day the model trains on")
     p.add_argument("--mlp-dims", default="1024,1024")
     p.add_argument("--batches", default="1,64")
-    p.add_argument("--requests", type=int, default=2000, help="timed requests per batch size (latency)")
+    p.add_argument("--requests", type=int, default=2000, help="timed requests per measurement and batch size")
+    p.add_argument("--rounds", type=int, default=10, help="interleaved blocks the requests are split into")
     p.add_argument("--concurrency", type=int, default=4)
-    p.add_argument("--work", default=None)
+    p.add_argument("--idle-us", type=int, default=600,
+                   help="the in-process run after idling: sleep this long before each call (about the "
+                        "identity model's p50, what a served model idles between requests one at a time)")
+    p.add_argument("--queue-delay-us", type=int, default=None,
+                   help="the deployed config's max_queue_delay_microseconds (default: the Variable "
+                        "criteo_triton_max_queue_delay_us, else its default)")
+    p.add_argument("--baseline-queue-delay-us", type=int, default=500,
+                   help="the config compared with for throughput (the previous default)")
+    p.add_argument("--work", default=None, help="work folder; a version already built there is reused")
     a = p.parse_args()
     batches = [int(b) for b in a.batches.split(",")]
     work = Path(a.work or tempfile.mkdtemp(prefix="bench-serving-"))
+    work.mkdir(parents=True, exist_ok=True)
     from datetime import date
+
+    import tritonclient.grpc as grpcclient
 
     from criteo_kernel.artifacts import SMOKE_ROWS
     from local_servers.stack import ServingStack
     from operators.deploy import promote
-    from operators.hooks.model_repository import ModelRepositoryHook
+    from operators.hooks.model_repository import ModelRepositoryHook, queue_delay_setting
     from operators.hooks.triton import TritonHook
     from operators.pipeline.config import PipelineConfig
     from operators.pipeline.layout import Layout
 
+    t0 = time.monotonic()
     package, raw_day = build_version(work, a.rows, a.mlp_dims)
-    rows = held_out_rows(raw_day, 20_000, work)
+    rows = work / "rows.npz" if (work / "rows.npz").exists() else held_out_rows(raw_day, 20_000, work)
     data = np.load(rows)
     dense, cats = data["dense_raw"], data["cat_hash"]
+    built_s = time.monotonic() - t0
     base = work / "bucket"
+    if base.exists():
+        shutil.rmtree(base)
     cfg = PipelineConfig(base_url=str(base), raw_url=str(base / "raw"), runtime="local", day0=date(2026, 1, 1),
                          num_days=24, model_name="criteo_dcn")
-    repo = ModelRepositoryHook(Layout(cfg))
+    delay = queue_delay_setting() if a.queue_delay_us is None else a.queue_delay_us
+    repo = ModelRepositoryHook(Layout(cfg), max_queue_delay_us=delay)
     version = repo.push(str(package), {"run_key": "bench"},
                         extra_files={SMOKE_ROWS: str(work / "evaluation" / SMOKE_ROWS)})
+    model = cfg.model_name
     with ServingStack(base, work / "services", monitor=False, prometheus=False) as stack:
-        promote(repo, TritonHook(stack.triton.grpc_url), version)
-        floor = json.loads(subprocess.run(
-            [str(REPO / ".venv-triton/bin/python"), "-c", FLOOR, f"{repo.model_dir.path}/{version}", str(rows),
-             json.dumps(batches), str(a.requests)], check=True, capture_output=True, text=True).stdout)
-        print(f"\nserving the DCN (MLP {a.mlp_dims}) through Triton {stack.triton.grpc_url} (gRPC, python backend + "
-              f"onnxruntime, 1 instance, 1 ORT thread) vs in-process onnxruntime; {a.requests} timed requests each")
-        print(f"{'batch':>6} {'triton p50':>11} {'p99':>8} {'seq rows/s':>11} {'rows/s @' + str(a.concurrency):>12} "
-              f"{'in-proc p50':>12} {'p99':>8} {'rows/s':>9} {'overhead p50':>13}")
-        for b in batches:
-            lat = grpc_latency(stack.triton.grpc_url, "criteo_dcn", dense, cats, b, a.requests)
-            tput = grpc_throughput(stack.triton.grpc_url, "criteo_dcn", dense, cats, b, a.requests, a.concurrency)
-            f = floor[str(b)]
-            print(f"{b:>6} {lat['p50_ms']:>9.3f}ms {lat['p99_ms']:>6.3f}ms {lat['rows_per_s_sequential']:>11,.0f} "
-                  f"{tput:>12,.0f} {f['p50_ms']:>10.3f}ms {f['p99_ms']:>6.3f}ms {f['rows_per_s']:>9,.0f} "
-                  f"{lat['p50_ms'] / f['p50_ms']:>12.2f}x")
+        url = stack.triton.grpc_url
+        promote(repo, TritonHook(url), version)     # deploy's promotion: config.pbtxt, load, smoke inference
+        repo_dir = Path(repo.model_dir.path).parent   # the bench's own Triton repository
+        add_bench_models(repo_dir, model, version, a.baseline_queue_delay_us)
+        hook = TritonHook(url)
+        for m in (BASELINE_MODEL, IDENTITY_MODEL):
+            hook.load_model(m)
+        in_proc = subprocess.Popen(
+            [str(REPO / ".venv-triton/bin/python"), "-c", IN_PROCESS, str(repo_dir / model / str(version)), str(rows)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        client = grpcclient.InferenceServerClient(url)
+        names = ["triton", "in_process", "identity", "grpc_empty", "in_process_idle", "triton_baseline"]
+        results: dict[int, dict] = {}
+        tput: dict[int, dict[str, list[float]]] = {}
+        n_block = max(1, a.requests // a.rounds)
+        n_tput = max(a.concurrency * 4, a.requests // 4)   # per run: each config gets `requests` in all
+        try:
+            for b in batches:
+                meas = {"triton": Latency(grpc_block(client, model, "ctr", dense, cats)),
+                        "in_process": Latency(in_process_block(in_proc)),
+                        "identity": Latency(grpc_block(client, IDENTITY_MODEL, IDENTITY_OUTPUT, dense, cats)),
+                        "grpc_empty": Latency(live_block(client)),
+                        "in_process_idle": Latency(in_process_block(in_proc, a.idle_us)),
+                        "triton_baseline": Latency(grpc_block(client, BASELINE_MODEL, "ctr", dense, cats))}
+                before = {m: stage_totals(client, m) for m in (model, IDENTITY_MODEL)}
+                for r in range(a.rounds):
+                    for name in names[r % len(names):] + names[:r % len(names)]:
+                        meas[name].block(b, n_block)
+                results[b] = {k: v.stats() for k, v in meas.items()}
+                results[b]["stages_ms"] = {m: stage_means_ms(before[m], stage_totals(client, m))
+                                           for m in (model, IDENTITY_MODEL)}
+                # Throughput, deployed config and the baseline alternated (4 runs each, order swapped).
+                acc = {"new": [0, 0.0], "old": [0, 0.0]}
+                for r, which in enumerate(["new", "old", "old", "new"] * 2):
+                    n_rows, took = grpc_throughput(url, model if which == "new" else BASELINE_MODEL, dense, cats, b,
+                                                   n_tput, a.concurrency, start=r * n_tput)
+                    acc[which][0] += n_rows
+                    acc[which][1] += took
+                tput[b] = {k: v[0] / v[1] for k, v in acc.items()}
+        finally:
+            in_proc.stdin.close()
+            in_proc.wait(timeout=60)
+            client.close()
+    took_s = time.monotonic() - t0
+
+    print(f"\nserving the DCN (MLP {a.mlp_dims}) through Triton 2.51 (gRPC from this machine; python backend: "
+          f"numpy preprocessing + onnxruntime, 1 instance, 1 ORT thread; dynamic batching, "
+          f"max_queue_delay_microseconds {delay} deployed, {a.baseline_queue_delay_us} baseline) vs the same "
+          f"CTRModel in-process; {a.requests} timed requests per cell in {a.rounds} interleaved rounds; "
+          f"version built/reused in {built_s:.0f} s, {took_s:.0f} s in all")
+    q_old, q_new = f"q{a.baseline_queue_delay_us}", f"q{delay}"
+    head = (f"{'batch':>5} | {'Triton p50':>10} {'p99':>8} | {'in-proc p50':>11} {'p99':>8} | {'identity p50':>12} "
+            f"| {'empty gRPC p50':>14} | {'in-proc idle p50':>16} | {'Triton ' + q_old + ' p50':>15} "
+            f"| {'rows/s @' + str(a.concurrency) + ' ' + q_old:>15} "
+            f"{q_new:>9} {'new/old':>7} | {'Triton/in-proc':>14} {'identity/in-proc':>16}")
+    print(head)
+    print("-" * len(head))
+    for b in batches:
+        r, t = results[b], tput[b]
+        tr, ip, idn, em, idle = r["triton"], r["in_process"], r["identity"], r["grpc_empty"], r["in_process_idle"]
+        print(f"{b:>5} | {tr['p50_ms']:>8.3f}ms {tr['p99_ms']:>6.3f}ms | {ip['p50_ms']:>9.3f}ms {ip['p99_ms']:>6.3f}ms "
+              f"| {idn['p50_ms']:>10.3f}ms | {em['p50_ms']:>12.3f}ms | {idle['p50_ms']:>14.3f}ms "
+              f"| {r['triton_baseline']['p50_ms']:>13.3f}ms "
+              f"| {t['old']:>15,.0f} {t['new']:>9,.0f} {t['new'] / t['old']:>6.2f}x "
+              f"| {tr['p50_ms'] / ip['p50_ms']:>13.2f}x {idn['p50_ms'] / ip['p50_ms']:>15.2f}x")
+    print(f"\nin-proc idle: the same in-process calls, each after a {a.idle_us} us sleep (as a served model idles "
+          "between requests).")
+    print("where the Triton p50 goes (p50 differences):")
+    for b in batches:
+        r = results[b]
+        em, idn, tr = r["grpc_empty"]["p50_ms"], r["identity"]["p50_ms"], r["triton"]["p50_ms"]
+        print(f"  batch {b}: empty gRPC call {em:.3f} ms + Triton and the python backend's hop (identity - empty) "
+              f"{idn - em:.3f} ms + the model in the stub (Triton - identity) {tr - idn:.3f} ms, which in-process "
+              f"takes {r['in_process']['p50_ms']:.3f} ms back to back, "
+              f"{r['in_process_idle']['p50_ms']:.3f} ms after idling")
+    for b in batches:
+        print(f"Triton's own statistics, mean per request at batch {b} (one in flight): " + "; ".join(
+            f"{m}: " + ", ".join(f"{k} {v:.3f}" for k, v in st.items()) + " ms"
+            for m, st in results[b]["stages_ms"].items()))
+    print(json.dumps({"queue_delay_us": delay, "latency": results, "throughput": tput}))
+    head_b = batches[0]
+    print(f"bench_serving: ratio {results[head_b]['triton']['p50_ms'] / results[head_b]['in_process']['p50_ms']:.2f} "
+          f"(Triton batch-{head_b} p50 over in-process p50)")
 
 
 if __name__ == "__main__":

@@ -71,6 +71,7 @@ def main() -> None:
 
         print(f"\nvalidate day 1 ({a.rows:,} rows), 2 cores; each run a fresh process incl. ~7 s GX import")
         print(f"{'mode':44s} {'wall s':>7s} {'GX s':>6s} {'rows/s (day)':>13s} {'peak RSS':>9s} {'exit':>4s}")
+        walls: list[float] = []
         for label, extra in (("raw_day + drift, default 200k-row sample", []),
                              ("raw_day + drift, every row (--sample-rows 0)", ["--sample-rows", "0"])):
             wall, rss, code, res = run(["--input", f"{root}/extracted/day=1", "--suite", "raw_day", "drift",
@@ -78,6 +79,8 @@ def main() -> None:
                                         "--reference", f"{root}/ref.json", *extra], env)
             print(f"{label:44s} {wall:7.1f} {res['gx_seconds']:6.1f} {a.rows / wall:13,.0f} "
                   f"{rss / 2**20:7.0f}MB {code:4d}   (rows validated: {res['rows_validated']:,})", flush=True)
+            walls.append(wall)
+        print(f"bench_validate: ratio {walls[1] / walls[0]:.2f} (wall time, every row over the default sample)")
     finally:
         if not a.keep:
             shutil.rmtree(root, ignore_errors=True)

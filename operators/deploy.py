@@ -7,7 +7,8 @@ the held-out rows its smoke inference uses are the evaluate step's outputs, name
 Promotion, used by deploy and by `criteo-mlops rollback`:
 
 1. Triton must answer before anything changes (else: a retryable error, nothing touched);
-2. the model's config.pbtxt is pointed at the version (see model_repository) and Triton is told
+2. the model's config.pbtxt is pointed at the version, with the dynamic batcher's queue delay
+   from the Variable criteo_triton_max_queue_delay_us (see model_repository), and Triton is told
    to load the model (explicit model control): it loads that version and drops the old one;
 3. smoke inference: the held-out rows saved by the evaluate step (`smoke.npz` in the version)
    go through Triton over gRPC; the predictions must equal the offline ones and the response
@@ -171,12 +172,16 @@ class DeployModelOperator(BaseOperator):
 
         from criteo_kernel.artifacts import SMOKE_ROWS
 
-        from .hooks.model_repository import ModelRepositoryHook
+        from .hooks.model_repository import ModelRepositoryHook, queue_delay_setting
         from .hooks.triton import TritonHook, TritonModelError
 
         blessing = plain(self.blessing) if self.blessing else {}
         if not blessing.get("blessed") or not blessing.get("package"):
             raise AirflowFailException(f"deploy needs a blessed package; the blessing says {blessing!r}")
+        try:  # promotion writes it into config.pbtxt: a bad value fails here, before anything is pushed
+            queue_delay_setting()
+        except ValueError as exc:
+            raise AirflowFailException(f"{exc}. Nothing was deployed; fix the Variable and clear the task") from None
         hook = ModelRepositoryHook.from_settings()
         layout, cfg = hook.layout, hook.layout.cfg
         production = hook.production_version()

@@ -9,6 +9,9 @@ The production version is named by the model's own `config.pbtxt`
 any Triton that (re)loads the model, a restarted one included, serves exactly that version, and a
 pushed but unpromoted version, or a half-copied one, is never loaded. A repository written
 before the pointer existed (policy `latest`) falls back to the highest complete version.
+The same write sets the dynamic batcher's queue delay from the Variable
+`criteo_triton_max_queue_delay_us` (the rest of the version's config is kept as exported), so a
+change of that setting takes effect at the next deploy or rollback.
 A version whose promotion failed keeps its files for inspection, loses `_SUCCESS` and gets
 `_REJECTED` (the reason), so it is neither production nor a rerun's "already deployed". A version
 left by a rollback gets `_ROLLED_BACK`, so no rerun of its deploy promotes it again.
@@ -42,6 +45,40 @@ def with_version_policy(config_text: str, version: int) -> str:
     return config_text.rstrip("\n") + "\n" + policy + "\n"
 
 
+QUEUE_DELAY_SETTING = "criteo_triton_max_queue_delay_us"
+MAX_QUEUE_DELAY_US = 1_000_000   # a second: anything longer is a typo (Triton's own limit is far above)
+_QUEUE_DELAY = re.compile(r"(max_queue_delay_microseconds\s*:\s*)(\d+)")
+_DYNAMIC_BATCHING = re.compile(r"dynamic_batching\s*\{")
+
+
+def parse_queue_delay(value) -> int:
+    """A queue delay setting's value as whole microseconds; a ValueError naming the Variable if it is not one."""
+    text = str(value).strip()
+    if not re.fullmatch(r"[0-9]+", text) or int(text) > MAX_QUEUE_DELAY_US:
+        raise ValueError(f"{QUEUE_DELAY_SETTING}={value!r}: expected a whole number of microseconds from 0 to "
+                         f"{MAX_QUEUE_DELAY_US} (the dynamic batcher's max_queue_delay_microseconds; 0 = no wait)")
+    return int(text)
+
+
+def queue_delay_setting() -> int:
+    """The Variable criteo_triton_max_queue_delay_us (else its default), checked."""
+    from ..pipeline.config import setting
+
+    return parse_queue_delay(setting(QUEUE_DELAY_SETTING))
+
+
+def with_queue_delay(config_text: str, delay_us: int) -> str:
+    """The model config with its dynamic batcher's max_queue_delay_microseconds set to `delay_us`;
+    the rest of the text unchanged. A config without dynamic batching is left as it is."""
+    delay_us = parse_queue_delay(delay_us)
+    if _QUEUE_DELAY.search(config_text):
+        return _QUEUE_DELAY.sub(lambda m: f"{m.group(1)}{delay_us}", config_text, count=1)
+    if _DYNAMIC_BATCHING.search(config_text):   # `dynamic_batching { }`: Triton's default delay, 0
+        return _DYNAMIC_BATCHING.sub(lambda m: f"{m.group(0)} max_queue_delay_microseconds: {delay_us}",
+                                     config_text, count=1)
+    return config_text
+
+
 def pinned_version(config_text: str) -> int | None:
     m = _SPECIFIC.search(config_text)
     return int(m.group(1)) if m else None
@@ -51,11 +88,14 @@ class ModelRepositoryHook:
     """The versions of one model in the Triton repository (a folder or gs://), and which one serves.
 
     :param layout: where the repository lies (Layout of the pipeline's settings); see `from_settings`.
+    :param max_queue_delay_us: the dynamic batcher's queue delay `set_production` writes; default:
+        the Variable criteo_triton_max_queue_delay_us, read at each promotion.
     """
 
-    def __init__(self, layout: Layout):
+    def __init__(self, layout: Layout, max_queue_delay_us: int | None = None):
         self.layout = layout
         self.model_dir = storage_path(layout.model_dir())
+        self.max_queue_delay_us = None if max_queue_delay_us is None else parse_queue_delay(max_queue_delay_us)
 
     @classmethod
     def from_settings(cls) -> ModelRepositoryHook:
@@ -87,11 +127,14 @@ class ModelRepositoryHook:
         return pinned
 
     def set_production(self, version: int) -> int | None:
-        """Point the model's config.pbtxt at `version` (one object write); return the previous one."""
+        """Point the model's config.pbtxt at `version` (one object write), with the queue delay
+        setting in its dynamic_batching; return the previous version."""
+        delay = self.max_queue_delay_us if self.max_queue_delay_us is not None else queue_delay_setting()
         if version not in self.versions():
             raise ValueError(f"version {version} of {self.layout.cfg.model_name} is not complete in {self.model_dir}")
         previous = self.production_version()
         text = with_version_policy((self.model_dir / str(version) / CONFIG).read_text(), version)
+        text = with_queue_delay(text, delay)
         write_text_atomic(self.model_dir / CONFIG, text)
         log.info("production pointer of %s: %s -> %s", self.layout.cfg.model_name, previous, version)
         return previous

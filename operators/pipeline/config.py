@@ -35,6 +35,10 @@ SETTINGS: dict[str, tuple[str, str]] = {
     "criteo_model_name": (MODEL_NAME, "the model's name in the Triton repository"),
     "criteo_keep_versions": ("5", "model versions kept in the repository after a deploy (production always is)"),
     "criteo_triton_grpc_url": ("127.0.0.1:8001", "the Triton server deploy and rollback talk to (host:port)"),
+    "criteo_triton_max_queue_delay_us": ("0", "the model's dynamic_batching max_queue_delay_microseconds, written "
+                                         "into config.pbtxt at deploy (a whole number of microseconds, 0 to 1000000). "
+                                         "0: a request that finds the model idle runs at once; requests that queued "
+                                         "while it was busy are still batched together"),
     "criteo_prometheus_url": ("http://127.0.0.1:9090", "the Prometheus the monitoring sensors query"),
     "criteo_request_log_url": ("<base>/request_log", "the inference client's request log"),
     # Scale inside the preprocess step (images/merlin criteo_steps.scale_out), any runtime.

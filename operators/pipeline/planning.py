@@ -68,11 +68,32 @@ def choose_trainer(requested: str, runtime: str, production_trainer: str | None 
     return trainer
 
 
-def _trainer_plan(trainer: str, parent_dir: str | None) -> dict:
-    """The plan's entries that depend on the trainer."""
+# The `precision` Param: what each trainer can train in (the PyTorch step's --precision).
+PRECISIONS = {"pytorch": ("fp32", "bf16"), "hugectr": ("fp32",)}
+
+
+def choose_precision(requested: str, trainer: str) -> str:
+    """The run's training precision. `requested`: the `precision` Param (fp32 or bf16); bf16 is the
+    PyTorch trainer's opt-in autocast mode (fp32 master weights and checkpoint)."""
+    if requested not in PRECISIONS["pytorch"]:
+        raise TrainerChoiceError(f"precision={requested!r}: expected {' or '.join(PRECISIONS['pytorch'])}")
+    if requested not in PRECISIONS[trainer]:
+        raise TrainerChoiceError(
+            f"precision={requested} with trainer={trainer}: the HugeCTR trainer (train_hugectr) trains in "
+            f"{' or '.join(PRECISIONS[trainer])} only; use precision=fp32, or trainer=pytorch for bf16")
+    return requested
+
+
+def _trainer_plan(trainer: str, parent_dir: str | None, precision: str = "fp32") -> dict:
+    """The plan's entries that depend on the trainer (and its precision)."""
     step, warm = TRAINERS[trainer]
-    return {"trainer": trainer, "train_step": step,
+    return {"trainer": trainer, "train_step": step, "precision": choose_precision(precision, trainer),
             "warm_start": f"{parent_dir}/{warm}" if parent_dir else None}
+
+
+def _precision_args(trainer: dict) -> dict:
+    """The train step's precision flag: none for fp32 (the default; train_hugectr has no such flag)."""
+    return {"--precision": trainer["precision"]} if trainer["precision"] != "fp32" else {}
 
 
 def _common(layout: Layout, run_key: str, days: list[int], params: dict, baseline_dir: str | None,
@@ -123,7 +144,8 @@ def plan_incremental(cfg: PipelineConfig, logical_date: date | datetime, params:
     parent_dir = layout.version_dir(parent)
     # versions from before the HugeCTR trainer record none: PyTorch made them
     trainer = _trainer_plan(choose_trainer(str(params.get("trainer", "auto")), cfg.runtime,
-                                           parent_lineage.get("trainer", "pytorch")), parent_dir)
+                                           parent_lineage.get("trainer", "pytorch")), parent_dir,
+                            str(params.get("precision", "fp32")))
     # The day is validated against, and the new version ships, the window it descends from.
     plan = _common(layout, run_key, [day], params, parent_dir, docs_run, f"{parent_dir}/{REFERENCE_PROFILE}")
     plan.update({
@@ -137,7 +159,8 @@ def plan_incremental(cfg: PipelineConfig, logical_date: date | datetime, params:
                             "--hugectr": trainer["trainer"] == "hugectr"},
         "train_args": {"--output": f"{layout.candidate(run_key)}/train",
                        "--warm-start": trainer["warm_start"], "--epochs": int(params["epochs"]),
-                       "--batch-size": int(params["batch_size"]), "--lr": float(params["learning_rate"])},
+                       "--batch-size": int(params["batch_size"]), "--lr": float(params["learning_rate"]),
+                       **_precision_args(trainer)},
     })
     plan["export_args"]["--trainer"] = trainer["trainer"]
     plan["extract_args"] = plan["per_day"][0]["extract_args"]
@@ -161,9 +184,12 @@ def plan_full(cfg: PipelineConfig, logical_date: date | datetime, params: dict, 
     days = window_days(cfg, logical_date, int(params["end_day"]), int(params["window_days"]))
     hyper = {k: params[k] for k in ("epochs", "batch_size", "learning_rate", "mlp_dims", "embedding_dim",
                                     "cross_layers", "max_vocab")}
-    trainer = _trainer_plan(choose_trainer(str(params.get("trainer", "auto")), cfg.runtime), None)
+    trainer = _trainer_plan(choose_trainer(str(params.get("trainer", "auto")), cfg.runtime), None,
+                            str(params.get("precision", "fp32")))
     if trainer["trainer"] != "pytorch":  # PyTorch's run keys stay those of the releases before HugeCTR
         hyper["trainer"] = trainer["trainer"]
+    if trainer["precision"] != "fp32":  # likewise fp32's run keys stay those from before the choice
+        hyper["precision"] = trainer["precision"]
     run_key = f"full-day{days[0]}-{days[-1]}-{fingerprint(hyper)}"
     parent = _parent(hook, run_key)
     parent_dir = layout.version_dir(parent) if parent is not None else None
@@ -185,7 +211,7 @@ def plan_full(cfg: PipelineConfig, logical_date: date | datetime, params: dict, 
                        "--epochs": int(params["epochs"]), "--batch-size": int(params["batch_size"]),
                        "--lr": float(params["learning_rate"]), "--mlp-dims": params["mlp_dims"],
                        "--embedding-dim": int(params["embedding_dim"]),
-                       "--cross-layers": int(params["cross_layers"])},
+                       "--cross-layers": int(params["cross_layers"]), **_precision_args(trainer)},
     })
     plan["export_args"]["--trainer"] = trainer["trainer"]
     return plan

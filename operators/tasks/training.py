@@ -34,6 +34,12 @@ TRAINING_PARAMS = {
                                  "(GPU pods, the merlin image's hugectr target) and pytorch elsewhere; a daily run "
                                  "keeps the trainer that made production (it warm-starts from its files). Asking a "
                                  "daily run for another trainer fails: switching needs a full retrain."),
+    "precision": Param("fp32", type="string", enum=["fp32", "bf16"], title="Training precision",
+                       description="fp32 (default), or bf16: the PyTorch trainer runs forward and backward under "
+                                   "bfloat16 autocast, keeping float32 master weights and checkpoint. Faster only "
+                                   "where the hardware multiplies bf16 (AMX / AVX512-BF16 CPUs, GPUs); no gain "
+                                   "elsewhere. The hugectr trainer refuses bf16. A full retrain in bf16 is a "
+                                   "different run (its run key names the precision)."),
 }
 
 
@@ -198,7 +204,8 @@ def train_evaluate_deploy(plan, extracted, raw_inputs, validation, reference_pro
         run_key=plan["run_key"],
         inputs={"raw": raw_inputs, "workflow_id": plan["workflow_id"], "parent_version": plan["parent_version"],
                 "hyperparameters": plan["train_args"]},
-        lineage={"mode": mode, "trainer": plan["trainer"], "days": plan["days"], "workflow_id": plan["workflow_id"],
+        lineage={"mode": mode, "trainer": plan["trainer"], "precision": plan["precision"], "days": plan["days"],
+                 "workflow_id": plan["workflow_id"],
                  "parent_version": plan["parent_version"], "validation": validation,
                  "processed_validation": validate_processed.output,
                  "training": train.output, "evaluation": evaluate.output, "export": export.output,

@@ -96,6 +96,13 @@ def test_both_training_dags_let_the_user_choose_the_trainer(dagbag, dag_id):
     assert "hugectr on criteo_runtime=kubernetes" in p.description and "full retrain" in p.description
 
 
+@pytest.mark.parametrize("dag_id", ["criteo_full_retrain", "criteo_incremental_training"])
+def test_both_training_dags_let_the_user_choose_the_precision(dagbag, dag_id):
+    p = dagbag.get_dag(dag_id).params.get_param("precision")
+    assert p.value == "fp32" and p.schema["enum"] == ["fp32", "bf16"]
+    assert "bfloat16 autocast" in p.description and "hugectr trainer refuses bf16" in p.description
+
+
 def test_dag_graph_has_no_cycles(dagbag):
     for dag in dagbag.dags.values():
         # topological order exists only for an acyclic graph

@@ -79,6 +79,7 @@ def test_full_retrain_then_two_incremental_days(dagbag, bucket):
     assert first["hyperparameters"]["mlp_dims"] == "128,128"
     # the trainer is part of the lineage; the embedded default's auto is PyTorch
     assert first["trainer"] == "pytorch" and first["export"]["trainer"] == "pytorch"
+    assert first["precision"] == "fp32" and first["training"]["metrics"]["precision"] == "fp32"
 
     for day, expected in ((2, 2), (3, 3)):
         dr, states = run(dagbag, "criteo_incremental_training", day, {"auc_floor": 0.6})

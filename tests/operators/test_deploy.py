@@ -86,6 +86,15 @@ def test_deploy_ships_only_what_the_gate_blessed(bucket):
     assert list((bucket / "model_repository").iterdir()) == []
 
 
+def test_deploy_rejects_a_bad_queue_delay_before_pushing(bucket, packages, tmp_path, monkeypatch):
+    from airflow.sdk.exceptions import AirflowFailException
+
+    monkeypatch.setenv("AIRFLOW_VAR_CRITEO_TRITON_MAX_QUEUE_DELAY_US", "half a millisecond")
+    with pytest.raises(AirflowFailException, match="criteo_triton_max_queue_delay_us='half a millisecond': expected"):
+        deploy(packages, 0, "run-a", smoke_file(tmp_path / "s0.npz", packages, 0))
+    assert list((bucket / "model_repository").iterdir()) == []   # nothing pushed
+
+
 def test_deploy_promotes_then_rollback_and_roll_forward(server, packages, tmp_path):
     from criteo_kernel.artifacts import ROLLED_BACK
     from operators.deploy import rollback

@@ -6,7 +6,7 @@ import pytest
 
 from operators.hooks.model_repository import ModelRepositoryHook
 from operators.pipeline.layout import DayOutOfRange, Layout, day_for_date
-from operators.pipeline.planning import NoProductionModel, plan_full, plan_incremental, window_days
+from operators.pipeline.planning import NoProductionModel, TrainerChoiceError, plan_full, plan_incremental, window_days
 
 pytestmark = pytest.mark.unit
 PARAMS = {"epochs": 1, "batch_size": 4096, "learning_rate": 0.001, "auc_floor": 0.7, "max_auc_drop": 0.01,
@@ -166,3 +166,40 @@ def test_switching_trainer_on_a_daily_run_asks_for_a_full_retrain(cfg):
     with pytest.raises(ValueError, match="production was trained by pytorch.*trigger criteo_full_retrain with "
                                          "trainer=hugectr"):
         plan_incremental(k8s, date(2026, 1, 5), {**PARAMS, "trainer": "hugectr"}, repo(k8s))
+
+
+# -- the precision: a Param, bf16 opt-in for the PyTorch trainer only -------------------------------
+
+def test_fp32_plans_are_those_from_before_the_precision_choice(cfg):
+    default = plan_full(cfg, date(2026, 1, 3), {**PARAMS, "end_day": 2}, repo(cfg))
+    fp32 = plan_full(cfg, date(2026, 1, 3), {**PARAMS, "end_day": 2, "precision": "fp32"}, repo(cfg))
+    assert default["precision"] == fp32["precision"] == "fp32"
+    assert fp32["run_key"] == default["run_key"] and "--precision" not in fp32["train_args"]
+    assert "precision" not in fp32["hyperparameters"]
+
+
+def test_bf16_is_passed_to_the_pytorch_train_step_and_names_its_own_full_run(cfg):
+    fp32 = plan_full(cfg, date(2026, 1, 3), {**PARAMS, "end_day": 2}, repo(cfg))
+    bf16 = plan_full(cfg, date(2026, 1, 3), {**PARAMS, "end_day": 2, "precision": "bf16"}, repo(cfg))
+    assert bf16["precision"] == "bf16" and bf16["train_args"]["--precision"] == "bf16"
+    assert bf16["run_key"] != fp32["run_key"] and bf16["hyperparameters"]["precision"] == "bf16"
+    _fake_version(cfg, 1, workflow_id="w", run_key="full-old")
+    daily = plan_incremental(cfg, date(2026, 1, 5), {**PARAMS, "precision": "bf16"}, repo(cfg))
+    assert daily["train_step"] == "train" and daily["train_args"]["--precision"] == "bf16"
+    assert "--precision" not in plan_incremental(cfg, date(2026, 1, 5), PARAMS, repo(cfg))["train_args"]
+
+
+def test_bf16_is_refused_for_the_hugectr_trainer(cfg):
+    k8s = _on(cfg, "kubernetes")
+    with pytest.raises(TrainerChoiceError, match="precision=bf16 with trainer=hugectr.*use precision=fp32"):
+        plan_full(k8s, date(2026, 1, 3), {**PARAMS, "end_day": 2, "trainer": "hugectr", "precision": "bf16"},
+                  repo(k8s))
+    with pytest.raises(TrainerChoiceError, match="precision=bf16 with trainer=hugectr"):  # auto -> hugectr there
+        plan_full(k8s, date(2026, 1, 3), {**PARAMS, "end_day": 2, "precision": "bf16"}, repo(k8s))
+    _fake_version(cfg, 1, workflow_id="full-hugectr", run_key="full-hugectr", trainer="hugectr")
+    with pytest.raises(TrainerChoiceError, match="precision=bf16 with trainer=hugectr"):
+        plan_incremental(k8s, date(2026, 1, 5), {**PARAMS, "precision": "bf16"}, repo(k8s))
+    assert plan_full(k8s, date(2026, 1, 3), {**PARAMS, "end_day": 2, "trainer": "hugectr", "precision": "fp32"},
+                     repo(k8s))["precision"] == "fp32"
+    with pytest.raises(TrainerChoiceError, match="precision='fp16': expected fp32 or bf16"):
+        plan_full(cfg, date(2026, 1, 3), {**PARAMS, "end_day": 2, "precision": "fp16"}, repo(cfg))

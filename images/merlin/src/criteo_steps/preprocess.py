@@ -16,6 +16,7 @@ The result declares `partitions` (the day partitions written, in input order) an
 from __future__ import annotations
 
 import argparse
+import contextlib
 import glob
 import json
 import os
@@ -37,26 +38,17 @@ from criteo_kernel.artifacts import (
     WORKFLOW_NVT,
 )
 
-from . import scale_out
-from .decoding import Decoder
+from . import dictionary_fit, scale_out
+from .decoding import Decoder, typed_meta
 from .hugectr_data import FLOAT_COLUMNS as HUGECTR_FLOAT_COLUMNS
 from .hugectr_data import slot_size_array, write_split_files
 from .scale_out import ClusterPlan, dask_cluster, list_parquet, piece_dataset, plan_pieces
-from .serving_tables import CompiledWorkflow, check_rows, serving_tables
-from .workflow import build_workflow, embedding_sizes, fit_dataset
+from .serving_tables import CompiledWorkflow, SpotCheck, serving_tables
+from .workflow import HEAD_ROWS, build_workflow, embedding_sizes, fit_dataset
 
 warnings.filterwarnings("ignore", message=".*dtype mappings did not load.*")
 
 SPLITS = ("train", "eval")
-
-
-def _write_parquet(columns: dict[str, np.ndarray], path: str, names: list[str]) -> int:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    table = pa.table({c: columns[c] for c in names})
-    pq.write_table(table, path, compression="snappy")
-    return table.num_rows
 
 
 def preprocess(extracted: list[str], output_root: str, fit_workflow: str | None, workflow_url: str | None,
@@ -74,11 +66,15 @@ def preprocess(extracted: list[str], output_root: str, fit_workflow: str | None,
     partition about `part_size` of input, GPU workers spilling past `device_memory_limit`. One
     worker without a GPU is the in-process path below.
 
-    Work is per extracted file throughout: decode one file, fit over a lazy dask collection with
-    one partition per file, transform and write one output file per input file. `cache_mb` bounds
+    Work is per extracted file throughout: decode one file, count its values (or, with engine nvt,
+    fit over a lazy dask collection with one partition per file), transform and write one output
+    file per input file (per WRITE_ROWS rows of it). `cache_mb` bounds
     the decoded files kept in memory between the fit and the transform (others are decoded again).
-    `engine`: "fast" (compiled lookups from the fitted workflow, spot-checked against
-    Workflow.transform on every file) or "nvt" (Workflow.transform on each file's pandas frame).
+    `engine`: "fast" fits from the decoded files' value counts (criteo_steps.dictionary_fit:
+    NVTabular's own vocabulary writer and moments, no pass over the rows) and transforms with
+    lookups compiled from the fitted workflow, spot-checked against Workflow.transform on rows of
+    every file before anything is published; "nvt" runs Workflow.fit and Workflow.transform on
+    each file's pandas frame (the reference).
     """
     import dask
     import nvtabular as nvt
@@ -106,6 +102,7 @@ def preprocess(extracted: list[str], output_root: str, fit_workflow: str | None,
             shutil.rmtree(tmp, ignore_errors=True)
         return result
     decoder = Decoder(cache_mb << 20)
+    t0 = time.perf_counter()
     # Two cores and pandas-sized partitions: threads only add contention; the fit's statistics
     # phase is synchronous in merlin anyway.
     with dask.config.set(scheduler="synchronous"):
@@ -114,6 +111,7 @@ def preprocess(extracted: list[str], output_root: str, fit_workflow: str | None,
                                  freq_threshold, engine, decoder, tmp, timings, nvt, hugectr)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+    result["timings"]["total_s"] = round(time.perf_counter() - t0, 3)  # from listing to the last publish
     return result
 
 
@@ -149,7 +147,10 @@ def _preprocess(extracted, output_root, fit_workflow, workflow_url, max_vocab, f
     if fit_workflow:
         workflow = build_workflow(max_vocab, freq_threshold, out_path=tmp)
         fit_files = [f for d in files.values() for f in d["train"]]
-        workflow.fit(fit_dataset(fit_files, decoder))
+        if engine == "fast":
+            _fit_from_dictionaries(workflow, fit_files, decoder)
+        else:
+            workflow.fit(fit_dataset(fit_files, decoder))
         fit_rows = sum(_num_rows(f) for f in fit_files)
     else:
         workflow, fit_rows = _load_workflow(workflow_url, tmp, nvt), 0
@@ -157,20 +158,36 @@ def _preprocess(extracted, output_root, fit_workflow, workflow_url, max_vocab, f
     redecode = decoder.seconds - decode_s
     timings["fit_s"] = time.perf_counter() - t0 - redecode
 
+    # The serving tables, derived by running the workflow over every vocabulary value; the spot
+    # check's samples of the files decoded so far ride in the same Workflow.transform call.
     t0 = time.perf_counter()
-    tables, cont = _serving_tables_published(workflow, fit_workflow, tmp, sizes, sorted(files), fit_rows,
-                                             max_vocab, freq_threshold)
+    check = SpotCheck(workflow, sum(len(p) for d in files.values() for p in d.values()))
+    if engine == "fast":
+        for day in files.values():
+            for f in (f for split in SPLITS for f in day[split] if f in decoder.cache):
+                check.sample(decoder.cache[f], decoder.sources[f])
+    tables, cont, sampled = serving_tables(workflow, check.frame())
+    if sampled is not None:
+        check.expect(sampled)
+    if fit_workflow:
+        _publish_workflow(workflow, tables, cont, fit_workflow, tmp,
+                          {"embedding_sizes": sizes, "fit_days": sorted(files), "fit_rows": fit_rows,
+                           "max_vocab": max_vocab, "freq_threshold": freq_threshold})
     timings["save_s"] = time.perf_counter() - t0
 
-    # 3. transform each day into its own partition, one output file per input file
+    # 3. transform each day into its own partition, one output file per input file (or per
+    # WRITE_ROWS of it); nothing is published until every file's sample matched NVTabular.
     t0 = time.perf_counter()
     before = decoder.seconds
     compiled = CompiledWorkflow(workflow, tables, cont) if engine == "fast" else None
     names = list(workflow.output_schema.column_names)
-    outputs, checked = {}, 0
-    for day, splits in files.items():
-        final = storage.join(output_root, day)
-        with storage.staged_partition(final) as staging:
+    outputs = {}
+    with contextlib.ExitStack() as published, _Writer() as writer:
+        # Entered last day first, so that the days are published in input order on the way out.
+        stagings = {day: published.enter_context(storage.staged_partition(storage.join(output_root, day)))
+                    for day in reversed(files)}
+        for day, splits in files.items():
+            staging = stagings[day]
             counts = {}
             fs, spath = storage.fs_path(staging)
             local_stage = storage.local_path(staging) if storage.is_local(staging) else None
@@ -178,31 +195,37 @@ def _preprocess(extracted, output_root, fit_workflow, workflow_url, max_vocab, f
                 out_dir = os.path.join(local_stage, split) if local_stage else os.path.join(tmp, "out", day, split)
                 os.makedirs(out_dir, exist_ok=True)
                 counts[split] = 0
+                upload = None if local_stage else (fs, f"{spath}/{split}")
                 for k, f in enumerate(paths):
                     dec = decoder.load(f, keep=False)
                     decoder.drop(f)
                     if compiled is not None:
-                        cols = compiled.transform_file(dec)
-                        checked += check_rows(workflow, dec, cols, decoder.sources[f])
+                        luts = compiled.encode(dec)
+                        check.compare(dec, luts, decoder.sources[f])
                     else:
                         frame = workflow.transform(dec.frame())
-                        cols = {c: frame[c].to_numpy() for c in names}
-                    if hugectr:  # HugeCTR's reader copies dense and label columns as float32
-                        for c in HUGECTR_FLOAT_COLUMNS:
-                            cols[c] = cols[c].astype(np.float32)
-                    dst = os.path.join(out_dir, f"part_{k}.parquet")
-                    counts[split] += _write_parquet(cols, dst, names)
-                    del dec, cols
-                    if not local_stage:
-                        fs.makedirs(f"{spath}/{split}", exist_ok=True)
-                        fs.put(dst, f"{spath}/{split}/{os.path.basename(dst)}")
-                        os.remove(dst)
+                    pieces = _pieces(dec.rows)
+                    for j, (start, stop) in enumerate(pieces):
+                        if compiled is not None:  # gathered while the previous pieces are written
+                            cols = compiled.rows(dec, luts, start, stop)
+                        else:
+                            cols = {c: frame[c].to_numpy()[start:stop] for c in names}
+                        if hugectr:  # HugeCTR's reader copies dense and label columns as float32
+                            for c in HUGECTR_FLOAT_COLUMNS:
+                                cols[c] = cols[c].astype(np.float32)
+                        name = f"part_{k}.parquet" if len(pieces) == 1 else f"part_{k}.{j}.parquet"
+                        writer.write(cols, names, os.path.join(out_dir, name), upload)
+                    counts[split] += dec.rows
+                    del dec
                 if hugectr and paths:
+                    writer.wait()
                     write_split_files(out_dir)
             storage.write_json(storage.join(staging, PREPROCESS_META),
                                {"rows": counts, "embedding_sizes": sizes, **_hugectr_meta(hugectr, sizes),
                                 "workflow": fit_workflow or workflow_url})
-        outputs[day] = {"url": final, "rows": counts}
+            outputs[day] = {"url": storage.join(output_root, day), "rows": counts}
+        checked = check.verify()  # while the last files are being written
+        writer.wait()
     redecode += decoder.seconds - before
     timings["transform_s"] = time.perf_counter() - t0 - (decoder.seconds - before)
     timings["redecode_s"] = redecode
@@ -293,6 +316,67 @@ def _preprocess_distributed(extracted, output_root, fit_workflow, workflow_url, 
     return result
 
 
+# Rows per output file at most: an input file's rows are gathered and written in pieces of this
+# size, each its own file, two written at a time while the next is gathered (pyarrow's parquet
+# writer lets go of the GIL, and writing is most of the transform's time); this also bounds the
+# transformed rows held in memory to three pieces.
+WRITE_ROWS = 262_144
+
+
+def _pieces(rows: int) -> list[tuple[int, int]]:
+    """[start, stop) of each output file of an input file of `rows` rows, of equal sizes."""
+    n = max(1, -(-rows // WRITE_ROWS))
+    bounds = [rows * j // n for j in range(n + 1)]
+    return list(zip(bounds[:-1], bounds[1:], strict=True))
+
+
+class _Writer:
+    """Writes output pieces as parquet in two background threads, at most two pending (`write`
+    waits for the oldest beyond that); `wait` waits for all and re-raises the first error."""
+
+    def __enter__(self):
+        from collections import deque
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="parquet-write")
+        self.pending: deque = deque()
+        return self
+
+    def __exit__(self, *exc):
+        self.pool.shutdown(wait=True, cancel_futures=True)
+        return False
+
+    def write(self, cols: dict, names: list[str], path: str, upload=None) -> None:
+        while len(self.pending) >= 2:
+            self.pending.popleft().result()
+        self.pending.append(self.pool.submit(_write_piece, cols, names, path, upload))
+
+    def wait(self) -> None:
+        while self.pending:
+            self.pending.popleft().result()
+
+
+def _write_piece(cols: dict, names: list[str], path: str, upload) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({c: cols[c] for c in names}), path, compression="snappy")
+    if upload is not None:  # an object store: the local file goes up, then away
+        fs, remote = upload
+        fs.makedirs(remote, exist_ok=True)
+        fs.put(path, f"{remote}/{os.path.basename(path)}")
+        os.remove(path)
+
+
+def _fit_from_dictionaries(workflow, files: list[str], decoder: Decoder) -> None:
+    """The workflow's statistics from the decoded files' value counts (criteo_steps.dictionary_fit)."""
+    counts = dictionary_fit.ValueCounts(list(typed_meta().columns))
+    for f in files:
+        counts.add(decoder.load(f))
+    head = decoder.load(files[0]).frame(0, HEAD_ROWS) if files else typed_meta()
+    dictionary_fit.fit(workflow, counts, head)
+
+
 def _hugectr_meta(hugectr: bool, sizes: dict) -> dict:
     """What a partition written for HugeCTR declares: the flag, and the reader's slot_size_array
     (the fitted workflow's vocabulary per categorical column), which train-hugectr reads from here."""
@@ -317,7 +401,7 @@ def _load_workflow(url: str, tmp: str, nvt):
 def _serving_tables_published(workflow, fit_workflow: str | None, tmp: str, sizes: dict, fit_days: list,
                               fit_rows: int, max_vocab: int, freq_threshold: int) -> tuple[dict, dict]:
     """The workflow's serving tables; on a full retrain, the workflow is also published with them."""
-    tables, cont = serving_tables(workflow)
+    tables, cont, _ = serving_tables(workflow)
     if fit_workflow:
         _publish_workflow(workflow, tables, cont, fit_workflow, tmp,
                           {"embedding_sizes": sizes, "fit_days": fit_days, "fit_rows": fit_rows,
@@ -372,8 +456,9 @@ def main(argv: list[str] | None = None) -> dict:
                    help="with --fit-workflow (required there): Categorify max_size per column, 0 = unbounded")
     p.add_argument("--freq-threshold", type=int, default=0, help="Categorify frequency threshold")
     p.add_argument("--engine", choices=("fast", "nvt"), default="fast",
-                   help="fast: compiled lookups from the fitted workflow, spot-checked against "
-                        "Workflow.transform on every file; nvt: Workflow.transform on every file")
+                   help="fast: fit from the decoded value counts, transform with lookups compiled from the fitted "
+                        "workflow, spot-checked against Workflow.transform on rows of every file; "
+                        "nvt: Workflow.fit and Workflow.transform on every file")
     p.add_argument("--cache-mb", type=int, default=4096,
                    help="decoded files kept in memory between fit and transform (others are re-decoded)")
     p.add_argument("--workers", default="auto",

@@ -4,8 +4,8 @@
 every vocabulary value (plus a missing and an unseen one) and reads the Normalize statistics; the
 tables go into the workflow folder (`serving/`) and every model version, where criteo_serving
 applies them with numpy. `CompiledWorkflow` replays the same lookups to transform whole decoded
-files fast; `check_rows` re-runs NVTabular's own Workflow.transform on a sample of every file and
-fails on any difference.
+files fast; `SpotCheck` re-runs NVTabular's own Workflow.transform on a sample of every file (one call
+per run) and fails on any difference.
 """
 from __future__ import annotations
 
@@ -16,21 +16,23 @@ from criteo_kernel.schema import CAT_COLUMNS, INT_COLUMNS, LABEL
 from .decoding import DecodedFile
 from .workflow import find_op
 
-# Rows per file that are re-checked through NVTabular's own Workflow.transform.
-CHECK_ROWS = 1024
+# Rows per run re-checked through NVTabular's own Workflow.transform (spread over every file,
+# at least 16 of each).
+CHECK_ROWS = 4096
 
 
-def serving_tables(workflow) -> tuple[dict, dict]:
+def serving_tables(workflow, extra=None) -> tuple[dict, dict, object]:
     """Derive the exact lookup tables Triton needs, by running the fitted workflow itself.
 
     Category ids come from transforming each column's vocabulary (plus a missing and an unseen
     value) through the workflow, so the serving tables cannot drift from NVTabular's encoding.
+    `extra` (a typed frame, e.g. SpotCheck's samples) rides along in the same Workflow.transform
+    call, whose fixed cost is most of this function's; its transformed rows are returned third.
     """
     import pandas as pd
     from nvtabular import ops
 
     cat_op = find_op(workflow, ops.Categorify)
-    norm_op = find_op(workflow, ops.Normalize)
     vocab = {}
     for c in CAT_COLUMNS:
         uniq = pd.read_parquet(cat_op.categories[c], columns=[c])[c].dropna().astype(np.int64).to_numpy()
@@ -40,8 +42,11 @@ def serving_tables(workflow) -> tuple[dict, dict]:
     for c in INT_COLUMNS:
         frame[c] = np.zeros(longest)
     frame[LABEL] = np.zeros(longest, dtype=np.int8)
+    frame = pd.DataFrame(frame)
+    if extra is not None and len(extra):
+        frame = pd.concat([frame, extra[list(frame.columns)]], ignore_index=True)
     # Workflow.transform on a pandas frame runs the same operators (LocalExecutor) without dask.
-    out = workflow.transform(pd.DataFrame(frame))
+    out = workflow.transform(frame)
     tables, oov = {}, {}
     for c in CAT_COLUMNS:
         keys = vocab[c]
@@ -49,13 +54,21 @@ def serving_tables(workflow) -> tuple[dict, dict]:
         oov[c] = int(ids[keys == 2**40][0])
         keep = keys != 2**40
         tables[f"{c}_keys"], tables[f"{c}_ids"] = keys[keep], ids[keep]
-    cont = {
+    cont = _continuous(workflow, oov)
+    extra_out = out.iloc[longest:].reset_index(drop=True) if extra is not None and len(extra) else None
+    return tables, cont, extra_out
+
+
+def _continuous(workflow, oov: dict) -> dict:
+    from nvtabular import ops
+
+    norm_op = find_op(workflow, ops.Normalize)
+    return {
         "fill_value": 0.0, "clip_min": 0.0, "log": "log1p",
         "mean": {c: float(norm_op.means[c]) for c in INT_COLUMNS},
         "std": {c: float(norm_op.stds[c]) for c in INT_COLUMNS},
         "oov_ids": oov,
     }
-    return tables, cont
 
 
 class CompiledWorkflow:
@@ -64,7 +77,7 @@ class CompiledWorkflow:
     Built only from `serving_tables` (which runs the workflow itself over every vocabulary value,
     missing and unseen included) and from the Normalize statistics, replaying NVTabular's own
     arithmetic and dtypes (FillMissing -> Clip -> LogOp in float32 -> Normalize -> float64).
-    Every file's transform is also spot-checked against `workflow.transform` (see _check_rows).
+    Every file's transform is also spot-checked against `workflow.transform` (SpotCheck).
     """
 
     def __init__(self, workflow, tables: dict, cont: dict):
@@ -99,29 +112,109 @@ class CompiledWorkflow:
         v = (v - mean) / std if std > 0 else v - mean
         return v.astype(self.out_dtype)
 
-    def transform_file(self, dec: DecodedFile) -> dict[str, np.ndarray]:
-        """Encode every column's dictionary, then gather rows: output columns as numpy arrays."""
-        out = {}
+    def encode(self, dec: DecodedFile) -> dict[str, dict | None]:
+        """Every dictionary of the file encoded once: per column, {id(dictionary): encoded values}
+        (None: the column passes through)."""
+        luts: dict[str, dict | None] = {}
         for c in CAT_COLUMNS:
-            lut = {id(d): self.encode_cat(c, d) for d, _ in dec.cols[c]}
-            out[c] = dec.values(c, lut)
+            luts[c] = {id(d): self.encode_cat(c, d) for d, _ in dec.cols[c]}
         for c in INT_COLUMNS:
-            lut = {id(d): self.encode_cont(c, d) for d, _ in dec.cols[c]}
-            out[c] = dec.values(c, lut)
-        out[LABEL] = dec.values(LABEL)
-        return out
+            luts[c] = {id(d): self.encode_cont(c, d) for d, _ in dec.cols[c]}
+        luts[LABEL] = None
+        return luts
+
+    @staticmethod
+    def rows(dec: DecodedFile, luts: dict, start: int = 0, stop: int | None = None) -> dict[str, np.ndarray]:
+        """Output rows [start, stop) as numpy columns: each row's encoded dictionary value."""
+        return {c: dec.values(c, lut, start, stop) for c, lut in luts.items()}
+
+    def transform_file(self, dec: DecodedFile) -> dict[str, np.ndarray]:
+        """The whole file's output columns."""
+        return self.rows(dec, self.encode(dec))
 
 
-def check_rows(workflow, dec: DecodedFile, out: dict, source: str) -> int:
-    """Re-run NVTabular's Workflow.transform on a sample of rows; the fast path must match exactly."""
-    n = dec.rows
-    if n == 0:
-        return 0
-    rows = np.unique(np.concatenate([np.arange(min(n, CHECK_ROWS // 2)),
-                                     np.linspace(0, n - 1, min(n, CHECK_ROWS // 2)).astype(np.int64)]))
-    ref = workflow.transform(dec.take(rows))
-    for c in [*CAT_COLUMNS, *INT_COLUMNS, LABEL]:
-        got, want = out[c][rows], ref[c].to_numpy()
-        if got.dtype != want.dtype or not np.array_equal(got, want, equal_nan=got.dtype.kind == "f"):
-            raise RuntimeError(f"{source}: column {c}: fast transform differs from Workflow.transform")
-    return len(rows)
+class SpotCheck:
+    """Rows of every file, compared with NVTabular's own Workflow.transform, in one call per run.
+
+    Files decoded before the transform are `sample`d first; their rows ride along in the serving
+    tables' Workflow.transform call (`frame`, then `expect`). Each file's sampled rows go through
+    the fast path when the file is transformed (`compare`, its encoded dictionaries gathered at
+    those rows) and are compared at once. Files sampled only then (decoded past the cache budget)
+    are checked by one more call in `verify`. All before anything is published; a difference fails
+    the step, naming the file, column and row.
+    """
+
+    def __init__(self, workflow, files: int, rows: int = CHECK_ROWS):
+        self.workflow = workflow
+        self.per_file = max(16, rows // max(files, 1))  # the first rows and rows spread over the file
+        self.pending: list[tuple[str, np.ndarray, object]] = []   # sampled, awaiting NVTabular's rows
+        self.expected: dict[str, tuple[np.ndarray, object]] = {}  # source -> (rows, NVTabular's frame)
+        self.late: list[tuple[str, np.ndarray, object, dict]] = []
+        self.checked = 0
+
+    def _rows(self, n: int) -> np.ndarray:
+        half = self.per_file // 2
+        spread = np.linspace(0, n - 1, min(n, half)).astype(np.int64)
+        return np.unique(np.concatenate([np.arange(min(n, half)), spread]))
+
+    def sample(self, dec: DecodedFile, source: str) -> None:
+        if dec.rows:
+            rows = self._rows(dec.rows)
+            self.pending.append((source, rows, dec.take(rows)))
+
+    def frame(self):
+        """The sampled rows of every file so far (typed, as decoded), for one Workflow.transform."""
+        import pandas as pd
+
+        return pd.concat([f for _, _, f in self.pending], ignore_index=True) if self.pending else None
+
+    def expect(self, transformed) -> None:
+        """NVTabular's output for `frame()`'s rows, in the same order."""
+        at = 0
+        for source, rows, _ in self.pending:
+            self.expected[source] = (rows, transformed.iloc[at:at + len(rows)])
+            at += len(rows)
+        self.pending = []
+
+    def compare(self, dec: DecodedFile, luts: dict, source: str) -> None:
+        """The file's sampled rows through the fast path (its encoded dictionaries, `luts`,
+        gathered as CompiledWorkflow.rows does) against NVTabular's."""
+        if source in self.expected:
+            rows, ref = self.expected.pop(source)
+        elif dec.rows:
+            rows, ref = self._rows(dec.rows), None
+        else:
+            return
+        got = {c: dec.gather(c, rows, lut) for c, lut in luts.items()}
+        if ref is not None:
+            self._same(source, rows, got, ref)
+        else:
+            self.late.append((source, rows, dec.take(rows), got))
+
+    def verify(self) -> int:
+        """Check the files sampled late (one Workflow.transform); the number of rows checked in all."""
+        import pandas as pd
+
+        if self.late:
+            ref = self.workflow.transform(pd.concat([frame for _, _, frame, _ in self.late], ignore_index=True))
+            at = 0
+            for source, rows, _, got in self.late:
+                self._same(source, rows, got, ref.iloc[at:at + len(rows)])
+                at += len(rows)
+            self.late = []
+        return self.checked
+
+    def _same(self, source: str, rows: np.ndarray, got: dict, ref) -> None:
+        for c in [*CAT_COLUMNS, *INT_COLUMNS, LABEL]:
+            want, mine = ref[c].to_numpy(), got[c]
+            floats = mine.dtype.kind == "f"
+            if mine.dtype == want.dtype and np.array_equal(mine, want, equal_nan=floats):
+                continue
+            bad = 0
+            if mine.dtype == want.dtype:
+                equal = (mine == want) | (np.isnan(mine) & np.isnan(want)) if floats else mine == want
+                bad = int(np.flatnonzero(~equal)[0])
+            raise RuntimeError(
+                f"{source}: column {c}: the fast transform differs from Workflow.transform at row "
+                f"{int(rows[bad])} (fast {mine[bad]!r} {mine.dtype}, NVTabular {want[bad]!r} {want.dtype})")
+        self.checked += len(rows)

@@ -9,7 +9,15 @@ CPU. The model has the architecture of HugeCTR's DCN sample; the other trainer, 
 criteo_steps.train_hugectr (the same graph: criteo_steps.hugectr_dcn).
 
     python -m criteo_steps train --train .../processed/wf/day=0 --output .../candidates/KEY/train \
-        [--warm-start .../model_repository/criteo_dcn/3/checkpoint.pt] --epochs 1 --batch-size 4096
+        [--warm-start .../model_repository/criteo_dcn/3/checkpoint.pt] --epochs 1 --batch-size 4096 \
+        [--precision fp32|bf16]
+
+Train mode runs the model's fast path (criteo_steps.dcn: the same function and parameters as the
+plain modules, with fused ReLU+dropout, a closed-form cross stack and cheap dropout masks).
+--precision bf16 (opt-in) runs forward and backward under bf16 autocast; the master weights, the
+optimizers' state and the checkpoint stay float32. It pays only where the hardware multiplies bf16
+(AMX / AVX512-BF16 CPUs, GPUs); on a CPU without bf16 products the model multiplies the bf16 operands
+in float32 (bf16's numbers at about float32's speed: no gain there).
 """
 from __future__ import annotations
 
@@ -24,6 +32,8 @@ from criteo_kernel.artifacts import CHECKPOINT, PREPROCESS_META, SUCCESS, TRAIN_
 from criteo_kernel.schema import CAT_COLUMNS, INT_COLUMNS, LABEL
 
 from .trainer_cli import add_training_arguments, mlp_dims
+
+PRECISIONS = ("fp32", "bf16")
 
 
 def iter_batches(partitions: list[str], split: str, batch_size: int, chunk_rows: int = 262_144,
@@ -56,10 +66,14 @@ def embedding_sizes(partition: str) -> list[int]:
 def train(train_parts: list[str], output: str, warm_start: str | None, epochs: int, batch_size: int,
           lr: float, embedding_dim: int | None = None, cross_layers: int | None = None,
           mlp_dims: list[int] | None = None, dropout: float | None = None, threads: int = 0, seed: int = 0,
-          log_every: int = 50) -> dict:
+          log_every: int = 50, precision: str = "fp32") -> dict:
     """Train from scratch (the architecture from embedding_dim, cross_layers, mlp_dims and dropout,
-    the latter defaulting to DCNConfig's) or continue the warm-start checkpoint (its architecture)."""
+    the latter defaulting to DCNConfig's) or continue the warm-start checkpoint (its architecture).
+    precision: fp32, or bf16 (autocast; fp32 master weights and checkpoint)."""
     import torch
+
+    if precision not in PRECISIONS:
+        raise SystemExit(f"train: precision={precision!r}: expected {' or '.join(PRECISIONS)}")
 
     from .dcn import DCN, DCNConfig, load_checkpoint, save_checkpoint
 
@@ -89,14 +103,15 @@ def train(train_parts: list[str], output: str, warm_start: str | None, epochs: i
     sparse = [model.embedding.weight]
     dense_params = [p for n, p in model.named_parameters() if n != "embedding.weight"]
     opt_sparse = torch.optim.SparseAdam(sparse, lr=lr)
-    opt_dense = torch.optim.Adam(dense_params, lr=lr)
+    opt_dense = torch.optim.Adam(dense_params, lr=lr, fused=True)  # one kernel over all dense tensors
     loss_fn = torch.nn.BCEWithLogitsLoss()
     model.train()
     seen, steps, t_start, losses = 0, 0, time.time(), []
     for epoch in range(epochs):
         for cats, dense, label in iter_batches(train_parts, "train", batch_size, seed=seed + epoch):
-            logits = model(torch.from_numpy(cats).to(device), torch.from_numpy(dense).to(device)).squeeze(1)
-            loss = loss_fn(logits, torch.from_numpy(label).to(device))
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+                logits = model(torch.from_numpy(cats).to(device), torch.from_numpy(dense).to(device)).squeeze(1)
+            loss = loss_fn(logits.float(), torch.from_numpy(label).to(device))
             opt_sparse.zero_grad()
             opt_dense.zero_grad()
             loss.backward()
@@ -112,8 +127,9 @@ def train(train_parts: list[str], output: str, warm_start: str | None, epochs: i
     seconds = time.time() - t_start
     if seen == 0:
         raise SystemExit(f"train: no training rows in {train_parts}")
-    metrics = {"device": str(device), "samples": seen, "steps": steps, "epochs": epochs, "seconds": round(seconds, 3),
-               "samples_per_s": round(seen / seconds, 1), "final_loss": float(np.mean(losses[-50:]))}
+    metrics = {"device": str(device), "precision": precision, "samples": seen, "steps": steps, "epochs": epochs,
+               "seconds": round(seconds, 3), "samples_per_s": round(seen / seconds, 1),
+               "final_loss": float(np.mean(losses[-50:]))}
     model.to("cpu")
     with storage.staged_partition(output) as staging:
         import tempfile
@@ -125,7 +141,8 @@ def train(train_parts: list[str], output: str, warm_start: str | None, epochs: i
         storage.write_json(storage.join(staging, TRAIN_META),
                            {"metrics": metrics, "warm_start": parent, "trained_on": train_parts,
                             "config": model.cfg.to_dict(),
-                            "hyperparameters": {"lr": lr, "batch_size": batch_size, "epochs": epochs}})
+                            "hyperparameters": {"lr": lr, "batch_size": batch_size, "epochs": epochs,
+                                                "precision": precision}})
     print(f"trained on {seen} samples in {seconds:.1f}s ({seen / seconds:,.0f} samples/s), "
           f"loss {metrics['final_loss']:.4f}", flush=True)
     return {"output": output, "checkpoint": storage.join(output, CHECKPOINT),
@@ -140,7 +157,11 @@ def main(argv: list[str] | None = None) -> dict:
                            warm_start_help="checkpoint to continue from (incremental); its architecture is kept")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                   help="fp32 (default), or bf16: autocast to bfloat16 for forward and backward, float32 master "
+                        "weights and checkpoint; faster only where the hardware multiplies bf16 "
+                        "(AMX, AVX512-BF16, GPUs)")
     a = p.parse_args(argv)
     mlp = mlp_dims(p, a)
     return train(a.train, a.output, a.warm_start, a.epochs, a.batch_size, a.lr, a.embedding_dim,
-                 a.cross_layers, mlp, a.dropout, a.threads, a.seed)
+                 a.cross_layers, mlp, a.dropout, a.threads, a.seed, precision=a.precision)
