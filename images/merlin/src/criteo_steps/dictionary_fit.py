@@ -37,7 +37,6 @@ class ValueCounts:
 
     def __init__(self, columns: list[str]):
         self.parts: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {c: [] for c in columns}
-        self.rows = 0
         self._done: dict[str, tuple] = {}
 
     def add(self, dec: DecodedFile) -> None:
@@ -47,7 +46,6 @@ class ValueCounts:
                 counts = np.bincount(idx, minlength=len(values))
                 used = counts > 0
                 parts.append((values[used], counts[used]))
-        self.rows += dec.rows
 
     def column(self, c: str) -> tuple[np.ndarray, np.ndarray]:
         """(sorted distinct values, int64 counts); NaN, if present, is one value, last."""

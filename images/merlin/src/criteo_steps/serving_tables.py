@@ -54,21 +54,15 @@ def serving_tables(workflow, extra=None) -> tuple[dict, dict, object]:
         oov[c] = int(ids[keys == 2**40][0])
         keep = keys != 2**40
         tables[f"{c}_keys"], tables[f"{c}_ids"] = keys[keep], ids[keep]
-    cont = _continuous(workflow, oov)
-    extra_out = out.iloc[longest:].reset_index(drop=True) if extra is not None and len(extra) else None
-    return tables, cont, extra_out
-
-
-def _continuous(workflow, oov: dict) -> dict:
-    from nvtabular import ops
-
     norm_op = find_op(workflow, ops.Normalize)
-    return {
+    cont = {
         "fill_value": 0.0, "clip_min": 0.0, "log": "log1p",
         "mean": {c: float(norm_op.means[c]) for c in INT_COLUMNS},
         "std": {c: float(norm_op.stds[c]) for c in INT_COLUMNS},
         "oov_ids": oov,
     }
+    extra_out = out.iloc[longest:].reset_index(drop=True) if extra is not None and len(extra) else None
+    return tables, cont, extra_out
 
 
 class CompiledWorkflow:
@@ -127,10 +121,6 @@ class CompiledWorkflow:
     def rows(dec: DecodedFile, luts: dict, start: int = 0, stop: int | None = None) -> dict[str, np.ndarray]:
         """Output rows [start, stop) as numpy columns: each row's encoded dictionary value."""
         return {c: dec.values(c, lut, start, stop) for c, lut in luts.items()}
-
-    def transform_file(self, dec: DecodedFile) -> dict[str, np.ndarray]:
-        """The whole file's output columns."""
-        return self.rows(dec, self.encode(dec))
 
 
 class SpotCheck:
