@@ -103,8 +103,18 @@ lint: .tools/ruff.ok
 
 # The layers (markers, see tests/conftest.py), each runnable alone. The merlin image's tests need
 # its environment (.venv-steps); the kernel's run in both environments.
-test: setup kube-build
-	$(MAKE) --no-print-directory test-steps test-unit test-integration test-kubernetes test-e2e test-faults test-live
+# `make test` runs them in two lanes side by side (scripts/test_lanes.sh: each layer keeps about one
+# of the 2 cores busy), each lane on an Airflow home of its own; the lanes take about the same time.
+TEST_LANE_A := test-steps test-integration test-live
+TEST_LANE_B := test-unit test-kubernetes test-e2e test-faults
+LANE_A_HOME := $(CURDIR)/.airflow-lane-a
+test: setup kube-build .tools/chromium.ok $(LANE_A_HOME)/airflow.db
+	MAKE="$(MAKE)" bash scripts/test_lanes.sh a="$(LANE_A_HOME):$(TEST_LANE_A)" b="$(AIRFLOW_HOME):$(TEST_LANE_B)"
+
+$(LANE_A_HOME)/airflow.db: .venv/.installed
+	mkdir -p $(LANE_A_HOME)
+	AIRFLOW_HOME=$(LANE_A_HOME) .venv/bin/airflow db migrate > $(LANE_A_HOME)/db-migrate.log 2>&1 \
+	  || (cat $(LANE_A_HOME)/db-migrate.log; exit 1)
 
 test-steps:
 	env -u PYTHONPATH .venv-steps/bin/python -m pytest -q tests/images/kernel tests/images/merlin $(PYTEST_ARGS)
@@ -177,4 +187,4 @@ lock: | $(UV)
 	$(UV) pip compile -q --python-version 3.11 requirements/bench.in -o requirements/bench.lock.txt
 
 clean:
-	rm -rf .venv .venv-steps .venv-triton .venv-bench .tools .airflow .data
+	rm -rf .venv .venv-steps .venv-triton .venv-bench .tools .airflow .airflow-lane-a .data
