@@ -73,9 +73,10 @@ $(UV):
 	.venv/bin/python -m operators.links.data_docs_assets check --dest .tools/data-docs-assets
 	touch $@
 
-$(AIRFLOW_HOME)/airflow.db: .venv/.installed
-	mkdir -p $(AIRFLOW_HOME)
-	.venv/bin/airflow db migrate > $(AIRFLOW_HOME)/db-migrate.log 2>&1 || (cat $(AIRFLOW_HOME)/db-migrate.log; exit 1)
+# An Airflow home's database: the dev one ($(AIRFLOW_HOME)) and make test's lane A's.
+%/airflow.db: .venv/.installed
+	mkdir -p $*
+	AIRFLOW_HOME=$* .venv/bin/airflow db migrate > $*/db-migrate.log 2>&1 || (cat $*/db-migrate.log; exit 1)
 
 # A real Airflow 3 (API server, scheduler, DAG processor, triggerer) with Triton, the monitor and
 # Prometheus, in the background; prints the login and URLs. AIRFLOW_PORT=8080 by default.
@@ -105,16 +106,11 @@ lint: .tools/ruff.ok
 # its environment (.venv-steps); the kernel's run in both environments.
 # `make test` runs them in two lanes side by side (scripts/test_lanes.sh: each layer keeps about one
 # of the 2 cores busy), each lane on an Airflow home of its own; the lanes take about the same time.
-TEST_LANE_A := test-steps test-integration test-live
-TEST_LANE_B := test-unit test-kubernetes test-e2e test-faults
+TEST_LANE_A := test-steps test-unit test-integration test-live
+TEST_LANE_B := test-kubernetes test-e2e test-faults
 LANE_A_HOME := $(CURDIR)/.airflow-lane-a
 test: setup kube-build .tools/chromium.ok $(LANE_A_HOME)/airflow.db
 	MAKE="$(MAKE)" bash scripts/test_lanes.sh a="$(LANE_A_HOME):$(TEST_LANE_A)" b="$(AIRFLOW_HOME):$(TEST_LANE_B)"
-
-$(LANE_A_HOME)/airflow.db: .venv/.installed
-	mkdir -p $(LANE_A_HOME)
-	AIRFLOW_HOME=$(LANE_A_HOME) .venv/bin/airflow db migrate > $(LANE_A_HOME)/db-migrate.log 2>&1 \
-	  || (cat $(LANE_A_HOME)/db-migrate.log; exit 1)
 
 test-steps:
 	env -u PYTHONPATH .venv-steps/bin/python -m pytest -q tests/images/kernel tests/images/merlin $(PYTEST_ARGS)

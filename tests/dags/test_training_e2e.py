@@ -12,7 +12,7 @@ import pytest
 
 pytestmark = pytest.mark.e2e
 DAY0 = datetime(2026, 1, 1, tzinfo=UTC)
-ROWS = 60_000
+ROWS = 30_000
 TRITON: dict = {}
 SMALL_MODEL = {"epochs": 2, "learning_rate": 0.005, "mlp_dims": "128,128", "batch_size": 2048,
                "auc_floor": 0.6}

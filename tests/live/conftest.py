@@ -86,7 +86,8 @@ def live(tmp_path_factory):
 def airflow_cli(airflow, *args: str) -> subprocess.CompletedProcess:
     """An `airflow` CLI command against the live Airflow. Its database is SQLite (one writer at a
     time): a command that clears many task instances while the scheduler writes can fail with
-    "database is locked", and is run again, as a user would. Production runs on PostgreSQL."""
+    "database is locked", and is run again, as a user would. Production runs on PostgreSQL.
+    Only for commands that can be repeated: `backfill create` goes through create_backfill."""
     for _ in range(5):
         out = subprocess.run([AIRFLOW, *args], env=airflow.env, capture_output=True, text=True, timeout=300)
         if out.returncode == 0 or "database is locked" not in out.stderr:
@@ -96,13 +97,32 @@ def airflow_cli(airflow, *args: str) -> subprocess.CompletedProcess:
 
 
 def create_backfill(airflow, *args: str, timeout_s: float = 420) -> subprocess.CompletedProcess:
-    """`airflow backfill create ARGS`. Airflow allows one running backfill per DAG, and marks one
-    completed a scheduler loop or so after its last run ends (30 s; a backfill left with no run, 2
-    minutes after its creation): until then the command is refused (AlreadyRunningBackfill) and is
-    run again, as a user would."""
+    """`airflow backfill create ARGS`, run again as a user would when Airflow refuses it:
+
+    - AlreadyRunningBackfill: Airflow allows one running backfill per DAG, and marks one completed a
+      scheduler loop or so after its last run ends (30 s; a backfill left with no run, 2 minutes
+      after its creation);
+    - "database is locked" (SQLite, see airflow_cli). The command may have committed the backfill
+      before it failed, and running it again would then make a second one (or be refused by the
+      first): so before each retry the backfills are listed, and one the command made counts as
+      created, as a user checking the Backfills page would find it."""
+    dag_id = args[args.index("--dag-id") + 1]
+
+    def backfills() -> dict:
+        return {b["id"]: b for b in airflow.call("GET", f"/api/v2/backfills?dag_id={dag_id}")["backfills"]}
+
+    known = set(backfills())
     deadline = time.monotonic() + timeout_s
     while True:
-        out = airflow_cli(airflow, "backfill", "create", *args)
-        if out.returncode == 0 or "AlreadyRunningBackfill" not in out.stderr or time.monotonic() > deadline:
+        out = subprocess.run([AIRFLOW, "backfill", "create", *args], env=airflow.env, capture_output=True,
+                             text=True, timeout=300)
+        if out.returncode == 0:
+            return out
+        made = sorted(set(backfills()) - known)
+        if made:
+            return subprocess.CompletedProcess(out.args, 0, out.stdout + f"\n(backfill {made[0]} was created; the "
+                                               "command failed after committing it)\n", out.stderr)
+        retry = "AlreadyRunningBackfill" in out.stderr or "database is locked" in out.stderr
+        if not retry or time.monotonic() > deadline:
             return out
         time.sleep(5)
