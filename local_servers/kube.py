@@ -24,7 +24,7 @@ import sys
 import urllib.request
 from pathlib import Path
 
-from .process import REPO_ROOT, LocalServer, ServerProcess, free_port, serve_until_stopped
+from .process import REPO_ROOT, LocalServer, ServerProcess, free_port, serve_until_stopped, stop_on_sigterm
 
 KUBE_VERSION = "1.20.2"
 SERVICE_CIDR = "10.0.0.0/24"
@@ -225,14 +225,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=None)
     parser.add_argument("--no-node-agent", action="store_true", help="start the control plane only")
     args = parser.parse_args(argv)
-    with LocalKubernetes(args.work_dir, args.port) as kube:
-        if not args.no_node_agent:
-            kube.start_node_agent(pipeline_images())
-        print(f"control plane ready: {kube.server}\nkubeconfig: {kube.kubeconfig}\n"
-              f"Airflow connection: AIRFLOW_CONN_KUBERNETES_DEFAULT='{kube.connection_uri()}'", flush=True)
-        if not serve_until_stopped(kube):
-            print(f"the control plane stopped:\n{kube.tail()}", file=sys.stderr)
-            return 1
+    stop_on_sigterm()
+    try:
+        with LocalKubernetes(args.work_dir, args.port) as kube:
+            if not args.no_node_agent:
+                kube.start_node_agent(pipeline_images())
+            print(f"control plane ready: {kube.server}\nkubeconfig: {kube.kubeconfig}\n"
+                  f"Airflow connection: AIRFLOW_CONN_KUBERNETES_DEFAULT='{kube.connection_uri()}'", flush=True)
+            if not serve_until_stopped(kube):
+                print(f"the control plane stopped:\n{kube.tail()}", file=sys.stderr)
+                return 1
+    except KeyboardInterrupt:
+        pass  # asked to stop before it was serving: `with` stopped the control plane
     return 0
 
 

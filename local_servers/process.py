@@ -39,10 +39,18 @@ def _die_with_parent() -> None:
         pass
 
 
+def stop_on_sigterm() -> None:
+    """From now on SIGTERM, like Ctrl-C, raises KeyboardInterrupt. A foreground CLI calls this before
+    it starts its servers, so that asked to stop while it is still starting or loading (a loaded
+    machine, a quick Ctrl-C) it leaves through its `with` blocks, which stop them, as it does once
+    serving, instead of dying of the signal with its servers left behind."""
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+
+
 def serve_until_stopped(server) -> bool:
     """Block while `server` runs: True once Ctrl-C or SIGTERM asks to stop, False if it died.
     The caller's `with server:` then stops it."""
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    stop_on_sigterm()
     try:
         while server.running:
             time.sleep(0.5)
@@ -87,14 +95,18 @@ class ServerProcess:
                                      cwd=self.cwd, preexec_fn=_die_with_parent)
         log_fh.close()
         deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited with code {self.proc.returncode} before it was ready; "
-                                   f"last lines of {self.log_path}:\n{self.tail()}")
-            if self.ready():
-                log.info("%s is ready (pid %s)", self.name, self.proc.pid)
-                return self
-            time.sleep(0.2)
+        try:
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"{self.name} exited with code {self.proc.returncode} before it was ready; "
+                                       f"last lines of {self.log_path}:\n{self.tail()}")
+                if self.ready():
+                    log.info("%s is ready (pid %s)", self.name, self.proc.pid)
+                    return self
+                time.sleep(0.2)
+        except BaseException:  # interrupted (Ctrl-C, SIGTERM) while it came up: take it down first
+            self.stop()
+            raise
         self.stop()
         raise TimeoutError(f"{self.name} was not ready after {timeout_s:g}s; last lines of {self.log_path}:\n"
                            f"{self.tail()}")

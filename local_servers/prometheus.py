@@ -19,7 +19,7 @@ import shutil
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from .process import LocalServer, ServerProcess, free_port, http_ok, serve_until_stopped
+from .process import LocalServer, ServerProcess, free_port, http_ok, serve_until_stopped, stop_on_sigterm
 
 BINARY_CANDIDATES = ("/usr/bin/prometheus",)
 
@@ -155,12 +155,16 @@ def main(argv=None) -> int:
                    help="default: a free port (9090 is the Variable criteo_prometheus_url's default)")
     a = p.parse_args(argv)
     work = a.work_dir or tempfile.mkdtemp(prefix="criteo-prometheus-")
-    with LocalPrometheus(a.target, work_dir=work, scrape_interval_s=a.scrape_interval_s, port=a.port) as prom:
-        print(f"Prometheus ready at {prom.url} (config {prom.config_path}, log {prom.log_path}); Ctrl-C stops it",
-              flush=True)
-        if not serve_until_stopped(prom):
-            print(f"prometheus exited; last lines of {prom.log_path}:\n{prom.tail()}", file=sys.stderr)
-            return 1
+    stop_on_sigterm()
+    try:
+        with LocalPrometheus(a.target, work_dir=work, scrape_interval_s=a.scrape_interval_s, port=a.port) as prom:
+            print(f"Prometheus ready at {prom.url} (config {prom.config_path}, log {prom.log_path}); Ctrl-C stops it",
+                  flush=True)
+            if not serve_until_stopped(prom):
+                print(f"prometheus exited; last lines of {prom.log_path}:\n{prom.tail()}", file=sys.stderr)
+                return 1
+    except KeyboardInterrupt:
+        pass  # asked to stop before it was serving: `with` stopped prometheus
     return 0
 
 

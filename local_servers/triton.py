@@ -29,7 +29,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .process import REPO_ROOT, LocalServer, ServerProcess, free_port, http_ok, serve_until_stopped
+from .process import REPO_ROOT, LocalServer, ServerProcess, free_port, http_ok, serve_until_stopped, stop_on_sigterm
 
 TRITON_VENV = REPO_ROOT / ".venv-triton"
 PYTHON_VERSION = "3.11"  # the stub must match the venv's interpreter
@@ -249,18 +249,22 @@ def main(argv: list[str] | None = None) -> int:
     triton = LocalTriton(repo, work_dir=a.work_dir, log_verbose=a.log_verbose, grpc_port=a.grpc_port,
                          http_port=a.http_port, metrics_port=a.metrics_port)
     t0 = time.monotonic()
-    with triton:
-        print(f"tritonserver ready in {time.monotonic() - t0:.1f}s on {repo}\n  gRPC    {triton.grpc_url}\n"
-              f"  HTTP    {triton.http_url}\n  metrics {triton.metrics_url}\n  log     {triton.log_path}\n"
-              f"for the DAGs: export AIRFLOW_VAR_CRITEO_TRITON_GRPC_URL={triton.grpc_url}", flush=True)
-        loaded = {} if a.no_load else load_production(triton, a.load or None)
-        for model, versions in loaded.items():
-            print(f"loaded {model}: versions ready {versions}", flush=True)
-        if not loaded and not a.no_load:
-            print(f"no model in {repo} names a version to serve yet: nothing loaded (deploy loads it)", flush=True)
-        if not serve_until_stopped(triton):
-            print(f"tritonserver exited; last lines of {triton.log_path}:\n{triton.tail()}", file=sys.stderr)
-            return 1
+    stop_on_sigterm()
+    try:
+        with triton:
+            print(f"tritonserver ready in {time.monotonic() - t0:.1f}s on {repo}\n  gRPC    {triton.grpc_url}\n"
+                  f"  HTTP    {triton.http_url}\n  metrics {triton.metrics_url}\n  log     {triton.log_path}\n"
+                  f"for the DAGs: export AIRFLOW_VAR_CRITEO_TRITON_GRPC_URL={triton.grpc_url}", flush=True)
+            loaded = {} if a.no_load else load_production(triton, a.load or None)
+            for model, versions in loaded.items():
+                print(f"loaded {model}: versions ready {versions}", flush=True)
+            if not loaded and not a.no_load:
+                print(f"no model in {repo} names a version to serve yet: nothing loaded (deploy loads it)", flush=True)
+            if not serve_until_stopped(triton):
+                print(f"tritonserver exited; last lines of {triton.log_path}:\n{triton.tail()}", file=sys.stderr)
+                return 1
+    except KeyboardInterrupt:
+        pass  # asked to stop before it was serving: `with` stopped tritonserver
     return 0
 
 

@@ -4,7 +4,7 @@ repository. Shared by the backfill tests and the browser check, which run in tha
 import os
 import subprocess
 import time
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -102,11 +102,16 @@ def create_backfill(airflow, *args: str, timeout_s: float = 420) -> subprocess.C
     - AlreadyRunningBackfill: Airflow allows one running backfill per DAG, and marks one completed a
       scheduler loop or so after its last run ends (30 s; a backfill left with no run, 2 minutes
       after its creation);
-    - "database is locked" (SQLite, see airflow_cli). The command may have committed the backfill
-      before it failed, and running it again would then make a second one (or be refused by the
-      first): so before each retry the backfills are listed, and one the command made counts as
-      created, as a user checking the Backfills page would find it."""
+    - "database is locked" (SQLite, see airflow_cli). The command commits the backfill first and
+      then each day's run in order (clearing a run to reprocess it commits too), so failing in
+      between it leaves a backfill with only the first days of the range. Those days run; the rest
+      of the range is asked for again once that backfill has completed, as a user reading the
+      Backfills page would. A backfill left with no day at all is cancelled at once."""
     dag_id = args[args.index("--dag-id") + 1]
+    args = list(args)
+    at = args.index("--from-date") + 1
+    first = date.fromisoformat(args[at][:10])
+    days = (date.fromisoformat(args[args.index("--to-date") + 1][:10]) - first).days + 1   # daily DAGs
 
     def backfills() -> dict:
         return {b["id"]: b for b in airflow.call("GET", f"/api/v2/backfills?dag_id={dag_id}")["backfills"]}
@@ -118,11 +123,35 @@ def create_backfill(airflow, *args: str, timeout_s: float = 420) -> subprocess.C
                              text=True, timeout=300)
         if out.returncode == 0:
             return out
-        made = sorted(set(backfills()) - known)
-        if made:
-            return subprocess.CompletedProcess(out.args, 0, out.stdout + f"\n(backfill {made[0]} was created; the "
-                                               "command failed after committing it)\n", out.stderr)
+        for made in sorted(set(backfills()) - known):
+            known.add(made)
+            covered = _backfill_days(airflow, made)
+            if covered >= days:
+                return subprocess.CompletedProcess(out.args, 0, out.stdout + f"\n(backfill {made} was created with all "
+                                                   "its days; the command failed after)\n", out.stderr)
+            if covered == 0:
+                try:
+                    airflow.call("PUT", f"/api/v2/backfills/{made}/cancel")
+                except RuntimeError as e:       # 409: Airflow completed it meanwhile
+                    if " 409 " not in str(e):
+                        raise
+                continue
+            first, days = first + timedelta(days=covered), days - covered
+            args[at] = first.isoformat()
+            deadline = max(deadline, time.monotonic() + 300 * covered)   # its days run first
         retry = "AlreadyRunningBackfill" in out.stderr or "database is locked" in out.stderr
         if not retry or time.monotonic() > deadline:
             return out
         time.sleep(5)
+
+
+def _backfill_days(airflow, backfill_id: int) -> int:
+    """How many days the backfill has rows for (runs made or cleared, or the reason why not). The REST
+    API does not say; this reads the live Airflow's own SQLite database, read-only."""
+    import sqlite3
+
+    db = sqlite3.connect(f"file:{airflow.home / 'airflow.db'}?mode=ro", uri=True, timeout=60)
+    try:
+        return db.execute("SELECT count(*) FROM backfill_dag_run WHERE backfill_id = ?", (backfill_id,)).fetchone()[0]
+    finally:
+        db.close()

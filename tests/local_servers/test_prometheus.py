@@ -39,3 +39,29 @@ def test_add_target_reloads(prom):
             time.sleep(0.3)
     finally:
         extra.stop()
+
+
+@pytest.mark.integration
+def test_the_cli_stopped_while_it_starts_stops_prometheus_and_exits_0(tmp_path):
+    """`python -m local_servers.prometheus` asked to stop (SIGTERM) while Prometheus is still coming
+    up: no server left behind, and exit 0 as for a stop once serving (local_servers.process)."""
+    import signal
+    import subprocess
+    import sys
+
+    from tests.fixtures.processes import children, running
+
+    proc = subprocess.Popen([sys.executable, "-m", "local_servers.prometheus", "--work-dir", str(tmp_path),
+                             "--target", "127.0.0.1:9"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 60
+    while not children(proc.pid):          # prometheus started, not yet ready or only just
+        assert proc.poll() is None and time.time() < deadline, proc.stdout.read() if proc.stdout else ""
+        time.sleep(0.02)
+    server = children(proc.pid)[0]
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out
+    deadline = time.time() + 15            # stopped by the CLI, or by its parent-death signal
+    while running(server):
+        assert time.time() < deadline, f"prometheus (pid {server}) outlived the CLI"
+        time.sleep(0.1)
