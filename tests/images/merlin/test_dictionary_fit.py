@@ -19,24 +19,35 @@ def _train_files(root, days=(0, 1)):
     return sorted(f for d in days for f in glob.glob(str(root / "extracted" / f"day={d}" / "train" / "*.parquet")))
 
 
-def _fit_both(root, tmp_path, max_vocab=0, freq_threshold=0):
-    import dask
+def _fit_fast(root, tmp_path, max_vocab=0, freq_threshold=0):
+    """The workflow fitted from value counts (dictionary_fit), as the step fits it."""
     import nvtabular as nvt  # noqa: F401
 
     from criteo_steps import dictionary_fit
     from criteo_steps.decoding import Decoder
-    from criteo_steps.workflow import HEAD_ROWS, build_workflow, fit_dataset
+    from criteo_steps.workflow import HEAD_ROWS, build_workflow
 
     files = _train_files(root)
     decoder = Decoder(1 << 30)
+    fast = build_workflow(max_vocab, freq_threshold, out_path=str(tmp_path / "fast"))
+    counts = dictionary_fit.ValueCounts(COLUMNS)
+    for f in files:
+        counts.add(decoder.load(f))
+    dictionary_fit.fit(fast, counts, decoder.load(files[0]).frame(0, HEAD_ROWS))
+    return fast
+
+
+def _fit_both(root, tmp_path, max_vocab=0, freq_threshold=0):
+    import dask
+    import nvtabular as nvt  # noqa: F401
+
+    from criteo_steps.decoding import Decoder
+    from criteo_steps.workflow import build_workflow, fit_dataset
+
     with dask.config.set(scheduler="synchronous"):
         reference = build_workflow(max_vocab, freq_threshold, out_path=str(tmp_path / "nvt"))
-        reference.fit(fit_dataset(files, decoder))
-        fast = build_workflow(max_vocab, freq_threshold, out_path=str(tmp_path / "fast"))
-        counts = dictionary_fit.ValueCounts(COLUMNS)
-        for f in files:
-            counts.add(decoder.load(f))
-        dictionary_fit.fit(fast, counts, decoder.load(files[0]).frame(0, HEAD_ROWS))
+        reference.fit(fit_dataset(_train_files(root), Decoder(1 << 30)))
+        fast = _fit_fast(root, tmp_path, max_vocab, freq_threshold)
     return reference, fast
 
 
@@ -92,6 +103,44 @@ def test_a_statistic_below_a_row_dependent_operator_is_refused(small_days, tmp_p
         dictionary_fit.fit(workflow, counts, dec.frame(0, 100))
 
 
+@pytest.mark.parametrize("max_vocab,freq_threshold", [(0, 0), (200, 0), (0, 3)])
+def test_the_serving_tables_are_the_whole_graph_s_ids_of_every_key(small_days, tmp_path, max_vocab, freq_threshold):
+    """serving_tables encodes each vocabulary at its own length through the Categorify operator;
+    Workflow.transform of every key, and of an unseen one, in one frame through the whole graph
+    gives the same ids."""
+    from criteo_steps.serving_tables import serving_tables
+
+    workflow = _fit_fast(small_days, tmp_path, max_vocab, freq_threshold)
+    tables, cont = serving_tables(workflow)
+    keys = {c: np.append(tables[f"{c}_keys"], 2**40) for c in CAT_COLUMNS}
+    longest = max(len(k) for k in keys.values())
+    frame = pd.DataFrame({**{c: np.resize(k, longest) for c, k in keys.items()},
+                          **{c: np.zeros(longest) for c in INT_COLUMNS}, LABEL: np.zeros(longest, dtype=np.int8)})
+    out = workflow.transform(frame)
+    for c in CAT_COLUMNS:
+        n = len(tables[f"{c}_keys"])
+        assert n > 1 and -1 in tables[f"{c}_keys"]  # the missing value is a key of its own
+        assert np.array_equal(out[c].to_numpy()[:n], tables[f"{c}_ids"]), c
+        assert out[c].to_numpy()[n] == cont["oov_ids"][c], c
+    if max_vocab:
+        assert max(tables[f"{c}_ids"].max() for c in CAT_COLUMNS) == max_vocab - 1
+
+
+def test_serving_tables_refuse_a_workflow_that_changes_values_before_categorify(small_days, tmp_path):
+    import nvtabular as nvt
+    from nvtabular import ops
+
+    from criteo_steps.decoding import Decoder
+    from criteo_steps.serving_tables import serving_tables
+
+    cats = CAT_COLUMNS >> ops.LambdaOp(lambda col: col + 1) >> ops.Categorify(out_path=str(tmp_path))
+    workflow = nvt.Workflow(cats + (INT_COLUMNS >> ops.Normalize()) + [LABEL])
+    workflow.fit(nvt.Dataset(Decoder(1 << 30).load(_train_files(small_days)[0]).frame(0, 500), cpu=True))
+    with pytest.raises(ValueError, match=r"serving tables need Categorify on the raw C1\.\.C26; this workflow's reads "
+                                         r".* through \['(UDF|LambdaOp)'\]"):
+        serving_tables(workflow)
+
+
 def _read(partition, split):
     files = sorted(glob.glob(os.path.join(partition, split, "*.parquet")))
     return pd.concat([pq.read_table(f).to_pandas() for f in files], ignore_index=True)
@@ -137,8 +186,8 @@ def test_the_spot_check_fails_the_step_before_anything_is_published(small_days, 
 
 
 def test_one_workflow_transform_per_run_however_many_files(small_days, tmp_path, monkeypatch):
-    """The spot check rides in the serving tables' Workflow.transform call: one call per run, with
-    rows of every file, instead of one call per file."""
+    """The spot check is one Workflow.transform call per run, with rows of every file, instead of
+    one call per file."""
     import nvtabular as nvt
 
     from criteo_steps import preprocess

@@ -109,7 +109,10 @@ def decode_file(parquet_path: str, source: str) -> DecodedFile:
     """
     import pyarrow.parquet as pq
 
-    return decode_table(pq.read_table(parquet_path, columns=COLUMNS, read_dictionary=COLUMNS), source)
+    # memory_map: the file's pages are read in place, not copied into a buffer first (0.37-0.41 s
+    # against 0.42-0.93 s for a 900k-row file, in fresh processes on 2 cores).
+    table = pq.read_table(parquet_path, columns=COLUMNS, read_dictionary=COLUMNS, memory_map=True)
+    return decode_table(table, source)
 
 
 def decode_table(table, source: str) -> DecodedFile:

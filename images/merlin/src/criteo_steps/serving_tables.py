@@ -14,46 +14,43 @@ import numpy as np
 from criteo_kernel.schema import CAT_COLUMNS, INT_COLUMNS, LABEL
 
 from .decoding import DecodedFile
-from .workflow import find_op
+from .workflow import find_node, find_op, ops_above
 
 # Rows per run re-checked through NVTabular's own Workflow.transform (spread over every file,
 # at least 16 of each).
 CHECK_ROWS = 4096
 
 
-def serving_tables(workflow, extra=None) -> tuple[dict, dict, object]:
-    """Derive the exact lookup tables Triton needs, by running the fitted workflow itself.
+def serving_tables(workflow) -> tuple[dict, dict]:
+    """Derive the exact lookup tables Triton needs, by running the fitted workflow's own operators.
 
-    Category ids come from transforming each column's vocabulary (plus a missing and an unseen
-    value) through the workflow, so the serving tables cannot drift from NVTabular's encoding.
-    `extra` (a typed frame, e.g. SpotCheck's samples) rides along in the same Workflow.transform
-    call, whose fixed cost is most of this function's; its transformed rows are returned third.
+    Category ids come from NVTabular's Categorify operator encoding each column's vocabulary (plus
+    a missing and an unseen value), so the serving tables cannot drift from NVTabular's encoding.
+    Each column is encoded at its own length: vocabularies differ in size by orders of magnitude
+    (4 to 50k values in the demo's data, 3 to 10M in Criteo's), and one rectangular frame through
+    Workflow.transform paid for the longest in every column (3.5x the rows here).
     """
+    from concurrent.futures import ThreadPoolExecutor
+
     import pandas as pd
+    import pyarrow.parquet as pq
+    from merlin.dag.selector import ColumnSelector
     from nvtabular import ops
 
-    cat_op = find_op(workflow, ops.Categorify)
-    vocab = {}
-    for c in CAT_COLUMNS:
-        uniq = pd.read_parquet(cat_op.categories[c], columns=[c])[c].dropna().astype(np.int64).to_numpy()
-        vocab[c] = np.unique(np.concatenate([uniq, np.array([-1, 2**40], dtype=np.int64)]))
-    longest = max(len(v) for v in vocab.values())
-    frame = {c: np.resize(vocab[c], longest) for c in CAT_COLUMNS}
-    for c in INT_COLUMNS:
-        frame[c] = np.zeros(longest)
-    frame[LABEL] = np.zeros(longest, dtype=np.int8)
-    frame = pd.DataFrame(frame)
-    if extra is not None and len(extra):
-        frame = pd.concat([frame, extra[list(frame.columns)]], ignore_index=True)
-    # Workflow.transform on a pandas frame runs the same operators (LocalExecutor) without dask.
-    out = workflow.transform(frame)
+    cat_op = _raw_categorify(workflow)
+
+    def encoded(c: str) -> tuple[np.ndarray, np.ndarray]:
+        uniq = pq.read_table(cat_op.categories[c], columns=[c]).column(c).drop_null().to_numpy().astype(np.int64)
+        keys = np.unique(np.concatenate([uniq, np.array([-1, 2**40], dtype=np.int64)]))
+        return keys, cat_op.transform(ColumnSelector([c]), pd.DataFrame({c: keys}))[c].to_numpy().astype(np.int64)
+
     tables, oov = {}, {}
-    for c in CAT_COLUMNS:
-        keys = vocab[c]
-        ids = out[c].to_numpy()[: len(keys)].astype(np.int64)
-        oov[c] = int(ids[keys == 2**40][0])
-        keep = keys != 2**40
-        tables[f"{c}_keys"], tables[f"{c}_ids"] = keys[keep], ids[keep]
+    # Two at a time: the vocabulary reads and parts of pandas' merge let go of the GIL.
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        for c, (keys, ids) in zip(CAT_COLUMNS, pool.map(encoded, CAT_COLUMNS), strict=True):
+            oov[c] = int(ids[keys == 2**40][0])
+            keep = keys != 2**40
+            tables[f"{c}_keys"], tables[f"{c}_ids"] = keys[keep], ids[keep]
     norm_op = find_op(workflow, ops.Normalize)
     cont = {
         "fill_value": 0.0, "clip_min": 0.0, "log": "log1p",
@@ -61,8 +58,20 @@ def serving_tables(workflow, extra=None) -> tuple[dict, dict, object]:
         "std": {c: float(norm_op.stds[c]) for c in INT_COLUMNS},
         "oov_ids": oov,
     }
-    extra_out = out.iloc[longest:].reset_index(drop=True) if extra is not None and len(extra) else None
-    return tables, cont, extra_out
+    return tables, cont
+
+
+def _raw_categorify(workflow):
+    """The workflow's Categorify operator, checked to encode the raw C1..C26 columns: the serving
+    tables map a raw value to its id, so nothing may transform the values before Categorify."""
+    from nvtabular import ops
+
+    node = find_node(workflow, ops.Categorify)
+    above = [type(op).__name__ for op in ops_above(node)]
+    if above or sorted(node.input_columns.names) != sorted(CAT_COLUMNS):
+        raise ValueError(f"serving tables need Categorify on the raw {CAT_COLUMNS[0]}..{CAT_COLUMNS[-1]}; "
+                         f"this workflow's reads {node.input_columns.names} through {above or 'nothing'}")
+    return node.op
 
 
 class CompiledWorkflow:
@@ -126,20 +135,17 @@ class CompiledWorkflow:
 class SpotCheck:
     """Rows of every file, compared with NVTabular's own Workflow.transform, in one call per run.
 
-    Files decoded before the transform are `sample`d first; their rows ride along in the serving
-    tables' Workflow.transform call (`frame`, then `expect`). Each file's sampled rows go through
-    the fast path when the file is transformed (`compare`, its encoded dictionaries gathered at
-    those rows) and are compared at once. Files sampled only then (decoded past the cache budget)
-    are checked by one more call in `verify`. All before anything is published; a difference fails
-    the step, naming the file, column and row.
+    When a file is transformed, `sample` keeps its first rows and rows spread over it, decoded and
+    as the fast path encoded them (its encoded dictionaries gathered at those rows, as
+    CompiledWorkflow.rows does). `verify` runs one Workflow.transform over the rows of every file,
+    while the last output files are still being written, and fails on the first difference,
+    naming the file, column and row. The step publishes nothing before it passes.
     """
 
     def __init__(self, workflow, files: int, rows: int = CHECK_ROWS):
         self.workflow = workflow
         self.per_file = max(16, rows // max(files, 1))  # the first rows and rows spread over the file
-        self.pending: list[tuple[str, np.ndarray, object]] = []   # sampled, awaiting NVTabular's rows
-        self.expected: dict[str, tuple[np.ndarray, object]] = {}  # source -> (rows, NVTabular's frame)
-        self.late: list[tuple[str, np.ndarray, object, dict]] = []
+        self.samples: list[tuple[str, np.ndarray, object, dict]] = []  # source, rows, decoded, fast
         self.checked = 0
 
     def _rows(self, n: int) -> np.ndarray:
@@ -147,51 +153,24 @@ class SpotCheck:
         spread = np.linspace(0, n - 1, min(n, half)).astype(np.int64)
         return np.unique(np.concatenate([np.arange(min(n, half)), spread]))
 
-    def sample(self, dec: DecodedFile, source: str) -> None:
+    def sample(self, dec: DecodedFile, luts: dict, source: str) -> None:
+        """Keep rows of `dec`, decoded and through the fast path (`luts`: CompiledWorkflow.encode)."""
         if dec.rows:
             rows = self._rows(dec.rows)
-            self.pending.append((source, rows, dec.take(rows)))
-
-    def frame(self):
-        """The sampled rows of every file so far (typed, as decoded), for one Workflow.transform."""
-        import pandas as pd
-
-        return pd.concat([f for _, _, f in self.pending], ignore_index=True) if self.pending else None
-
-    def expect(self, transformed) -> None:
-        """NVTabular's output for `frame()`'s rows, in the same order."""
-        at = 0
-        for source, rows, _ in self.pending:
-            self.expected[source] = (rows, transformed.iloc[at:at + len(rows)])
-            at += len(rows)
-        self.pending = []
-
-    def compare(self, dec: DecodedFile, luts: dict, source: str) -> None:
-        """The file's sampled rows through the fast path (its encoded dictionaries, `luts`,
-        gathered as CompiledWorkflow.rows does) against NVTabular's."""
-        if source in self.expected:
-            rows, ref = self.expected.pop(source)
-        elif dec.rows:
-            rows, ref = self._rows(dec.rows), None
-        else:
-            return
-        got = {c: dec.gather(c, rows, lut) for c, lut in luts.items()}
-        if ref is not None:
-            self._same(source, rows, got, ref)
-        else:
-            self.late.append((source, rows, dec.take(rows), got))
+            fast = {c: dec.gather(c, rows, lut) for c, lut in luts.items()}
+            self.samples.append((source, rows, dec.take(rows), fast))
 
     def verify(self) -> int:
-        """Check the files sampled late (one Workflow.transform); the number of rows checked in all."""
+        """Compare every sample with Workflow.transform (one call); the number of rows checked."""
         import pandas as pd
 
-        if self.late:
-            ref = self.workflow.transform(pd.concat([frame for _, _, frame, _ in self.late], ignore_index=True))
+        if self.samples:
+            ref = self.workflow.transform(pd.concat([frame for _, _, frame, _ in self.samples], ignore_index=True))
             at = 0
-            for source, rows, _, got in self.late:
+            for source, rows, _, got in self.samples:
                 self._same(source, rows, got, ref.iloc[at:at + len(rows)])
                 at += len(rows)
-            self.late = []
+            self.samples = []
         return self.checked
 
     def _same(self, source: str, rows: np.ndarray, got: dict, ref) -> None:

@@ -59,8 +59,8 @@ def build_workflow(max_vocab: int = 0, freq_threshold: int = 0, out_path: str | 
     return nvt.Workflow(cats + conts + [LABEL])
 
 
-def find_op(workflow, op_type):
-    """The first operator of `op_type` in the fitted workflow's graph."""
+def find_node(workflow, op_type):
+    """The first node of the fitted workflow's graph whose operator is an `op_type`."""
     seen, stack = [], [workflow.output_node]
     while stack:
         node = stack.pop()
@@ -68,9 +68,28 @@ def find_op(workflow, op_type):
             continue
         seen.append(node)
         if isinstance(node.op, op_type):
-            return node.op
+            return node
         stack.extend(node.parents_with_dependencies)
     raise LookupError(f"the workflow has no {op_type.__name__} operator")
+
+
+def find_op(workflow, op_type):
+    """The first operator of `op_type` in the fitted workflow's graph."""
+    return find_node(workflow, op_type).op
+
+
+def ops_above(node) -> list:
+    """The operators above `node` in its graph (column selections aside), nearest first."""
+    found, seen, stack = [], set(), list(node.parents_with_dependencies)
+    while stack:
+        parent = stack.pop()
+        if id(parent) in seen:
+            continue
+        seen.add(id(parent))
+        if parent.op is not None and type(parent.op).__name__ != "SelectionOp":
+            found.append(parent.op)
+        stack.extend(parent.parents_with_dependencies)
+    return found
 
 
 def embedding_sizes(workflow) -> dict[str, int]:
