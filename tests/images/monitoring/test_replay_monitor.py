@@ -142,6 +142,35 @@ def test_monitor_metrics_are_scraped_by_prometheus(served):
     assert len(up) == 2 and set(up.values()) == {"1"}
 
 
+def test_the_autoscaler_queue_time_query_returns_a_number_from_triton_s_metrics(served):
+    """prometheus-adapter's rule (deploy/serving.py), its templates filled the way the adapter fills
+    them for one Triton pod (here the scrape target's instance label stands for namespace and pod):
+    a number of microseconds per request, over requests Triton answered in the window."""
+    import math
+    from urllib.parse import urlsplit
+
+    from deploy.serving import ADAPTER_QUERY, adapter_rules
+    from operators.hooks.prometheus import PrometheusHook
+    from operators.runtime.catalogue import STEPS
+
+    rule = adapter_rules()["rules"][0]
+    assert rule["metricsQuery"] == ADAPTER_QUERY and rule["seriesQuery"].startswith("nv_inference_queue_duration_us{")
+    stack = served["stack"]
+    prom = PrometheusHook(stack.prometheus.url)
+    triton = f'instance="{urlsplit(stack.triton.metrics_url).netloc}"'
+    # A sample before the traffic: the increase is measured between scrapes.
+    wait_for(prom, f"nv_inference_request_success{{{triton}}}", lambda v: True)
+    served["rt"].run(STEPS["replay"], replay_args(served, served["root"] / "log_hpa", 0, "--concurrency", "4",
+                                                  "--batch-size", "16"))
+    wait_for(prom, f"delta(nv_inference_request_success{{{triton}}}[30s])", lambda v: v > 0)
+    query = ADAPTER_QUERY.replace("<<.LabelMatchers>>", triton).replace("<<.GroupBy>>", "instance")
+    rows = prom.query(query)
+    assert len(rows) == 1 and f'instance="{rows[0]["metric"]["instance"]}"' == triton, rows
+    value = float(rows[0]["value"][1])
+    assert math.isfinite(value) and value >= 0, rows
+    print(f"triton_queue_avg_us: {value:.1f}")
+
+
 def test_a_version_switch_during_the_replay_shows_row_by_row(served, packages):
     """Version 2 is promoted while traffic flows: each logged row carries the version that
     answered it, and its prediction is that version's."""
