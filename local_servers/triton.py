@@ -163,6 +163,8 @@ class LocalTriton(LocalServer):
             "--grpc-address=127.0.0.1", f"--grpc-port={self.grpc_port}",
             "--metrics-address=127.0.0.1", f"--metrics-port={self.metrics_port}",
             "--allow-gpu-metrics=false",
+            # Latency quantiles per model version (nv_inference_*_summary_us): the dashboard's p50/p99.
+            "--metrics-config=summary_latencies=true",
             "--pinned-memory-pool-byte-size=0",  # no GPU: no pinned host memory
             f"--log-verbose={self.log_verbose}",
             *self.extra_args,

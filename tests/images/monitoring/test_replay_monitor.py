@@ -171,6 +171,45 @@ def test_the_autoscaler_queue_time_query_returns_a_number_from_triton_s_metrics(
     print(f"triton_queue_avg_us: {value:.1f}")
 
 
+def dashboard_queries(path) -> list[tuple[str, str]]:
+    """(panel title, PromQL) of every target of a provisioned dashboard, with Grafana's variables
+    filled as Grafana fills them for this model (one 15 s rate interval)."""
+    import json
+
+    dash = json.loads(path.read_text())
+    assert [v["name"] for v in dash["templating"]["list"]] == ["model"]
+    out = []
+    for panel in dash["panels"]:
+        assert panel["datasource"]["uid"] == "prometheus", panel["title"]
+        for target in panel["targets"]:
+            expr = target["expr"].replace("$model", MODEL).replace("$__rate_interval", "15s")
+            assert "$" not in expr, (panel["title"], expr)
+            out.append((panel["title"], expr))
+    return out
+
+
+def test_every_dashboard_panel_has_data(served):
+    """Each query of the provisioned Grafana dashboard (deploy/grafana) returns series from the real
+    Prometheus after a replay through the real Triton and monitor: none is misspelt or empty."""
+    from operators.hooks.prometheus import PrometheusHook
+    from operators.runtime.catalogue import STEPS
+
+    dashboards = REPO / "deploy" / "grafana" / "dashboards"
+    queries = [q for path in sorted(dashboards.glob("*.json")) for q in dashboard_queries(path)]
+    assert {t for t, _ in queries} >= {"Rolling AUC per version", "Calibration per version",
+                                       "Max feature PSI per version", "Triton latency p50 / p99 per version",
+                                       "Triton queue time per version", "Request rate per version", "Monitor health"}
+    stack = served["stack"]
+    prom = PrometheusHook(stack.prometheus.url)
+    wait_for(prom, f'nv_inference_request_success{{model="{MODEL}"}}', lambda v: True)  # a sample before traffic
+    # Into the monitor's own log, on the wall clock (ids and times of their own, whichever test ran before).
+    served["rt"].run(STEPS["replay"], replay_args(served, stack.request_log, 0, "--clock", "wall"))
+    wait_for(prom, f'criteo_rolling_auc{{model="{MODEL}"}}', lambda v: True)
+    wait_for(prom, f'delta(nv_inference_request_success{{model="{MODEL}"}}[30s])', lambda v: v > 0)
+    empty = [(title, expr) for title, expr in queries if not prom.query(expr)]
+    assert not empty, empty
+
+
 def test_a_version_switch_during_the_replay_shows_row_by_row(served, packages):
     """Version 2 is promoted while traffic flows: each logged row carries the version that
     answered it, and its prediction is that version's."""
