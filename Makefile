@@ -174,6 +174,7 @@ bench: setup .venv-bench/.installed
 	.venv/bin/python bench/bench_gate.py
 	.venv/bin/python bench/bench_daily_run.py
 	.venv/bin/python bench/bench_serving.py
+	.venv/bin/python bench/bench_autoscale.py
 
 # Re-resolve the locks (needs the registries); commit the result.
 lock: | $(UV)
