@@ -9,7 +9,8 @@ Renders, from the settings in deploy/values.yaml (README "Serving on GKE"):
   repository is read with the pod's own identity, no credential env), a Deployment (explicit model
   control, the production version pinned by config.pbtxt loads at start; probes on Triton's health
   endpoints; a whole GPU or a MIG slice chosen by `triton.gpu`), a Service (HTTP, gRPC, metrics)
-  and a headless Service listing every replica, ready or not, for deploy to reach each one;
+  and a headless Service listing every replica, ready or not, for deploy to reach each one (the
+  Airflow Variable criteo_triton_replicas=triton-replicas.NAMESPACE.svc:8001);
 - the monitor: a Deployment and a Service (/metrics);
 - the inference client: a Job replaying one day of traffic to Triton;
 - Prometheus scraping through pod annotations (prometheus.io/scrape, port, path);

@@ -70,6 +70,14 @@ def http_ok(url: str, timeout: float = 1.0) -> bool:
         return False
 
 
+class ExitedBeforeReady(RuntimeError):
+    """The server's process ended before it was ready; `returncode` < 0: killed by that signal."""
+
+    def __init__(self, message: str, returncode: int):
+        super().__init__(message)
+        self.returncode = returncode
+
+
 class ServerProcess:
     """One server: `start()` launches it and waits for `ready()`; `stop()` ends its process group.
 
@@ -87,7 +95,21 @@ class ServerProcess:
         self.cwd = cwd
         self.proc: subprocess.Popen | None = None
 
-    def start(self, timeout_s: float = 60) -> ServerProcess:
+    def start(self, timeout_s: float = 60, crash_retries: int = 0) -> ServerProcess:
+        """Start the process and wait until `ready()`. `crash_retries`: start again that many times
+        if it dies from a signal before it is ready (a crash, not a refusal: a server that rejects
+        its arguments exits with a code of its own, and that is raised at once)."""
+        attempt = 0
+        while True:
+            try:
+                return self._start(timeout_s)
+            except ExitedBeforeReady as exc:
+                if exc.returncode >= 0 or attempt >= crash_retries:
+                    raise
+                attempt += 1
+                log.warning("%s crashed while starting (%s); starting it again", self.name, exc)
+
+    def _start(self, timeout_s: float) -> ServerProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log_fh = open(self.log_path, "ab")
         log.info("starting %s: %s (log %s)", self.name, " ".join(self.argv), self.log_path)
@@ -98,8 +120,9 @@ class ServerProcess:
         try:
             while time.monotonic() < deadline:
                 if self.proc.poll() is not None:
-                    raise RuntimeError(f"{self.name} exited with code {self.proc.returncode} before it was ready; "
-                                       f"last lines of {self.log_path}:\n{self.tail()}")
+                    raise ExitedBeforeReady(f"{self.name} exited with code {self.proc.returncode} before it was "
+                                            f"ready; last lines of {self.log_path}:\n{self.tail()}",
+                                            self.proc.returncode)
                 if self.ready():
                     log.info("%s is ready (pid %s)", self.name, self.proc.pid)
                     return self

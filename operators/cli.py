@@ -78,17 +78,18 @@ def _versions(args: argparse.Namespace) -> int:
 
 def _rollback(args: argparse.Namespace) -> int:
     from .deploy import SmokeTestFailed, rollback
-    from .hooks.triton import TritonHook, TritonModelError, TritonUnavailable
+    from .hooks.triton import TritonHook, TritonModelError, TritonUnavailable, replica_urls
 
     hook = _hook()
-    triton = TritonHook(args.triton)
     try:
-        result = rollback(hook, triton, to=args.to, reason=args.reason)
+        tritons = [TritonHook(url) for url in replica_urls(args.triton)]
+        result = rollback(hook, tritons, to=args.to, reason=args.reason)
     except (ValueError, SmokeTestFailed, TritonModelError, TritonUnavailable) as exc:
         print(f"ERROR: rollback not done: {exc}", file=sys.stderr)
         return 1
-    print(f"{hook.layout.cfg.model_name}: version {result['version']} serves again (was {result['previous_version']}); "
-          f"smoke inference on {result['smoke']['rows']} held-out rows matched (max |diff| "
+    print(f"{hook.layout.cfg.model_name}: version {result['version']} serves again (was {result['previous_version']}) "
+          f"on {len(result['smoke']['replicas'])} replica(s); smoke inference on {result['smoke']['rows']} held-out "
+          f"rows matched (max |diff| "
           f"{result['smoke']['max_abs_diff']:.2e})")
     return 0
 
@@ -121,7 +122,9 @@ def main(argv: list[str] | None = None) -> int:
                                    "Airflow Variables (AIRFLOW_VAR_CRITEO_BASE_URL, "
                                    "AIRFLOW_VAR_CRITEO_TRITON_GRPC_URL).")
     r.add_argument("--to", type=int, default=None, help="the version to serve (default: the newest below production)")
-    r.add_argument("--triton", default=None, help="Triton gRPC address (default: Variable criteo_triton_grpc_url)")
+    r.add_argument("--triton", default=None,
+                   help="Triton gRPC address(es), host:port, comma-separated; each name stands for every address it "
+                        "resolves to (default: Variable criteo_triton_replicas, else criteo_triton_grpc_url)")
     r.add_argument("--reason", default="rolled back by hand", help="recorded in the version left")
     args = p.parse_args(argv)
     commands = {"validate": _validate, "manifest": _manifest, "versions": _versions, "rollback": _rollback}

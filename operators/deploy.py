@@ -16,6 +16,10 @@ Promotion, used by deploy and by `criteo-mlops rollback`:
 
 If 2 or 3 fails, the pointer goes back to the previous version and Triton reloads it, so the
 previous version keeps serving and the repository stays consistent.
+
+Several Triton replicas (the Variable criteo_triton_replicas, e.g. the headless Service of
+deploy/serving.py): each is a server of its own, so all must answer before step 2, and steps 2-3
+run on each in turn; a failure on any restores the previous version on every replica it reached.
 """
 from __future__ import annotations
 
@@ -93,37 +97,62 @@ def smoke_check(hook, triton, model: str, version: int, tolerance: float) -> dic
 
 
 def promote(hook, triton, version: int, tolerance: float = 1e-4) -> dict:
-    """Make `version` the serving one (steps in the module doc); restore the previous on failure."""
+    """Make `version` the serving one (steps in the module doc); restore the previous on failure.
+
+    `triton`: one TritonHook, or a list of them, one per replica (`replicas()`): explicit model
+    control is per server, so every replica must answer before anything changes, then each loads
+    the version and passes the smoke inference in turn. If one fails, the pointer goes back and
+    every replica that loaded the new version (or tried to, and answered) loads the previous one.
+    """
     from .hooks.triton import TritonUnavailable
 
+    tritons = list(triton) if isinstance(triton, (list, tuple)) else [triton]
     model = hook.layout.cfg.model_name
-    triton.ensure_ready()
+    for t in tritons:
+        t.ensure_ready()
     previous = hook.set_production(version)
+    done, current, smokes = [], None, []
     try:
-        triton.load_model(model)
-        smoke = smoke_check(hook, triton, model, version, tolerance)
+        for t in tritons:
+            current = t
+            t.load_model(model)
+            smokes.append(smoke_check(hook, t, model, version, tolerance))
+            done.append(t)
+        current = None
     except BaseException as exc:
-        log.error("promotion of %s version %s failed (%s); restoring version %s", model, version, exc, previous)
-        _restore(hook, triton, model, previous, cause=exc, unavailable=TritonUnavailable)
+        log.error("promotion of %s version %s failed on %s (%s); restoring version %s", model, version,
+                  getattr(current, "url", "?"), exc, previous)
+        # A replica that could not be reached changed nothing; one that answered may hold the new version.
+        touched = done + ([current] if current is not None and not isinstance(exc, TritonUnavailable) else [])
+        _restore(hook, touched, model, previous)
         raise
+    smoke = {**smokes[0], "max_abs_diff": max(s["max_abs_diff"] for s in smokes),
+             "replicas": [t.url for t in tritons]}
     return {"version": version, "previous_version": previous, "smoke": smoke}
 
 
-def _restore(hook, triton, model: str, previous: int | None, cause: BaseException, unavailable) -> None:
+def replicas() -> list:
+    """A TritonHook per Triton replica (operators.hooks.triton.replica_urls)."""
+    from .hooks.triton import TritonHook, replica_urls
+
+    return [TritonHook(url) for url in replica_urls()]
+
+
+def _restore(hook, tritons: list, model: str, previous: int | None) -> None:
     if previous is None:
         hook.clear_production()
     else:
         hook.set_production(previous)
-    if isinstance(cause, unavailable):
-        return  # Triton is down: it keeps whatever it had loaded, and reads the restored pointer on its next load
-    try:
-        if previous is None:
-            triton.unload_model(model)
-        else:
-            triton.load_model(model)
-        log.info("restored: %s is served by version %s again", model, previous)
-    except Exception as exc:  # the pointer is restored; Triton still serves what it had before the failed load
-        log.error("could not reload %s version %s on Triton: %s", model, previous, exc)
+    # Replicas not in `tritons` keep what they had loaded, and read the restored pointer on their next load.
+    for triton in tritons:
+        try:
+            if previous is None:
+                triton.unload_model(model)
+            else:
+                triton.load_model(model)
+            log.info("restored: %s is served by version %s again on %s", model, previous, triton.url)
+        except Exception as exc:  # the pointer is restored; Triton still serves what it had before the failed load
+            log.error("could not reload %s version %s on %s: %s", model, previous, triton.url, exc)
 
 
 class DeployModelOperator(BaseOperator):
@@ -173,7 +202,7 @@ class DeployModelOperator(BaseOperator):
         from criteo_kernel.artifacts import SMOKE_ROWS
 
         from .hooks.model_repository import ModelRepositoryHook, queue_delay_setting
-        from .hooks.triton import TritonHook, TritonModelError
+        from .hooks.triton import TritonModelError
 
         blessing = plain(self.blessing) if self.blessing else {}
         if not blessing.get("blessed") or not blessing.get("package"):
@@ -232,17 +261,17 @@ class DeployModelOperator(BaseOperator):
             created = True
             self.log.info("pushed %s version %s (parent %s); promoting it", cfg.model_name, version,
                           manifest.get("parent_version"))
-        triton = TritonHook()
         try:
-            promoted = promote(hook, triton, version, self.tolerance)
+            promoted = promote(hook, replicas(), version, self.tolerance)
         except (SmokeTestFailed, TritonModelError) as exc:
             if version != production:
                 hook.reject(version, f"deploy {context['run_id']}: {exc}")
             raise AirflowFailException(
                 f"version {version} was rolled back: {exc}. Production stays at version {production}.") from None
         removed = hook.prune(cfg.keep_versions)
-        self.log.info("%s version %s serves (previous %s); smoke: %s; pruned: %s", cfg.model_name, version,
-                      promoted["previous_version"], promoted["smoke"], removed or "none")
+        self.log.info("%s version %s serves on %d replica(s) (previous %s); smoke: %s; pruned: %s", cfg.model_name,
+                      version, len(promoted["smoke"]["replicas"]), promoted["previous_version"], promoted["smoke"],
+                      removed or "none")
         return {"version": version, "created": created, "promoted": True, "version_dir": layout.version_dir(version),
                 "previous_version": promoted["previous_version"], "smoke": promoted["smoke"], "pruned": removed}
 

@@ -15,7 +15,8 @@ Errors come in two kinds, because callers treat them differently:
 
 tritonclient is imported inside the methods: DAG files import operators/* at parse time.
 
-Default address: the Airflow Variable `criteo_triton_grpc_url` (see `triton_url`).
+Default address: the Airflow Variable `criteo_triton_grpc_url` (see `triton_url`); every replica's,
+for deploy: `replica_urls`.
 """
 from __future__ import annotations
 
@@ -46,6 +47,41 @@ class TritonModelError(RuntimeError):
 def triton_url() -> str:
     """The Triton gRPC address from the Airflow Variable `criteo_triton_grpc_url` ("host:port")."""
     return setting("criteo_triton_grpc_url")
+
+
+def replica_urls(spec: str | None = None, resolve=None) -> list[str]:
+    """Every replica's gRPC address: "host:port" entries, comma-separated (default: the Variable
+    `criteo_triton_replicas`, else `criteo_triton_grpc_url` alone). Each host stands for every
+    address it resolves to, so a Kubernetes headless Service's name gives one address per pod.
+
+    A name that resolves to nothing raises TritonUnavailable (DNS may answer on a retry).
+    """
+    import socket
+
+    resolve = resolve or socket.getaddrinfo
+    spec = spec if spec is not None else setting("criteo_triton_replicas")
+    if not spec.strip():
+        return [triton_url().strip()]
+    urls: list[str] = []
+    for entry in (e.strip() for e in spec.split(",")):
+        for scheme in ("grpc://", "http://"):
+            entry = entry.removeprefix(scheme)
+        host, sep, port = entry.rpartition(":")
+        if not sep or not host or not port.isdigit():
+            raise ValueError(f"criteo_triton_replicas: {entry!r} is not host:port")
+        host = host.strip("[]")
+        try:
+            infos = resolve(host, int(port), type=socket.SOCK_STREAM)
+        except OSError as exc:
+            raise TritonUnavailable(f"Triton replicas {entry}: {host} does not resolve ({exc})") from exc
+        for family, *_, sockaddr in infos:
+            ip = sockaddr[0]
+            url = f"[{ip}]:{port}" if family == socket.AF_INET6 else f"{ip}:{port}"
+            if url not in urls:
+                urls.append(url)
+    if not urls:
+        raise TritonUnavailable(f"Triton replicas {spec}: no address")
+    return urls
 
 
 class TritonHook:

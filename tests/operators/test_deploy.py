@@ -191,6 +191,69 @@ def test_triton_unreachable_fails_retryably_and_the_retry_promotes(server, packa
     assert served(server, packages)[:2] == ([2], 2)
 
 
+@pytest.fixture
+def second_replica(bucket, tmp_path, server, monkeypatch):
+    """Another tritonserver on the same repository; criteo_triton_replicas names both, as the
+    headless Service's addresses would (deploy/serving.py)."""
+    from local_servers.triton import LocalTriton
+
+    other = LocalTriton(str(bucket / "model_repository"), work_dir=tmp_path / "triton-2")
+    other.start()
+    monkeypatch.setenv("AIRFLOW_VAR_CRITEO_TRITON_REPLICAS", f"{server.grpc_url},{other.grpc_url}")
+    yield other
+    other.stop()
+
+
+def test_deploy_loads_the_version_on_every_replica(server, second_replica, packages, tmp_path):
+    """Explicit model control is per server: each replica loads the new version and answers the smoke
+    inference; both serve it."""
+    first = deploy(packages, 0, "run-a", smoke_file(tmp_path / "s0.npz", packages, 0))
+    assert first["smoke"]["replicas"] == [server.grpc_url, second_replica.grpc_url]
+    second = deploy(packages, 1, "run-b", smoke_file(tmp_path / "s1.npz", packages, 1))
+    assert second["version"] == 2
+    for replica in (server, second_replica):
+        ready, version, got = served(replica, packages)
+        assert ready == [2] and version == 2 and np.allclose(got, packages.predictions[1][:64], atol=1e-5)
+
+
+def test_a_replica_that_fails_restores_the_previous_version_on_every_replica(server, packages, tmp_path, bucket,
+                                                                              monkeypatch):
+    """The second replica reads a repository of its own, a stale copy (its config.pbtxt still names
+    version 1): it loads, but answers with version 1. Deploy fails without retry, the pointer goes
+    back, and the first replica, which had loaded version 2, serves version 1 again."""
+    import shutil
+
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from local_servers.triton import LocalTriton
+
+    deploy(packages, 0, "run-a", smoke_file(tmp_path / "s0.npz", packages, 0))
+    stale = tmp_path / "stale_repository"
+    shutil.copytree(bucket / "model_repository", stale)
+    with LocalTriton(str(stale), work_dir=tmp_path / "triton-stale") as other:
+        monkeypatch.setenv("AIRFLOW_VAR_CRITEO_TRITON_REPLICAS", f"{server.grpc_url},{other.grpc_url}")
+        with pytest.raises(AirflowFailException, match="version 2 was rolled back: smoke inference was answered by "
+                                                       "version 1, not 2. Production stays at version 1"):
+            deploy(packages, 1, "run-b", smoke_file(tmp_path / "s1.npz", packages, 1))
+        assert repository().production_version() == 1
+        for replica in (server, other):
+            assert served(replica, packages)[:2] == ([1], 1)
+
+
+def test_a_replica_down_changes_nothing_and_fails_retryably(server, packages, tmp_path, monkeypatch):
+    from local_servers.process import free_port
+    from operators.hooks.triton import TritonUnavailable
+
+    deploy(packages, 0, "run-a", smoke_file(tmp_path / "s0.npz", packages, 0))
+    config_before = (repository().model_dir / "config.pbtxt").read_text()
+    dead = f"127.0.0.1:{free_port()}"
+    monkeypatch.setenv("AIRFLOW_VAR_CRITEO_TRITON_REPLICAS", f"{server.grpc_url},{dead}")
+    with pytest.raises(TritonUnavailable, match=dead):
+        deploy(packages, 1, "run-b", smoke_file(tmp_path / "s1.npz", packages, 1))
+    assert (repository().model_dir / "config.pbtxt").read_text() == config_before
+    assert served(server, packages)[:2] == ([1], 1)
+
+
 def test_a_version_being_pushed_is_never_loaded(server, packages, tmp_path, bucket):
     """What an interrupted push leaves (a hidden staging folder, or on an object store a numbered
     folder without _SUCCESS) is not a version: a reload serves production only."""
