@@ -16,7 +16,7 @@ Then it reports the highest rate whose queue time stayed under the HPA target
 replicas per 1,000 requests/s. The client runs on the same 2 cores as Triton here, so the
 capacity is this machine's, not a GPU node's.
 
-    .venv/bin/python bench/bench_autoscale.py [--rates 20,40,80,120,160,240] [--batch-size 64]
+    .venv/bin/python bench/bench_autoscale.py [--rates 40,80,120,160,200,240,320] [--batch-size 64]
 """
 from __future__ import annotations
 
@@ -40,9 +40,9 @@ def main() -> None:
     from deploy.serving import ADAPTER_QUERY, load_values
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--rates", default="10,20,40,60,80,120,160", help="requests/s, one step each")
+    p.add_argument("--rates", default="40,80,120,160,200,240,320", help="requests/s, one step each")
     p.add_argument("--batch-size", type=int, default=64, help="rows per request (the compose client's)")
-    p.add_argument("--concurrency", type=int, default=8, help="requests the client keeps in flight at most")
+    p.add_argument("--concurrency", type=int, default=16, help="requests the client keeps in flight at most")
     p.add_argument("--step-s", type=float, default=35.0, help="seconds per rate (the rule's window is 30 s)")
     p.add_argument("--target-us", type=float, default=None,
                    help="the HPA target (default: deploy/values.yaml autoscaling.queueTimeTargetUs)")
