@@ -209,6 +209,7 @@ class DeployModelOperator(BaseOperator):
             raise AirflowFailException(f"deploy needs a blessed package; the blessing says {blessing!r}")
         try:  # promotion writes it into config.pbtxt: a bad value fails here, before anything is pushed
             queue_delay_setting()
+            tritons = replicas()  # a name that does not resolve (yet) is retryable: TritonUnavailable
         except ValueError as exc:
             raise AirflowFailException(f"{exc}. Nothing was deployed; fix the Variable and clear the task") from None
         hook = ModelRepositoryHook.from_settings()
@@ -262,7 +263,7 @@ class DeployModelOperator(BaseOperator):
             self.log.info("pushed %s version %s (parent %s); promoting it", cfg.model_name, version,
                           manifest.get("parent_version"))
         try:
-            promoted = promote(hook, replicas(), version, self.tolerance)
+            promoted = promote(hook, tritons, version, self.tolerance)
         except (SmokeTestFailed, TritonModelError) as exc:
             if version != production:
                 hook.reject(version, f"deploy {context['run_id']}: {exc}")

@@ -95,6 +95,16 @@ def test_deploy_rejects_a_bad_queue_delay_before_pushing(bucket, packages, tmp_p
     assert list((bucket / "model_repository").iterdir()) == []   # nothing pushed
 
 
+def test_deploy_rejects_a_bad_replicas_setting_before_pushing(bucket, packages, tmp_path, monkeypatch):
+    from airflow.sdk.exceptions import AirflowFailException
+
+    monkeypatch.setenv("AIRFLOW_VAR_CRITEO_TRITON_REPLICAS", "triton-replicas.criteo.svc")
+    with pytest.raises(AirflowFailException, match="criteo_triton_replicas: 'triton-replicas.criteo.svc' is not "
+                                                   "host:port. Nothing was deployed"):
+        deploy(packages, 0, "run-a", smoke_file(tmp_path / "s0.npz", packages, 0))
+    assert list((bucket / "model_repository").iterdir()) == []   # nothing pushed
+
+
 def test_deploy_promotes_then_rollback_and_roll_forward(server, packages, tmp_path):
     from criteo_kernel.artifacts import ROLLED_BACK
     from operators.deploy import rollback
