@@ -32,34 +32,17 @@ class Problems:
 
     def __init__(self, context):
         self.seen: list[str] = []
-        self._navigations: dict = {}   # frame -> how often it navigated (same-document included)
-        self._sent_at: dict = {}       # request -> its frame's navigation count when it was sent
-        context.on("page", lambda page: page.on("framenavigated", self._navigated))
-        context.on("request", self._sent)
-        context.on("requestfinished", lambda r: self._sent_at.pop(r, None))
         context.on("requestfailed", self._failed)
         context.on("response", lambda r: r.status >= 400 and self.seen.append(f"HTTP {r.status}: {r.url}"))
         context.on("console", lambda m: m.type == "error" and self.seen.append(f"console error: {m.text}"))
         context.on("weberror", lambda e: self.seen.append(f"page error: {e.error}"))
 
-    def _navigated(self, frame) -> None:
-        self._navigations[frame] = self._navigations.get(frame, 0) + 1
-
-    def _count(self, request) -> int | None:
-        try:
-            return self._navigations.get(request.frame, 0)
-        except Exception:  # noqa: BLE001 - a service worker's request has no frame
-            return None
-
-    def _sent(self, request) -> None:
-        self._sent_at[request] = self._count(request)
-
     def _failed(self, request) -> None:
-        sent_at, now = self._sent_at.pop(request, None), self._count(request)
-        # A request cancelled because its page went on to the next one (the last page was still
-        # polling when the test navigated; on a loaded machine, often) failed neither page.
-        left_behind = sent_at is not None and now is not None and now > sent_at
-        if request.failure == "net::ERR_ABORTED" and left_behind:
+        # net::ERR_ABORTED is a request the page itself cancelled: one left behind when the test
+        # went on to the next page while the last was still polling, or a query the UI's own code
+        # aborted (the grid cancels a ti_summaries fetch when its list of runs changes). Neither is
+        # a failure a user sees; network errors, HTTP errors and console errors still count.
+        if request.failure == "net::ERR_ABORTED":
             return
         self.seen.append(f"request failed: {request.url} ({request.failure})")
 
