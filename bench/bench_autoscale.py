@@ -6,7 +6,7 @@ Prometheus scraping it every second, and replays another synthetic day (--traffi
 inference client (criteo_monitoring replay, --clock wall) at each --rates requests/s of
 --batch-size rows, for --step-s seconds each. After each step it reads:
 
-- the HPA's metric: prometheus-adapter's rule (deploy/serving.py ADAPTER_QUERY) over the step's
+- the HPA's metric: prometheus-adapter's rule (deploy/serving.py adapter_query) over the step's
   last 30 s, its templates filled for this one Triton;
 - Triton's own statistics for the step (queue ns / requests), as a cross-check;
 - the rate the client achieved.
@@ -37,7 +37,7 @@ from bench_serving import build_version  # noqa: E402
 
 
 def main() -> None:
-    from deploy.serving import ADAPTER_QUERY, load_values
+    from deploy.serving import adapter_query, load_values
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rates", default="40,80,120,160,200,240,320", help="requests/s, one step each")
@@ -86,7 +86,7 @@ def main() -> None:
         promote(repo, TritonHook(stack.triton.grpc_url), version)
         prom = PrometheusHook(stack.prometheus.url)
         triton = f'instance="{urlsplit(stack.triton.metrics_url).netloc}"'
-        query = ADAPTER_QUERY.replace("<<.LabelMatchers>>", triton).replace("<<.GroupBy>>", "instance")
+        query = adapter_query(triton, "instance")
         stats = TritonHook(stack.triton.grpc_url)
         print(f"HPA target {target:,.0f} us; {a.batch_size} rows per request, at most {a.concurrency} in flight, "
               f"{a.step_s:.0f} s per rate", flush=True)

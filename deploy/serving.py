@@ -210,6 +210,11 @@ def adapter_rules() -> dict:
     }]}
 
 
+def adapter_query(label_matchers: str, group_by: str) -> str:
+    """The rule's metricsQuery with its templates filled, as prometheus-adapter fills them."""
+    return ADAPTER_QUERY.replace("<<.LabelMatchers>>", label_matchers).replace("<<.GroupBy>>", group_by)
+
+
 def autoscaling(v: dict) -> list[dict]:
     a = v["autoscaling"]
     rules = {"apiVersion": "v1", "kind": "ConfigMap",

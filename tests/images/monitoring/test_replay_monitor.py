@@ -149,7 +149,7 @@ def test_the_autoscaler_queue_time_query_returns_a_number_from_triton_s_metrics(
     import math
     from urllib.parse import urlsplit
 
-    from deploy.serving import ADAPTER_QUERY, adapter_rules
+    from deploy.serving import ADAPTER_QUERY, adapter_query, adapter_rules
     from operators.hooks.prometheus import PrometheusHook
     from operators.runtime.catalogue import STEPS
 
@@ -163,8 +163,7 @@ def test_the_autoscaler_queue_time_query_returns_a_number_from_triton_s_metrics(
     served["rt"].run(STEPS["replay"], replay_args(served, served["root"] / "log_hpa", 0, "--concurrency", "4",
                                                   "--batch-size", "16"))
     wait_for(prom, f"delta(nv_inference_request_success{{{triton}}}[30s])", lambda v: v > 0)
-    query = ADAPTER_QUERY.replace("<<.LabelMatchers>>", triton).replace("<<.GroupBy>>", "instance")
-    rows = prom.query(query)
+    rows = prom.query(adapter_query(triton, "instance"))
     assert len(rows) == 1 and f'instance="{rows[0]["metric"]["instance"]}"' == triton, rows
     value = float(rows[0]["value"][1])
     assert math.isfinite(value) and value >= 0, rows
