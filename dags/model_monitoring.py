@@ -23,7 +23,9 @@ production_version -> auc_degraded   (rolling AUC < auc_threshold for sustained_
   its log says exactly why it triggers or not.
 - **trigger_full_retrain**: queues `criteo_full_retrain` with conf `{"end_day": <latest raw day
   present>, "window_days": <window_days>, "reason": ...}`; **record_retrain** then stores the time
-  in the Variable `criteo_monitor_last_retrain_at` (delete it to allow a retrain at once).
+  in the Variable `criteo_monitor_last_retrain_at` (delete it to allow a retrain at once) and
+  writes `<base>/retrain_log/<model>/<run id>.json` (the run, the degraded version, the sensors that
+  fired), which the monitor counts as `criteo_retrains_triggered_total` (Grafana: "Retrains triggered").
 
 **Settings.** Each is a Param of the trigger form; left empty, it is read from the Airflow Variable
 (or `AIRFLOW_VAR_<NAME>`), else the built-in default:

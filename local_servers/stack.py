@@ -1,5 +1,5 @@
 """The serving side of the embedded default, started together: Triton on the bucket's model
-repository, the monitor on the bucket's request log, and Prometheus scraping both.
+repository, the monitor on the bucket's request log and retrain log, and Prometheus scraping both.
 
 Used by `make demo-loop`, the loop tests and the serving bench. It exports the Airflow Variables
 (as AIRFLOW_VAR_*) that point the DAG tasks at these servers, and stops everything on exit.
@@ -10,13 +10,15 @@ import os
 from contextlib import ExitStack
 from pathlib import Path
 
+from criteo_kernel import retrain_log
 from criteo_kernel.signature import MODEL_NAME
 
 from .process import ServerProcess, free_port, http_ok
 
 
 def monitor_process(request_log: str, model_repository: str, model: str, log_path: Path,
-                    window_rows: int = 5000, min_rows: int = 500, interval_s: float = 1.0) -> ServerProcess:
+                    window_rows: int = 5000, min_rows: int = 500, interval_s: float = 1.0,
+                    retrain_log: str | None = None) -> ServerProcess:
     """The monitor (images/monitoring) as a local process of its image's environment."""
     from operators.runtime.catalogue import IMAGES
     from operators.runtime.local import LOCAL_ENVIRONMENTS
@@ -27,6 +29,8 @@ def monitor_process(request_log: str, model_repository: str, model: str, log_pat
     argv = [local.python, "-m", IMAGES["monitoring"], "monitor", "--request-log", request_log,
             "--model-repository", model_repository, "--model", model, "--port", str(port),
             "--window-rows", str(window_rows), "--min-rows", str(min_rows), "--interval-s", str(interval_s)]
+    if retrain_log:
+        argv += ["--retrain-log", retrain_log]
     proc = ServerProcess("monitor", argv, log_path, env=env, ready=lambda: http_ok(f"http://127.0.0.1:{port}/metrics"))
     proc.metrics_url = f"http://127.0.0.1:{port}/metrics"
     return proc
@@ -82,6 +86,10 @@ class ServingStack(ExitStack):
     def request_log(self) -> str:
         return f"{self.base}/request_log"
 
+    @property
+    def retrain_log(self) -> str:
+        return retrain_log.folder(self.base)
+
     def _set_var(self, name: str, value: str) -> None:
         key = f"AIRFLOW_VAR_{name.upper()}"
         self._saved_env.setdefault(key, os.environ.get(key))
@@ -102,7 +110,8 @@ class ServingStack(ExitStack):
             targets = [self.triton.metrics_url]
             if self.with_monitor:
                 self.monitor = monitor_process(str(self.request_log), str(self.model_repository), self.model,
-                                               self.work_dir / "monitor.log", self.window_rows, self.min_rows)
+                                               self.work_dir / "monitor.log", self.window_rows, self.min_rows,
+                                               retrain_log=self.retrain_log)
                 self.enter_context(self.monitor)
                 targets.append(self.monitor.metrics_url)
             if self.with_prometheus:

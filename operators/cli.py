@@ -77,13 +77,21 @@ def _versions(args: argparse.Namespace) -> int:
 
 
 def _rollback(args: argparse.Namespace) -> int:
-    from .deploy import SmokeTestFailed, rollback
+    from .deploy import LateReplicaNotReady, SmokeTestFailed, rollback
     from .hooks.triton import TritonHook, TritonModelError, TritonUnavailable, replica_urls
 
     hook = _hook()
     try:
-        tritons = [TritonHook(url) for url in replica_urls(args.triton)]
-        result = rollback(hook, tritons, to=args.to, reason=args.reason)
+        def resolve():
+            return [TritonHook(url) for url in replica_urls(args.triton)]
+
+        result = rollback(hook, resolve(), to=args.to, reason=args.reason, resolve=resolve)
+    except LateReplicaNotReady as exc:
+        model = hook.layout.cfg.model_name
+        print(f"ERROR: rolled back on every replica that answered, but {exc.url} appeared meanwhile and was not "
+              f"ready after {exc.wait_s:g}s. Once it is ready, load {model} there (POST "
+              f"/v2/repository/models/{model}/load on its HTTP port) or delete the pod.", file=sys.stderr)
+        return 1
     except (ValueError, SmokeTestFailed, TritonModelError, TritonUnavailable) as exc:
         print(f"ERROR: rollback not done: {exc}", file=sys.stderr)
         return 1

@@ -20,6 +20,8 @@ previous version keeps serving and the repository stays consistent.
 Several Triton replicas (the Variable criteo_triton_replicas, e.g. the headless Service of
 deploy/serving.py): each is a server of its own, so all must answer before step 2, and steps 2-3
 run on each in turn; a failure on any restores the previous version on every replica it reached.
+Then the replicas are listed again: one that appeared meanwhile may have read the old pointer at
+start, so it loads and passes the smoke inference too (`promote`'s `resolve`).
 """
 from __future__ import annotations
 
@@ -31,11 +33,24 @@ from typing import Any
 
 from airflow.sdk import BaseOperator
 
+from .hooks.triton import TritonUnavailable
+
 log = logging.getLogger(__name__)
 
 
 class SmokeTestFailed(RuntimeError):
     """Triton answered, but not with the offline predictions: the version must not serve."""
+
+
+
+class LateReplicaNotReady(TritonUnavailable):
+    """A replica that appeared during a promotion did not become ready: retry, restore nothing."""
+
+    def __init__(self, url: str, model: str, version: int, wait_s: float):
+        self.url, self.wait_s = url, wait_s
+        super().__init__(f"{model} version {version} serves on every replica that answered, but {url} appeared "
+                         f"during the promotion and was not ready after {wait_s:g}s; it may serve the previous "
+                         "version once ready. The retry loads the version there")
 
 
 def code_revision() -> str:
@@ -96,29 +111,47 @@ def smoke_check(hook, triton, model: str, version: int, tolerance: float) -> dic
     return {"rows": int(len(expected)), "max_abs_diff": diff, "served_version": served}
 
 
-def promote(hook, triton, version: int, tolerance: float = 1e-4) -> dict:
+def promote(hook, triton, version: int, tolerance: float = 1e-4, resolve=None, late_ready_s: float = 300.0) -> dict:
     """Make `version` the serving one (steps in the module doc); restore the previous on failure.
 
     `triton`: one TritonHook, or a list of them, one per replica (`replicas()`): explicit model
     control is per server, so every replica must answer before anything changes, then each loads
     the version and passes the smoke inference in turn. If one fails, the pointer goes back and
     every replica that loaded the new version (or tried to, and answered) loads the previous one.
-    """
-    from .hooks.triton import TritonUnavailable
 
+    `resolve` (e.g. `replicas`): asked again once those replicas serve the version, for replicas
+    that appeared meanwhile (a pod the autoscaler added, whose Triton may have read the old pointer
+    at start). Each new one gets up to `late_ready_s` to become ready, then loads and passes the
+    smoke inference like the others; one still not ready raises TritonUnavailable (retryable: the
+    retry promotes again, reaching it) and changes nothing back, as every replica that answers
+    serves the new version.
+    """
     tritons = list(triton) if isinstance(triton, (list, tuple)) else [triton]
     model = hook.layout.cfg.model_name
     for t in tritons:
         t.ensure_ready()
     previous = hook.set_production(version)
-    done, current, smokes = [], None, []
+    done, current, smokes, late = [], None, [], []
+    pending, seen = list(tritons), {t.url for t in tritons}
     try:
-        for t in tritons:
-            current = t
-            t.load_model(model)
-            smokes.append(smoke_check(hook, t, model, version, tolerance))
-            done.append(t)
-        current = None
+        while pending:
+            for t in pending:
+                current = t
+                if t in late:
+                    _wait_ready(t, late_ready_s, model, version)
+                t.load_model(model)
+                smokes.append(smoke_check(hook, t, model, version, tolerance))
+                done.append(t)
+            current = None
+            # The new pointer is in place: a replica that appears from now on reads it at start.
+            pending = [t for t in _listed_again(resolve) if t.url not in seen]
+            seen.update(t.url for t in pending)
+            late.extend(pending)
+            if pending:
+                log.info("replicas appeared during the promotion: %s; loading version %s there too",
+                         ", ".join(t.url for t in pending), version)
+    except LateReplicaNotReady:
+        raise  # every replica that answers serves the new version: nothing to restore
     except BaseException as exc:
         log.error("promotion of %s version %s failed on %s (%s); restoring version %s", model, version,
                   getattr(current, "url", "?"), exc, previous)
@@ -127,8 +160,29 @@ def promote(hook, triton, version: int, tolerance: float = 1e-4) -> dict:
         _restore(hook, touched, model, previous)
         raise
     smoke = {**smokes[0], "max_abs_diff": max(s["max_abs_diff"] for s in smokes),
-             "replicas": [t.url for t in tritons]}
+             "replicas": [t.url for t in done]}
     return {"version": version, "previous_version": previous, "smoke": smoke}
+
+
+def _listed_again(resolve) -> list:
+    if resolve is None:
+        return []
+    try:
+        return resolve()
+    except TritonUnavailable as exc:  # DNS again: the listed replicas serve the version; do not undo that
+        log.warning("could not list the Triton replicas again (%s): a replica that appeared during the promotion "
+                    "may serve the previous version until its next load", exc)
+        return []
+
+
+def _wait_ready(triton, wait_s: float, model: str, version: int) -> None:
+    import time
+
+    deadline = time.monotonic() + wait_s
+    while not triton.is_ready():
+        if time.monotonic() >= deadline:
+            raise LateReplicaNotReady(triton.url, model, version, wait_s)
+        time.sleep(min(2.0, wait_s))
 
 
 def replicas() -> list:
@@ -263,7 +317,7 @@ class DeployModelOperator(BaseOperator):
             self.log.info("pushed %s version %s (parent %s); promoting it", cfg.model_name, version,
                           manifest.get("parent_version"))
         try:
-            promoted = promote(hook, tritons, version, self.tolerance)
+            promoted = promote(hook, tritons, version, self.tolerance, resolve=replicas)
         except (SmokeTestFailed, TritonModelError) as exc:
             if version != production:
                 hook.reject(version, f"deploy {context['run_id']}: {exc}")
@@ -309,14 +363,12 @@ class DeployModelOperator(BaseOperator):
         return {"version": earlier, "fingerprint": (before or {}).get("fingerprint"), "changes": what}
 
 
-def rollback(hook, triton, to: int | None = None, reason: str = "rolled back by hand") -> dict:
+def rollback(hook, triton, to: int | None = None, reason: str = "rolled back by hand", resolve=None) -> dict:
     """Serve an earlier version again (default: the newest complete one below production).
 
     The version left is marked `_ROLLED_BACK`, so no rerun of its deploy promotes it again;
     `to` may also name a newer version (roll forward), which clears its mark.
     """
-    from datetime import datetime
-
     current = hook.production_version()
     versions = hook.versions()
     if to is None:
@@ -330,8 +382,18 @@ def rollback(hook, triton, to: int | None = None, reason: str = "rolled back by 
                          f"(complete: {versions})")
     if to == current:
         raise ValueError(f"version {to} already serves")
-    result = promote(hook, triton, to)
+    try:
+        result = promote(hook, triton, to, resolve=resolve)
+    except LateReplicaNotReady:
+        _mark_rolled_back(hook, current, to, reason)  # the pointer moved: the version left stays left
+        raise
+    _mark_rolled_back(hook, current, to, reason)
+    return result
+
+
+def _mark_rolled_back(hook, current: int | None, to: int, reason: str) -> None:
+    from datetime import datetime
+
     hook.clear_rolled_back(to)
     if current is not None:
         hook.mark_rolled_back(current, f"{datetime.now(UTC).isoformat()} {reason}: production {current} -> {to}")
-    return result

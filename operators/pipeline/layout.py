@@ -9,6 +9,7 @@
     model_repository/<model>/config.pbtxt, <model>/<version>/...   Triton's repository
     data_docs/<dag id>/<run id>/day=N/, processed/  Great Expectations data docs, one site per validation
     request_log/{requests,labels}/date=D/hour=H/    served traffic and its labels (criteo_request_log_url)
+    retrain_log/<model>/<run id>.json               each retrain model_monitoring triggered (criteo_kernel.retrain_log)
 
 Logical date -> day: day_N with N = (logical date - criteo_day0_date) in days. With the defaults,
 the run for 2026-01-01 processes day_0 and 2026-01-24 processes day_23. A date outside
@@ -21,6 +22,8 @@ import json
 import re
 from dataclasses import dataclass
 from datetime import date, datetime
+
+from criteo_kernel import retrain_log
 
 from .config import PipelineConfig
 
@@ -70,6 +73,10 @@ class Layout:
     @property
     def request_log(self) -> str:
         return self.cfg.request_log_url or f"{self.cfg.base_url}/request_log"
+
+    @property
+    def retrain_log(self) -> str:
+        return retrain_log.folder(self.cfg.base_url)
 
     @property
     def data_docs(self) -> str:

@@ -125,13 +125,40 @@ def trigger_full_retrain(retrain_conf: dict) -> None:
 
 
 @task
-def record_retrain(**context) -> str:
-    """Remember when this DAG last triggered a retrain (the cooldown starts now)."""
+def record_retrain(**context) -> dict:
+    """Remember when this DAG last triggered a retrain (the cooldown starts now), and log it in the
+    bucket's retrain log, which the monitor counts as criteo_retrains_triggered_total."""
     from airflow.sdk import Variable
 
+    from criteo_kernel import retrain_log
+
+    from ..hooks.storage import storage_path, write_text_atomic
+    from ..pipeline.config import PipelineConfig
+    from ..pipeline.layout import Layout
+
+    ti = context["ti"]
     at = datetime.now(UTC).isoformat(timespec="seconds")
+    # The cooldown first: a bucket that cannot be written must not let the next run retrain again.
     Variable.set(LAST_RETRAIN_VARIABLE, at,
                  description="When model_monitoring last triggered criteo_full_retrain (cooldown start); "
                              "delete it to allow a retrain at once")
     print(f"{LAST_RETRAIN_VARIABLE} = {at}")
-    return at
+    watch = ti.xcom_pull(task_ids="production_version") or {}
+    conf = ti.xcom_pull(task_ids="decide_retrain") or {}
+    events = {task_id: ti.xcom_pull(task_ids=task_id) for task_id in SENSOR_TASKS}
+    fired = [t for t, event in events.items() if isinstance(event, dict) and event.get("status") == "fired"]
+    run_id = ti.xcom_pull(task_ids="trigger_full_retrain", key="trigger_run_id")
+    if not run_id:
+        raise RuntimeError("trigger_full_retrain left no trigger_run_id XCom: cannot name the queued "
+                           f"{TARGET_DAG} run in the retrain log")
+    cfg = PipelineConfig.load()
+    version = watch.get("version")
+    record = retrain_log.RetrainRecord(
+        model=watch.get("model") or cfg.model_name, version=int(version) if version else None, at=at,
+        run_id=run_id, triggers=fired, reason=str(conf.get("reason", "")), monitoring_run_id=context["run_id"])
+    url = retrain_log.record_url(Layout(cfg).retrain_log, record)
+    path = storage_path(url)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(path, record.to_json())
+    print(f"retrain log: {url} ({TARGET_DAG} run {run_id}, fired: {', '.join(fired) or 'none'})")
+    return {"at": at, "record": url, "run_id": run_id}

@@ -5,6 +5,7 @@ does not, nor does one while a retrain is queued."""
 import os
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -167,6 +168,16 @@ def test_low_auc_triggers_one_full_retrain_then_cooldown(dagbag, serving, capsys
     assert conf["reason"].startswith("model_monitoring: auc_degraded fired: ") and "stayed < 0.7" in conf["reason"]
     last = db_variable(LAST_RETRAIN_VARIABLE)
     assert last and abs(datetime.fromisoformat(last).timestamp() - time.time()) < 120
+    # the retrain log the monitor counts (criteo_retrains_triggered_total): one record, naming the queued run
+    from criteo_kernel.retrain_log import RetrainRecord
+
+    written = dr.get_task_instance("record_retrain").xcom_pull(task_ids="record_retrain")
+    records = list((Path(serving["base"]) / "retrain_log" / MODEL).iterdir())
+    assert [str(p) for p in records] == [written["record"]], records
+    record = RetrainRecord.parse(written["record"], records[0].read_text())
+    assert (record.model, record.version, record.run_id, record.triggers, record.at) == \
+        (MODEL, 1, run_id, ["auc_degraded"], last)
+    assert record.reason == conf["reason"] and record.monitoring_run_id == dr.run_id
     assert "TRIGGER full retrain: auc_degraded fired: " in log and "never triggered before" in log
     assert "DID NOT FIRE: criteo_max_feature_psi" in log and "(last 0.05, worst 0.05)" in log
 
@@ -178,7 +189,7 @@ def test_low_auc_triggers_one_full_retrain_then_cooldown(dagbag, serving, capsys
     assert states["record_retrain"] == "skipped" and db_variable(LAST_RETRAIN_VARIABLE) == last
     assert "NO RETRAIN: auc_degraded fired: " in log
     assert "but in cooldown: the last retrain was triggered at" in log
-    assert len(new_retrains(serving)) == 1
+    assert len(new_retrains(serving)) == 1 and list(records[0].parent.iterdir()) == records
 
     # Past the cooldown, but a retrain is queued (the scheduler has not started it): no second one.
     set_run_state("criteo_full_retrain", run_id, "queued")

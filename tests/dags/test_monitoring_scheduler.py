@@ -46,6 +46,7 @@ def airflow(tmp_path_factory):
         "AIRFLOW_VAR_CRITEO_MONITOR_WINDOW_DAYS": "2",
     })
     af = Airflow(root / "airflow_home", env)
+    af.bucket = base
     try:
         af.start()
         yield af
@@ -76,6 +77,13 @@ def test_the_scheduled_run_fires_in_the_triggerer_and_queues_one_retrain(airflow
     (retrain,) = airflow.runs("criteo_full_retrain")
     assert retrain["state"] == "queued" and retrain["conf"]["end_day"] == 3 and retrain["conf"]["window_days"] == 2
     assert retrain["conf"]["reason"].startswith("model_monitoring: auc_degraded fired")
+    # record_retrain logged it in the bucket, for the monitor's criteo_retrains_triggered_total
+    from criteo_kernel.retrain_log import RetrainRecord
+
+    (path,) = (airflow.bucket / "retrain_log" / MODEL).iterdir()
+    record = RetrainRecord.parse(str(path), path.read_text())
+    assert (record.run_id, record.monitoring_run_id, record.triggers) == \
+        (retrain["dag_run_id"], run["dag_run_id"], ["auc_degraded"])
 
     # 2. by hand through the REST API, with Params: the retrain is still queued, so no second one
     manual = airflow.call("POST", "/api/v2/dags/model_monitoring/dagRuns", {

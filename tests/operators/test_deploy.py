@@ -250,6 +250,48 @@ def test_a_replica_that_fails_restores_the_previous_version_on_every_replica(ser
             assert served(replica, packages)[:2] == ([1], 1)
 
 
+def test_a_replica_that_appears_during_the_promotion_loads_the_version_too(server, packages, tmp_path, bucket,
+                                                                           monkeypatch):
+    """A pod the autoscaler adds while deploy runs: its Triton read the old pointer at start and was
+    not in the first list of replicas. Deploy lists the replicas again once the pointer has moved,
+    and that replica loads the new version and passes the smoke inference too. (The changing list
+    stands in for the headless Service's DNS answer; both tritonservers are real.)"""
+    from local_servers.triton import LocalTriton, load_production
+    from operators import deploy as deploy_module
+    from operators.hooks.triton import TritonHook
+
+    deploy(packages, 0, "run-a", smoke_file(tmp_path / "s0.npz", packages, 0))
+    with LocalTriton(str(bucket / "model_repository"), work_dir=tmp_path / "triton-late") as late:
+        load_production(late)  # what the image's --load-model does at start: it reads the pointer, version 1
+        assert served(late, packages)[:2] == ([1], 1)
+        answers = iter([[server.grpc_url], [server.grpc_url, late.grpc_url]])
+        monkeypatch.setattr(deploy_module, "replicas",
+                            lambda: [TritonHook(url) for url in next(answers, [server.grpc_url, late.grpc_url])])
+        result = deploy(packages, 1, "run-b", smoke_file(tmp_path / "s1.npz", packages, 1))
+        assert result["version"] == 2 and result["smoke"]["replicas"] == [server.grpc_url, late.grpc_url]
+        for replica in (server, late):
+            ready, version, got = served(replica, packages)
+            assert ready == [2] and version == 2 and np.allclose(got, packages.predictions[1][:64], atol=1e-5)
+
+
+def test_a_replica_that_appears_but_never_gets_ready_fails_retryably_and_restores_nothing(server, packages, tmp_path):
+    """Every replica that answers serves the new version; the late one that does not is named, and
+    the error is retryable (the retry promotes again and reaches it). Nothing goes back."""
+    from local_servers.process import free_port
+    from operators.deploy import LateReplicaNotReady, promote
+    from operators.hooks.triton import TritonHook, TritonUnavailable
+
+    deploy(packages, 0, "run-a", smoke_file(tmp_path / "s0.npz", packages, 0))
+    deploy(packages, 1, "run-b", smoke_file(tmp_path / "s1.npz", packages, 1))
+    dead = f"127.0.0.1:{free_port()}"
+    with pytest.raises(LateReplicaNotReady, match=f"but {dead} appeared during the promotion and was not ready "
+                                                  "after 1s") as err:
+        promote(repository(), [TritonHook(server.grpc_url)], 1, late_ready_s=1,
+                resolve=lambda: [TritonHook(server.grpc_url), TritonHook(dead)])
+    assert isinstance(err.value, TritonUnavailable)  # the operator's retry
+    assert repository().production_version() == 1 and served(server, packages)[:2] == ([1], 1)
+
+
 def test_a_replica_down_changes_nothing_and_fails_retryably(server, packages, tmp_path, monkeypatch):
     from local_servers.process import free_port
     from operators.hooks.triton import TritonUnavailable

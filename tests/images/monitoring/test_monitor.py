@@ -128,3 +128,55 @@ def test_a_replay_rerun_is_joined_once(raw_days, tmp_path):
     assert m[f"criteo_labels_joined_total{sel(1)}"] == 6000 and m[f"criteo_rolling_labelled_requests{sel(1)}"] == 6000
     assert m['criteo_monitor_pending_rows{kind="requests"}'] == 0
     assert m['criteo_monitor_pending_rows{kind="labels"}'] == 0
+
+
+def write_record(log_url, model, run_id, at, **extra):
+    from criteo_kernel import retrain_log
+
+    record = retrain_log.RetrainRecord(model=model, version=1, at=at, run_id=run_id, **extra)
+    path = retrain_log.record_url(str(log_url), record)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as fh:
+        fh.write(record.to_json())
+    return path
+
+
+def test_retrains_in_the_retrain_log_are_counted_per_model(tmp_path, caplog):
+    """0 before any retrain (so increase() sees the first one), then one per record; a record
+    rewritten by a retried task counts once; a broken one is named, skipped and counted."""
+    from datetime import datetime
+
+    retrains = tmp_path / "retrain_log"
+    monitor = RequestLogMonitor(str(tmp_path / "log"), model=MODEL, retrain_log_url=str(retrains))
+    monitor.scan()
+    m = exposition(monitor)
+    assert m[f'criteo_retrains_triggered_total{{model="{MODEL}"}}'] == 0
+    assert not any(k.startswith("criteo_last_retrain_triggered_timestamp_seconds") for k in m)
+
+    write_record(retrains, MODEL, "monitoring__a", "2026-11-24T12:00:05+00:00", triggers=["auc_degraded"])
+    write_record(retrains, MODEL, "monitoring__b", "2026-11-24T18:30:00+00:00", triggers=["drift_detected"])
+    write_record(retrains, MODEL, "monitoring__b", "2026-11-24T18:30:00+00:00", triggers=["drift_detected"])
+    write_record(retrains, "another_model", "monitoring__c", "2026-11-25T00:00:00+00:00")  # not this monitor's
+    bad = retrains / MODEL / "broken.json"
+    bad.write_text('{"model": "criteo_dcn", "at": "yesterday", "run_id": "x"}')
+    with caplog.at_level(logging.ERROR, logger="criteo_monitoring.monitor"):
+        assert monitor.scan()["retrains"] == 3
+        assert monitor.scan()["retrains"] == 0  # nothing new: nothing read again
+    m = exposition(monitor)
+    assert m[f'criteo_retrains_triggered_total{{model="{MODEL}"}}'] == 2
+    assert m[f'criteo_last_retrain_triggered_timestamp_seconds{{model="{MODEL}"}}'] == \
+        datetime.fromisoformat("2026-11-24T18:30:00+00:00").timestamp()
+    assert not any('another_model' in k for k in m)
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert errors == [f"skipping retrain record {bad}: field 'at' is 'yesterday'; expected an ISO-8601 time"]
+    assert m["criteo_monitor_bad_files"] == 1
+    # every model when the monitor watches all of them
+    every = RequestLogMonitor(str(tmp_path / "log"), retrain_log_url=str(retrains))
+    every.scan()
+    assert exposition(every)['criteo_retrains_triggered_total{model="another_model"}'] == 1
+
+
+def test_without_a_retrain_log_there_is_no_retrain_metric(tmp_path):
+    monitor = RequestLogMonitor(str(tmp_path / "log"), model=MODEL)
+    monitor.scan()
+    assert not any(k.startswith("criteo_retrains_triggered") for k in exposition(monitor))

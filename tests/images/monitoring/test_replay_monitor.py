@@ -189,15 +189,19 @@ def dashboard_queries(path) -> list[tuple[str, str]]:
 
 def test_every_dashboard_panel_has_data(served):
     """Each query of the provisioned Grafana dashboard (deploy/grafana) returns series from the real
-    Prometheus after a replay through the real Triton and monitor: none is misspelt or empty."""
+    Prometheus after a replay through the real Triton and monitor, and a retrain recorded in the
+    bucket's retrain log as model_monitoring records it: none is misspelt or empty."""
+    from criteo_kernel import retrain_log
     from operators.hooks.prometheus import PrometheusHook
+    from operators.hooks.storage import storage_path, write_text_atomic
     from operators.runtime.catalogue import STEPS
 
     dashboards = REPO / "deploy" / "grafana" / "dashboards"
     queries = [q for path in sorted(dashboards.glob("*.json")) for q in dashboard_queries(path)]
     assert {t for t, _ in queries} >= {"Rolling AUC per version", "Calibration per version",
                                        "Max feature PSI per version", "Triton latency p50 / p99 per version",
-                                       "Triton queue time per version", "Request rate per version", "Monitor health"}
+                                       "Triton queue time per version", "Request rate per version", "Monitor health",
+                                       "Retrains triggered"}
     stack = served["stack"]
     prom = PrometheusHook(stack.prometheus.url)
     wait_for(prom, f'nv_inference_request_success{{model="{MODEL}"}}', lambda v: True)  # a sample before traffic
@@ -205,6 +209,14 @@ def test_every_dashboard_panel_has_data(served):
     served["rt"].run(STEPS["replay"], replay_args(served, stack.request_log, 0, "--clock", "wall"))
     wait_for(prom, f'criteo_rolling_auc{{model="{MODEL}"}}', lambda v: True)
     wait_for(prom, f'delta(nv_inference_request_success{{model="{MODEL}"}}[30s])', lambda v: v > 0)
+    # record_retrain's write (operators/tasks/monitoring.py), after the monitor's first 0 was scraped
+    wait_for(prom, f'criteo_retrains_triggered_total{{model="{MODEL}"}}', lambda v: v == 0)
+    record = retrain_log.RetrainRecord(model=MODEL, version=1, at="2026-11-24T12:00:05+00:00",
+                                       run_id="monitoring__2026-11-24T12:00:04+00:00", triggers=["auc_degraded"])
+    path = storage_path(retrain_log.record_url(stack.retrain_log, record))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(path, record.to_json())
+    wait_for(prom, f'increase(criteo_retrains_triggered_total{{model="{MODEL}"}}[1m])', lambda v: v > 0)
     empty = [(title, expr) for title, expr in queries if not prom.query(expr)]
     assert not empty, empty
 

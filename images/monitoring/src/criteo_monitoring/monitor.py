@@ -2,7 +2,8 @@
 Prometheus metrics, labelled by model and version.
 
     python -m criteo_monitoring monitor --request-log gs://b/request_log \
-        --model-repository gs://b/model_repository --port 9109 [--window-rows 5000]
+        --model-repository gs://b/model_repository --retrain-log gs://b/retrain_log --port 9109 \
+        [--window-rows 5000]
 
 Every `--interval-s` it reads the part files that appeared since the last scan (within
 `--lookback-hours` of the newest partition; a restart rebuilds its windows from there), joins
@@ -23,9 +24,15 @@ Metrics (`/metrics`), labels `model`, `version`:
     criteo_monitor_unlabelled_dropped_total, criteo_monitor_scan_errors_total,
     criteo_monitor_last_scan_timestamp_seconds, criteo_monitor_scan_duration_seconds
 
+and, label `model` only, from `--retrain-log` (criteo_kernel.retrain_log, written by model_monitoring):
+
+    criteo_retrains_triggered_total                  full retrains model_monitoring triggered (0 until one)
+    criteo_last_retrain_triggered_timestamp_seconds  when the last one was triggered
+
 A quality metric appears only once `--min-rows` labelled rows are in its window, PSI once as many
 requests are (below that it is noise). A file that cannot be read, or lacks the request log's
-columns, is logged with its path and the reason, counted, and skipped (read again if it changes);
+columns (or a retrain record that breaks its format), is logged with its path and the reason,
+counted, and skipped (read again if it changes);
 a scan that fails (bucket unreachable) is logged and retried at the next interval. Neither stops
 the monitor.
 """
@@ -41,7 +48,7 @@ from datetime import datetime, timedelta
 
 import numpy as np
 
-from criteo_kernel import profiles
+from criteo_kernel import profiles, retrain_log
 from criteo_kernel.artifacts import REFERENCE_PROFILE
 from criteo_kernel.schema import CAT_COLUMNS, FEATURES, INT_COLUMNS
 from criteo_kernel.storage import fs_root
@@ -68,12 +75,14 @@ class RequestLogMonitor:
 
     def __init__(self, request_log: str, model_repository: str | None = None, model: str | None = None,
                  window_rows: int = 5000, min_rows: int = 500, lookback_hours: float = 48,
-                 max_pending_rows: int = 2_000_000):
+                 max_pending_rows: int = 2_000_000, retrain_log_url: str | None = None):
         import pandas as pd
 
         self.request_log = request_log.rstrip("/")
         self.model_repository = model_repository.rstrip("/") if model_repository else None
         self.model = model
+        self.retrain_log = retrain_log_url.rstrip("/") if retrain_log_url else None
+        self.retrains: dict[str, retrain_log.RetrainRecord] = {}  # path -> record
         self.window_rows = window_rows
         self.min_rows = min_rows
         self.lookback_hours = lookback_hours
@@ -131,7 +140,9 @@ class RequestLogMonitor:
         fs, _ = fs_root(self.request_log)
         new_requests = self._read(fs, REQUESTS, self._new_files(fs, REQUESTS))
         new_labels = self._read(fs, LABELS, self._new_files(fs, LABELS))
+        new_retrains = self._read_retrains()
         with self.lock:
+            self.retrains.update(new_retrains)
             n_req = n_lab = 0
             if new_requests:
                 table = pa.concat_tables(new_requests)
@@ -148,7 +159,32 @@ class RequestLogMonitor:
             self.last_scan = time.time()
             self.last_scan_seconds = time.monotonic() - t0
         return {"request_rows": n_req, "label_rows": n_lab, "joined": matched,
-                "request_files": len(new_requests), "label_files": len(new_labels)}
+                "request_files": len(new_requests), "label_files": len(new_labels), "retrains": len(new_retrains)}
+
+    def _read_retrains(self) -> dict[str, retrain_log.RetrainRecord]:
+        """The retrain records that appeared (or changed) since the last scan."""
+        if not self.retrain_log:
+            return {}
+        fs, root = fs_root(self.retrain_log)
+        out = {}
+        for path in retrain_log.list_records(fs, root):
+            size = fs.size(path)
+            if self.bad.get(path, (None,))[0] == size or (path in self.retrains and self.seen.get(path) == size):
+                continue
+            try:
+                with fs.open(path, "rb") as fh:
+                    out[path] = retrain_log.RetrainRecord.parse(path, fh.read().decode("utf-8", "replace"))
+            except (OSError, ValueError) as exc:  # a ValueError names the file and the field already
+                why = str(exc) if isinstance(exc, ValueError) else f"{path}: {type(exc).__name__}: {exc}"
+                if path not in self.bad:
+                    log.error("skipping retrain record %s", why)
+                self.bad[path] = (size, why)
+                continue
+            self.seen[path] = size
+            self.bad.pop(path, None)
+            log.info("retrain of %s triggered at %s: %s (fired: %s)", out[path].model, out[path].at,
+                     out[path].run_id, ", ".join(out[path].triggers) or "none")
+        return out
 
     def _add_requests(self, table) -> None:
         models = table.column("model").to_numpy(zero_copy_only=False)
@@ -237,7 +273,18 @@ class RequestLogMonitor:
                     "logged": self.logged[(model, version)],
                     "joined": self.joined[(model, version)],
                 }
-            return {"versions": versions, "files_read": dict(self.files_read), "bad_files": len(self.bad),
+            retrains = None
+            if self.retrain_log:
+                models = {m for m, _ in self.windows} | ({self.model} if self.model else set())
+                retrains = {m: {"count": 0, "last": None} for m in models}
+                for record in self.retrains.values():
+                    if self.model and record.model != self.model:
+                        continue
+                    r = retrains.setdefault(record.model, {"count": 0, "last": None})
+                    r["count"] += 1
+                    r["last"] = max(r["last"] or 0.0, record.timestamp())
+            return {"versions": versions, "retrains": retrains, "files_read": dict(self.files_read),
+                    "bad_files": len(self.bad),
                     "pending": {"requests": len(self.pending_requests), "labels": len(self.pending_labels)},
                     "dropped": self.dropped, "scan_errors": self.scan_errors, "last_scan": self.last_scan,
                     "last_scan_seconds": self.last_scan_seconds}
@@ -284,11 +331,23 @@ class RequestLogMonitor:
             joined.add_metric(lv, v["joined"])
         yield from quality.values()
         yield from (rows, drift_rows, psi, max_psi, loaded, logged, joined)
+        if snap["retrains"] is not None:
+            count = CounterMetricFamily("criteo_retrains_triggered", "Full retrains model_monitoring triggered "
+                                        "(records in the retrain log)", labels=["model"])
+            last = gauge("criteo_last_retrain_triggered_timestamp_seconds",
+                         "When model_monitoring last triggered a full retrain", labels=["model"])
+            for model, r in sorted(snap["retrains"].items()):
+                count.add_metric([model], r["count"])
+                if r["last"] is not None:
+                    last.add_metric([model], r["last"])
+            yield count
+            yield last
         files = CounterMetricFamily("criteo_monitor_files_read", "Request log part files read", labels=["kind"])
         for kind in (REQUESTS, LABELS):
             files.add_metric([kind], snap["files_read"].get(kind, 0))
         yield files
-        yield GaugeMetricFamily("criteo_monitor_bad_files", "Part files skipped as unreadable or malformed",
+        yield GaugeMetricFamily("criteo_monitor_bad_files",
+                                "Part files and retrain records skipped as unreadable or malformed",
                                 value=snap["bad_files"])
         pending = gauge("criteo_monitor_pending_rows", "Rows waiting to be joined", labels=["kind"])
         for kind, n in snap["pending"].items():
@@ -343,6 +402,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model-repository", default=None,
                    help="the Triton model repository (for each version's reference_profile.json)")
     p.add_argument("--model", default=None, help="only this model (default: every model in the log)")
+    p.add_argument("--retrain-log", default=None,
+                   help="model_monitoring's retrain log (<base>/retrain_log), counted as "
+                        "criteo_retrains_triggered_total")
     p.add_argument("--host", default="127.0.0.1", help="address to serve /metrics on")
     p.add_argument("--port", type=int, default=9109)
     p.add_argument("--window-rows", type=int, default=5000, help="rows in each rolling window")
@@ -357,7 +419,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.window_rows < 1 or a.min_rows < 1 or a.min_rows > a.window_rows:
         p.error(f"need 1 <= --min-rows <= --window-rows, got {a.min_rows} and {a.window_rows}")
     monitor = RequestLogMonitor(a.request_log, a.model_repository, a.model, a.window_rows, a.min_rows,
-                                a.lookback_hours, a.max_pending_rows)
+                                a.lookback_hours, a.max_pending_rows, a.retrain_log)
     if a.once:
         from prometheus_client import CollectorRegistry, generate_latest
 
