@@ -77,15 +77,13 @@ def _versions(args: argparse.Namespace) -> int:
 
 
 def _rollback(args: argparse.Namespace) -> int:
-    from .deploy import LateReplicaNotReady, SmokeTestFailed, rollback
-    from .hooks.triton import TritonHook, TritonModelError, TritonUnavailable, replica_urls
+    from .deploy import LateReplicaNotReady, SmokeTestFailed, replicas, rollback
+    from .hooks.triton import TritonModelError, TritonUnavailable
 
     hook = _hook()
     try:
-        def resolve():
-            return [TritonHook(url) for url in replica_urls(args.triton)]
-
-        result = rollback(hook, resolve(), to=args.to, reason=args.reason, resolve=resolve)
+        result = rollback(hook, replicas(args.triton), to=args.to, reason=args.reason,
+                          resolve=lambda: replicas(args.triton))
     except LateReplicaNotReady as exc:
         model = hook.layout.cfg.model_name
         print(f"ERROR: rolled back on every replica that answered, but {exc.url} appeared meanwhile and was not "

@@ -42,7 +42,6 @@ class SmokeTestFailed(RuntimeError):
     """Triton answered, but not with the offline predictions: the version must not serve."""
 
 
-
 class LateReplicaNotReady(TritonUnavailable):
     """A replica that appeared during a promotion did not become ready: retry, restore nothing."""
 
@@ -185,11 +184,11 @@ def _wait_ready(triton, wait_s: float, model: str, version: int) -> None:
         time.sleep(min(2.0, wait_s))
 
 
-def replicas() -> list:
-    """A TritonHook per Triton replica (operators.hooks.triton.replica_urls)."""
+def replicas(spec: str | None = None) -> list:
+    """A TritonHook per Triton replica of `spec` (default: the Variables; operators.hooks.triton.replica_urls)."""
     from .hooks.triton import TritonHook, replica_urls
 
-    return [TritonHook(url) for url in replica_urls()]
+    return [TritonHook(url) for url in replica_urls(spec)]
 
 
 def _restore(hook, tritons: list, model: str, previous: int | None) -> None:

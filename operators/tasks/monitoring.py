@@ -75,6 +75,12 @@ def _last_retrain_at() -> str | None:
         return None
 
 
+def _fired(ti) -> dict[str, dict]:
+    """The events of the sensors that fired this run, by task id."""
+    events = {task_id: ti.xcom_pull(task_ids=task_id) for task_id in SENSOR_TASKS}
+    return {t: e for t, e in events.items() if isinstance(e, dict) and e.get("status") == "fired"}
+
+
 @task.short_circuit(trigger_rule="one_success")
 def decide_retrain(**context):
     """Trigger criteo_full_retrain? Only if a sensor fired, no retrain is queued or running, and the
@@ -86,11 +92,7 @@ def decide_retrain(**context):
 
     ti = context["ti"]
     watch = ti.xcom_pull(task_ids="production_version") or {}
-    fired = {}
-    for task_id in SENSOR_TASKS:
-        event = ti.xcom_pull(task_ids=task_id)
-        if isinstance(event, dict) and event.get("status") == "fired":
-            fired[task_id] = event
+    fired = _fired(ti)
     # Tasks cannot query the metadata database in Airflow 3: the Task SDK asks the API server.
     active = ti.get_dr_count(dag_id=TARGET_DAG, states=ACTIVE_STATES)
     cfg = PipelineConfig.load()
@@ -145,8 +147,7 @@ def record_retrain(**context) -> dict:
     print(f"{LAST_RETRAIN_VARIABLE} = {at}")
     watch = ti.xcom_pull(task_ids="production_version") or {}
     conf = ti.xcom_pull(task_ids="decide_retrain") or {}
-    events = {task_id: ti.xcom_pull(task_ids=task_id) for task_id in SENSOR_TASKS}
-    fired = [t for t, event in events.items() if isinstance(event, dict) and event.get("status") == "fired"]
+    fired = list(_fired(ti))
     run_id = ti.xcom_pull(task_ids="trigger_full_retrain", key="trigger_run_id")
     if not run_id:
         raise RuntimeError("trigger_full_retrain left no trigger_run_id XCom: cannot name the queued "

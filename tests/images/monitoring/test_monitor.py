@@ -155,13 +155,16 @@ def test_retrains_in_the_retrain_log_are_counted_per_model(tmp_path, caplog):
 
     write_record(retrains, MODEL, "monitoring__a", "2026-11-24T12:00:05+00:00", triggers=["auc_degraded"])
     write_record(retrains, MODEL, "monitoring__b", "2026-11-24T18:30:00+00:00", triggers=["drift_detected"])
-    write_record(retrains, MODEL, "monitoring__b", "2026-11-24T18:30:00+00:00", triggers=["drift_detected"])
     write_record(retrains, "another_model", "monitoring__c", "2026-11-25T00:00:00+00:00")  # not this monitor's
     bad = retrains / MODEL / "broken.json"
     bad.write_text('{"model": "criteo_dcn", "at": "yesterday", "run_id": "x"}')
     with caplog.at_level(logging.ERROR, logger="criteo_monitoring.monitor"):
         assert monitor.scan()["retrains"] == 3
         assert monitor.scan()["retrains"] == 0  # nothing new: nothing read again
+        # a retried record_retrain rewrites its run's record: read again, still one retrain
+        write_record(retrains, MODEL, "monitoring__b", "2026-11-24T18:30:00+00:00", triggers=["drift_detected"],
+                     reason="written again by a retry")
+        assert monitor.scan()["retrains"] == 1
     m = exposition(monitor)
     assert m[f'criteo_retrains_triggered_total{{model="{MODEL}"}}'] == 2
     assert m[f'criteo_last_retrain_triggered_timestamp_seconds{{model="{MODEL}"}}'] == \

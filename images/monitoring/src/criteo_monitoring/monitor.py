@@ -109,13 +109,26 @@ class RequestLogMonitor:
             newest = _hour(part_partition(parts[-1]))
             oldest = newest - timedelta(hours=self.lookback_hours)
             parts = [p for p in parts if _hour(part_partition(p)) >= oldest]
+        return self._changed(fs, parts)
+
+    def _changed(self, fs, paths) -> list[tuple[str, int]]:
+        """(path, size) of the files not read yet, or changed since they were read or skipped."""
         new = []
-        for p in parts:
+        for p in paths:
             size = fs.size(p)
-            if self.seen.get(p) == size or self.bad.get(p, (None,))[0] == size:  # read again only if it changed
+            if self.seen.get(p) == size or self.bad.get(p, (None,))[0] == size:
                 continue
             new.append((p, size))
         return new
+
+    def _skipped(self, path: str, size: int, why: str) -> None:
+        if path not in self.bad:  # logged once, not at every scan
+            log.error("skipping %s", why)
+        self.bad[path] = (size, why)
+
+    def _taken(self, path: str, size: int) -> None:
+        self.seen[path] = size
+        self.bad.pop(path, None)
 
     def _read(self, fs, kind: str, files) -> list:
         tables = []
@@ -123,12 +136,9 @@ class RequestLogMonitor:
             try:
                 tables.append(read_part(fs, path, kind))
             except RequestLogError as exc:
-                if path not in self.bad:
-                    log.error("skipping %s", exc)
-                self.bad[path] = (size, str(exc))
+                self._skipped(path, size, str(exc))
                 continue
-            self.seen[path] = size
-            self.bad.pop(path, None)
+            self._taken(path, size)
             self.files_read[kind] += 1
         return tables
 
@@ -167,21 +177,15 @@ class RequestLogMonitor:
             return {}
         fs, root = fs_root(self.retrain_log)
         out = {}
-        for path in retrain_log.list_records(fs, root):
-            size = fs.size(path)
-            if self.bad.get(path, (None,))[0] == size or (path in self.retrains and self.seen.get(path) == size):
-                continue
+        for path, size in self._changed(fs, retrain_log.list_records(fs, root)):
             try:
                 with fs.open(path, "rb") as fh:
                     out[path] = retrain_log.RetrainRecord.parse(path, fh.read().decode("utf-8", "replace"))
             except (OSError, ValueError) as exc:  # a ValueError names the file and the field already
                 why = str(exc) if isinstance(exc, ValueError) else f"{path}: {type(exc).__name__}: {exc}"
-                if path not in self.bad:
-                    log.error("skipping retrain record %s", why)
-                self.bad[path] = (size, why)
+                self._skipped(path, size, f"retrain record {why}")
                 continue
-            self.seen[path] = size
-            self.bad.pop(path, None)
+            self._taken(path, size)
             log.info("retrain of %s triggered at %s: %s (fired: %s)", out[path].model, out[path].at,
                      out[path].run_id, ", ".join(out[path].triggers) or "none")
         return out
