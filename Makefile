@@ -13,7 +13,8 @@ export AIRFLOW__CORE__PLUGINS_FOLDER := $(CURDIR)/plugins
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 PYTEST_ARGS ?=
 
-.PHONY: setup airflow airflow-stop demo demo-loop lint test test-unit test-integration test-steps test-hugectr test-e2e test-faults test-live test-kubernetes kube-build kube-up bench lock clean
+.PHONY: setup airflow airflow-stop demo demo-loop lint test test-unit test-integration test-steps test-hugectr test-e2e test-faults test-live test-kubernetes kube-build kube-up bench lock clean \
+        engine engine-stop images test-containers
 
 setup: .venv/.installed .venv-steps/.installed .venv-triton/.installed .tools/prometheus.ok .tools/docker-compose.ok \
        .tools/data-docs-assets.ok $(AIRFLOW_HOME)/airflow.db
@@ -107,7 +108,7 @@ lint: .tools/ruff.ok
 # `make test` runs them in two lanes side by side (scripts/test_lanes.sh: each layer keeps about one
 # of the 2 cores busy), each lane on an Airflow home of its own; the lanes take about the same time.
 TEST_LANE_A := test-steps test-unit test-integration test-live
-TEST_LANE_B := test-kubernetes test-e2e test-faults
+TEST_LANE_B := test-kubernetes test-e2e test-faults test-containers
 LANE_A_HOME := $(CURDIR)/.airflow-lane-a
 test: setup kube-build .tools/chromium.ok $(LANE_A_HOME)/airflow.db
 	MAKE="$(MAKE)" bash scripts/test_lanes.sh a="$(LANE_A_HOME):$(TEST_LANE_A)" b="$(AIRFLOW_HOME):$(TEST_LANE_B)"
@@ -148,6 +149,27 @@ test-live: .venv/.installed .venv-steps/.installed .venv-triton/.installed .tool
 test-kubernetes: .venv/.installed .venv-steps/.installed .venv-triton/.installed kube-build
 	.venv/bin/python -m pytest -q -m kubernetes --durations=10 --ignore=tests/images/merlin tests $(PYTEST_ARGS)
 
+# The container engine (Podman from Debian, as root, host networking only, no registry) serving the
+# Docker API for docker-compose and the Docker runtime; its state and image cache in $(CRITEO_ENGINE_ROOT),
+# outside the repository. engine-stop leaves no process or mount behind (the images stay cached).
+export CRITEO_ENGINE_ROOT ?= $(HOME)/.cache/criteo-mlops/engine
+engine:
+	bash scripts/containers/engine.sh up
+
+engine-stop:
+	bash scripts/containers/engine.sh down
+
+# Every image from its Dockerfile, on local stand-ins of the real bases (images/bases), cached.
+images: engine
+	bash scripts/containers/images.sh
+
+# The built images as containers (tests/containers): the image users, the bases' versions, SIGTERM
+# and memory limits, the step tests inside the merlin image, the DAGs with every step a container
+# against the local runtime. Then the engine is stopped and checked to have left nothing behind.
+test-containers: .venv/.installed .venv-steps/.installed .venv-triton/.installed images
+	.venv/bin/python -m pytest -q -s -m containers --durations=10 tests/containers $(PYTEST_ARGS); rc=$$?; \
+	bash scripts/containers/engine.sh down && bash scripts/containers/engine.sh check-stopped || rc=1; exit $$rc
+
 # Builds the control plane from Debian's source package once (about 10 minutes), cached in
 # $(KUBE_CACHE) outside the repository; later runs find it and return at once.
 KUBE_CACHE ?= $(HOME)/.cache/criteo-mlops/kube-1.20.2
@@ -177,11 +199,23 @@ bench: setup .venv-bench/.installed
 	.venv/bin/python bench/bench_autoscale.py
 
 # Re-resolve the locks (needs the registries); commit the result.
+# An image's lock: requirements/NAME.in resolved for its base's Python against its base's versions
+# (images/bases/BASE/requirements.txt, the real base's list), minus what the base already has: the
+# image installs it with --no-deps. $(call image_lock,NAME,PYTHON,BASE REQUIREMENTS)
+base_packages = $(shell sed -n 's/^\([A-Za-z0-9_.-]*\).*==.*/\1/p' $(1))
+image_lock = $(UV) pip compile -q --python-version $(2) -c $(3) $(addprefix --no-emit-package ,$(call base_packages,$(3))) \
+	requirements/$(1).in -o requirements/$(1).lock.txt
 lock: | $(UV)
 	$(UV) pip compile -q --python-version 3.11 requirements/airflow.in -o requirements/airflow.lock.txt
 	$(UV) pip compile -q --python-version 3.11 --find-links $(TORCH_WHEELS) requirements/steps.in -o requirements/steps.lock.txt
 	$(UV) pip compile -q --python-version 3.11 requirements/triton.in -o requirements/triton.lock.txt
 	$(UV) pip compile -q --python-version 3.11 requirements/bench.in -o requirements/bench.lock.txt
+	# the python:3.11-slim images run what .venv runs: resolved against its lock
+	$(UV) pip compile -q --python-version 3.11 -c requirements/airflow.lock.txt requirements/validator.in -o requirements/validator.lock.txt
+	$(UV) pip compile -q --python-version 3.11 -c requirements/airflow.lock.txt requirements/monitoring.in -o requirements/monitoring.lock.txt
+	$(call image_lock,merlin,3.10,images/bases/merlin-pytorch/requirements.txt)
+	$(call image_lock,merlin-hugectr,3.10,images/bases/merlin-hugectr/requirements.txt)
+	$(call image_lock,triton-image,3.10,images/bases/tritonserver/requirements.txt)
 
 clean:
 	rm -rf .venv .venv-steps .venv-triton .venv-bench .tools .airflow .airflow-lane-a .data

@@ -16,6 +16,9 @@ from airflow.sdk import BaseOperator
 from .links.data_docs import DataDocsLink
 from .runtime.catalogue import STEPS
 
+# 128 + SIGKILL: what a container killed by the kernel's out-of-memory killer exits with.
+OOM_EXIT_CODE = 137
+
 
 class CriteoStepOperator(BaseOperator):
     """Run one pipeline step on the configured runtime (Variable criteo_runtime).
@@ -184,6 +187,13 @@ class CriteoStepOperator(BaseOperator):
             if code in spec.data_error_exit_codes:
                 raise AirflowFailException(f"step {spec.name} exited with code {code} (bad input: no retry):\n"
                                            f"{summary}") from None
+            if code == OOM_EXIT_CODE:
+                # SIGKILL under a memory limit is the kernel's OOM killer (Podman's inspect does not say
+                # so reliably); the same input needs the same memory, so a retry cannot help.
+                raise AirflowFailException(
+                    f"step {spec.name} was killed (exit {code}): its container ran out of memory under its limit "
+                    f"of {self._container.mem_limit} (the step's memory in operators/runtime/catalogue.py, per GPU). "
+                    f"Give the step more memory or a smaller input; no retry.\n{summary}") from None
             raise AirflowException(f"step {spec.name} exited with code {code}:\n{summary}") from exc
         text = "\n".join(lines) if isinstance(lines, list) else str(lines or "")
         result = result_from_log(text)

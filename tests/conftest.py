@@ -10,7 +10,9 @@ tests/images/<image>), in layers each runnable alone: every test carries one of 
 - `steps`: the merlin image's code, which needs the step environment (.venv-steps: NVTabular,
   torch); elsewhere those modules are skipped, saying so;
 - `faults`: input faults and infrastructure failures done for real on the real DAGs (tests/faults);
-- `live`: the DAGs under a running Airflow, through its REST API, CLI and a browser (tests/live).
+- `live`: the DAGs under a running Airflow, through its REST API, CLI and a browser (tests/live);
+- `containers`: the built images as containers on the engine (Podman): the steps as containers of
+  their images, the step tests inside the merlin image (tests/containers).
 
 `make test-<layer>` runs one layer; all but `steps` in .venv, `steps` (with the kernel's unit
 tests) in .venv-steps.
@@ -21,7 +23,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-LAYERS = ("unit", "integration", "e2e", "steps", "kubernetes", "live", "faults")
+LAYERS = ("unit", "integration", "e2e", "steps", "kubernetes", "live", "faults", "containers")
 
 # Set before anything imports Airflow or the DAG modules (they read these at import time).
 os.environ.setdefault("AIRFLOW_HOME", str(REPO / ".airflow"))

@@ -81,7 +81,7 @@ SETTINGS: dict[str, tuple[str, str]] = {
     "criteo_docker_network": ("", "the network the step containers join (the compose project's, to reach gcs/triton)"),
     "criteo_docker_volume": ("", "the named volume holding a local criteo_base_url, mounted into each step container"),
     "criteo_docker_mount_path": ("/data/bucket", "where that volume is mounted (Airflow's containers and steps')"),
-    "criteo_docker_gpus": ("1", "GPUs requested by each GPU step (Docker device request)"),
+    "criteo_docker_gpus": ("1", "GPUs requested by each GPU step (Docker device request); 0: a host without GPUs"),
     "criteo_docker_env": ("", "NAME=value pairs, comma-separated, set in every step container (no secrets)"),
 }
 

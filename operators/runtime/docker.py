@@ -72,9 +72,9 @@ class DockerSettings:
             if not mount_path or not (base + "/").startswith(mount_path + "/"):
                 problems.append(f"criteo_base_url {base!r} is not under criteo_docker_mount_path {mount_path!r}")
         raw_gpus = setting("criteo_docker_gpus")
-        gpus = int(raw_gpus) if raw_gpus.isdigit() and int(raw_gpus) > 0 else 0
-        if not gpus:
-            problems.append(f"criteo_docker_gpus={raw_gpus!r}: expected a positive number")
+        gpus = int(raw_gpus) if raw_gpus.isdigit() else -1
+        if gpus < 0:
+            problems.append(f"criteo_docker_gpus={raw_gpus!r}: expected a number of GPUs (0: a host without GPUs)")
         env = step_env("criteo_docker_env", problems)
         if problems:
             raise DockerConfigurationError("criteo_runtime=docker cannot start a container:\n- "
@@ -105,9 +105,11 @@ def docker_operator(spec: StepSpec, argv: list[str], *, task_id: str, settings: 
         mounts=mounts,
         mount_tmp_dir=False,   # Airflow's own temp folder is not on the Docker host
         environment={"PYTHONUNBUFFERED": "1", **dict(settings.env)},
-        mem_limit=docker_memory(spec.resources(settings.gpus)[1]),
+        # A host without GPUs (criteo_docker_gpus=0) runs the GPU steps on its CPUs, with one GPU's share.
+        mem_limit=docker_memory(spec.resources(max(settings.gpus, 1))[1]),
         shm_size=docker_bytes(settings.shm_size) if spec.gpu else None,
-        device_requests=[DeviceRequest(count=settings.gpus, capabilities=[["gpu"]])] if spec.gpu else None,
+        device_requests=([DeviceRequest(count=settings.gpus, capabilities=[["gpu"]])]
+                         if spec.gpu and settings.gpus else None),
         labels={"app.kubernetes.io/name": "criteo-mlops", "app.kubernetes.io/component": spec.name},
         auto_remove="success",
         do_xcom_push=True,

@@ -1,5 +1,5 @@
 """The retrain log's record: written by model_monitoring, read by the monitor."""
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 
 import pytest
 
@@ -17,7 +17,7 @@ def test_a_record_round_trips_and_is_named_after_its_run():
     # one file per triggered run: a retried record task rewrites it, never adds a second
     assert record_url(folder("gs://b/base"), RECORD) == \
         "gs://b/base/retrain_log/criteo_dcn/monitoring__2026-11-24T12_00_04.5_00_00.json"
-    assert RECORD.timestamp() == datetime(2026, 11, 24, 12, 0, 5, tzinfo=UTC).timestamp()
+    assert RECORD.timestamp() == datetime(2026, 11, 24, 12, 0, 5, tzinfo=timezone.utc).timestamp()
 
 
 @pytest.mark.parametrize("text, message", [

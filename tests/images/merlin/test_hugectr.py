@@ -1,7 +1,8 @@
 """The HugeCTR trainer's parts that run without HugeCTR: what preprocess writes for its Parquet
 reader, the window staged for a run, the slot sizes, the graph against the PyTorch DCN, warm-start
-discovery, the ONNX adapter and the package export makes. The rules checked are those read in
-HugeCTR v25.03's source (criteo_steps.hugectr_data, hugectr_files, onnx_adapter).
+discovery and the package export makes. The rules checked are those read in HugeCTR v25.03's
+source (criteo_steps.hugectr_data, hugectr_files); the conversion of its saved files to ONNX is
+tests/images/merlin/test_hugectr_onnx.py.
 
 What needs HugeCTR itself (its container, a GPU) is in test_hugectr_gpu.py.
 """
@@ -21,7 +22,6 @@ from criteo_kernel.schema import CAT_COLUMNS, INT_COLUMNS, LABEL  # noqa: E402
 from criteo_steps import export, hugectr_data, hugectr_files, preprocess, train_hugectr  # noqa: E402
 from criteo_steps.dcn import DCN, DCNConfig, ServingDCN  # noqa: E402
 from criteo_steps.hugectr_dcn import DCNGraph  # noqa: E402
-from criteo_steps.onnx_adapter import SignatureError, adapt, check_served_signature, signature  # noqa: E402
 
 pytestmark = pytest.mark.steps
 try:
@@ -201,78 +201,23 @@ def test_warm_start_finds_the_latest_complete_set_of_files(tmp_path):
         hugectr_files.find(str(empty))
 
 
-class _HugeCTRSignature(torch.nn.Module):
-    """The PyTorch DCN with hugectr2onnx's signature: dense [N,13], keys [N,26,1] already offset by
-    the cumulative slot sizes, output the probability [N,1]."""
-
-    def __init__(self, model: DCN):
-        super().__init__()
-        self.model = model
-
-    def forward(self, dense, keys):
-        return torch.sigmoid(self.model(keys.squeeze(2) - self.model.offsets, dense))
-
-
-def _hugectr_like_onnx(path, model: DCN):
-    keys = torch.zeros(2, 26, 1, dtype=torch.long) + model.offsets.view(1, 26, 1)
-    torch.onnx.export(_HugeCTRSignature(model).eval(), (torch.zeros(2, 13), keys), str(path),
-                      input_names=["dense", "data1"], output_names=["label"],
-                      dynamic_axes={"dense": {0: "n"}, "data1": {0: "n"}, "label": {0: "n"}},
-                      opset_version=13, dynamo=False)
-
-
 @pytest.fixture(scope="module")
 def hugectr_model(tmp_path_factory, fitted):
-    """A model with hugectr2onnx's signature (the PyTorch DCN behind it), on the fitted workflow's slots."""
+    """A model.onnx as train-hugectr writes it (the served signature; criteo_steps.hugectr_onnx
+    converts HugeCTR's own files, tests/images/merlin/test_hugectr_onnx.py), here the PyTorch DCN
+    on the fitted workflow's slots."""
+    from criteo_steps import torch_compat
+
     root, full, _ = fitted
     slots = [int(full["embedding_sizes"][c]) for c in CAT_COLUMNS]
     torch.manual_seed(0)
     model = DCN(DCNConfig(slots, embedding_dim=4, num_cross_layers=2, mlp_dims=[16])).eval()
-    path = tmp_path_factory.mktemp("onnx") / "hugectr.onnx"
-    _hugectr_like_onnx(path, model)
+    path = tmp_path_factory.mktemp("onnx") / "model.onnx"
+    torch.onnx.export(ServingDCN(model).eval(), (torch.zeros(2, 26, dtype=torch.long), torch.zeros(2, 13)),
+                      str(path), input_names=["cat_ids", "dense"], output_names=["ctr"],
+                      dynamic_axes={"cat_ids": {0: "n"}, "dense": {0: "n"}, "ctr": {0: "n"}},
+                      opset_version=13, **torch_compat.onnx_export_kwargs())
     return model, path, slots
-
-
-def test_the_adapter_gives_the_served_signature_and_applies_the_slot_offsets(hugectr_model):
-    import onnx
-    import onnxruntime as ort
-
-    model, path, slots = hugectr_model
-    raw = onnx.load(str(path))
-    assert signature(raw)["inputs"] == {"dense": (1, [None, 13]), "data1": (7, [None, 26, 1])}
-    adapted = adapt(raw, slots)
-    check_served_signature(adapted)
-    rng = np.random.default_rng(3)
-    cats = np.stack([rng.integers(0, s, size=300) for s in slots], 1).astype(np.int64)
-    dense = rng.normal(size=(300, 13)).astype(np.float32)
-    sess = ort.InferenceSession(adapted.SerializeToString(), providers=["CPUExecutionProvider"])
-    (got,) = sess.run(["ctr"], {"cat_ids": cats, "dense": dense})
-    with torch.no_grad():
-        want = ServingDCN(model)(torch.from_numpy(cats), torch.from_numpy(dense)).numpy()
-    assert got.shape == (300, 1) and np.abs(got - want).max() < 1e-5
-    # without the offsets the ids would land in another slot's rows: the adapter is what makes this equal
-    wrong = ort.InferenceSession(adapt(raw, [1] * 26).SerializeToString(), providers=["CPUExecutionProvider"])
-    try:
-        (off,) = wrong.run(["ctr"], {"cat_ids": cats, "dense": dense})
-        differs = np.abs(off - want).max() > 1e-3
-    except Exception:  # noqa: BLE001  - ids out of the table's range are as wrong
-        differs = True
-    assert differs
-    with pytest.raises(SignatureError, match="do not match"):
-        adapt(raw, slots[:20])
-    with pytest.raises(SignatureError, match="served one"):
-        check_served_signature(raw)
-
-
-def test_the_adapter_refuses_a_model_converted_without_embeddings(tmp_path):
-    from onnx import TensorProto, helper
-
-    g = helper.make_graph([helper.make_node("Identity", ["dense"], ["label"])], "g",
-                          [helper.make_tensor_value_info("dense", TensorProto.FLOAT, [None, 13]),
-                           helper.make_tensor_value_info("sparse_embedding1", TensorProto.FLOAT, [None, 26, 16])],
-                          [helper.make_tensor_value_info("label", TensorProto.FLOAT, [None, 1])])
-    with pytest.raises(SignatureError, match="embeddings converted"):
-        adapt(helper.make_model(g), [5] * 26)
 
 
 def test_export_packages_a_hugectr_model_in_the_same_version_layout(hugectr_model, fitted, tmp_path):
@@ -285,7 +230,7 @@ def test_export_packages_a_hugectr_model_in_the_same_version_layout(hugectr_mode
     trained = str(tmp_path / "train")
     with storage.staged_partition(trained) as staging:
         os.makedirs(os.path.join(staging, "hugectr"))
-        onnx.save(adapt(onnx.load(str(path)), slots), os.path.join(staging, "model.onnx"))
+        onnx.save(onnx.load(str(path)), os.path.join(staging, "model.onnx"))
         files = tmp_path / "files"
         files.mkdir()
         (files / "graph.json").write_text("{}")
@@ -309,9 +254,14 @@ def test_export_packages_a_hugectr_model_in_the_same_version_layout(hugectr_mode
                        rng.integers(-1, 2**31, size=(64, 26)).astype(np.int64))
     assert p.shape == (64,) and np.all((p >= 0) & (p <= 1))
     # a model that is not the served signature is refused, naming it
+    from onnx import TensorProto, helper
+
+    other = helper.make_model(helper.make_graph(
+        [helper.make_node("Identity", ["dense"], ["label"])], "g",
+        [helper.make_tensor_value_info("dense", TensorProto.FLOAT, [None, 13])],
+        [helper.make_tensor_value_info("label", TensorProto.FLOAT, [None, 13])]))
     with storage.staged_partition(str(tmp_path / "bad")) as staging:
-        import shutil
-        shutil.copy(path, os.path.join(staging, "model.onnx"))
+        onnx.save(other, os.path.join(staging, "model.onnx"))
     with pytest.raises(SystemExit, match="model.onnx: the ONNX model's signature"):
         export.export(str(tmp_path / "bad"), str(root / "workflow"), str(tmp_path / "package2"), trainer="hugectr")
 

@@ -46,7 +46,7 @@ def test_every_step_runs_in_its_image_with_its_resources(docker_env, step):
     ({"criteo_docker_volume": ""}, "criteo_docker_volume is not set"),
     ({"criteo_base_url": "/elsewhere/bucket"}, "is not under criteo_docker_mount_path"),
     ({"criteo_image_merlin": "criteo-merlin:latest"}, "is not pinned"),
-    ({"criteo_docker_gpus": "0"}, "criteo_docker_gpus='0'"),
+    ({"criteo_docker_gpus": "two"}, "criteo_docker_gpus='two'"),
     ({"criteo_docker_env": "NOT A PAIR"}, "is not NAME=value"),
 ])
 def test_bad_settings_fail_naming_the_setting(docker_env, change, named):
@@ -57,6 +57,16 @@ def test_bad_settings_fail_naming_the_setting(docker_env, change, named):
     with pytest.raises(DockerConfigurationError, match="cannot start a container") as err:
         DockerSettings.load()
     assert named in str(err.value)
+
+
+def test_a_host_without_gpus_runs_gpu_steps_on_its_cpus(docker_env):
+    from operators.runtime.docker import DockerSettings, docker_operator
+
+    docker_env.setenv("AIRFLOW_VAR_CRITEO_DOCKER_GPUS", "0")
+    spec = STEPS["train"]
+    op = docker_operator(spec, [], task_id="train", settings=DockerSettings.load())
+    assert spec.gpu and not op.device_requests
+    assert op.mem_limit == spec.memory.replace("Gi", "g")
 
 
 def test_a_gs_base_needs_no_volume(docker_env):

@@ -89,7 +89,13 @@ def stop_with_children_on_sigterm() -> None:
 
     def stop(signum, frame):  # noqa: ARG001
         print(f"step stopped by signal {signum}: stopping its process group", file=sys.stderr, flush=True)
-        os.killpg(os.getpgrp(), signal.SIGKILL)
+        try:
+            # As a container's PID 1 this is kill(-1): every other process of the container.
+            os.killpg(os.getpgrp(), signal.SIGKILL)
+        except ProcessLookupError:  # the step was alone
+            pass
+        # Reached only as a container's PID 1, which no SIGKILL from inside its container stops.
+        os._exit(128 + signum)
 
     signal.signal(signal.SIGTERM, stop)
 

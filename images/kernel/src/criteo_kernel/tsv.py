@@ -38,8 +38,29 @@ def reader(fh, invalid_row_handler=None, block_bytes: int = 64 << 20, use_thread
     )
 
 
-def write_options():
-    """pyarrow CSV write options of the raw format."""
+def write_table(table, sink) -> None:
+    """Write a table of text columns in the raw format (tab-separated, no header, no quoting) to a
+    path or a binary file object.
+
+    pyarrow's CSV writer leaves fields unquoted only from pyarrow 13 on (`quoting_style`); the merlin
+    image's pyarrow 10 would quote every field. There the lines are joined by hand: the columns are
+    the raw format's text, which holds no tab, newline or quote to escape.
+    """
     import pyarrow.csv as pacsv
 
-    return pacsv.WriteOptions(include_header=False, delimiter="\t", quoting_style="none")
+    try:
+        opts = pacsv.WriteOptions(include_header=False, delimiter="\t", quoting_style="none")
+    except TypeError:
+        opts = None
+    if opts is not None:
+        pacsv.write_csv(table, sink, opts)
+        return
+    import pyarrow.compute as pc
+
+    lines = pc.binary_join_element_wise(*table.columns, "\t").to_pylist()
+    data = ("\n".join(lines) + "\n").encode() if lines else b""
+    if hasattr(sink, "write"):
+        sink.write(data)
+    else:
+        with open(sink, "wb") as fh:
+            fh.write(data)

@@ -35,6 +35,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .torch_compat import autocast_dtype
+
 
 @dataclass
 class DCNConfig:
@@ -232,8 +234,8 @@ class DCN(nn.Module):
             w, b = lin.weight, lin.bias
             if j == 0 and pad:
                 w = torch.nn.functional.pad(w, (0, pad))
-            if torch.is_autocast_enabled(h.device.type):
-                dt = torch.get_autocast_dtype(h.device.type)
+            dt = autocast_dtype(h.device.type)
+            if dt is not None:
                 h, w, b = h.to(dt), w.to(dt), b.to(dt)
             u = self._uniforms((h.shape[0], w.shape[0]), h.device) if p > 0 else None
             with torch.autocast(h.device.type, enabled=False):

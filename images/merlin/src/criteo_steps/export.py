@@ -113,6 +113,7 @@ def _export_pytorch(checkpoint, onnx_path, pkg, vocab, probe_cats, probe_dense, 
     import onnxruntime as ort
     import torch
 
+    from . import torch_compat
     from .dcn import ServingDCN, load_checkpoint
 
     local_checkpoint = storage.local_copy(checkpoint)
@@ -127,7 +128,7 @@ def _export_pytorch(checkpoint, onnx_path, pkg, vocab, probe_cats, probe_dense, 
         wrapped, (torch.from_numpy(probe_cats[:2]), torch.from_numpy(probe_dense[:2])), onnx_path,
         input_names=[cat_in, dense_in], output_names=[out],
         dynamic_axes={cat_in: {0: "batch"}, dense_in: {0: "batch"}, out: {0: "batch"}},
-        opset_version=17, dynamo=False,
+        opset_version=17, **torch_compat.onnx_export_kwargs(),
     )
     with torch.no_grad():
         ref = wrapped(torch.from_numpy(probe_cats), torch.from_numpy(probe_dense)).numpy()

@@ -139,15 +139,12 @@ def day_table(label, ints, cats):
 
 def write_day(path: str, table, gz: bool) -> None:
     """Write TSV, no header, no quoting; atomically (temp file, then rename)."""
-    import pyarrow.csv as pacsv
-
     tmp = f"{path}.tmp-{os.getpid()}"
-    opts = tsv.write_options()
     if gz:
         with gzip.open(tmp, "wb", compresslevel=1) as fh:
-            pacsv.write_csv(table, fh, opts)
+            tsv.write_table(table, fh)
     else:
-        pacsv.write_csv(table, tmp, opts)
+        tsv.write_table(table, tmp)
     os.replace(tmp, path)
 
 

@@ -75,6 +75,7 @@ def train(train_parts: list[str], output: str, warm_start: str | None, epochs: i
     if precision not in PRECISIONS:
         raise SystemExit(f"train: precision={precision!r}: expected {' or '.join(PRECISIONS)}")
 
+    from . import torch_compat
     from .dcn import DCN, DCNConfig, load_checkpoint, save_checkpoint
 
     torch.manual_seed(seed)
@@ -103,7 +104,7 @@ def train(train_parts: list[str], output: str, warm_start: str | None, epochs: i
     sparse = [model.embedding.weight]
     dense_params = [p for n, p in model.named_parameters() if n != "embedding.weight"]
     opt_sparse = torch.optim.SparseAdam(sparse, lr=lr)
-    opt_dense = torch.optim.Adam(dense_params, lr=lr, fused=True)  # one kernel over all dense tensors
+    opt_dense = torch_compat.adam(dense_params, lr, device)
     loss_fn = torch.nn.BCEWithLogitsLoss()
     model.train()
     seen, steps, t_start, losses = 0, 0, time.time(), []

@@ -4,8 +4,8 @@ The same contract as `train` (criteo_steps.train): processed day partitions in, 
 training partition out, whose result names the `checkpoint` export packages; the next incremental
 run warm-starts from what it keeps.
 
-    OUTPUT/model.onnx       hugectr2onnx's model (embeddings included), adapted to the served
-                            signature (criteo_steps.onnx_adapter)
+    OUTPUT/model.onnx       the saved files converted to the served signature, embeddings
+                            included (criteo_steps.hugectr_onnx: numpy reads them, no hugectr2onnx)
     OUTPUT/hugectr/         graph.json + the saved dense/sparse weights and optimizer states
                             (criteo_steps.hugectr_files): the next run's warm start
     OUTPUT/_train.json      metrics, trainer "hugectr", config, hyperparameters, the warm start
@@ -13,7 +13,8 @@ run warm-starts from what it keeps.
 Steps: stage the partitions for the Parquet reader (criteo_steps.hugectr_data: one file list and
 metadata over the window, slot_size_array from the workflow), build the graph
 (criteo_steps.hugectr_dcn) on all visible GPUs (`vvgpu`), load the parent's files after
-`compile()` for an incremental run, `fit` for epochs x rows / batch iterations, save, convert.
+`compile()` for an incremental run, `fit` for epochs x rows / batch iterations, save, convert
+(criteo_steps.hugectr_onnx: graph.json, the dense file and the sparse folder -> model.onnx).
 HugeCTR reads no gs://: the partitions must be local or mounted (criteo_pod_data=gcsfuse or pvc).
 
     python -m criteo_steps train-hugectr --train /mnt/gcs/b/processed/wf/day=0 --output /mnt/gcs/b/candidates/K/train \\
@@ -75,13 +76,12 @@ def train(train_parts: list[str], output: str, warm_start: str | None, epochs: i
           dropout: float | None = None, gpus: list[int] | None = None, workers: int = 0) -> dict:
     try:
         import hugectr
-        import hugectr2onnx
     except ImportError as exc:
         raise SystemExit(f"train-hugectr: {exc}: HugeCTR runs only in the merlin image's hugectr target (NVIDIA's "
                          "Merlin HugeCTR container, on GPUs); use trainer=pytorch elsewhere") from None
     import onnx
 
-    from .onnx_adapter import adapt
+    from .hugectr_onnx import HugeCTRFileError, convert
 
     for p in train_parts:
         if not storage.is_published(p):
@@ -123,7 +123,8 @@ def train(train_parts: list[str], output: str, warm_start: str | None, epochs: i
         out = os.path.join(tmp, "out")
         files = os.path.join(out, HUGECTR_FILES)
         os.makedirs(files)
-        # as HugeCTR's hugectr2onnx tests do it: the graph written once declared, before compile()
+        # the graph written once declared, before compile() (as HugeCTR's own hugectr2onnx tests do):
+        # the layer order the dense file follows, which the conversion reads
         model.graph_to_json(graph_config_file=os.path.join(files, hugectr_files.GRAPH))
         model.compile()
         if parent is not None:  # loading before compile() throws
@@ -150,10 +151,11 @@ def train(train_parts: list[str], output: str, warm_start: str | None, epochs: i
             eval_metrics = {str(k): float(v) for k, v in model.get_eval_metrics()}
         except Exception as exc:  # noqa: BLE001
             eval_metrics = {"unavailable": f"{type(exc).__name__}: {exc}"}
-        raw_onnx = os.path.join(tmp, "hugectr.onnx")
-        hugectr2onnx.converter.convert(onnx_model_path=raw_onnx, graph_config=saved.graph, dense_model=saved.dense,
-                                       convert_embedding=True, sparse_models=list(saved.sparse))
-        onnx.save(adapt(onnx.load(raw_onnx), graph.slot_sizes), os.path.join(out, MODEL_ONNX))
+        try:
+            served = convert(graph, saved.dense, list(saved.sparse), graph_json=saved.graph)
+        except HugeCTRFileError as exc:
+            raise SystemExit(f"train-hugectr: converting {saved.describe()} to ONNX: {exc}") from None
+        onnx.save(served, os.path.join(out, MODEL_ONNX))
         samples = max_iter * batch_size
         metrics = {"device": f"cuda x{len(gpus)}", "samples": samples, "steps": max_iter, "epochs": epochs,
                    "seconds": round(seconds, 3), "samples_per_s": round(samples / seconds, 1) if seconds else None,
