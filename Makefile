@@ -107,11 +107,16 @@ lint: .tools/ruff.ok
 # its environment (.venv-steps); the kernel's run in both environments.
 # `make test` runs them in two lanes side by side (scripts/test_lanes.sh: each layer keeps about one
 # of the 2 cores busy), each lane on an Airflow home of its own; the lanes take about the same time.
+# Lane c is the container layer: its image builds are mostly downloads and disk, and its tests
+# mostly wait on containers, so it runs beside the other two.
 TEST_LANE_A := test-steps test-unit test-integration test-live
-TEST_LANE_B := test-kubernetes test-e2e test-faults test-containers
+TEST_LANE_B := test-kubernetes test-e2e test-faults
+TEST_LANE_C := test-containers
 LANE_A_HOME := $(CURDIR)/.airflow-lane-a
-test: setup kube-build .tools/chromium.ok $(LANE_A_HOME)/airflow.db
-	MAKE="$(MAKE)" bash scripts/test_lanes.sh a="$(LANE_A_HOME):$(TEST_LANE_A)" b="$(AIRFLOW_HOME):$(TEST_LANE_B)"
+LANE_C_HOME := $(CURDIR)/.airflow-lane-c
+test: setup kube-build .tools/chromium.ok $(LANE_A_HOME)/airflow.db $(LANE_C_HOME)/airflow.db
+	MAKE="$(MAKE)" bash scripts/test_lanes.sh a="$(LANE_A_HOME):$(TEST_LANE_A)" b="$(AIRFLOW_HOME):$(TEST_LANE_B)" \
+	    c="$(LANE_C_HOME):$(TEST_LANE_C)"
 
 test-steps:
 	env -u PYTHONPATH .venv-steps/bin/python -m pytest -q tests/images/kernel tests/images/merlin $(PYTEST_ARGS)
@@ -166,7 +171,7 @@ images: engine
 # The built images as containers (tests/containers): the image users, the bases' versions, SIGTERM
 # and memory limits, the step tests inside the merlin image, the DAGs with every step a container
 # against the local runtime. Then the engine is stopped and checked to have left nothing behind.
-test-containers: .venv/.installed .venv-steps/.installed .venv-triton/.installed images
+test-containers: .venv/.installed .venv-steps/.installed .venv-triton/.installed .tools/chromium.ok images
 	.venv/bin/python -m pytest -q -s -m containers --durations=10 tests/containers $(PYTEST_ARGS); rc=$$?; \
 	bash scripts/containers/engine.sh down && bash scripts/containers/engine.sh check-stopped || rc=1; exit $$rc
 
@@ -218,4 +223,4 @@ lock: | $(UV)
 	$(call image_lock,triton-image,3.10,images/bases/tritonserver/requirements.txt)
 
 clean:
-	rm -rf .venv .venv-steps .venv-triton .venv-bench .tools .airflow .airflow-lane-a .data
+	rm -rf .venv .venv-steps .venv-triton .venv-bench .tools .airflow .airflow-lane-a .airflow-lane-c .data

@@ -93,7 +93,7 @@ def override(ports: dict[str, int], secrets_: dict[str, str], sock: str, work: P
     services["airflow-apiserver"]["command"] = ["airflow", "api-server", "--host", "127.0.0.1",
                                                 "--port", str(p["airflow"])]
     services["airflow-scheduler"]["volumes"] = [f"{sock}:/var/run/docker.sock"]
-    return {"version": "3.8", "services": services}
+    return {"services": services}
 
 
 class Stack:
@@ -107,21 +107,30 @@ class Stack:
         (work / "override.yaml").write_text(yaml.safe_dump(override(self.ports, self.secrets, sock, work)))
         self.env = {**os.environ, **engine, **self.secrets, "DOCKER_GID": "0", "CRITEO_IMAGE_TAG": TAG,
                     "CODE_REVISION": "compose-test", "COMPOSE_PROJECT_NAME": PROJECT}
+        # compose merges the override's lists into the file's, so the published ports (which the host
+        # network refuses: docker-py's "network_mode is incompatible with port_bindings") are taken out
+        # of the merged configuration compose itself prints
+        merged = subprocess.run(["docker-compose", "-f", str(REPO / "docker-compose.yaml"), "-f",
+                                 str(work / "override.yaml"), "config"], env=self.env, cwd=REPO, check=True,
+                                capture_output=True, text=True).stdout
+        config = yaml.safe_load(merged)
+        for service in config["services"].values():
+            service.pop("ports", None)
+        (work / "stack.yaml").write_text(yaml.safe_dump(config))
         self.url = f"http://127.0.0.1:{self.ports['airflow']}"
         self.token: str | None = None
 
     def compose(self, *args: str, timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess:
-        cmd = ["docker-compose", "-f", str(REPO / "docker-compose.yaml"), "-f", str(self.work / "override.yaml"),
-               *args]
+        cmd = ["docker-compose", "-f", str(self.work / "stack.yaml"), "--project-directory", str(REPO), *args]
         proc = subprocess.run(cmd, env=self.env, cwd=REPO, capture_output=True, text=True, timeout=timeout)
         if check and proc.returncode != 0:
-            raise AssertionError(f"{' '.join(cmd[5:])} exited {proc.returncode}:\n{proc.stdout[-3000:]}\n"
+            raise AssertionError(f"{' '.join(args)} exited {proc.returncode}:\n{proc.stdout[-3000:]}\n"
                                  f"{proc.stderr[-3000:]}\n{self.logs()}")
         return proc
 
     def logs(self) -> str:
-        proc = subprocess.run(["docker-compose", "-f", str(REPO / "docker-compose.yaml"), "-f",
-                               str(self.work / "override.yaml"), "logs", "--no-color", "--tail", "30"],
+        proc = subprocess.run(["docker-compose", "-f", str(self.work / "stack.yaml"), "--project-directory",
+                               str(REPO), "logs", "--no-color", "--tail", "30"],
                               env=self.env, cwd=REPO, capture_output=True, text=True, timeout=120)
         return proc.stdout[-12000:]
 

@@ -95,7 +95,8 @@ def test_every_command_names_a_real_entry_point(config):
         command, image = service.get("command"), service["image"]
         if image.startswith("criteo-airflow:"):
             if name == "volume-init":  # as root: the volumes owned by Airflow's user, group-writable
-                assert service["user"] == "0:0" and "chown 50000:0 /data/bucket /opt/airflow/auth" in command[-1]
+                assert service["user"] == "0:0" and "chown 50000:0 /data/bucket " in command[-1]
+                assert "/opt/airflow/auth" in command[-1] and "mkdir -p /data/bucket/model_repository" in command[-1]
             elif command[0] == "bash":
                 assert "exec airflow db migrate" in command[-1], name
             else:
