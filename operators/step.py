@@ -16,9 +16,6 @@ from airflow.sdk import BaseOperator
 from .links.data_docs import DataDocsLink
 from .runtime.catalogue import STEPS
 
-# 128 + SIGKILL: what a container killed by the kernel's out-of-memory killer exits with.
-OOM_EXIT_CODE = 137
-
 
 class CriteoStepOperator(BaseOperator):
     """Run one pipeline step on the configured runtime (Variable criteo_runtime).
@@ -167,9 +164,15 @@ class CriteoStepOperator(BaseOperator):
     # the container's log lines, whose last STEP_RESULT line is the step's result.
 
     def _run_container(self, context, base_url: str) -> dict:
-        from airflow.sdk.exceptions import AirflowException, AirflowFailException
+        from airflow.sdk.exceptions import AirflowException
 
-        from .runtime.docker import DockerSettings, docker_operator, exit_code_of_failure, result_from_log
+        from .runtime.docker import (
+            DockerSettings,
+            container_failure,
+            docker_operator,
+            exit_code_of_failure,
+            result_from_log,
+        )
 
         spec = STEPS[self.step]
         settings = DockerSettings.load(base_url)
@@ -184,17 +187,7 @@ class CriteoStepOperator(BaseOperator):
             if result is not None:
                 context["ti"].xcom_push(key="step_result", value=result)
             summary = (result or {}).get("summary") or "\n".join(logs.splitlines()[-40:]) or str(exc)
-            if code in spec.data_error_exit_codes:
-                raise AirflowFailException(f"step {spec.name} exited with code {code} (bad input: no retry):\n"
-                                           f"{summary}") from None
-            if code == OOM_EXIT_CODE:
-                # SIGKILL under a memory limit is the kernel's OOM killer (Podman's inspect does not say
-                # so reliably); the same input needs the same memory, so a retry cannot help.
-                raise AirflowFailException(
-                    f"step {spec.name} was killed (exit {code}): its container ran out of memory under its limit "
-                    f"of {self._container.mem_limit} (the step's memory in operators/runtime/catalogue.py, per GPU). "
-                    f"Give the step more memory or a smaller input; no retry.\n{summary}") from None
-            raise AirflowException(f"step {spec.name} exited with code {code}:\n{summary}") from exc
+            raise container_failure(spec, code, summary, self._container.mem_limit) from exc
         text = "\n".join(lines) if isinstance(lines, list) else str(lines or "")
         result = result_from_log(text)
         if result is None:

@@ -20,7 +20,10 @@ from ..pipeline.config import setting
 from .catalogue import StepSpec
 from .container import result_from_log, step_env, step_images, unset_image
 
-__all__ = ["DockerSettings", "docker_operator", "exit_code_of_failure", "result_from_log"]
+__all__ = ["DockerSettings", "container_failure", "docker_operator", "exit_code_of_failure", "result_from_log"]
+
+# 128 + SIGKILL: what a container killed by the kernel's out-of-memory killer exits with.
+OOM_EXIT_CODE = 137
 
 
 class DockerConfigurationError(AirflowFailException):
@@ -121,3 +124,19 @@ def exit_code_of_failure(exc) -> int | None:
     """The container's exit code from the provider's DockerContainerFailedException."""
     m = re.search(r"'StatusCode': (\d+)", str(exc))
     return int(m.group(1)) if m else None
+
+
+def container_failure(spec: StepSpec, code: int | None, summary: str, mem_limit: str | None) -> Exception:
+    """The task's exception for a step container that exited with `code`: bad input and running out
+    of memory fail without retry (the same input fails the same way), anything else is retried."""
+    from airflow.sdk.exceptions import AirflowException
+
+    if code in spec.data_error_exit_codes:
+        return AirflowFailException(f"step {spec.name} exited with code {code} (bad input: no retry):\n{summary}")
+    if code == OOM_EXIT_CODE:
+        # SIGKILL under a memory limit is the kernel's OOM killer (Podman's inspect does not say so reliably)
+        return AirflowFailException(
+            f"step {spec.name} was killed (exit {code}): its container ran out of memory under its limit of "
+            f"{mem_limit} (the step's memory in operators/runtime/catalogue.py, per GPU). Give the step more "
+            f"memory or a smaller input; no retry.\n{summary}")
+    return AirflowException(f"step {spec.name} exited with code {code}:\n{summary}")

@@ -89,9 +89,11 @@ up() {
         echo $! > "$RUN/service.pid"
     fi
     if ! alive health; then
+        # named after the engine's root ($0), so that this engine's loop is told from another's
         setsid bash -c 'while sleep 2; do
             for c in $(podman ps -q --filter health=starting --filter health=healthy --filter health=unhealthy 2>/dev/null); do
-                podman healthcheck run "$c" >/dev/null 2>&1; done; done' >/dev/null 2>&1 < /dev/null &
+                podman healthcheck run "$c" >/dev/null 2>&1; done; done' "criteo-engine-health $ROOT" \
+            >/dev/null 2>&1 < /dev/null &
         echo $! > "$RUN/health.pid"
     fi
     local i=0
@@ -141,7 +143,7 @@ down() {
 # of its storage may be left.
 check_stopped() {
     local left mounts
-    left=$(pgrep -af "podman system service.*$ROOT|conmon.*$ROOT|podman healthcheck" || true)
+    left=$(pgrep -af "podman system service.*$ROOT|conmon.*$ROOT|criteo-engine-health $ROOT" || true)
     mounts=$(awk -v root="$ROOT" 'index($2, root) == 1 {print $2}' /proc/self/mounts)
     if [ -n "$left$mounts" ]; then
         echo "engine: left behind after down:" >&2

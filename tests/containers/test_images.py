@@ -85,7 +85,27 @@ def test_a_step_stops_promptly_on_sigterm(images):
     assert took < 10, f"stopping took {took:.1f} s"
 
 
-def test_a_memory_limit_kills_the_step_with_137(images):
-    proc = podman("run", "--rm", "--memory", "160m", "--memory-swap", "160m", images["merlin"], "synth",
-                  "--out", "/tmp/raw", "--days", "0", "--rows", "3000000", check=False)
-    assert proc.returncode == 137, (proc.returncode, proc.stderr[-2000:])
+def test_a_step_over_its_memory_limit_fails_without_retry_naming_the_limit(images, engine, monkeypatch):
+    """The Docker runtime's own container (the DockerOperator through the engine's Docker API) for a
+    step whose memory is too small: the kernel kills it (137), and the task fails saying so."""
+    from dataclasses import replace
+
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from operators.runtime.catalogue import STEPS
+    from operators.runtime.docker import DockerSettings, container_failure, docker_operator, exit_code_of_failure
+
+    for key, value in {"criteo_base_url": "gs://unused/base", "criteo_docker_url": engine["DOCKER_HOST"],
+                       "criteo_docker_network": "host", "criteo_docker_gpus": "0",
+                       **{f"criteo_image_{n}": images[n] for n in ("merlin", "validator", "monitoring")}}.items():
+        monkeypatch.setenv(f"AIRFLOW_VAR_{key.upper()}", value)
+    spec = replace(STEPS["synth"], memory="160Mi")
+    op = docker_operator(spec, ["--out", "/tmp/raw", "--days", "0", "--rows", "3000000"], task_id="synth",
+                         settings=DockerSettings.load())
+    with pytest.raises(Exception) as failed:  # the provider's DockerContainerFailedException
+        op.execute({})
+    code = exit_code_of_failure(failed.value)
+    assert code == 137, failed.value
+    error = container_failure(spec, code, "(the step's last lines)", op.mem_limit)
+    assert isinstance(error, AirflowFailException)     # no retry: the same input needs the same memory
+    assert "ran out of memory under its limit of 160m" in str(error)

@@ -86,3 +86,18 @@ def test_the_exit_code_is_read_from_the_providers_failure():
     exc = DockerContainerFailedException("Docker container failed: {'Error': None, 'StatusCode': 4}", logs=[])
     assert exit_code_of_failure(exc) == 4
     assert exit_code_of_failure(RuntimeError("other")) is None
+
+
+@pytest.mark.parametrize("code, retried, says", [
+    (4, False, "bad input: no retry"),                      # extract's BAD_DATA
+    (137, False, "ran out of memory under its limit of 8g"),
+    (1, True, "exited with code 1"),
+])
+def test_a_failed_container_is_retried_only_when_a_retry_can_help(code, retried, says):
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from operators.runtime.docker import container_failure
+
+    error = container_failure(STEPS["extract"], code, "the step's summary", "8g")
+    assert isinstance(error, AirflowFailException) is not retried
+    assert says in str(error) and "the step's summary" in str(error)

@@ -42,7 +42,7 @@ class RetrainRecord:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
 
     def timestamp(self) -> float:
-        return datetime.fromisoformat(self.at).timestamp()
+        return _parse_time(self.at).timestamp()
 
     @classmethod
     def parse(cls, url: str, text: str) -> RetrainRecord:
@@ -57,7 +57,7 @@ class RetrainRecord:
             if not isinstance(data.get(key), str) or not data[key]:
                 raise ValueError(f"{url}: field {key!r} is {data.get(key)!r}; expected a non-empty string")
         try:
-            at = datetime.fromisoformat(data["at"])
+            at = _parse_time(data["at"])
         except ValueError:
             raise ValueError(f"{url}: field 'at' is {data['at']!r}; expected an ISO-8601 time") from None
         if at.tzinfo is None:
@@ -83,3 +83,9 @@ def record_url(log_url: str, record: RetrainRecord) -> str:
 def list_records(fs, root: str) -> list[str]:
     """The paths of every record under the log's root path on `fs` (none when it does not exist)."""
     return sorted(fs.glob(f"{root}/*/*{SUFFIX}"))
+
+
+def _parse_time(text: str) -> datetime:
+    """An ISO-8601 time; a trailing Z too, which Python 3.10's fromisoformat (the merlin image's,
+    where the kernel runs as well) does not take."""
+    return datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
