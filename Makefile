@@ -164,9 +164,11 @@ engine:
 engine-stop:
 	bash scripts/containers/engine.sh down
 
-# Every image from its Dockerfile, on local stand-ins of the real bases (images/bases), cached.
+# Every image from its Dockerfile, on local stand-ins of the real bases (images/bases), cached; and
+# the stand-ins of the compose stack's service images (PostgreSQL, Prometheus, the GCS emulator).
 images: engine
 	bash scripts/containers/images.sh
+	bash scripts/containers/bases.sh postgres prometheus fake-gcs-server
 
 # The built images as containers (tests/containers): the image users, the bases' versions, SIGTERM
 # and memory limits, the step tests inside the merlin image, the DAGs with every step a container
