@@ -88,3 +88,39 @@ def test_sigterm_stops_the_steps_whole_process_group(tmp_path):
     while running(child):
         assert time.time() < deadline, "the step's child outlived it"
         time.sleep(0.05)
+
+
+def test_sigterm_stops_a_step_whose_log_reader_is_gone():
+    """The parent-death signal comes when the task process died, with the read end of the step's log
+    pipe: the handler's message then fails (EPIPE), and the step must stop all the same rather than
+    have that error land in whatever it was running (here, code that swallows every exception)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import REPO
+    from tests.fixtures.processes import running
+
+    script = ("import os, sys, time\n"
+              "from criteo_kernel.result import stop_with_children_on_sigterm\n"
+              "stop_with_children_on_sigterm()\n"
+              "print(os.getpid(), flush=True)\n"
+              "deadline = time.time() + 60\n"
+              "while time.time() < deadline:\n"
+              "    try:\n"
+              "        time.sleep(0.01)\n"
+              "    except Exception:\n"
+              "        pass\n")
+    env = {**os.environ, "PYTHONPATH": str(REPO / "images" / "kernel" / "src")}
+    step = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, env=env, start_new_session=True)
+    pid = int(step.stdout.readline())
+    step.stdout.close()                                   # the reader is gone
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.time() + 5
+    while running(pid):
+        assert time.time() < deadline, "the step outlived its SIGTERM"
+        time.sleep(0.05)
+    step.wait(5)

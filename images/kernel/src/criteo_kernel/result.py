@@ -88,7 +88,12 @@ def stop_with_children_on_sigterm() -> None:
         return
 
     def stop(signum, frame):  # noqa: ARG001
-        print(f"step stopped by signal {signum}: stopping its process group", file=sys.stderr, flush=True)
+        try:
+            print(f"step stopped by signal {signum}: stopping its process group", file=sys.stderr, flush=True)
+        except (OSError, ValueError):
+            # the log's reader is gone (the task process was killed: that is why the signal came); an
+            # error raised here would reach whatever the step was running, which might swallow it
+            pass
         try:
             # As a container's PID 1 this is kill(-1): every other process of the container.
             os.killpg(os.getpgrp(), signal.SIGKILL)
