@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.dags.test_training_e2e import forget_earlier_runs
+
 from .conftest import REPO, podman
 
 pytestmark = pytest.mark.containers
@@ -27,16 +29,6 @@ DAY0 = datetime(2026, 1, 1, tzinfo=UTC)
 ROWS = 10_000
 SMALL_MODEL = {"epochs": 2, "learning_rate": 0.005, "mlp_dims": "64,64", "batch_size": 2048, "auc_floor": 0.55}
 RUNS: dict[str, dict] = {}
-
-
-def forget_earlier_runs(dag_ids) -> None:
-    from airflow.models.dagrun import DagRun
-    from airflow.models.taskinstance import TaskInstance
-    from airflow.utils.session import create_session
-
-    with create_session() as session:
-        for model in (TaskInstance, DagRun):
-            session.query(model).filter(model.dag_id.in_(dag_ids)).delete(synchronize_session=False)
 
 
 @pytest.fixture(scope="module")
