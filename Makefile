@@ -13,7 +13,7 @@ export AIRFLOW__CORE__PLUGINS_FOLDER := $(CURDIR)/plugins
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 PYTEST_ARGS ?=
 
-.PHONY: setup airflow airflow-stop demo demo-loop lint test test-unit test-integration test-steps test-hugectr test-e2e test-faults test-live test-kubernetes kube-build kube-up bench lock clean \
+.PHONY: setup airflow airflow-stop demo demo-loop lint test test-unit test-integration test-steps test-hugectr test-e2e test-faults test-live test-kubernetes kube-build kube-up node-images bench lock clean \
         engine engine-stop images test-containers
 
 setup: .venv/.installed .venv-steps/.installed .venv-triton/.installed .tools/prometheus.ok .tools/docker-compose.ok \
@@ -114,7 +114,7 @@ TEST_LANE_B := test-kubernetes test-e2e test-faults
 TEST_LANE_C := test-containers
 LANE_A_HOME := $(CURDIR)/.airflow-lane-a
 LANE_C_HOME := $(CURDIR)/.airflow-lane-c
-test: setup kube-build .tools/chromium.ok $(LANE_A_HOME)/airflow.db $(LANE_C_HOME)/airflow.db
+test: setup kube-build node-images .tools/chromium.ok $(LANE_A_HOME)/airflow.db $(LANE_C_HOME)/airflow.db
 	MAKE="$(MAKE)" bash scripts/test_lanes.sh a="$(LANE_A_HOME):$(TEST_LANE_A)" b="$(AIRFLOW_HOME):$(TEST_LANE_B)" \
 	    c="$(LANE_C_HOME):$(TEST_LANE_C)"
 
@@ -150,8 +150,9 @@ test-live: .venv/.installed .venv-steps/.installed .venv-triton/.installed .tool
 	.venv/bin/python -m pytest -q -s -m live --durations=10 --ignore=tests/images/merlin tests $(PYTEST_ARGS)
 
 # The pod runtime against a real control plane on 127.0.0.1 (etcd, kube-apiserver,
-# controller-manager, scheduler v1.20.2) and the node agent (local_servers/kube_node.py).
-test-kubernetes: .venv/.installed .venv-steps/.installed .venv-triton/.installed kube-build
+# controller-manager, scheduler v1.20.2) whose two nodes are real kubelets with containerd
+# (local_servers/kubelet.py): every pod a container of its image from `make images`.
+test-kubernetes: .venv/.installed .venv-steps/.installed .venv-triton/.installed .tools/chromium.ok kube-build node-images
 	.venv/bin/python -m pytest -q -m kubernetes --durations=10 --ignore=tests/images/merlin tests $(PYTEST_ARGS)
 
 # The container engine (Podman from Debian, as root, host networking only, no registry) serving the
@@ -177,15 +178,22 @@ test-containers: .venv/.installed .venv-steps/.installed .venv-triton/.installed
 	.venv/bin/python -m pytest -q -s -m containers --durations=10 tests/containers $(PYTEST_ARGS); rc=$$?; \
 	bash scripts/containers/engine.sh down && bash scripts/containers/engine.sh check-stopped || rc=1; exit $$rc
 
-# Builds the control plane from Debian's source package once (about 10 minutes), cached in
-# $(KUBE_CACHE) outside the repository; later runs find it and return at once.
+# Builds the control plane, kubelet and kubectl from Debian's source package once (about 12
+# minutes), cached in $(KUBE_CACHE) outside the repository; later runs find them and return at once.
 KUBE_CACHE ?= $(HOME)/.cache/criteo-mlops/kube-1.20.2
 export KUBE_CACHE
 kube-build:
 	bash scripts/kube/build.sh
 
-# The control plane and the node agent in the foreground (Ctrl-C stops them); kubeconfig in .data/kube.
-kube-up: .venv/.installed kube-build
+# The step images into each node's containerd (its root in $(CRITEO_NODE_CACHE), outside the
+# repository), only those whose ID changed since the last import: a few minutes once, seconds after.
+export CRITEO_NODE_CACHE ?= $(HOME)/.cache/criteo-mlops/node-1.20.2
+node-images: .venv/.installed kube-build images
+	.venv/bin/python -m local_servers.kubelet import-images
+
+# The control plane and its two nodes in the foreground (Ctrl-C stops them); kubeconfig in
+# .data/kube, e.g. `$(KUBE_CACHE)/bin/kubectl --kubeconfig .data/kube/kubeconfig.json get nodes`.
+kube-up: .venv/.installed kube-build node-images
 	.venv/bin/python -m local_servers.kube --work-dir .data/kube
 
 # bench/ only: polars, the baseline bench_preprocess.py compares the project's preprocessing with.

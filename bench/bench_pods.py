@@ -1,5 +1,6 @@
 """What a step pays for running as a pod: the pod runtime against the local control plane
-(local_servers.kube + the node agent), next to the embedded default, alternated in one run.
+(local_servers.kube, with the real kubelet nodes of local_servers.kubelet running each pod as a
+container of its image), next to the embedded default, alternated in one run.
 
 For one small step (synth, --rows R), each round runs the single-step DAG `pod_step_synth`
 (tests/kubernetes/dags) with dag.test() twice, in alternating order: A with criteo_runtime=local,
@@ -9,9 +10,9 @@ B with criteo_runtime=kubernetes (sync KubernetesPodOperator). It prints, as med
 - the step's own time: its process alone (no Airflow, no pod), in the same rounds;
 - the pod's overhead at the API server: pod created -> phase Succeeded, watched on the server.
 
-It also prints how long the control plane takes to start when its binaries are cached.
+It also prints how long the control plane and its nodes take to start when binaries and images are cached.
 
-    .venv/bin/python bench/bench_pods.py [--rounds 5] [--rows 2000]     (needs `make kube-build`)
+    .venv/bin/python bench/bench_pods.py [--rounds 5] [--rows 2000]   (needs `make kube-build node-images`)
 """
 from __future__ import annotations
 
@@ -49,22 +50,24 @@ def main() -> int:
     from kubernetes import client, watch
 
     from local_servers.kube import LocalKubernetes
-    from operators.runtime.local import LOCAL_ENVIRONMENTS
-    from tests.fixtures.kubernetes import IMAGES, NAMESPACE, SERVICE_ACCOUNT, pod_environment
+    from local_servers.kubelet import LocalNode, pipeline_nodes
+    from tests.fixtures.kubernetes import NAMESPACE, SERVICE_ACCOUNT, bucket_folder, pod_environment
 
     cp = LocalKubernetes(work / "kube")
     t0 = time.perf_counter()
     cp.start()
     start_s = time.perf_counter() - t0
+    nodes = [LocalNode(cp, spec) for spec in pipeline_nodes()]
+    old_umask = os.umask(0o002)
     try:
-        cp.start_node_agent({ref: {"python": LOCAL_ENVIRONMENTS[n].python,
-                                   "pythonpath": LOCAL_ENVIRONMENTS[n].pythonpath} for n, ref in IMAGES.items()})
-        agent_s = time.perf_counter() - t0
+        for node in nodes:
+            node.start()
+        nodes_s = time.perf_counter() - t0
         core = client.CoreV1Api(cp.api_client())
         core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=NAMESPACE)))
         core.create_namespaced_service_account(NAMESPACE, client.V1ServiceAccount(
             metadata=client.V1ObjectMeta(name=SERVICE_ACCOUNT)))
-        pod_env = pod_environment(cp, str(work / "bucket"))
+        pod_env = pod_environment(cp, str(bucket_folder(work / "bucket")))
         lifecycle: dict[str, dict[str, float]] = {}
 
         def watch_pods():
@@ -103,10 +106,13 @@ def main() -> int:
         time.sleep(1)
         overhead = [t["done"] - t["created"] for t in lifecycle.values() if "done" in t]
     finally:
+        for node in nodes:
+            node.stop()
         cp.stop()
+        os.umask(old_umask)
     med = statistics.median
     a, b = med(durations["local"]), med(durations["kubernetes"])
-    print(f"control plane start (binaries cached): {start_s:.1f} s; with the node agent's nodes ready: {agent_s:.1f} s")
+    print(f"control plane start (binaries cached): {start_s:.1f} s; with its two kubelet nodes Ready: {nodes_s:.1f} s")
     print(f"synth --rows {args.rows}, {args.rounds} rounds alternated (medians):")
     print(f"  task wall time   local (A) {a:6.2f} s   kubernetes pod (B) {b:6.2f} s   "
           f"B/A {b / a:4.2f}   B-A {b - a:+.2f} s")

@@ -3,14 +3,13 @@
 etcd (Debian's etcd-server), kube-apiserver, kube-controller-manager and kube-scheduler v1.20.2
 (built from Debian's source package by scripts/kube/build.sh, cached outside the repository),
 with TLS from certificates made here by openssl, a bearer token in `system:masters`, RBAC and the
-ServiceAccount admission. There is no kubelet and no container runtime: `local_servers.kube_node`
-registers the nodes and runs what lands on them (see that module for what it does and does not).
+ServiceAccount admission. Its nodes are real kubelets with containerd (local_servers.kubelet).
 
-    with LocalKubernetes(work_dir) as kube:          # ready in about 10 s
+    with LocalKubernetes(work_dir) as kube:          # ready in about 6 s
         kube.kubeconfig                              # a kubeconfig file for clients and Airflow
         kube.connection_uri()                        # AIRFLOW_CONN_KUBERNETES_DEFAULT
 
-    python -m local_servers.kube --work-dir .data/kube    # until Ctrl-C
+    python -m local_servers.kube --work-dir .data/kube    # with the pipeline's two nodes, until Ctrl-C
 """
 from __future__ import annotations
 
@@ -24,7 +23,7 @@ import sys
 import urllib.request
 from pathlib import Path
 
-from .process import REPO_ROOT, LocalServer, ServerProcess, free_port, serve_until_stopped, stop_on_sigterm
+from .process import LocalServer, ServerProcess, free_port, serve_until_stopped, stop_on_sigterm
 
 KUBE_VERSION = "1.20.2"
 SERVICE_CIDR = "10.0.0.0/24"
@@ -54,7 +53,7 @@ def _openssl(*args: str, cwd: Path) -> None:
 
 def make_certificates(pki: Path) -> None:
     """A CA; the apiserver's serving cert (127.0.0.1 and the in-cluster names); a serving cert for
-    the node agent's kubelet port, which the apiserver verifies; the service-account key pair."""
+    the kubelets' ports, which the apiserver verifies; the service-account key pair."""
     pki.mkdir(parents=True, exist_ok=True)
     if (pki / "done").exists():
         return
@@ -138,7 +137,7 @@ class LocalKubernetes(LocalServer):
                 "--service-account-issuer", "https://kubernetes.default.svc.cluster.local",
                 "--service-account-key-file", pki / "sa.pub", "--service-account-signing-key-file", pki / "sa.key",
                 "--service-cluster-ip-range", SERVICE_CIDR,
-                # The node agent's kubelet port serves pod logs; its certificate is checked.
+                # The kubelets' ports serve pod logs; their certificate is checked.
                 "--kubelet-certificate-authority", pki / "ca.crt", "--kubelet-preferred-address-types", "InternalIP",
                 "--kubelet-client-certificate", pki / "apiserver.crt", "--kubelet-client-key", pki / "apiserver.key",
                 "--allow-privileged=false"],
@@ -170,24 +169,6 @@ class LocalKubernetes(LocalServer):
     def tail(self, lines: int = 30) -> str:
         return "\n\n".join(f"== {p.name}\n{p.tail(lines)}" for p in self.processes)
 
-    def start_node_agent(self, images: dict[str, dict[str, str]],
-                         nodes: tuple[str, ...] = ("criteo-gpu-0:gpu=2", "criteo-cpu-0"),
-                         python: str = sys.executable) -> ServerProcess:
-        """The node agent (local_servers.kube_node) for these nodes and this image table
-        ({image reference: {"python": interpreter, "pythonpath": sources}}), ready once its nodes are."""
-        table = self.work_dir / "images.json"
-        table.write_text(json.dumps(images, indent=2))
-        argv = [python, "-m", "local_servers.kube_node", "--kubeconfig", self.kubeconfig, "--images", table,
-                "--work-dir", self.work_dir / "node", "--cert", self.pki / "kubelet.crt",
-                "--key", self.pki / "kubelet.key", "--port", free_port()]
-        for node in nodes:
-            argv += ["--node", node]
-        names = [n.partition(":")[0] for n in nodes]
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])))
-        self._run("kube-node-agent", argv, self.work_dir / "logs", env=env,
-                  ready=lambda: all(self._ready(f"/api/v1/nodes/{n}") for n in names))
-        return self.processes[-1]
-
     def connection_uri(self) -> str:
         """The Airflow connection (kubernetes_default) as JSON: the kubeconfig file, no secrets inline."""
         return json.dumps({"conn_type": "kubernetes",
@@ -208,28 +189,24 @@ def _http_ok(url: str) -> bool:
         return False
 
 
-def pipeline_images() -> dict[str, dict[str, str]]:
-    """The node agent's image table for the pipeline: each image reference the settings name
-    (AIRFLOW_VAR_CRITEO_IMAGE_<NAME>, else criteo/<name>:local) runs in that image's local environment."""
-    from operators.runtime.local import LOCAL_ENVIRONMENTS
-
-    return {os.environ.get(f"AIRFLOW_VAR_CRITEO_IMAGE_{name.upper()}", f"criteo/{name}:local"):
-            {"python": env.python, "pythonpath": env.pythonpath} for name, env in LOCAL_ENVIRONMENTS.items()}
-
-
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work-dir", default=".data/kube")
     parser.add_argument("--port", type=int, default=None)
-    parser.add_argument("--no-node-agent", action="store_true", help="start the control plane only")
+    parser.add_argument("--no-nodes", action="store_true", help="start the control plane only")
     args = parser.parse_args(argv)
     stop_on_sigterm()
+    from contextlib import ExitStack
+
+    from .kubelet import LocalNode, pipeline_nodes
+
     try:
-        with LocalKubernetes(args.work_dir, args.port) as kube:
-            if not args.no_node_agent:
-                kube.start_node_agent(pipeline_images())
+        with LocalKubernetes(args.work_dir, args.port) as kube, ExitStack() as nodes:
+            if not args.no_nodes:
+                for spec in pipeline_nodes():
+                    nodes.enter_context(LocalNode(kube, spec, refresh_images=True))
             print(f"control plane ready: {kube.server}\nkubeconfig: {kube.kubeconfig}\n"
                   f"Airflow connection: AIRFLOW_CONN_KUBERNETES_DEFAULT='{kube.connection_uri()}'", flush=True)
             if not serve_until_stopped(kube):

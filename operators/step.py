@@ -44,6 +44,7 @@ class CriteoStepOperator(BaseOperator):
         self.inputs = inputs or {}
         self._runtime = None
         self._container = None
+        self._pod_settings = None
 
     def argv(self) -> list[str]:
         """The rendered flags, plan's and upstream's, as the step's argv."""
@@ -115,8 +116,8 @@ class CriteoStepOperator(BaseOperator):
     def _pod_operator(self, base_url: str | None = None):
         from .runtime.kubernetes import PodSettings, pod_operator
 
-        return pod_operator(STEPS[self.step], self.argv(), task_id=self.task_id,
-                            settings=PodSettings.load(base_url))
+        self._pod_settings = PodSettings.load(base_url)
+        return pod_operator(STEPS[self.step], self.argv(), task_id=self.task_id, settings=self._pod_settings)
 
     def _run_pod(self, context, base_url: str) -> dict:
         self._container = self._pod_operator(base_url)
@@ -132,29 +133,34 @@ class CriteoStepOperator(BaseOperator):
         from airflow.sdk.exceptions import AirflowException, AirflowFailException, TaskDeferred
         from urllib3.exceptions import HTTPError
 
+        from .runtime.kubernetes import pod_failure
+
         spec = STEPS[self.step]
         pod = self._container
-        pod.step_result = pod.step_exit_code = pod.step_log_tail = None
+        pod.step_result = pod.step_exit_code = pod.step_log_tail = pod.step_reason = None
         try:
             call(*args)
         except TaskDeferred as deferred:
             self.defer(trigger=deferred.trigger, method_name="resume_pod", kwargs=deferred.kwargs,
                        timeout=deferred.timeout)
         except AirflowException as exc:
-            code, result = pod.step_exit_code, pod.step_result
+            result = pod.step_result
             if result is not None:
                 context["ti"].xcom_push(key="step_result", value=result)
             summary = (result or {}).get("summary") or pod.step_log_tail or str(exc)
-            if code in spec.data_error_exit_codes:
-                raise AirflowFailException(f"step {spec.name} exited with code {code} (bad input: no retry):\n"
-                                           f"{summary}") from None
-            if code is not None:
-                raise AirflowException(f"step {spec.name} exited with code {code}:\n{summary}") from exc
-            raise
+            failure = pod_failure(spec, self._pod_settings, pod.step_exit_code, pod.step_reason, summary)
+            if failure is None:
+                raise
+            if isinstance(failure, AirflowFailException):
+                raise failure from None
+            raise failure from exc
         except (OSError, HTTPError) as exc:  # the API server is unreachable (urllib3's errors)
             raise AirflowException(f"step {spec.name}: the Kubernetes API server is unreachable "
                                    f"({type(exc).__name__}: {exc}); the task will be retried") from exc
         if pod.step_result is None:
+            if pod.step_exit_code:   # e.g. 143: stopped by SIGTERM (the pod deleted) before it finished
+                raise pod_failure(spec, self._pod_settings, pod.step_exit_code, pod.step_reason,
+                                  pod.step_log_tail or "(no log)")
             raise AirflowException(f"step {spec.name}: its pod ended with code {pod.step_exit_code} but its log has "
                                    f"no STEP_RESULT line (the step's result contract, criteo_kernel.result)")
         return self._outputs(context, pod.step_result)

@@ -76,6 +76,15 @@ SETTINGS: dict[str, tuple[str, str]] = {
     "criteo_pod_deferrable": ("true", "wait for pods in the triggerer, freeing the worker slot"),
     "criteo_pod_poll_interval_s": ("10", "seconds between pod status polls"),
     "criteo_pod_env": ("", "NAME=value pairs, comma-separated, set in every step pod (no secrets: Workload Identity)"),
+    "criteo_pod_image_pull_policy": ("", "the step containers' imagePullPolicy (Always, IfNotPresent, Never); empty: "
+                                     "Kubernetes' default, IfNotPresent for a pinned tag"),
+    "criteo_pod_host_network": ("false", "step pods on their node's network (hostNetwork): only for a node without a "
+                                "pod network, as the local kubelet's; never on GKE"),
+    # Any container runtime (pods, Docker).
+    "criteo_step_resources": ("", "per-step cpu and memory instead of the catalogue's "
+                              "(operators/runtime/catalogue.py), as JSON, per GPU for the GPU steps: "
+                              '{"preprocess": {"cpu": "8", "memory": "48Gi"}}. '
+                              "Pods request and are limited to them; Docker limits the memory"),
     # The Docker runtime (criteo_runtime=docker; operators/runtime/docker.py): the compose stack's.
     "criteo_docker_url": ("unix://var/run/docker.sock", "the Docker engine the step containers run on"),
     "criteo_docker_network": ("", "the network the step containers join (the compose project's, to reach gcs/triton)"),

@@ -38,15 +38,20 @@ class StepSpec:
     def module(self) -> str:
         return IMAGES[self.image]
 
-    def resources(self, gpus: int = 1) -> tuple[str, str]:
+    def resources(self, gpus: int = 1, override: dict[str, str] | None = None) -> tuple[str, str]:
         """(cpu, memory) of one run with `gpus` GPUs: a GPU step's cpu and memory are per GPU, since
-        each GPU gets a dask worker (preprocess) or a trainer process with its own CPUs and host memory."""
+        each GPU gets a dask worker (preprocess) or a trainer process with its own CPUs and host memory.
+        `override`: {"cpu": ..., "memory": ...} replacing the catalogue's (criteo_step_resources)."""
         n = gpus if self.gpu else 1
-        m = re.fullmatch(r"(\d+)([KMGT]i)", self.memory)
-        if not m or not self.cpu.isdigit():
-            raise ValueError(f"step {self.name}: cpu {self.cpu!r} / memory {self.memory!r}: expected e.g. 2 / 8Gi")
-        return str(int(self.cpu) * n), f"{int(m.group(1)) * n}{m.group(2)}"
+        cpu, memory = (override or {}).get("cpu", self.cpu), (override or {}).get("memory", self.memory)
+        c, m = CPU.fullmatch(cpu), MEMORY.fullmatch(memory)
+        if not c or not m:
+            raise ValueError(f"step {self.name}: cpu {cpu!r} / memory {memory!r}: expected e.g. 2 or 500m / 8Gi")
+        return f"{int(c.group(1)) * n}{c.group(2)}", f"{int(m.group(1)) * n}{m.group(2)}"
 
+
+CPU = re.compile(r"(\d+)(m?)")           # cores, or millicores
+MEMORY = re.compile(r"(\d+)([KMGT]i)")   # binary units, as Kubernetes writes them
 
 STEPS = {
     # exit 4: the input is no raw day file (a directory, unreadable, a wrong name or encoding);

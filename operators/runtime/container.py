@@ -8,7 +8,7 @@ import re
 from criteo_kernel.result import RESULT_LINE
 
 from ..pipeline.config import setting
-from .catalogue import IMAGES
+from .catalogue import IMAGES, STEPS, StepSpec
 
 # A tag other than "latest", or a digest: a retry or a backfill runs the same code.
 PINNED = re.compile(r"^[^\s@]+(:(?!latest$)[\w][\w.-]{0,127}|@sha256:[0-9a-f]{64})$")
@@ -67,3 +67,47 @@ def step_env(name: str, problems: list[str]) -> tuple[tuple[str, str], ...]:
         env.append((key, value))
     return tuple(env)
 
+
+
+RESOURCES_SETTING = "criteo_step_resources"
+
+
+def step_resources(problems: list[str]) -> dict[str, dict[str, str]]:
+    """The per-step cpu/memory overrides (criteo_step_resources); what is wrong goes to `problems`."""
+    raw = setting(RESOURCES_SETTING).strip()
+    if not raw:
+        return {}
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        problems.append(f"{RESOURCES_SETTING} is not JSON ({exc}): expected e.g. "
+                        f'{{"preprocess": {{"memory": "48Gi"}}}}')
+        return {}
+    if not isinstance(value, dict):
+        problems.append(f"{RESOURCES_SETTING}: expected a JSON object of steps, got {raw!r}")
+        return {}
+    found = {}
+    for step, res in value.items():
+        if step not in STEPS:
+            problems.append(f"{RESOURCES_SETTING}: unknown step {step!r}; known: {sorted(STEPS)}")
+        elif not isinstance(res, dict) or set(res) - {"cpu", "memory"}:
+            problems.append(f"{RESOURCES_SETTING}[{step!r}]: expected {{\"cpu\": ..., \"memory\": ...}}, got {res!r}")
+        else:
+            try:
+                STEPS[step].resources(1, res)
+                found[step] = {k: str(v) for k, v in res.items()}
+            except ValueError as exc:
+                problems.append(f"{RESOURCES_SETTING}: {exc}")
+    return found
+
+
+def out_of_memory(spec: StepSpec, code: int | None, limit: str | None, summary: str) -> Exception:
+    """The task's exception for a step the kernel's OOM killer stopped at its memory limit: no retry
+    (the same input fails the same way), naming the limit and the setting that raises it."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    return AirflowFailException(
+        f"step {spec.name} was killed (OOMKilled, exit {code}): it ran out of memory under its limit of {limit} "
+        f"(per GPU for a GPU step: the catalogue's {spec.memory}, or {RESOURCES_SETTING}). Raise "
+        f"{RESOURCES_SETTING}, e.g. {{\"{spec.name}\": {{\"memory\": \"...\"}}}}, or give the step a smaller "
+        f"input; no retry.\n{summary}")

@@ -18,7 +18,7 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from ..pipeline.config import setting
 from .catalogue import StepSpec
-from .container import result_from_log, step_env, step_images, unset_image
+from .container import out_of_memory, result_from_log, step_env, step_images, step_resources, unset_image
 
 __all__ = ["DockerSettings", "container_failure", "docker_operator", "exit_code_of_failure", "result_from_log"]
 
@@ -60,6 +60,7 @@ class DockerSettings:
     gpus: int = 1
     shm_size: str = "16Gi"
     env: tuple[tuple[str, str], ...] = ()
+    resources: dict | None = None
 
     @classmethod
     def load(cls, base_url: str | None = None) -> DockerSettings:
@@ -79,12 +80,13 @@ class DockerSettings:
         if gpus < 0:
             problems.append(f"criteo_docker_gpus={raw_gpus!r}: expected a number of GPUs (0: a host without GPUs)")
         env = step_env("criteo_docker_env", problems)
+        resources = step_resources(problems)
         if problems:
             raise DockerConfigurationError("criteo_runtime=docker cannot start a container:\n- "
                                            + "\n- ".join(problems))
         return cls(base_url=base, images=images, docker_url=setting("criteo_docker_url"),
                    network=setting("criteo_docker_network"), volume=volume, mount_path=mount_path, gpus=gpus,
-                   shm_size=setting("criteo_pod_shm_size"), env=env)
+                   shm_size=setting("criteo_pod_shm_size"), env=env, resources=resources)
 
 
 def docker_operator(spec: StepSpec, argv: list[str], *, task_id: str, settings: DockerSettings):
@@ -109,7 +111,7 @@ def docker_operator(spec: StepSpec, argv: list[str], *, task_id: str, settings: 
         mount_tmp_dir=False,   # Airflow's own temp folder is not on the Docker host
         environment={"PYTHONUNBUFFERED": "1", **dict(settings.env)},
         # A host without GPUs (criteo_docker_gpus=0) runs the GPU steps on its CPUs, with one GPU's share.
-        mem_limit=docker_memory(spec.resources(max(settings.gpus, 1))[1]),
+        mem_limit=docker_memory(spec.resources(max(settings.gpus, 1), (settings.resources or {}).get(spec.name))[1]),
         shm_size=docker_bytes(settings.shm_size) if spec.gpu else None,
         device_requests=([DeviceRequest(count=settings.gpus, capabilities=[["gpu"]])]
                          if spec.gpu and settings.gpus else None),
@@ -135,8 +137,5 @@ def container_failure(spec: StepSpec, code: int | None, summary: str, mem_limit:
         return AirflowFailException(f"step {spec.name} exited with code {code} (bad input: no retry):\n{summary}")
     if code == OOM_EXIT_CODE:
         # SIGKILL under a memory limit is the kernel's OOM killer (Podman's inspect does not say so reliably)
-        return AirflowFailException(
-            f"step {spec.name} was killed (exit {code}): its container ran out of memory under its limit of "
-            f"{mem_limit} (the step's memory in operators/runtime/catalogue.py, per GPU). Give the step more "
-            f"memory or a smaller input; no retry.\n{summary}")
+        return out_of_memory(spec, code, mem_limit, summary)
     return AirflowException(f"step {spec.name} exited with code {code}:\n{summary}")

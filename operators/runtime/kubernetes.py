@@ -24,14 +24,18 @@ from kubernetes.client import models as k8s
 
 from ..pipeline.config import setting
 from .catalogue import StepSpec
-from .container import result_from_log, step_env, step_images, unset_image
+from .container import out_of_memory, result_from_log, step_env, step_images, step_resources, unset_image
 
 GPU_RESOURCE = "nvidia.com/gpu"
 ACCELERATOR_LABEL = "cloud.google.com/gke-accelerator"
 BASE_CONTAINER = "base"
 LOG_TAIL_LINES = 40  # of a failed pod's log, quoted in the task's error
 DATA_MODES = ("gcsfs", "gcsfuse", "pvc", "host")
+PULL_POLICIES = ("", "Always", "IfNotPresent", "Never")
 FUSE_ROOT = "/mnt/gcs"
+# The images' user (images/*/Dockerfile): uid 50000, group 0, as Airflow's own images. Group 0 and
+# fsGroup 0 let it write volumes whose files are group-writable by root's group (OpenShift's way).
+STEP_UID, STEP_GID = 50000, 0
 
 
 class PodConfigurationError(AirflowFailException):
@@ -62,6 +66,9 @@ class PodSettings:
     poll_interval_s: float = 10.0
     labels: dict[str, str] = field(default_factory=dict)
     env: tuple[tuple[str, str], ...] = ()
+    image_pull_policy: str = ""
+    host_network: bool = False
+    resources: dict[str, dict[str, str]] = field(default_factory=dict)
 
     @classmethod
     def load(cls, base_url: str | None = None) -> PodSettings:
@@ -81,9 +88,14 @@ class PodSettings:
             "volume_claim": get("criteo_pod_volume_claim"),
             "mount_path": get("criteo_pod_mount_path").rstrip("/") or "/",
             "shm_size": get("criteo_pod_shm_size"),
+            "image_pull_policy": get("criteo_pod_image_pull_policy").strip(),
         }
         images = step_images(problems)
         env = step_env("criteo_pod_env", problems)
+        resources = step_resources(problems)
+        if values["image_pull_policy"] not in PULL_POLICIES:
+            problems.append(f"criteo_pod_image_pull_policy={values['image_pull_policy']!r}: expected one of "
+                            f"{PULL_POLICIES[1:]} or empty")
         for key, name in (("namespace", "criteo_kubernetes_namespace"),
                           ("service_account", "criteo_kubernetes_service_account")):
             if not values[key]:
@@ -103,6 +115,9 @@ class PodSettings:
         elif data == "host" and values["gke_cluster"]:
             problems.append("criteo_pod_data=host is for the local control plane (pods on this host); "
                             "a GKE cluster needs gcsfs, gcsfuse or pvc")
+        elif data == "host" and not base.startswith("/"):
+            problems.append(f"criteo_pod_data=host mounts the node's folder criteo_base_url: expected an absolute "
+                            f"path, got {base!r}")
         if values["gke_cluster"] and not values["gke_location"]:
             problems.append("criteo_gke_cluster is set but criteo_gke_location is not")
         numbers = {}
@@ -117,14 +132,21 @@ class PodSettings:
             except ValueError:
                 problems.append(f"{name}={raw!r}: expected a positive number")
         flags = {}
-        for key, name in (("keep_failed", "criteo_pod_keep_failed"), ("deferrable", "criteo_pod_deferrable")):
+        for key, name in (("keep_failed", "criteo_pod_keep_failed"), ("deferrable", "criteo_pod_deferrable"),
+                          ("host_network", "criteo_pod_host_network")):
             raw = get(name).strip().lower()
             if raw not in ("true", "false"):
                 problems.append(f"{name}={raw!r}: expected true or false")
             flags[key] = raw == "true"
+        if flags.get("host_network") and values["gke_cluster"]:
+            problems.append("criteo_pod_host_network=true is for a node without a pod network (the local kubelet); "
+                            "GKE pods use the cluster's network")
         if problems:
             raise PodConfigurationError("criteo_runtime=kubernetes cannot start a pod:\n- " + "\n- ".join(problems))
-        return cls(base_url=base, images=images, env=env, **values, **numbers, **flags)
+        return cls(base_url=base, images=images, env=env, resources=resources, **values, **numbers, **flags)
+
+    def memory_limit(self, spec: StepSpec) -> str:
+        return spec.resources(self.gpus, self.resources.get(spec.name))[1]
 
     def container_path(self, value: str) -> str:
         """A gs:// URL under the bucket as the pod sees it (gcsfuse mounts the bucket)."""
@@ -150,7 +172,7 @@ def check_step(spec: StepSpec, settings: PodSettings) -> None:
 def pod_spec_parts(spec: StepSpec, settings: PodSettings) -> dict:
     """The KubernetesPodOperator arguments that describe the pod of `spec` (no command, no name)."""
     check_step(spec, settings)
-    cpu, memory = spec.resources(settings.gpus)
+    cpu, memory = spec.resources(settings.gpus, settings.resources.get(spec.name))
     requests = {"cpu": cpu, "memory": memory}
     limits = {"cpu": cpu, "memory": memory}
     node_selector: dict[str, str] = {}
@@ -178,6 +200,11 @@ def pod_spec_parts(spec: StepSpec, settings: PodSettings) -> dict:
         volumes.append(k8s.V1Volume(name="data", persistent_volume_claim=k8s.V1PersistentVolumeClaimVolumeSource(
             claim_name=settings.volume_claim)))
         mounts.append(k8s.V1VolumeMount(name="data", mount_path=settings.mount_path))
+    elif settings.data == "host":
+        # the node's folder at the same path, so Airflow's tasks and the pods name files alike
+        volumes.append(k8s.V1Volume(name="data", host_path=k8s.V1HostPathVolumeSource(
+            path=settings.base_url, type="Directory")))
+        mounts.append(k8s.V1VolumeMount(name="data", mount_path=settings.base_url))
     return {
         "image": settings.images[spec.image],
         "namespace": settings.namespace,
@@ -193,7 +220,7 @@ def pod_spec_parts(spec: StepSpec, settings: PodSettings) -> dict:
         "labels": {"app.kubernetes.io/name": "criteo-mlops", "app.kubernetes.io/component": spec.name,
                    **settings.labels},
         "security_context": k8s.V1PodSecurityContext(
-            run_as_non_root=True, run_as_user=1000, run_as_group=1000, fs_group=1000,
+            run_as_non_root=True, run_as_user=STEP_UID, run_as_group=STEP_GID, fs_group=STEP_GID,
             seccomp_profile=k8s.V1SeccompProfile(type="RuntimeDefault")),
         "container_security_context": k8s.V1SecurityContext(
             allow_privilege_escalation=False, privileged=False, run_as_non_root=True,
@@ -217,6 +244,8 @@ def pod_operator(spec: StepSpec, argv: list[str], *, task_id: str, settings: Pod
         active_deadline_seconds=settings.active_deadline_s,
         on_finish_action="delete_succeeded_pod" if settings.keep_failed else "delete_pod",
         on_kill_action="delete_pod",
+        image_pull_policy=settings.image_pull_policy or None,
+        hostnetwork=settings.host_network,
         deferrable=settings.deferrable,
         poll_interval=settings.poll_interval_s,
         get_logs=True,
@@ -236,24 +265,57 @@ def pod_operator(spec: StepSpec, argv: list[str], *, task_id: str, settings: Pod
     return KubernetesPodOperator(kubernetes_conn_id=settings.conn_id, **kwargs)
 
 
-def exit_code_of(pod: k8s.V1Pod | None) -> int | None:
+def terminated_of(pod: k8s.V1Pod | None) -> k8s.V1ContainerStateTerminated | None:
+    """The step container's terminated state (exit code, reason such as OOMKilled), if it ended."""
     statuses = (pod.status.container_statuses if pod is not None and pod.status else None) or []
     for status in statuses:
         if status.name == BASE_CONTAINER and status.state and status.state.terminated:
-            return status.state.terminated.exit_code
+            return status.state.terminated
+    return None
+
+
+def exit_code_of(pod: k8s.V1Pod | None) -> int | None:
+    terminated = terminated_of(pod)
+    return terminated.exit_code if terminated else None
+
+
+def pod_failure(spec: StepSpec, settings: PodSettings, code: int | None, reason: str | None,
+                summary: str) -> Exception | None:
+    """The task's exception for a step pod whose container ended with `code`/`reason`; None when
+    the pod's own error (not the step's) is the one to raise."""
+    from airflow.sdk.exceptions import AirflowException
+
+    if reason == "OOMKilled":
+        return out_of_memory(spec, code, settings.memory_limit(spec), summary)
+    if code in spec.data_error_exit_codes:
+        return AirflowFailException(f"step {spec.name} exited with code {code} (bad input: no retry):\n{summary}")
+    if code is not None:
+        return AirflowException(f"step {spec.name} exited with code {code}:\n{summary}")
     return None
 
 
 class StepResultCallback(KubernetesPodOperatorCallback):
-    """When the pod ends (either mode), keep its result line and exit code on the operator."""
+    """When the pod ends (either mode), keep its result line, exit code and termination reason on
+    the operator. A container that never started (its image missing, the pod unschedulable) has no
+    log: the provider's own error then says why."""
 
     @staticmethod
     def on_pod_completion(*, pod, client, mode, operator=None, context=None, **kwargs) -> None:
+        from kubernetes.client.rest import ApiException
+
         if operator is None or pod is None:
             return
-        operator.step_exit_code = exit_code_of(pod)
-        logs = client.read_namespaced_pod_log(name=pod.metadata.name, namespace=pod.metadata.namespace,
-                                              container=BASE_CONTAINER, _preload_content=False)
+        terminated = terminated_of(pod)
+        operator.step_exit_code = terminated.exit_code if terminated else None
+        operator.step_reason = terminated.reason if terminated else None
+        if terminated is None:
+            return
+        try:
+            logs = client.read_namespaced_pod_log(name=pod.metadata.name, namespace=pod.metadata.namespace,
+                                                  container=BASE_CONTAINER, _preload_content=False)
+        except ApiException as exc:   # e.g. the node is gone with the pod's logs
+            operator.step_log_tail = f"(the pod's log could not be read: {exc.status} {exc.reason})"
+            return
         text = logs.data.decode("utf-8", errors="replace")
         operator.step_result = result_from_log(text)
         operator.step_log_tail = "\n".join(text.splitlines()[-LOG_TAIL_LINES:])

@@ -18,16 +18,17 @@ import time
 import pytest
 
 from tests.fixtures.airflow import REPO, Airflow
-from tests.fixtures.kubernetes import IMAGES, NAMESPACE, pod_environment
+from tests.fixtures.kubernetes import IMAGES, NAMESPACE, RESOURCES, bucket_folder, pod_environment
 
 pytestmark = pytest.mark.kubernetes
 PER_TEST = ("criteo_pod_deferrable", "criteo_image_merlin", "criteo_kubernetes_conn_id",
-            "criteo_pod_startup_timeout_s")
+            "criteo_pod_startup_timeout_s", "criteo_step_resources")
 
 
 @pytest.fixture(scope="module")
 def airflow(kube, tmp_path_factory):
     root = tmp_path_factory.mktemp("airflow_pods")
+    bucket_folder(root / "bucket")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "CRITEO_"))}
     env.update({k: v for k, v in pod_environment(kube.control_plane, str(root / "bucket")).items()
                 if k.removeprefix("AIRFLOW_VAR_").lower() not in PER_TEST})
@@ -52,7 +53,8 @@ def airflow(kube, tmp_path_factory):
 
 def settings(af, **values):
     values = {"criteo_pod_deferrable": "true", "criteo_image_merlin": IMAGES["merlin"],
-              "criteo_kubernetes_conn_id": "kubernetes_default", "criteo_pod_startup_timeout_s": "600", **values}
+              "criteo_kubernetes_conn_id": "kubernetes_default", "criteo_pod_startup_timeout_s": "600",
+              "criteo_step_resources": json.dumps(RESOURCES), **values}
     for key, value in values.items():
         existing = af.call("GET", f"/api/v2/variables?variable_key_pattern={key}")["variables"]
         if any(v["key"] == key for v in existing):
@@ -106,7 +108,8 @@ def test_an_image_that_cannot_be_pulled_fails_within_the_startup_deadline(af_pod
     run = af.finished_run("pod_step_synth", run_id)
     assert run["state"] == "failed" and time.monotonic() - started < 120
     log = af.task_log("pod_step_synth", run_id, "synth")
-    assert "ErrImagePull" in log and missing in log, log[-3000:]
+    # imagePullPolicy Never here: the node says so at once; with a registry it is ErrImagePull
+    assert "ErrImageNeverPull" in log and missing in log, log[-3000:]
 
 
 def test_an_unreachable_api_server_fails_the_task_saying_so(af_pods):
@@ -125,15 +128,26 @@ def test_killing_a_running_task_deletes_its_pod(af_pods):
     run_id = trigger(af, "pod_step_synth", {"rows": 5_000_000})   # about a minute of work
     pod = af.wait("the step pod to run", lambda: [p for p in kube.pods() if p.status.phase == "Running"],
                   timeout_s=120, every_s=0.5)[0]
+    pid = kube.container_pid(pod)
+    assert pid and os.path.exists(f"/proc/{pid}")   # the step's process, in its container on the node
     af.call("PATCH", f"/api/v2/dags/pod_step_synth/dagRuns/{run_id}/taskInstances/synth", {"new_state": "failed"})
     af.wait("the pod to be deleted", lambda: not kube.pods(), timeout_s=60, every_s=0.5)
-    log_dir = kube.control_plane.work_dir / "node" / "pods"
-    (pod_dir,) = [p for p in log_dir.iterdir() if pod.metadata.uid in p.name]
-    assert "STEP_RESULT" not in (pod_dir / "base.log").read_text()   # stopped before it finished
+    grace = pod.spec.termination_grace_period_seconds
+    af.wait("the container's process to end", lambda: not os.path.exists(f"/proc/{pid}"), timeout_s=grace, every_s=0.2)
     log = af.task_log("pod_step_synth", run_id, "synth")
     assert "Terminating process" in log, log[-3000:]   # the supervisor's SIGTERM: on_kill deletes the pod
-    agent_log = (kube.control_plane.work_dir / "logs" / "kube-node-agent.log").read_text()
-    assert f"pod {NAMESPACE}/{pod.metadata.name} deleted; its processes stopped" in agent_log
+    assert "STEP_RESULT {" not in log   # stopped before it finished
+
+
+def test_a_step_over_its_memory_limit_fails_as_oomkilled_naming_the_limit_without_retry(af_pods):
+    af, kube = af_pods
+    settings(af, criteo_pod_deferrable="false", criteo_step_resources=json.dumps({"synth": {"memory": "64Mi"}}))
+    run_id = trigger(af, "pod_step_synth_retry", {"rows": 2_000_000})
+    run = af.finished_run("pod_step_synth_retry", run_id)
+    tis = af.call("GET", f"/api/v2/dags/pod_step_synth_retry/dagRuns/{run_id}/taskInstances")["task_instances"]
+    assert run["state"] == "failed" and tis[0]["try_number"] == 1, tis   # retries > 0, none taken
+    log = af.task_log("pod_step_synth_retry", run_id, "synth")
+    assert "OOMKilled" in log and "limit of 64Mi" in log and "criteo_step_resources" in log, log[-3000:]
 
 
 def test_an_evicted_pod_is_retried_and_writes_the_same_output(af_pods, tmp_path):

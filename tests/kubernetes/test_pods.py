@@ -6,7 +6,7 @@ import time
 import pytest
 
 from operators.runtime.catalogue import STEPS
-from tests.fixtures.kubernetes import IMAGES, NAMESPACE, SERVICE_ACCOUNT
+from tests.fixtures.kubernetes import IMAGES, NAMESPACE, RESOURCES, SERVICE_ACCOUNT
 
 pytestmark = pytest.mark.kubernetes
 
@@ -35,16 +35,22 @@ def test_every_step_pod_is_accepted_by_the_api_server(kube, pod_settings, step):
     (c,) = created.spec.containers
     assert created.metadata.namespace == NAMESPACE and created.spec.service_account_name == SERVICE_ACCOUNT
     assert c.image == IMAGES[spec.image] and c.command[:3] == ["python", "-m", spec.module]
-    assert c.resources.requests["memory"] == c.resources.limits["memory"] == spec.memory
-    assert created.spec.security_context.run_as_non_root and not c.security_context.allow_privilege_escalation
+    assert c.resources.requests["memory"] == c.resources.limits["memory"] == RESOURCES.get(step, {}).get(
+        "memory", spec.memory)
+    pod_security = created.spec.security_context
+    assert pod_security.run_as_non_root and not c.security_context.allow_privilege_escalation
+    assert (pod_security.run_as_user, pod_security.run_as_group, pod_security.fs_group) == (50000, 0, 0)
     assert c.security_context.capabilities.drop == ["ALL"]
+    assert c.image_pull_policy == "Never" and created.spec.host_network
+    host = {v.name: v.host_path.path for v in created.spec.volumes if v.host_path}
+    assert host == {"data": str(pod_settings)} and {m.mount_path for m in c.volume_mounts} >= {str(pod_settings)}
     # the server's admission added what it adds to every pod: the GPU taint is tolerated, not ignored
     if spec.gpu:
         assert c.resources.limits["nvidia.com/gpu"] == "1"
         assert created.spec.node_selector == {"cloud.google.com/gke-accelerator": "nvidia-tesla-a100"}
         assert ("nvidia.com/gpu", "Exists", "NoSchedule") in [(t.key, t.operator, t.effect)
                                                               for t in created.spec.tolerations]
-        assert [(v.name, v.empty_dir.medium) for v in created.spec.volumes] == [("dshm", "Memory")]
+        assert [(v.name, v.empty_dir.medium) for v in created.spec.volumes if v.empty_dir] == [("dshm", "Memory")]
     else:
         assert "nvidia.com/gpu" not in c.resources.limits and not created.spec.node_selector
 
@@ -190,4 +196,44 @@ def test_pods_read_and_write_gs_themselves(kube, pod_settings, pod_dagbag, gcs, 
     assert validate.xcom_pull(task_ids="validate", key="step_result")["success"] is False
     (summary,) = fs.glob(f"{base}/data_docs/**/_summary.json")     # its data docs, published to the bucket
     assert json.loads(fs.cat_file(summary))["success"] is False
-    assert not pod_settings.exists()                              # nothing on local disk
+    assert not any(pod_settings.iterdir())                         # nothing on local disk
+
+
+def test_steps_on_a_persistent_volume_write_files_the_next_step_reads(kube, pod_settings, pod_dagbag, monkeypatch,
+                                                                      tmp_path):
+    """criteo_pod_data=pvc: a local PersistentVolume (a node folder) bound to the claim the pods mount.
+    extract writes its partition as the images' user; validate, the next pod, reads it."""
+    from kubernetes import client
+
+    from operators.runtime.local import LocalProcessRuntime
+    from tests.fixtures.kubernetes import bucket_folder
+
+    root = bucket_folder(tmp_path / "volume")
+    name = f"criteo-data-{tmp_path.name[-8:].lower().replace('_', '-')}"
+    kube.core.create_persistent_volume(client.V1PersistentVolume(
+        metadata=client.V1ObjectMeta(name=name),
+        spec=client.V1PersistentVolumeSpec(
+            capacity={"storage": "1Gi"}, access_modes=["ReadWriteOnce"], storage_class_name="local",
+            persistent_volume_reclaim_policy="Retain", local=client.V1LocalVolumeSource(path=str(root)),
+            node_affinity=client.V1VolumeNodeAffinity(required=client.V1NodeSelector(node_selector_terms=[
+                client.V1NodeSelectorTerm(match_expressions=[client.V1NodeSelectorRequirement(
+                    key="kubernetes.io/hostname", operator="In", values=sorted(kube.nodes))])])))))
+    kube.core.create_namespaced_persistent_volume_claim(NAMESPACE, client.V1PersistentVolumeClaim(
+        metadata=client.V1ObjectMeta(name=name),
+        spec=client.V1PersistentVolumeClaimSpec(access_modes=["ReadWriteOnce"], storage_class_name="local",
+                                                volume_name=name, resources={"requests": {"storage": "1Gi"}})))
+    bucket = root / "bucket"
+    LocalProcessRuntime().run(STEPS["synth"], ["--out", str(bucket / "raw"), "--days", "0", "--rows", "3000"])
+    for key, value in {"BASE_URL": str(bucket), "POD_DATA": "pvc", "POD_VOLUME_CLAIM": name,
+                       "POD_MOUNT_PATH": str(root)}.items():
+        monkeypatch.setenv(f"AIRFLOW_VAR_CRITEO_{key}", value)
+    try:
+        dr, tis = run_dag(pod_dagbag, "pod_step_bad_data")
+        assert dr.state == "success", {k: ti.state for k, ti in tis.items()}
+        written = [p for p in (bucket / "extracted").rglob("*") if p.is_file()]
+        assert written and {(p.stat().st_uid, p.stat().st_gid) for p in written} == {(50000, 0)}
+        assert tis["validate"].xcom_pull(task_ids="validate")["success"] is True   # it read extract's files
+    finally:
+        kube.delete_all_pods()
+        kube.core.delete_namespaced_persistent_volume_claim(name, NAMESPACE)
+        kube.core.delete_persistent_volume(name)

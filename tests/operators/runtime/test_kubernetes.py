@@ -39,7 +39,10 @@ def test_every_step_renders_a_pinned_non_root_pod_with_its_resources(settings_en
     assert pod.metadata.namespace == "criteo" and pod.spec.service_account_name == "criteo-steps"
     assert pod.spec.automount_service_account_token is False
     assert pod.spec.restart_policy == "Never" and pod.spec.active_deadline_seconds == 21600
-    assert pod.spec.security_context.run_as_non_root is True and pod.spec.security_context.run_as_user == 1000
+    # the images' user (uid 50000, group 0), as the real kubelet runs it (tests/kubernetes)
+    sc = pod.spec.security_context
+    assert sc.run_as_non_root is True and (sc.run_as_user, sc.run_as_group, sc.fs_group) == (50000, 0, 0)
+    assert c.image_pull_policy is None and not pod.spec.host_network   # the production defaults
     assert c.security_context.allow_privilege_escalation is False and c.security_context.privileged is False
     assert c.security_context.capabilities.drop == ["ALL"]
     assert c.resources.requests["cpu"] == c.resources.limits["cpu"] == spec.cpu
@@ -57,6 +60,48 @@ def test_every_step_renders_a_pinned_non_root_pod_with_its_resources(settings_en
     else:
         assert "nvidia.com/gpu" not in c.resources.limits
         assert not pod.spec.node_selector and not pod.spec.tolerations and not pod.spec.volumes
+
+
+def test_step_resources_override_the_catalogue_and_bad_ones_are_named(settings_env):
+    from operators.runtime.kubernetes import PodConfigurationError, PodSettings
+
+    settings_env.setenv("AIRFLOW_VAR_CRITEO_STEP_RESOURCES", '{"preprocess": {"cpu": "500m", "memory": "6Gi"}}')
+    settings_env.setenv("AIRFLOW_VAR_CRITEO_POD_GPUS", "2")
+    (c,) = request("preprocess", PodSettings.load()).spec.containers
+    assert (c.resources.limits["cpu"], c.resources.limits["memory"]) == ("1000m", "12Gi")   # per GPU
+    for bad, named in (('{"preproces": {}}', "unknown step 'preproces'"), ('{"train": {"memory": "6GB"}}', "6GB"),
+                       ("{", "is not JSON"), ('{"train": {"gpu": 1}}', "expected")):
+        settings_env.setenv("AIRFLOW_VAR_CRITEO_STEP_RESOURCES", bad)
+        with pytest.raises(PodConfigurationError, match="criteo_step_resources") as err:
+            PodSettings.load()
+        assert named in str(err.value)
+
+
+def test_the_local_kubelets_settings_are_refused_for_gke(settings_env):
+    from operators.runtime.kubernetes import PodConfigurationError, PodSettings
+
+    for key, value in {"POD_HOST_NETWORK": "true", "POD_IMAGE_PULL_POLICY": "Never", "GKE_CLUSTER": "c",
+                       "GKE_LOCATION": "europe-west4"}.items():
+        settings_env.setenv(f"AIRFLOW_VAR_CRITEO_{key}", value)
+    with pytest.raises(PodConfigurationError, match="criteo_pod_host_network=true is for a node without a pod"):
+        PodSettings.load()
+    settings_env.setenv("AIRFLOW_VAR_CRITEO_POD_IMAGE_PULL_POLICY", "Sometimes")
+    with pytest.raises(PodConfigurationError, match="criteo_pod_image_pull_policy='Sometimes'"):
+        PodSettings.load()
+
+
+def test_an_oomkilled_step_fails_without_retry_naming_its_limit_and_the_setting(settings_env):
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from operators.runtime.kubernetes import PodSettings, pod_failure
+
+    settings_env.setenv("AIRFLOW_VAR_CRITEO_STEP_RESOURCES", '{"train": {"memory": "3Gi"}}')
+    error = pod_failure(STEPS["train"], PodSettings.load(), 137, "OOMKilled", "(the last lines)")
+    assert isinstance(error, AirflowFailException)
+    assert "limit of 3Gi" in str(error) and "criteo_step_resources" in str(error)
+    retried = pod_failure(STEPS["train"], PodSettings.load(), 1, "Error", "(the last lines)")
+    assert not isinstance(retried, AirflowFailException) and "exited with code 1" in str(retried)
+    assert pod_failure(STEPS["train"], PodSettings.load(), None, None, "") is None   # never started
 
 
 def test_the_hugectr_trainer_gets_its_image_all_its_gpus_shm_and_the_bucket_mounted(settings_env):
