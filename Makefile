@@ -107,15 +107,15 @@ lint: .tools/ruff.ok
 # its environment (.venv-steps); the kernel's run in both environments.
 # `make test` runs them in two lanes side by side (scripts/test_lanes.sh: each layer keeps about one
 # of the 2 cores busy), each lane on an Airflow home of its own; the lanes take about the same time.
-# Lane c is the container layer: its image builds are mostly downloads and disk, and its tests
-# mostly wait on containers, so it runs beside the other two.
+# Lane c is the container layer: its tests mostly wait on containers, so it runs beside the other
+# two. The images (lanes b and c use them) are built, and imported into the nodes, before the lanes.
 TEST_LANE_A := test-steps test-unit test-integration test-live
 TEST_LANE_B := test-kubernetes test-e2e test-faults
 TEST_LANE_C := test-containers
 LANE_A_HOME := $(CURDIR)/.airflow-lane-a
 LANE_C_HOME := $(CURDIR)/.airflow-lane-c
 test: setup kube-build node-images .tools/chromium.ok $(LANE_A_HOME)/airflow.db $(LANE_C_HOME)/airflow.db
-	MAKE="$(MAKE)" bash scripts/test_lanes.sh a="$(LANE_A_HOME):$(TEST_LANE_A)" b="$(AIRFLOW_HOME):$(TEST_LANE_B)" \
+	CRITEO_IMAGES_READY=1 MAKE="$(MAKE)" bash scripts/test_lanes.sh a="$(LANE_A_HOME):$(TEST_LANE_A)" b="$(AIRFLOW_HOME):$(TEST_LANE_B)" \
 	    c="$(LANE_C_HOME):$(TEST_LANE_C)"
 
 test-steps:
@@ -167,9 +167,13 @@ engine-stop:
 
 # Every image from its Dockerfile, on local stand-ins of the real bases (images/bases), cached; and
 # the stand-ins of the compose stack's service images (PostgreSQL, Prometheus, the GCS emulator).
+# `make test` builds them once before its lanes start; inside the lanes (CRITEO_IMAGES_READY=1) the
+# layers that need them do not build again, side by side.
 images: engine
+ifndef CRITEO_IMAGES_READY
 	bash scripts/containers/images.sh
 	bash scripts/containers/bases.sh postgres prometheus fake-gcs-server
+endif
 
 # The built images as containers (tests/containers): the image users, the bases' versions, SIGTERM
 # and memory limits, the step tests inside the merlin image, the DAGs with every step a container

@@ -248,6 +248,8 @@ def pod_operator(spec: StepSpec, argv: list[str], *, task_id: str, settings: Pod
         hostnetwork=settings.host_network,
         deferrable=settings.deferrable,
         poll_interval=settings.poll_interval_s,
+        # the provider checks for the start every 5 s: a pod that starts in 1 s would wait 5
+        startup_check_interval_seconds=max(1, min(5, round(settings.poll_interval_s))),
         get_logs=True,
         log_events_on_failure=True,
         do_xcom_push=False,   # the result comes back in the log (module docstring)
