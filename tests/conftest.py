@@ -6,7 +6,8 @@ tests/images/<image>), in layers each runnable alone: every test carries one of 
   emulator, step subprocesses, Airflow's API server app;
 - `e2e`: whole DAG runs on synthetic data (`dag.test()`, or Airflow's own scheduler);
 - `kubernetes`: the pod runtime against a real Kubernetes control plane on 127.0.0.1
-  (local_servers.kube: etcd, apiserver, controller-manager, scheduler; a node agent);
+  (local_servers.kube: etcd, apiserver, controller-manager, scheduler) whose nodes are real
+  kubelets with containerd running the built images (local_servers.kubelet);
 - `steps`: the merlin image's code, which needs the step environment (.venv-steps: NVTabular,
   torch); elsewhere those modules are skipped, saying so;
 - `faults`: input faults and infrastructure failures done for real on the real DAGs (tests/faults);

@@ -73,6 +73,17 @@ def test_kubectl_sees_both_nodes_ready(kube):
     assert gpu["spec"]["taints"] == [{"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}]
 
 
+def test_the_nodes_leave_the_hosts_paths_and_sysctls_alone(kube):
+    from pathlib import Path
+
+    from tests.fixtures.kubernetes import host_sysctls
+
+    assert kube.pods() is not None and all(n.running for n in kube.nodes.values())
+    assert host_sysctls() == kube.host_sysctls_before
+    for path in ("/var/lib/kubelet", "/var/log/pods", "/run/containerd"):
+        assert not Path(path).exists(), path
+
+
 KILLED_RUN = """
 import sys, time
 from kubernetes import client
