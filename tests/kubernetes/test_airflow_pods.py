@@ -158,7 +158,7 @@ def test_an_evicted_pod_is_retried_and_writes_the_same_output(af_pods, tmp_path)
 
     af, kube = af_pods
     settings(af, criteo_pod_deferrable="false")
-    rows = 1_500_000
+    rows = 800_000   # several seconds of work in its container: evicted mid-step
     run_id = trigger(af, "pod_step_synth_retry", {"rows": rows})
     pod = af.wait("the step pod to run", lambda: [p for p in kube.pods() if p.status.phase == "Running"],
                   timeout_s=120, every_s=0.5)[0]

@@ -37,29 +37,27 @@ class PodRecorder(threading.Thread):
     it was first seen, first Running and first Succeeded or Failed."""
 
     def __init__(self, kube):
-        super().__init__(daemon=True)
-        self.kube, self.pods, self.stopped = kube, {}, threading.Event()
+        super().__init__(daemon=True)   # left to end with the session: the watch blocks until an event
+        self.kube, self.pods = kube, {}
 
     def run(self):
         from kubernetes import watch
 
-        w = watch.Watch()
-        while not self.stopped.is_set():
-            # each short watch resumes where the last ended: no event is missed in between
-            for event in w.stream(self.kube.core.list_namespaced_pod, NAMESPACE, timeout_seconds=2,
-                                  resource_version=w.resource_version):
-                pod, now = event["object"], time.monotonic()
-                seen = self.pods.setdefault(pod.metadata.uid, {
-                    "step": pod.metadata.labels.get("app.kubernetes.io/component"),
-                    "task": pod.metadata.labels.get("task_id"), "dag": pod.metadata.labels.get("dag_id"),
-                    "image": pod.spec.containers[0].image, "created": now})
-                seen["node"] = pod.spec.node_name or seen.get("node")
-                phase = pod.status.phase
-                if phase == "Running":
-                    seen.setdefault("running", now)
-                if phase in ("Succeeded", "Failed"):
-                    seen.setdefault("done", now)
-                    seen["phase"] = phase
+        # one watch, never reopened: reopening delivers the events of the gap at once, late
+        self.watch = watch.Watch()
+        for event in self.watch.stream(self.kube.core.list_namespaced_pod, NAMESPACE):
+            pod, now = event["object"], time.monotonic()
+            seen = self.pods.setdefault(pod.metadata.uid, {
+                "step": pod.metadata.labels.get("app.kubernetes.io/component"),
+                "task": pod.metadata.labels.get("task_id"), "dag": pod.metadata.labels.get("dag_id"),
+                "image": pod.spec.containers[0].image, "created": now})
+            seen["node"] = pod.spec.node_name or seen.get("node")
+            phase = pod.status.phase
+            if phase == "Running":
+                seen.setdefault("running", now)
+            if phase in ("Succeeded", "Failed"):
+                seen.setdefault("done", now)
+                seen["phase"] = phase
 
     def of(self, dag_id):
         return [p for p in self.pods.values() if p["dag"] == dag_id]
@@ -78,8 +76,7 @@ def both_runtimes(kube, tmp_path_factory):
         RUNS["kubernetes"] = run_both_dags(bucket, raw, {**pod_environment(kube.control_plane, str(bucket)), **SCALE},
                                            tmp_path_factory.mktemp("svc"), {"trainer": "pytorch"})
     finally:
-        recorder.stopped.set()
-        recorder.join(timeout=10)
+        recorder.watch.stop()
     RUNS["pods"] = recorder
     steps = ["", "| step pod (daily run) | node | create → Running (s) | create → Succeeded (s) |",
              "|---|---|---|---|"]
