@@ -38,14 +38,21 @@ class PodRecorder(threading.Thread):
 
     def __init__(self, kube):
         super().__init__(daemon=True)   # left to end with the session: the watch blocks until an event
-        self.kube, self.pods = kube, {}
+        self.kube, self.pods, self.stopped = kube, {}, False
 
     def run(self):
         from kubernetes import watch
 
         # one watch, never reopened: reopening delivers the events of the gap at once, late
         self.watch = watch.Watch()
-        for event in self.watch.stream(self.kube.core.list_namespaced_pod, NAMESPACE):
+        try:
+            self._record(self.watch.stream(self.kube.core.list_namespaced_pod, NAMESPACE))
+        except Exception:
+            if not self.stopped:   # after the runs, the stream ends when the control plane stops
+                raise
+
+    def _record(self, events):
+        for event in events:
             pod, now = event["object"], time.monotonic()
             seen = self.pods.setdefault(pod.metadata.uid, {
                 "step": pod.metadata.labels.get("app.kubernetes.io/component"),
@@ -76,6 +83,7 @@ def both_runtimes(kube, tmp_path_factory):
         RUNS["kubernetes"] = run_both_dags(bucket, raw, {**pod_environment(kube.control_plane, str(bucket)), **SCALE},
                                            tmp_path_factory.mktemp("svc"), {"trainer": "pytorch"})
     finally:
+        recorder.stopped = True
         recorder.watch.stop()
     RUNS["pods"] = recorder
     steps = ["", "| step pod (daily run) | node | create → Running (s) | create → Succeeded (s) |",
