@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .kube import KUBE_VERSION, LocalKubernetes, kube_cache
-from .process import REPO_ROOT, LocalServer, ServerProcess, free_port
+from .process import LocalServer, ServerProcess, free_port
 
 GPU_RESOURCE = "nvidia.com/gpu"
 ACCELERATOR_LABEL = "cloud.google.com/gke-accelerator"
@@ -219,9 +219,13 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
         except (OSError, ValueError):
             return {}
 
+    def _present(self) -> set[str]:
+        """The image references in this node's containerd."""
+        return set(subprocess.run([*self.ctr, "images", "ls", "-q"], capture_output=True, text=True,
+                                  check=True).stdout.split())
+
     def check_images(self) -> None:
-        present = set(subprocess.run([*self.ctr, "images", "ls", "-q"], capture_output=True, text=True,
-                                     check=True).stdout.split())
+        present = self._present()
         missing = [ref for ref in (PAUSE_IMAGE, *self.spec.images) if ref not in present]
         if missing:
             raise NodeError(f"node {self.spec.name} lacks the images {missing}: run `make node-images` (imports "
@@ -233,8 +237,7 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
         ensure_pause_image()
         refs = (PAUSE_IMAGE, *(self.spec.images if refs is None else refs))
         done = self._imported()
-        present = set(subprocess.run([*self.ctr, "images", "ls", "-q"], capture_output=True, text=True,
-                                     check=True).stdout.split())
+        present = self._present()
         wanted = {}
         for ref in refs:
             image_id = engine_image_id(ref)
@@ -416,4 +419,4 @@ if __name__ == "__main__":
     raise SystemExit(main())
 
 
-__all__ = ["REPO_ROOT", "LocalNode", "NodeSpec", "pipeline_nodes", "step_image"]
+__all__ = ["LocalNode", "NodeSpec", "pipeline_nodes", "step_image"]
