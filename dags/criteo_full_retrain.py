@@ -81,15 +81,17 @@ with DAG(
 ) as dag:
     plan = plan_full_retrain()
     days = per_day_plans(plan["per_day"])
-    raw_days = RawDaySensor.partial(task_id="wait_for_raw_days", raw_url=plan["raw_url"],
+    raw_days = RawDaySensor.partial(task_id="wait_for_raw_days", raw_url=plan["raw_url"], landing=plan["landing"],
+                                    settle_s=plan["settle_s"],
                                     timeout=RAW_WAIT_TIMEOUT_S, poke_interval=RAW_POKE_INTERVAL_S,
                                     mode=SENSOR_MODE).expand(day=days.map(day_of))
-    extract = CriteoStepOperator.partial(task_id="extract", step="extract").expand(
+    extract = CriteoStepOperator.partial(task_id="extract", step="extract", settings=plan["settings"]).expand(
         arguments=raw_days.output.zip(days).map(extract_args))
-    validate = CriteoStepOperator.partial(task_id="validate", step="validate", retries=0).expand(
+    validate = CriteoStepOperator.partial(task_id="validate", step="validate", settings=plan["settings"],
+                                          retries=0).expand(
         arguments=extract.output.zip(days).map(validate_args))
     learn_reference = CriteoStepOperator(
-        task_id="learn_reference", step="reference", arguments=plan["reference_args"],
+        task_id="learn_reference", step="reference", settings=plan["settings"], arguments=plan["reference_args"],
         inputs={"--profiles": validate.output["profile"]},
         doc_md="Merge the window's day profiles into the reference profile the new model ships with: "
                "later days are validated (learned bounds) and checked for drift against it.")

@@ -88,11 +88,12 @@ with DAG(
     plan = plan_incremental_run()
     previous_day >> plan
     raw_day = RawDaySensor(task_id="wait_for_raw_day", raw_url=plan["raw_url"], day=plan["day"],
-                           timeout=RAW_WAIT_TIMEOUT_S, poke_interval=RAW_POKE_INTERVAL_S, mode=SENSOR_MODE)
-    extract = CriteoStepOperator(task_id="extract", step="extract", arguments=plan["extract_args"],
-                                 inputs={"--input": raw_day.output})
-    validate = CriteoStepOperator(task_id="validate", step="validate", arguments=plan["validate_args"], retries=0,
-                                  inputs={"--input": extract.output["output"]})
+                           landing=plan["landing"], settle_s=plan["settle_s"], timeout=RAW_WAIT_TIMEOUT_S,
+                           poke_interval=RAW_POKE_INTERVAL_S, mode=SENSOR_MODE)
+    extract = CriteoStepOperator(task_id="extract", step="extract", settings=plan["settings"],
+                                 arguments=plan["extract_args"], inputs={"--input": raw_day.output})
+    validate = CriteoStepOperator(task_id="validate", step="validate", settings=plan["settings"], retries=0,
+                                  arguments=plan["validate_args"], inputs={"--input": extract.output["output"]})
 
     validate >> train_evaluate_deploy(plan, extracted=[extract.output["output"]], raw_inputs=[extract.output["input"]],
                                       validation=validate.output,

@@ -43,5 +43,6 @@ with DAG(
     tags=["criteo", "monitoring", "data"],
 ) as dag:
     plan = plan_request_log_day()
-    CriteoStepOperator(task_id="request_log_to_day", step="request_log_to_day", arguments=plan["to_day_args"],
+    CriteoStepOperator(task_id="request_log_to_day", step="request_log_to_day", settings=plan["settings"],
+                       arguments=plan["to_day_args"],
                        doc_md="The day's requests joined with their labels, written as raw/day_N.")

@@ -199,18 +199,19 @@ def seed_raw_days(base: str, days: int, rows: int) -> str:
 
 def serve(paths: Paths, port: int, days: int, rows: int) -> int:
     """The supervisor: everything up, ready.json written, then wait until stopped."""
-    from operators.pipeline.config import setting
+    from operators.pipeline.config import Settings
 
     from .process import serve_until_stopped
     from .stack import ServingStack
 
     paths.work_dir.mkdir(parents=True, exist_ok=True)
     paths.ready.unlink(missing_ok=True)
-    base = setting("criteo_base_url")
+    settings = Settings.load()
+    base = settings.storage.base_url
     if "://" in base:
         raise SystemExit(f"make airflow runs the embedded default; criteo_base_url is {base} (a local folder expected)")
     print(seed_raw_days(base, days, rows), flush=True)
-    triton_grpc, prometheus_url = setting("criteo_triton_grpc_url"), setting("criteo_prometheus_url")
+    triton_grpc, prometheus_url = settings.serving.triton_grpc_url, settings.monitoring.prometheus_url
     with ServingStack(base, paths.services, triton_grpc_port=_port_of(triton_grpc),
                       prometheus_port=_port_of(prometheus_url)) as stack:
         from .triton import load_production

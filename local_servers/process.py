@@ -10,8 +10,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from operators.pipeline.config import REPO_ROOT  # noqa: F401 (the one definition; local_servers take it from here)
+
 log = logging.getLogger(__name__)
-REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def free_port() -> int:

@@ -74,11 +74,11 @@ ASSET_HEADERS = {"X-Content-Type-Options": "nosniff", "Cache-Control": "public, 
 
 
 def criteo_day(logical_date) -> int:
-    from operators.pipeline.config import PipelineConfig
+    from operators.pipeline.config import Settings
     from operators.pipeline.layout import day_for_date
 
-    cfg = PipelineConfig.load()
-    return day_for_date(logical_date, cfg.day0, cfg.num_days)
+    landing = Settings.load().landing
+    return day_for_date(logical_date, landing.day0, landing.num_days)
 
 
 def content_type(name: str) -> str:

@@ -107,10 +107,10 @@ def run_pipeline(a, base: Path, bag, stack) -> int:
         return 1
 
     from operators.hooks.model_repository import ModelRepositoryHook
-    from operators.pipeline.config import PipelineConfig
+    from operators.pipeline.config import Settings
     from operators.pipeline.layout import Layout
 
-    layout = Layout(PipelineConfig.load())
+    layout = Layout(Settings.load())
     hook = ModelRepositoryHook(layout)
 
     # A broken day: the gate must stop it before training and leave production alone.

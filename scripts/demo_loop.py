@@ -119,7 +119,7 @@ def main(argv=None) -> int:
     from local_servers.stack import ServingStack
     from operators.hooks.model_repository import ModelRepositoryHook
     from operators.hooks.prometheus import PrometheusHook
-    from operators.pipeline.config import PipelineConfig
+    from operators.pipeline.config import Settings
     from operators.pipeline.layout import Layout
     from operators.runtime.catalogue import STEPS
     from operators.runtime.local import LocalProcessRuntime
@@ -146,7 +146,7 @@ def main(argv=None) -> int:
     with ServingStack(base, base / ".services", window_rows=a.window_rows, min_rows=min(500, a.window_rows)) as stack:
         print(f"== serving stack: Triton gRPC {stack.triton.grpc_url}, monitor {stack.monitor.metrics_url}, "
               f"Prometheus {stack.prometheus.url}", flush=True)
-        layout = Layout(PipelineConfig.load())
+        layout = Layout(Settings.load())
         repo = ModelRepositoryHook(layout)
         prom = PrometheusHook(stack.prometheus.url)
 

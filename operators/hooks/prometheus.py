@@ -17,8 +17,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..pipeline.config import setting
-
 
 class PrometheusUnavailable(RuntimeError):
     """Prometheus cannot be reached, timed out or failed (5xx); the message names the URL."""
@@ -28,24 +26,20 @@ class PrometheusQueryError(ValueError):
     """Prometheus rejected the query (bad PromQL); the message is Prometheus's error text."""
 
 
-def prometheus_url() -> str:
-    """The Prometheus base URL from the Airflow Variable `criteo_prometheus_url`."""
-    return setting("criteo_prometheus_url").rstrip("/")
-
-
 class PrometheusHook:
     """Queries one Prometheus server over its HTTP API (`/api/v1/query`, `/api/v1/query_range`).
 
     Results are Prometheus's `data.result` list: for `query`, `[{"metric": {...}, "value": [ts, "v"]}]`;
     for `query_range`, `[{"metric": {...}, "values": [[ts, "v"], ...]}]`.
 
-    :param url: the server's base URL, e.g. "http://127.0.0.1:9090" (default: the Variable
-        `criteo_prometheus_url`, else http://127.0.0.1:9090).
+    :param url: the server's base URL, e.g. "http://127.0.0.1:9090" (the run's criteo_prometheus_url).
     :param timeout_s: deadline of each HTTP request.
     """
 
-    def __init__(self, url: str | None = None, timeout_s: float = 10.0):
-        self.url = (url or prometheus_url()).rstrip("/")
+    def __init__(self, url: str, timeout_s: float = 10.0):
+        if not url:
+            raise ValueError("PrometheusHook needs the server's URL (the run's criteo_prometheus_url)")
+        self.url = url.rstrip("/")
         self.timeout_s = float(timeout_s)
 
     # -- sync -------------------------------------------------------------------------------

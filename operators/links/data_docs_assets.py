@@ -16,7 +16,7 @@ data-quality results. So:
   table misses is blocked, and the browser test reports it, instead of leaking.
 
 `python -m operators.links.data_docs_assets install [--dest DIR]` installs; `check` says what is
-missing. Cheap to import (the plugin imports it in the API server): standard library only.
+missing. Cheap to import (the plugin imports it in the API server): standard library and the settings registry only.
 """
 from __future__ import annotations
 
@@ -31,8 +31,9 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..pipeline.config import REPO_ROOT
+
 REGISTRY = os.environ.get("NPM_CONFIG_REGISTRY", "https://registry.npmjs.org").rstrip("/")
-REPO_ROOT = Path(__file__).resolve().parents[2]
 ASSETS_ROUTE = "assets"          # {ROUTE_PREFIX}/assets/{package}@{version}/{path}
 GX_ASSETS = "gx"                 # {ROUTE_PREFIX}/assets/gx/{path under great_expectations' static/}
 MARKER = ".installed"

@@ -25,7 +25,7 @@ from datetime import date, datetime
 
 from criteo_kernel import retrain_log
 
-from .config import PipelineConfig
+from .config import Settings
 
 _UNSAFE_RUN_ID = re.compile(r"[^A-Za-z0-9._=-]")
 
@@ -46,48 +46,48 @@ def day_for_date(logical: date | datetime, day0: date, num_days: int) -> int:
 
 @dataclass(frozen=True)
 class Layout:
-    cfg: PipelineConfig
+    settings: Settings
 
     @property
     def raw(self) -> str:
-        return self.cfg.raw_url
+        return self.settings.storage.raw_url
 
     def extracted(self, day: int) -> str:
-        return f"{self.cfg.base_url}/work/extracted/day={day}"
+        return f"{self.settings.storage.base_url}/work/extracted/day={day}"
 
     def processed_root(self, workflow_id: str) -> str:
-        return f"{self.cfg.base_url}/work/processed/{workflow_id}"
+        return f"{self.settings.storage.base_url}/work/processed/{workflow_id}"
 
     def processed(self, workflow_id: str, day: int) -> str:
         return f"{self.processed_root(workflow_id)}/day={day}"
 
     def workflow(self, workflow_id: str) -> str:
-        return f"{self.cfg.base_url}/work/workflows/{workflow_id}"
+        return f"{self.settings.storage.base_url}/work/workflows/{workflow_id}"
 
     def validation(self, run_key: str) -> str:
-        return f"{self.cfg.base_url}/work/validation/{run_key}"
+        return f"{self.settings.storage.base_url}/work/validation/{run_key}"
 
     def candidate(self, run_key: str) -> str:
-        return f"{self.cfg.base_url}/work/candidates/{run_key}"
+        return f"{self.settings.storage.base_url}/work/candidates/{run_key}"
 
     @property
     def request_log(self) -> str:
-        return self.cfg.request_log_url or f"{self.cfg.base_url}/request_log"
+        return self.settings.storage.request_log_url
 
     @property
     def retrain_log(self) -> str:
-        return retrain_log.folder(self.cfg.base_url)
+        return retrain_log.folder(self.settings.storage.base_url)
 
     @property
     def data_docs(self) -> str:
-        return f"{self.cfg.base_url}/data_docs"
+        return f"{self.settings.storage.base_url}/data_docs"
 
     @property
     def model_repository(self) -> str:
-        return self.cfg.model_repository
+        return self.settings.storage.model_repository
 
     def model_dir(self) -> str:
-        return f"{self.model_repository}/{self.cfg.model_name}"
+        return f"{self.model_repository}/{self.settings.serving.model_name}"
 
     def version_dir(self, version: int) -> str:
         return f"{self.model_dir()}/{version}"

@@ -14,7 +14,7 @@ from typing import Protocol
 
 from criteo_kernel.artifacts import CHECKPOINT, HUGECTR_FILES, PREPROCESSING, REFERENCE_PROFILE
 
-from .config import PipelineConfig
+from .config import Settings
 from .layout import Layout, day_for_date, fingerprint
 
 
@@ -103,9 +103,12 @@ def _common(layout: Layout, run_key: str, days: list[int], params: dict, baselin
     cand = layout.candidate(run_key)
     docs = f"{layout.data_docs}/{docs_run}"
     return {
+        "settings": layout.settings.to_dict(),   # decided once: every task of the run gets these
         "run_key": run_key,
         "days": days,
         "raw_url": layout.raw,
+        "landing": layout.settings.landing.mode,
+        "settle_s": layout.settings.landing.settle_s,
         "reference": reference,
         "export_args": {"--output": f"{cand}/package"},
         "evaluate_args": {"--baseline": baseline_dir, "--output": f"{cand}/evaluation",
@@ -129,21 +132,21 @@ def _parent(hook: Repository, run_key: str) -> int | None:
     return hook.lineage(already).get("parent_version") if already is not None else hook.production_version()
 
 
-def plan_incremental(cfg: PipelineConfig, logical_date: date | datetime, params: dict, hook: Repository,
+def plan_incremental(settings: Settings, logical_date: date | datetime, params: dict, hook: Repository,
                      docs_run: str = "manual/run") -> dict:
-    layout = Layout(cfg)
-    day = day_for_date(logical_date, cfg.day0, cfg.num_days)
+    layout = Layout(settings)
+    day = day_for_date(logical_date, settings.landing.day0, settings.landing.num_days)
     run_key = f"incremental-day{day}"
     parent = _parent(hook, run_key)
     if parent is None:
         raise NoProductionModel(
-            f"no production version of {cfg.model_name} in {layout.model_dir()}: an incremental run "
+            f"no production version of {settings.serving.model_name} in {layout.model_dir()}: an incremental run "
             "warm-starts from one; trigger criteo_full_retrain first")
     parent_lineage = hook.lineage(parent)
     workflow_id = parent_lineage["workflow_id"]
     parent_dir = layout.version_dir(parent)
     # versions from before the HugeCTR trainer record none: PyTorch made them
-    trainer = _trainer_plan(choose_trainer(str(params.get("trainer", "auto")), cfg.runtime,
+    trainer = _trainer_plan(choose_trainer(str(params.get("trainer", "auto")), settings.runtime.name,
                                            parent_lineage.get("trainer", "pytorch")), parent_dir,
                             str(params.get("precision", "fp32")))
     # The day is validated against, and the new version ships, the window it descends from.
@@ -155,7 +158,7 @@ def plan_incremental(cfg: PipelineConfig, logical_date: date | datetime, params:
         "workflow_id": workflow_id,
         **trainer,
         "preprocess_args": {"--output-root": layout.processed_root(workflow_id),
-                            "--workflow": f"{parent_dir}/{PREPROCESSING}", **cfg.preprocess.args(),
+                            "--workflow": f"{parent_dir}/{PREPROCESSING}", **settings.runtime.preprocess.args(),
                             "--hugectr": trainer["trainer"] == "hugectr"},
         "train_args": {"--output": f"{layout.candidate(run_key)}/train",
                        "--warm-start": trainer["warm_start"], "--epochs": int(params["epochs"]),
@@ -168,23 +171,23 @@ def plan_incremental(cfg: PipelineConfig, logical_date: date | datetime, params:
     return plan
 
 
-def window_days(cfg: PipelineConfig, logical_date: date | datetime, end_day: int, window: int) -> list[int]:
+def window_days(settings: Settings, logical_date: date | datetime, end_day: int, window: int) -> list[int]:
     if end_day < 0:
-        end_day = day_for_date(logical_date, cfg.day0, cfg.num_days)
+        end_day = day_for_date(logical_date, settings.landing.day0, settings.landing.num_days)
     if window < 1:
         raise ValueError(f"window_days must be >= 1, got {window}")
-    if end_day >= cfg.num_days:
-        raise ValueError(f"end_day {end_day} is outside day_0..day_{cfg.num_days - 1}")
+    if end_day >= settings.landing.num_days:
+        raise ValueError(f"end_day {end_day} is outside day_0..day_{settings.landing.num_days - 1}")
     return list(range(max(0, end_day - window + 1), end_day + 1))
 
 
-def plan_full(cfg: PipelineConfig, logical_date: date | datetime, params: dict, hook: Repository,
+def plan_full(settings: Settings, logical_date: date | datetime, params: dict, hook: Repository,
               docs_run: str = "manual/run") -> dict:
-    layout = Layout(cfg)
-    days = window_days(cfg, logical_date, int(params["end_day"]), int(params["window_days"]))
+    layout = Layout(settings)
+    days = window_days(settings, logical_date, int(params["end_day"]), int(params["window_days"]))
     hyper = {k: params[k] for k in ("epochs", "batch_size", "learning_rate", "mlp_dims", "embedding_dim",
                                     "cross_layers", "max_vocab")}
-    trainer = _trainer_plan(choose_trainer(str(params.get("trainer", "auto")), cfg.runtime), None,
+    trainer = _trainer_plan(choose_trainer(str(params.get("trainer", "auto")), settings.runtime.name), None,
                             str(params.get("precision", "fp32")))
     if trainer["trainer"] != "pytorch":  # PyTorch's run keys stay those of the releases before HugeCTR
         hyper["trainer"] = trainer["trainer"]
@@ -205,7 +208,7 @@ def plan_full(cfg: PipelineConfig, logical_date: date | datetime, params: dict, 
         # The new model's reference profile: learned from the window's days as validated.
         "reference_args": {"--output": f"{cand}/{REFERENCE_PROFILE}"},
         "preprocess_args": {"--output-root": layout.processed_root(run_key), "--fit-workflow": layout.workflow(run_key),
-                            "--max-vocab": int(params["max_vocab"]), **cfg.preprocess.args(),
+                            "--max-vocab": int(params["max_vocab"]), **settings.runtime.preprocess.args(),
                             "--hugectr": trainer["trainer"] == "hugectr"},
         "train_args": {"--output": f"{cand}/train",
                        "--epochs": int(params["epochs"]), "--batch-size": int(params["batch_size"]),

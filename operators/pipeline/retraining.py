@@ -1,7 +1,7 @@
 """model_monitoring's decisions, as pure functions of plain values (unit-tested without Airflow).
 
 - `resolve_settings`: each threshold from the DAG Param, else the Variable `criteo_monitor_<name>`,
-  else the built-in default (MONITOR_SETTINGS);
+  else the registry's default (operators/pipeline/config.py);
 - `decide`: whether to trigger criteo_full_retrain now, and exactly why (or why not).
 """
 from __future__ import annotations
@@ -9,53 +9,34 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
-from .config import setting
+from .config import MONITOR_PREFIX, REGISTRY
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 log = logging.getLogger(__name__)
 
 TARGET_DAG = "criteo_full_retrain"
 LAST_RETRAIN_VARIABLE = "criteo_monitor_last_retrain_at"
+MONITOR_SETTINGS = [spec for spec in REGISTRY.values() if spec.kind == "monitor"]
 
-# name: (type, built-in default, title, description)
-MONITOR_SETTINGS: dict[str, tuple[type, float | int, str, str]] = {
-    "auc_threshold": (float, 0.70, "AUC floor",
-                      "Retrain when the served version's rolling AUC stays below this."),
-    "psi_threshold": (float, 0.25, "PSI ceiling",
-                      "Retrain when the largest feature PSI stays above this (0.1 some drift, 0.25 significant)."),
-    "sustained_s": (int, 600, "Sustained window (s)",
-                    "How long a metric must stay bad before a sensor fires."),
-    "sensor_timeout_s": (int, 1200, "Sensor timeout (s)",
-                         "A sensor that has not fired by then ends skipped; keep it below the 30 min schedule."),
-    "poll_interval_s": (int, 60, "Poll interval (s)", "Seconds between two Prometheus checks of a sensor."),
-    "cooldown_h": (float, 6.0, "Cooldown (h)",
-                   "No new retrain within this many hours of the last one this DAG triggered."),
-    "window_days": (int, 7, "Retrain window (days)",
-                    "window_days of the triggered criteo_full_retrain, ending at the latest raw day."),
-}
-MONITOR_BOUNDS = {"auc_threshold": {"minimum": 0, "maximum": 1}, "psi_threshold": {"minimum": 0},
-           "sustained_s": {"minimum": 1}, "sensor_timeout_s": {"minimum": 1}, "poll_interval_s": {"minimum": 1},
-           "cooldown_h": {"minimum": 0}, "window_days": {"minimum": 1, "maximum": 24}}
-
-
-def _variable(name: str) -> str | None:
-    value = setting(name, "")
-    return value if value not in (None, "") else None
-
-
-def resolve_settings(params: dict, variable=_variable) -> dict:
-    """Each setting from the Param, else the Variable `criteo_monitor_<name>`, else the default."""
+def resolve_settings(params: dict, thresholds: Mapping[str, str | None]) -> dict:
+    """Each threshold from the Param, else the run's Variable `criteo_monitor_<name>` (`thresholds`,
+    from Settings.monitoring), else the registry's default."""
     out, sources = {}, {}
-    for name, (typ, default, _, _) in MONITOR_SETTINGS.items():
+    for spec in MONITOR_SETTINGS:
+        name = spec.name[len(MONITOR_PREFIX):]
         value, source = params.get(name), "param"
         if value is None:
-            value, source = variable(f"criteo_monitor_{name}"), f"Variable criteo_monitor_{name}"
+            value, source = thresholds.get(name), f"Variable {spec.name}"
         if value is None:
-            value, source = default, "default"
+            value, source = spec.default, "default"
         try:
-            out[name] = typ(float(value)) if typ is int else typ(value)
+            out[name] = spec.type(float(value)) if spec.type is int else spec.type(value)
         except (TypeError, ValueError):
-            raise ValueError(f"setting {name}: {value!r} (from {source}) is not a {typ.__name__}") from None
+            raise ValueError(f"setting {name}: {value!r} (from {source}) is not a {spec.type.__name__}") from None
         sources[name] = source
     out["sources"] = sources
     return out

@@ -1,31 +1,34 @@
-"""The runtime seam: a step (catalogue.py) runs as a local process or as a pod, by configuration.
-
-The Airflow Variable `criteo_runtime` picks the runtime at run time; DAG files never change:
+"""The runtime seam: a step (catalogue.py) runs where the setting criteo_runtime says; DAG files
+never change.
 
 - local (embedded default, local.py): a subprocess in the image's local virtual environment;
 - kubernetes (kubernetes.py): the provider's KubernetesPodOperator (GKEStartPodOperator where a
-  GKE cluster is named), driven by CriteoStepOperator so that it can defer;
+  GKE cluster is named), deferring to the triggerer while the pod runs;
 - docker (docker.py): the Docker provider's DockerOperator, each step in its own image on one
   Docker host (the compose stack).
 
-Either way the step's result manifest (criteo_kernel.result) is what the task returns.
+Each is a StepRuntime (base.py) ending in one StepOutcome; the step's result manifest
+(criteo_kernel.result) is what the task returns. The container runtimes import their providers,
+so they are loaded only when a run uses them.
 """
 from __future__ import annotations
 
-from .base import StepFailed
+import importlib
 
-__all__ = ["RUNTIMES", "StepFailed", "runtime_for"]
+from .base import StepFailed, StepOutcome, StepRuntime
 
-RUNTIMES = ("local", "kubernetes", "docker")
+__all__ = ["RUNTIMES", "StepFailed", "StepOutcome", "StepRuntime", "runtime_class"]
+
+RUNTIMES = {
+    "local": "operators.runtime.local:LocalProcessRuntime",
+    "kubernetes": "operators.runtime.kubernetes:PodRuntime",
+    "docker": "operators.runtime.docker:DockerRuntime",
+}
 
 
-def runtime_for(name: str):
-    """The in-process runtime the setting criteo_runtime names (pods are operators: step.py)."""
-    if name == "local":
-        from .local import LocalProcessRuntime
-
-        return LocalProcessRuntime()
-    if name in ("kubernetes", "docker"):
-        raise ValueError(f"criteo_runtime={name} runs steps as containers, through CriteoStepOperator, "
-                         f"not in this process")
-    raise ValueError(f"unknown criteo_runtime {name!r}: expected one of {RUNTIMES}")
+def runtime_class(name: str) -> type[StepRuntime]:
+    """The StepRuntime criteo_runtime names."""
+    if name not in RUNTIMES:
+        raise ValueError(f"criteo_runtime={name!r}: expected one of {tuple(RUNTIMES)}")
+    module, _, cls = RUNTIMES[name].partition(":")
+    return getattr(importlib.import_module(module), cls)

@@ -1,14 +1,15 @@
 """What the container runtimes (pods: kubernetes.py; Docker: docker.py) share: the step images,
-pinned, from settings; and the result contract read back from a container's log."""
+pinned, per-step resources and environment, from the run's settings."""
 from __future__ import annotations
 
 import json
 import re
+from typing import TYPE_CHECKING
 
-from criteo_kernel.result import RESULT_LINE
-
-from ..pipeline.config import setting
 from .catalogue import IMAGES, STEPS, StepSpec
+
+if TYPE_CHECKING:
+    from ..pipeline.config import Settings
 
 # A tag other than "latest", or a digest: a retry or a backfill runs the same code.
 PINNED = re.compile(r"^[^\s@]+(:(?!latest$)[\w][\w.-]{0,127}|@sha256:[0-9a-f]{64})$")
@@ -22,10 +23,10 @@ def image_setting(image: str) -> str:
 OPTIONAL_IMAGES = ("hugectr",)
 
 
-def step_images(problems: list[str]) -> dict[str, str]:
+def step_images(settings: Settings, problems: list[str]) -> dict[str, str]:
     """Each image's reference from its setting; what is missing or unpinned is added to `problems`
     (an optional image only when it is set)."""
-    images = {name: setting(image_setting(name)) for name in IMAGES}
+    images = {name: settings.value(image_setting(name)).strip() for name in IMAGES}
     for name, ref in images.items():
         if not ref and name in OPTIONAL_IMAGES:
             continue
@@ -44,23 +45,10 @@ def unset_image(step_name: str, image: str, images: dict[str, str]) -> str | Non
     return f"step {step_name} runs in the {image} image: set {image_setting(image)} (pinned by tag or digest)"
 
 
-def result_from_log(text: str) -> dict | None:
-    """The manifest a step printed as `STEP_RESULT {...}` (the last one), or None."""
-    for line in reversed(text.splitlines()):
-        head, sep, rest = line.partition(RESULT_LINE)
-        # tolerate a runtime's timestamp prefix before the marker
-        if sep and (not head or head.endswith(" ")):
-            try:
-                return json.loads(rest)
-            except json.JSONDecodeError:
-                return None
-    return None
-
-
-def step_env(name: str, problems: list[str]) -> tuple[tuple[str, str], ...]:
+def step_env(settings: Settings, name: str, problems: list[str]) -> tuple[tuple[str, str], ...]:
     """The NAME=value pairs of setting `name` (comma-separated); malformed ones go to `problems`."""
     env = []
-    for item in filter(None, (p.strip() for p in setting(name).split(","))):
+    for item in filter(None, (p.strip() for p in settings.value(name).split(","))):
         key, sep, value = item.partition("=")
         if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
             problems.append(f"{name}: {item!r} is not NAME=value")
@@ -68,13 +56,12 @@ def step_env(name: str, problems: list[str]) -> tuple[tuple[str, str], ...]:
     return tuple(env)
 
 
-
 RESOURCES_SETTING = "criteo_step_resources"
 
 
-def step_resources(problems: list[str]) -> dict[str, dict[str, str]]:
+def step_resources(settings: Settings, problems: list[str]) -> dict[str, dict[str, str]]:
     """The per-step cpu/memory overrides (criteo_step_resources); what is wrong goes to `problems`."""
-    raw = setting(RESOURCES_SETTING).strip()
+    raw = settings.value(RESOURCES_SETTING).strip()
     if not raw:
         return {}
     try:

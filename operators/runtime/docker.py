@@ -16,11 +16,13 @@ from dataclasses import dataclass
 
 from airflow.sdk.exceptions import AirflowFailException
 
-from ..pipeline.config import setting
-from .catalogue import StepSpec
-from .container import out_of_memory, result_from_log, step_env, step_images, step_resources, unset_image
+from criteo_kernel.result import read_log
 
-__all__ = ["DockerSettings", "container_failure", "docker_operator", "exit_code_of_failure", "result_from_log"]
+from .base import StepOutcome, StepRuntime
+from .catalogue import StepSpec
+from .container import step_env, step_images, step_resources, unset_image
+
+__all__ = ["DockerRuntime", "DockerSettings", "docker_operator", "exit_code_of_failure"]
 
 # 128 + SIGKILL: what a container killed by the kernel's out-of-memory killer exits with.
 OOM_EXIT_CODE = 137
@@ -63,30 +65,44 @@ class DockerSettings:
     resources: dict | None = None
 
     @classmethod
-    def load(cls, base_url: str | None = None) -> DockerSettings:
+    def build(cls, settings) -> tuple[DockerSettings | None, list[str]]:
+        """The Docker runtime's settings from the run's, and what is wrong with them (each named)."""
         problems: list[str] = []
-        base = (base_url or setting("criteo_base_url")).rstrip("/")
-        images = step_images(problems)
-        volume = setting("criteo_docker_volume")
-        mount_path = setting("criteo_docker_mount_path").rstrip("/")
+        get = settings.value
+        base = settings.storage.base_url
+        images = step_images(settings, problems)
+        volume = get("criteo_docker_volume")
+        mount_path = get("criteo_docker_mount_path").rstrip("/")
         if "://" not in base:
             if not volume:
                 problems.append(f"criteo_docker_volume is not set: the step containers need the volume that holds "
                                 f"criteo_base_url {base!r}")
             if not mount_path or not (base + "/").startswith(mount_path + "/"):
                 problems.append(f"criteo_base_url {base!r} is not under criteo_docker_mount_path {mount_path!r}")
-        raw_gpus = setting("criteo_docker_gpus")
+        raw_gpus = get("criteo_docker_gpus")
         gpus = int(raw_gpus) if raw_gpus.isdigit() else -1
         if gpus < 0:
             problems.append(f"criteo_docker_gpus={raw_gpus!r}: expected a number of GPUs (0: a host without GPUs)")
-        env = step_env("criteo_docker_env", problems)
-        resources = step_resources(problems)
+        env = step_env(settings, "criteo_docker_env", problems)
+        resources = step_resources(settings, problems)
+        if problems:
+            return None, problems
+        return cls(base_url=base, images=images, docker_url=get("criteo_docker_url"),
+                   network=get("criteo_docker_network"), volume=volume, mount_path=mount_path, gpus=gpus,
+                   shm_size=get("criteo_pod_shm_size"), env=env, resources=resources), []
+
+    @classmethod
+    def of(cls, settings) -> DockerSettings:
+        """The Docker runtime's settings, or DockerConfigurationError naming each that is wrong."""
+        docker, problems = cls.build(settings)
         if problems:
             raise DockerConfigurationError("criteo_runtime=docker cannot start a container:\n- "
                                            + "\n- ".join(problems))
-        return cls(base_url=base, images=images, docker_url=setting("criteo_docker_url"),
-                   network=setting("criteo_docker_network"), volume=volume, mount_path=mount_path, gpus=gpus,
-                   shm_size=setting("criteo_pod_shm_size"), env=env, resources=resources)
+        return docker
+
+    def memory_limit(self, spec: StepSpec) -> str:
+        """The step's memory limit, Kubernetes-style (per GPU for a GPU step, at least one GPU's share)."""
+        return spec.resources(max(self.gpus, 1), (self.resources or {}).get(spec.name))[1]
 
 
 def docker_operator(spec: StepSpec, argv: list[str], *, task_id: str, settings: DockerSettings):
@@ -111,7 +127,7 @@ def docker_operator(spec: StepSpec, argv: list[str], *, task_id: str, settings: 
         mount_tmp_dir=False,   # Airflow's own temp folder is not on the Docker host
         environment={"PYTHONUNBUFFERED": "1", **dict(settings.env)},
         # A host without GPUs (criteo_docker_gpus=0) runs the GPU steps on its CPUs, with one GPU's share.
-        mem_limit=docker_memory(spec.resources(max(settings.gpus, 1), (settings.resources or {}).get(spec.name))[1]),
+        mem_limit=docker_memory(settings.memory_limit(spec)),
         shm_size=docker_bytes(settings.shm_size) if spec.gpu else None,
         device_requests=([DeviceRequest(count=settings.gpus, capabilities=[["gpu"]])]
                          if spec.gpu and settings.gpus else None),
@@ -128,14 +144,40 @@ def exit_code_of_failure(exc) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def container_failure(spec: StepSpec, code: int | None, summary: str, mem_limit: str | None) -> Exception:
-    """The task's exception for a step container that exited with `code`: bad input and running out
-    of memory fail without retry (the same input fails the same way), anything else is retried."""
-    from airflow.sdk.exceptions import AirflowException
+class DockerRuntime(StepRuntime):
+    """A step as a container of its image on the Docker host (DockerOperator does not defer, so it
+    runs inside the task); its result is the last STEP_RESULT line of the container's log."""
 
-    if code in spec.data_error_exit_codes:
-        return AirflowFailException(f"step {spec.name} exited with code {code} (bad input: no retry):\n{summary}")
-    if code == OOM_EXIT_CODE:
-        # SIGKILL under a memory limit is the kernel's OOM killer (Podman's inspect does not say so reliably)
-        return out_of_memory(spec, code, mem_limit, summary)
-    return AirflowException(f"step {spec.name} exited with code {code}:\n{summary}")
+    name = "docker"
+
+    def __init__(self, settings):
+        super().__init__(settings)
+        self.docker = DockerSettings.of(settings)
+        self._container = None
+
+    @classmethod
+    def problems(cls, settings) -> list[str]:
+        return DockerSettings.build(settings)[1]
+
+    def start(self, spec: StepSpec, argv: list[str], *, task_id: str, context=None) -> StepOutcome:
+        from airflow.sdk.exceptions import AirflowException
+
+        self._container = docker_operator(spec, argv, task_id=task_id, settings=self.docker)
+        limit = self.docker.memory_limit(spec)
+        try:
+            lines = self._container.execute(context)
+        except AirflowException as exc:
+            code = exit_code_of_failure(exc)
+            if code is None:   # the engine's error, not the step's
+                raise
+            text = "\n".join(line.decode() if isinstance(line, bytes) else str(line)
+                             for line in getattr(exc, "logs", None) or [])
+            # SIGKILL under a memory limit is the kernel's OOM killer (Podman's inspect does not say so reliably)
+            reason = "OOMKilled" if code == OOM_EXIT_CODE else None
+            return StepOutcome(code, read_log(text), "\n".join(text.splitlines()[-40:]) or str(exc), reason, limit)
+        text = "\n".join(lines) if isinstance(lines, list) else str(lines or "")
+        return StepOutcome(0, read_log(text), "\n".join(text.splitlines()[-40:]), None, limit)
+
+    def kill(self) -> None:
+        if self._container is not None:
+            self._container.on_kill()

@@ -2,15 +2,15 @@
 where a GKE cluster is named. No Kubernetes client code of ours: the provider's operator creates,
 watches, defers, logs and deletes the pod.
 
-Everything about the pod comes from settings (pipeline/config.py), checked together before any
-pod is made (`PodSettings.load`), so a missing image, namespace, service account or bucket fails
-the first task with the setting's name, not a pod at 3 a.m.
+Everything about the pod comes from the run's settings (pipeline/config.py), checked together by
+the run's first task (`PodRuntime.problems`), so a missing image, namespace, service account or
+bucket fails that task with the setting's name, not a pod at 3 a.m.
 
 The result contract: the step prints its manifest as its last log line, `STEP_RESULT {...}`
-(criteo_kernel.result). When the pod ends, `StepResultCallback` reads the container's log through
-the API server (`pods/log`) and keeps that line and the container's exit code. No xcom sidecar, so
-no `exec` into the pod: it works on GKE and on the local control plane, whose node agent serves
-logs but not exec. The manifest is small (URLs and counts); data never goes through the log.
+(criteo_kernel.result). When the pod ends, the runtime's completion callback reads the
+container's log through the API server (`pods/log`) and turns it, with the container's exit code
+and termination reason, into the run's StepOutcome. No xcom sidecar, so no `exec` into the pod.
+The manifest is small (URLs and counts); data never goes through the log.
 
 Imported only inside tasks: it imports the provider and the kubernetes client.
 """
@@ -22,9 +22,11 @@ from airflow.providers.cncf.kubernetes.callbacks import KubernetesPodOperatorCal
 from airflow.sdk.exceptions import AirflowFailException
 from kubernetes.client import models as k8s
 
-from ..pipeline.config import setting
+from criteo_kernel.result import read_log
+
+from .base import StepOutcome, StepRuntime
 from .catalogue import StepSpec
-from .container import out_of_memory, result_from_log, step_env, step_images, step_resources, unset_image
+from .container import step_env, step_images, step_resources, unset_image
 
 GPU_RESOURCE = "nvidia.com/gpu"
 ACCELERATOR_LABEL = "cloud.google.com/gke-accelerator"
@@ -71,11 +73,11 @@ class PodSettings:
     resources: dict[str, dict[str, str]] = field(default_factory=dict)
 
     @classmethod
-    def load(cls, base_url: str | None = None) -> PodSettings:
-        """Every pod setting, checked together; PodConfigurationError names each one that is wrong."""
-        get = setting
+    def build(cls, settings) -> tuple[PodSettings | None, list[str]]:
+        """The pod settings from the run's, and what is wrong with them (each named)."""
+        get = settings.value
         problems: list[str] = []
-        base = (base_url or get("criteo_base_url")).rstrip("/")
+        base = settings.storage.base_url
         values = {
             "namespace": get("criteo_kubernetes_namespace"),
             "service_account": get("criteo_kubernetes_service_account"),
@@ -90,9 +92,9 @@ class PodSettings:
             "shm_size": get("criteo_pod_shm_size"),
             "image_pull_policy": get("criteo_pod_image_pull_policy").strip(),
         }
-        images = step_images(problems)
-        env = step_env("criteo_pod_env", problems)
-        resources = step_resources(problems)
+        images = step_images(settings, problems)
+        env = step_env(settings, "criteo_pod_env", problems)
+        resources = step_resources(settings, problems)
         if values["image_pull_policy"] not in PULL_POLICIES:
             problems.append(f"criteo_pod_image_pull_policy={values['image_pull_policy']!r}: expected one of "
                             f"{PULL_POLICIES[1:]} or empty")
@@ -142,8 +144,16 @@ class PodSettings:
             problems.append("criteo_pod_host_network=true is for a node without a pod network (the local kubelet); "
                             "GKE pods use the cluster's network")
         if problems:
+            return None, problems
+        return cls(base_url=base, images=images, env=env, resources=resources, **values, **numbers, **flags), []
+
+    @classmethod
+    def of(cls, settings) -> PodSettings:
+        """The pod settings, or PodConfigurationError naming each that is wrong."""
+        pods, problems = cls.build(settings)
+        if problems:
             raise PodConfigurationError("criteo_runtime=kubernetes cannot start a pod:\n- " + "\n- ".join(problems))
-        return cls(base_url=base, images=images, env=env, resources=resources, **values, **numbers, **flags)
+        return pods
 
     def memory_limit(self, spec: StepSpec) -> str:
         return spec.resources(self.gpus, self.resources.get(spec.name))[1]
@@ -230,7 +240,7 @@ def pod_spec_parts(spec: StepSpec, settings: PodSettings) -> dict:
     }
 
 
-def pod_operator(spec: StepSpec, argv: list[str], *, task_id: str, settings: PodSettings):
+def pod_operator(spec: StepSpec, argv: list[str], *, task_id: str, settings: PodSettings, callbacks=()):
     """A KubernetesPodOperator (GKEStartPodOperator with criteo_gke_cluster) for one step run."""
     kwargs = dict(
         task_id=task_id,
@@ -253,7 +263,7 @@ def pod_operator(spec: StepSpec, argv: list[str], *, task_id: str, settings: Pod
         get_logs=True,
         log_events_on_failure=True,
         do_xcom_push=False,   # the result comes back in the log (module docstring)
-        callbacks=[StepResultCallback],
+        callbacks=list(callbacks),
         **pod_spec_parts(spec, settings),
     )
     if settings.gke_cluster:
@@ -281,43 +291,93 @@ def exit_code_of(pod: k8s.V1Pod | None) -> int | None:
     return terminated.exit_code if terminated else None
 
 
-def pod_failure(spec: StepSpec, settings: PodSettings, code: int | None, reason: str | None,
-                summary: str) -> Exception | None:
-    """The task's exception for a step pod whose container ended with `code`/`reason`; None when
-    the pod's own error (not the step's) is the one to raise."""
-    from airflow.sdk.exceptions import AirflowException
+def pod_outcome(pod: k8s.V1Pod | None, client, limit: str | None) -> StepOutcome | None:
+    """How the step container of a finished pod ended, from its status and its log; None when it
+    never ran (its image missing, the pod unschedulable): the provider's own error says why."""
+    from kubernetes.client.rest import ApiException
 
-    if reason == "OOMKilled":
-        return out_of_memory(spec, code, settings.memory_limit(spec), summary)
-    if code in spec.data_error_exit_codes:
-        return AirflowFailException(f"step {spec.name} exited with code {code} (bad input: no retry):\n{summary}")
-    if code is not None:
-        return AirflowException(f"step {spec.name} exited with code {code}:\n{summary}")
-    return None
+    terminated = terminated_of(pod)
+    if terminated is None:
+        return None
+    try:
+        logs = client.read_namespaced_pod_log(name=pod.metadata.name, namespace=pod.metadata.namespace,
+                                              container=BASE_CONTAINER, _preload_content=False)
+    except ApiException as exc:   # e.g. the node is gone with the pod's logs
+        return StepOutcome(terminated.exit_code, None,
+                           f"(the pod's log could not be read: {exc.status} {exc.reason})", terminated.reason, limit)
+    text = logs.data.decode("utf-8", errors="replace")
+    return StepOutcome(terminated.exit_code, read_log(text), "\n".join(text.splitlines()[-LOG_TAIL_LINES:]),
+                       terminated.reason, limit)
 
 
-class StepResultCallback(KubernetesPodOperatorCallback):
-    """When the pod ends (either mode), keep its result line, exit code and termination reason on
-    the operator. A container that never started (its image missing, the pod unschedulable) has no
-    log: the provider's own error then says why."""
+def outcome_recorder(outcomes: list, limit: str) -> type[KubernetesPodOperatorCallback]:
+    """A completion callback that appends the pod's StepOutcome to `outcomes` (either mode; the
+    provider calls it in the worker, never in the triggerer)."""
 
-    @staticmethod
-    def on_pod_completion(*, pod, client, mode, operator=None, context=None, **kwargs) -> None:
-        from kubernetes.client.rest import ApiException
+    class Recorder(KubernetesPodOperatorCallback):
+        @staticmethod
+        def on_pod_completion(*, pod, client, mode, operator=None, context=None, **kwargs) -> None:
+            if pod is not None:
+                outcomes.append(pod_outcome(pod, client, limit))
 
-        if operator is None or pod is None:
-            return
-        terminated = terminated_of(pod)
-        operator.step_exit_code = terminated.exit_code if terminated else None
-        operator.step_reason = terminated.reason if terminated else None
-        if terminated is None:
-            return
+    return Recorder
+
+
+class PodRuntime(StepRuntime):
+    """A step as a pod through the provider's operator, built per attempt from the run's settings.
+
+    The provider's deferral is taken over by CriteoStepOperator: the trigger's event comes back to
+    `resume`, which rebuilds the same pod operator and hands it the event.
+    """
+
+    name = "kubernetes"
+
+    def __init__(self, settings):
+        super().__init__(settings)
+        self.pods = PodSettings.of(settings)
+        self._pod = None
+
+    @classmethod
+    def problems(cls, settings) -> list[str]:
+        return PodSettings.build(settings)[1]
+
+    def _operator(self, spec: StepSpec, argv: list[str], task_id: str) -> list:
+        outcomes: list = []
+        recorder = outcome_recorder(outcomes, self.pods.memory_limit(spec))
+        self._pod = pod_operator(spec, argv, task_id=task_id, settings=self.pods, callbacks=[recorder])
+        return outcomes
+
+    def start(self, spec: StepSpec, argv: list[str], *, task_id: str, context=None) -> StepOutcome:
+        outcomes = self._operator(spec, argv, task_id)
+        run = self._pod.execute_async if self._pod.deferrable else self._pod.execute_sync
+        return self._drive(spec, outcomes, run, context)
+
+    def resume(self, spec: StepSpec, argv: list[str], *, task_id: str, context, event: dict) -> StepOutcome:
+        outcomes = self._operator(spec, argv, task_id)
+        return self._drive(spec, outcomes, self._pod.trigger_reentry, context, event)
+
+    def _drive(self, spec: StepSpec, outcomes: list, call, *args) -> StepOutcome:
+        from airflow.sdk.exceptions import AirflowException
+        from urllib3.exceptions import HTTPError
+
         try:
-            logs = client.read_namespaced_pod_log(name=pod.metadata.name, namespace=pod.metadata.namespace,
-                                                  container=BASE_CONTAINER, _preload_content=False)
-        except ApiException as exc:   # e.g. the node is gone with the pod's logs
-            operator.step_log_tail = f"(the pod's log could not be read: {exc.status} {exc.reason})"
-            return
-        text = logs.data.decode("utf-8", errors="replace")
-        operator.step_result = result_from_log(text)
-        operator.step_log_tail = "\n".join(text.splitlines()[-LOG_TAIL_LINES:])
+            call(*args)
+        except AirflowException as exc:
+            # the step's exit (e.g. non-zero) is the outcome; a pod that never ran raises the provider's error
+            outcome = outcomes[-1] if outcomes else None
+            if outcome is None:
+                raise
+            if outcome.exit_code == 0:
+                raise AirflowException(f"step {spec.name} exited with code 0 but its pod failed: {exc}") from exc
+            return outcome
+        except (OSError, HTTPError) as exc:  # the API server is unreachable (urllib3's errors)
+            raise AirflowException(f"step {spec.name}: the Kubernetes API server is unreachable "
+                                   f"({type(exc).__name__}: {exc}); the task will be retried") from exc
+        outcome = outcomes[-1] if outcomes else None
+        if outcome is None:
+            raise AirflowException(f"step {spec.name}: its pod ended but its container has no exit status")
+        return outcome
+
+    def kill(self) -> None:
+        if self._pod is not None:
+            self._pod.on_kill()

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from criteo_kernel.result import RESULT_LINE, RESULT_PATH_ENV
 
 from ..pipeline.config import REPO_ROOT
-from .base import StepFailed
+from .base import StepFailed, StepOutcome, StepRuntime
 from .catalogue import StepSpec
 
 log = logging.getLogger(__name__)
@@ -63,10 +63,13 @@ def _die_with_parent(parent_pid: int):
     return preexec
 
 
-class LocalProcessRuntime:
-    """Run a step as a subprocess in its image's local virtual environment."""
+class LocalProcessRuntime(StepRuntime):
+    """Run a step as a subprocess in its image's local virtual environment (no setting needed)."""
 
-    def __init__(self, tail_lines: int = 40):
+    name = "local"
+
+    def __init__(self, settings=None, tail_lines: int = 40):
+        super().__init__(settings)
         self.tail_lines = tail_lines
         self._proc = None
 
@@ -77,7 +80,7 @@ class LocalProcessRuntime:
         env.setdefault("PYTHONUNBUFFERED", "1")
         return [local.python, "-m", step.module, *step.command, *argv], env
 
-    def run(self, step: StepSpec, argv: list[str]) -> dict:
+    def start(self, spec: StepSpec, argv: list[str], *, task_id: str = "", context=None) -> StepOutcome:
         # Imported here, not at module level: DAG files import this module at parse time.
         import json
         import subprocess
@@ -85,13 +88,13 @@ class LocalProcessRuntime:
         import tempfile
         from collections import deque
 
-        cmd, env = self.command(step, argv)
+        cmd, env = self.command(spec, argv)
         if not os.path.exists(cmd[0]):
             raise FileNotFoundError(
-                f"step {step.name}: interpreter {cmd[0]} of image '{step.image}' is missing; run `make setup`")
-        with tempfile.TemporaryDirectory(prefix=f"step-{step.name}-") as tmp:
+                f"step {spec.name}: interpreter {cmd[0]} of image '{spec.image}' is missing; run `make setup`")
+        with tempfile.TemporaryDirectory(prefix=f"step-{spec.name}-") as tmp:
             env[RESULT_PATH_ENV] = os.path.join(tmp, "return.json")
-            log.info("running step %s: %s", step.name, " ".join(cmd))
+            log.info("running step %s: %s", spec.name, " ".join(cmd))
             tail: deque[str] = deque(maxlen=self.tail_lines)
             self._proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                           text=True, bufsize=1, start_new_session=True,
@@ -107,10 +110,15 @@ class LocalProcessRuntime:
             if os.path.exists(env[RESULT_PATH_ENV]):
                 with open(env[RESULT_PATH_ENV]) as fh:
                     result = json.load(fh)
-        if code != 0:
-            summary = (result or {}).get("summary") or "\n".join(tail)
-            raise StepFailed(f"step {step.name} exited with code {code}:\n{summary}", code, result)
-        return result or {}
+        return StepOutcome(code, result, "\n".join(tail))
+
+    def run(self, spec: StepSpec, argv: list[str]) -> dict:
+        """Outside a task (scripts, benches, test set-up): the step's result, or StepFailed."""
+        outcome = self.start(spec, argv)
+        if outcome.exit_code != 0:
+            raise StepFailed(f"step {spec.name} exited with code {outcome.exit_code}:\n{outcome.summary}",
+                             outcome.exit_code, outcome.result)
+        return outcome.result or {}
 
     def kill(self) -> None:
         import signal

@@ -55,8 +55,7 @@ class PrometheusConditionSensor(BaseSensorOperator):
     :param poll_interval_s: seconds between checks (templated; also the poke interval).
     :param timeout_s: how long to wait before giving up, in seconds (templated; overrides the
         sensor's `timeout`). The trigger owns this deadline.
-    :param prometheus_url: Prometheus base URL (templated; default: the Airflow Variable
-        `criteo_prometheus_url`, else http://127.0.0.1:9090).
+    :param prometheus_url: Prometheus base URL (templated): the run's criteo_prometheus_url.
     :param min_coverage: share of the window's steps that must have data.
     :param deferrable: wait in the triggerer (default) instead of poking in a worker slot.
     """
@@ -97,15 +96,15 @@ class PrometheusConditionSensor(BaseSensorOperator):
 
     def _settings(self) -> dict:
         """The rendered settings as numbers; also applied to the sensor's poke interval and timeout."""
-        from ..hooks.prometheus import prometheus_url
-
+        if not self.prometheus_url:
+            raise ValueError(f"{self.task_id}: no prometheus_url given (the run's criteo_prometheus_url)")
         s = {
             "query": self.build_query(),
             "threshold": float(self.threshold),
             "sustained_s": float(self.sustained_s),
             "poll_interval_s": float(self.poll_interval_s),
             "timeout_s": float(self.timeout_s) if self.timeout_s not in (None, "") else float(self.timeout),
-            "prometheus_url": str(self.prometheus_url or prometheus_url()).rstrip("/"),
+            "prometheus_url": str(self.prometheus_url).rstrip("/"),
         }
         if s["sustained_s"] <= 0 or s["poll_interval_s"] <= 0 or s["timeout_s"] < 0:
             raise ValueError(f"{self.task_id}: sustained_s and poll_interval_s must be positive and timeout_s "

@@ -19,11 +19,12 @@ class RawDaySensor(BaseSensorOperator):
 
     :param raw_url: folder (local path or gs://bucket/prefix) where Criteo days land.
     :param day: the Criteo day number N.
-    :param landing: settle | manifest; default: the setting criteo_raw_landing.
-    :param settle_s: seconds a file without a manifest must stay unchanged; default: criteo_raw_settle_s.
+    :param landing: settle | manifest: the run's criteo_raw_landing (its plan's `landing`); default settle.
+    :param settle_s: seconds a file without a manifest must stay unchanged: the run's criteo_raw_settle_s
+        (its plan's `settle_s`); default: the registry's.
     """
 
-    template_fields: Sequence[str] = ("raw_url", "day")
+    template_fields: Sequence[str] = ("raw_url", "day", "landing", "settle_s")
     ui_color = "#e8d9f7"
 
     def __init__(self, *, raw_url: str, day: int | str, landing: str | None = None, settle_s: float | None = None,
@@ -48,10 +49,10 @@ class RawDaySensor(BaseSensorOperator):
         from airflow.sdk.exceptions import AirflowFailException
 
         from ..hooks.raw_data import NotARawDay
-        from ..pipeline.config import setting
+        from ..pipeline.config import REGISTRY
 
-        mode = self.landing or setting("criteo_raw_landing").strip()
-        settle = float(self.settle_s if self.settle_s is not None else setting("criteo_raw_settle_s"))
+        mode = self.landing or REGISTRY["criteo_raw_landing"].default
+        settle = float(self.settle_s if self.settle_s is not None else REGISTRY["criteo_raw_settle_s"].default)
         try:
             landed = self.hook.landing(int(self.day), mode, settle)
         except (NotARawDay, ValueError) as exc:

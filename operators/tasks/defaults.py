@@ -1,32 +1,34 @@
-"""What every DAG of the pipeline shares: owner, retries, timeouts, and the sensors' behaviour.
+"""What every DAG of the pipeline shares: owner, retries, timeouts, the sensors' behaviour, and the
+first task's decision of the run's settings.
 
-Read from the environment when a DAG file is parsed (never from Variables, which would cost a
-database round trip per parse): CRITEO_RETRY_DELAY_S, CRITEO_RAW_WAIT_TIMEOUT_S,
-CRITEO_RAW_POKE_INTERVAL_S, CRITEO_SENSOR_MODE, CRITEO_LABEL_RETRY_DELAY_S,
-CRITEO_PREVIOUS_DAY_TIMEOUT_S, CRITEO_PREVIOUS_DAY_POKE_INTERVAL_S.
+The DAG-level values are read from the environment when a DAG file is parsed (the registry's
+parse-time settings, operators/pipeline/config.py), never from Variables, which would cost a
+database round trip per parse.
 """
 from __future__ import annotations
 
-import os
 from datetime import timedelta
+
+from airflow.sdk import task
+
+from ..pipeline.config import environment
 
 DEFAULT_ARGS = {
     "owner": "ml-platform",
     "retries": 2,
-    "retry_delay": timedelta(seconds=float(os.environ.get("CRITEO_RETRY_DELAY_S", "120"))),
+    "retry_delay": timedelta(seconds=float(environment("CRITEO_RETRY_DELAY_S"))),
     "retry_exponential_backoff": True,
     "execution_timeout": timedelta(hours=6),
 }
 
-RAW_WAIT_TIMEOUT_S = float(os.environ.get("CRITEO_RAW_WAIT_TIMEOUT_S", str(6 * 3600)))
-RAW_POKE_INTERVAL_S = float(os.environ.get("CRITEO_RAW_POKE_INTERVAL_S", "300"))
-SENSOR_MODE = os.environ.get("CRITEO_SENSOR_MODE", "reschedule")
-# How long a daily run waits for the day before it (operators/sensors/previous_run.py): a day behind
-# a failed one waits a day for it to be fixed and cleared.
-PREVIOUS_DAY_TIMEOUT_S = float(os.environ.get("CRITEO_PREVIOUS_DAY_TIMEOUT_S", str(24 * 3600)))
-PREVIOUS_DAY_POKE_INTERVAL_S = float(os.environ.get("CRITEO_PREVIOUS_DAY_POKE_INTERVAL_S", "30"))
-# Late labels are waited out by retries of criteo_request_log_to_raw, 30 min apart by default.
-LABEL_RETRY_DELAY = timedelta(seconds=float(os.environ.get("CRITEO_LABEL_RETRY_DELAY_S", "1800")))
+RAW_WAIT_TIMEOUT_S = float(environment("CRITEO_RAW_WAIT_TIMEOUT_S"))
+RAW_POKE_INTERVAL_S = float(environment("CRITEO_RAW_POKE_INTERVAL_S"))
+SENSOR_MODE = environment("CRITEO_SENSOR_MODE")
+# How long a daily run waits for the day before it (operators/sensors/previous_run.py).
+PREVIOUS_DAY_TIMEOUT_S = float(environment("CRITEO_PREVIOUS_DAY_TIMEOUT_S"))
+PREVIOUS_DAY_POKE_INTERVAL_S = float(environment("CRITEO_PREVIOUS_DAY_POKE_INTERVAL_S"))
+# Late labels are waited out by retries of criteo_request_log_to_raw.
+LABEL_RETRY_DELAY = timedelta(seconds=float(environment("CRITEO_LABEL_RETRY_DELAY_S")))
 
 
 def run_date(context):
@@ -34,54 +36,36 @@ def run_date(context):
     return context.get("logical_date") or context["dag_run"].run_after
 
 
-def check_runtime(cfg) -> None:
-    """What each run checks in its first task, so that a wrong setting fails before any step runs,
-    without retry, naming the setting: the runtime, the bucket (exists and can be read), and with
-    criteo_runtime=kubernetes every pod setting (image, namespace, service account, ...), and the
-    preprocess step's scale settings."""
-    from airflow.sdk.exceptions import AirflowFailException
+def decide_settings():
+    """The run's settings, read once and checked, by the run's first task: a wrong setting fails it
+    without retry, naming each (the runtime and its pod or Docker settings, the bucket, landing,
+    preprocess scale); a Variable that cannot be read fails it with a retry."""
+    from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
     from ..hooks.storage import BucketUnavailable, check_bucket
-    from ..runtime import RUNTIMES
+    from ..pipeline.config import SettingReadError, Settings, SettingsError
 
-    if cfg.runtime not in RUNTIMES:
-        raise AirflowFailException(f"criteo_runtime={cfg.runtime!r}: expected one of {RUNTIMES}")
-    bad = cfg.preprocess.problems() + landing_problems()
-    if bad:
-        raise AirflowFailException("; ".join(bad))
     try:
-        check_bucket(cfg.base_url)
+        settings = Settings.load().check()
+    except SettingReadError as exc:
+        raise AirflowException(str(exc)) from exc
+    except SettingsError as exc:
+        raise AirflowFailException(str(exc)) from None
+    try:
+        check_bucket(settings.storage.base_url)
     except BucketUnavailable as exc:
         raise AirflowFailException(str(exc)) from None
-    if cfg.runtime == "kubernetes":
-        from ..runtime.kubernetes import PodSettings
-
-        settings = PodSettings.load(cfg.base_url)
-        print(f"steps run as pods in namespace {settings.namespace} as {settings.service_account}, images "
-              + ", ".join(f"{k}={v}" for k, v in settings.images.items()))
-    elif cfg.runtime == "docker":
-        from ..runtime.docker import DockerSettings
-
-        docker = DockerSettings.load(cfg.base_url)
-        print(f"steps run as containers on {docker.docker_url}, images "
-              + ", ".join(f"{k}={v}" for k, v in docker.images.items()))
+    print(f"settings decided for this run: criteo_runtime={settings.runtime.name}, "
+          f"criteo_base_url={settings.storage.base_url}"
+          + "".join(f", {name}={settings.value(name)}" for name in settings.values
+                    if name.startswith("criteo_image_") and settings.value(name)))
+    return settings
 
 
-def landing_problems() -> list[str]:
-    """The raw-day landing settings (criteo_raw_landing, criteo_raw_settle_s), checked up front."""
-    from ..hooks.raw_data import LANDING_MODES
-    from ..pipeline.config import setting
-
-    bad = []
-    mode, settle = setting("criteo_raw_landing").strip(), setting("criteo_raw_settle_s").strip()
-    if mode not in LANDING_MODES:
-        bad.append(f"criteo_raw_landing={mode!r}: expected one of {', '.join(LANDING_MODES)}")
-    try:
-        if float(settle) < 0:
-            raise ValueError
-    except ValueError:
-        bad.append(f"criteo_raw_settle_s={settle!r}: expected seconds >= 0")
-    return bad
+@task
+def run_settings() -> dict:
+    """The run's settings, for DAGs whose first task is not a plan: pass `settings=` to its steps."""
+    return decide_settings().to_dict()
 
 
 def _run_type(context) -> str:

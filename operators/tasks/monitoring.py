@@ -4,8 +4,9 @@ Cheap to import (the DAG file imports it at parse time). The decisions themselve
 functions in operators/pipeline/retraining.py; these tasks feed them the Airflow context, the
 Variables, the model repository and the raw folder.
 
-Settings: each is a DAG Param; a null Param falls back to the Airflow Variable
-`criteo_monitor_<name>`, then to the built-in default (retraining.MONITOR_SETTINGS).
+Settings: the first task (production_version) decides the run's settings once and hands the
+others what they need. Each threshold is a DAG Param; a null Param falls back to the Airflow
+Variable `criteo_monitor_<name>`, then to the registry's default (operators/pipeline/config.py).
 """
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from datetime import UTC, datetime
 
 from airflow.sdk import Param, task
 
-from ..pipeline.retraining import LAST_RETRAIN_VARIABLE, MONITOR_BOUNDS, MONITOR_SETTINGS, TARGET_DAG
+from ..pipeline.config import MONITOR_PREFIX
+from ..pipeline.retraining import LAST_RETRAIN_VARIABLE, MONITOR_SETTINGS, TARGET_DAG
 
 log = logging.getLogger(__name__)
 
@@ -25,10 +27,11 @@ ACTIVE_STATES = ["queued", "running"]
 def monitor_params() -> dict[str, Param]:
     """The DAG's Params: typed, nullable (null = the Variable, else the built-in default)."""
     out = {}
-    for name, (typ, default, title, description) in MONITOR_SETTINGS.items():
-        json_type = "integer" if typ is int else "number"
-        out[name] = Param(None, type=[json_type, "null"], title=title, **MONITOR_BOUNDS[name],
-                          description=f"{description} Empty: Variable criteo_monitor_{name}, else {default:g}.")
+    for spec in MONITOR_SETTINGS:
+        json_type = "integer" if spec.type is int else "number"
+        out[spec.name[len(MONITOR_PREFIX):]] = Param(
+            None, type=[json_type, "null"], title=spec.title, **spec.bounds,
+            description=f"{spec.meaning} Empty: Variable {spec.name}, else {spec.default}.")
     return out
 
 
@@ -42,25 +45,26 @@ def production_version(**context) -> dict:
     from airflow.sdk.exceptions import AirflowSkipException
 
     from ..hooks.model_repository import ModelRepositoryHook
-    from ..hooks.prometheus import prometheus_url
-    from ..pipeline.config import PipelineConfig
     from ..pipeline.layout import Layout
     from ..pipeline.retraining import resolve_settings
+    from .defaults import decide_settings
 
-    cfg = PipelineConfig.load()
-    version = ModelRepositoryHook(Layout(cfg)).production_version()
+    settings = decide_settings()
+    model, repository = settings.serving.model_name, settings.storage.model_repository
+    version = ModelRepositoryHook(Layout(settings)).production_version()
     if version is None:
-        msg = (f"no production version of {cfg.model_name} in {cfg.model_repository}: nothing serves, "
-               f"so nothing to monitor; skipping this run")
+        msg = (f"no production version of {model} in {repository}: nothing serves, so nothing to monitor; "
+               f"skipping this run")
         print(msg)
         raise AirflowSkipException(msg)
-    settings = resolve_settings(context["params"])
-    sources = settings.pop("sources")
-    watch = {"model": cfg.model_name, "version": str(version), "prometheus_url": prometheus_url(), **settings}
-    print(f"watching {cfg.model_name} version {version} in Prometheus {watch['prometheus_url']}: "
-          + ", ".join(f"{k}={settings[k]:g} ({sources[k]})" for k in MONITOR_SETTINGS))
-    if settings["sensor_timeout_s"] >= 1800:
-        print(f"WARNING: sensor_timeout_s={settings['sensor_timeout_s']} is not below the 30 min schedule: "
+    thresholds = resolve_settings(context["params"], settings.monitoring.thresholds)
+    sources = thresholds.pop("sources")
+    watch = {"model": model, "version": str(version), "prometheus_url": settings.monitoring.prometheus_url,
+             **thresholds, "settings": settings.to_dict()}
+    print(f"watching {model} version {version} in Prometheus {watch['prometheus_url']}: "
+          + ", ".join(f"{k}={thresholds[k]:g} ({sources[k]})" for k in sources))
+    if thresholds["sensor_timeout_s"] >= 1800:
+        print(f"WARNING: sensor_timeout_s={thresholds['sensor_timeout_s']} is not below the 30 min schedule: "
               "runs will queue up behind each other")
     return watch
 
@@ -87,18 +91,21 @@ def decide_retrain(**context):
     cooldown since the last one this DAG triggered has passed. Returns the retrain's conf, or False
     (then trigger_full_retrain is skipped)."""
     from ..hooks.raw_data import RawDataHook
-    from ..pipeline.config import PipelineConfig
-    from ..pipeline.retraining import decide, resolve_settings
+    from ..pipeline.config import Settings
+    from ..pipeline.retraining import decide
 
     ti = context["ti"]
     watch = ti.xcom_pull(task_ids="production_version") or {}
+    if not watch:
+        print("NO RETRAIN: production_version did not run (skipped: nothing in production)")
+        return False
     fired = _fired(ti)
     # Tasks cannot query the metadata database in Airflow 3: the Task SDK asks the API server.
     active = ti.get_dr_count(dag_id=TARGET_DAG, states=ACTIVE_STATES)
-    cfg = PipelineConfig.load()
-    settings = {k: watch.get(k) for k in MONITOR_SETTINGS} if watch else resolve_settings(context["params"])
-    decision = decide(fired, active, _last_retrain_at(), datetime.now(UTC), float(settings["cooldown_h"]),
-                      RawDataHook(cfg.raw_url).latest_day(cfg.num_days), int(settings["window_days"]), cfg.raw_url)
+    settings = Settings.of(watch["settings"])
+    raw_url = settings.storage.raw_url
+    decision = decide(fired, active, _last_retrain_at(), datetime.now(UTC), float(watch["cooldown_h"]),
+                      RawDataHook(raw_url).latest_day(settings.landing.num_days), int(watch["window_days"]), raw_url)
     print(("TRIGGER full retrain: " if decision.trigger else "NO RETRAIN: ") + decision.reason)
     if decision.trigger:
         print(f"{TARGET_DAG} conf: {decision.conf}")
@@ -135,7 +142,7 @@ def record_retrain(**context) -> dict:
     from criteo_kernel import retrain_log
 
     from ..hooks.storage import storage_path, write_text_atomic
-    from ..pipeline.config import PipelineConfig
+    from ..pipeline.config import Settings
     from ..pipeline.layout import Layout
 
     ti = context["ti"]
@@ -152,12 +159,12 @@ def record_retrain(**context) -> dict:
     if not run_id:
         raise RuntimeError("trigger_full_retrain left no trigger_run_id XCom: cannot name the queued "
                            f"{TARGET_DAG} run in the retrain log")
-    cfg = PipelineConfig.load()
+    settings = Settings.of(watch["settings"])
     version = watch.get("version")
     record = retrain_log.RetrainRecord(
-        model=watch.get("model") or cfg.model_name, version=int(version) if version else None, at=at,
+        model=watch["model"], version=int(version) if version else None, at=at,
         run_id=run_id, triggers=fired, reason=str(conf.get("reason", "")), monitoring_run_id=context["run_id"])
-    url = retrain_log.record_url(Layout(cfg).retrain_log, record)
+    url = retrain_log.record_url(Layout(settings).retrain_log, record)
     path = storage_path(url)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(path, record.to_json())

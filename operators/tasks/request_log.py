@@ -12,19 +12,18 @@ def plan_request_log_day(**context) -> dict:
     """The logical date's Criteo day, and the to-day step's arguments (request log -> raw/day_N)."""
     from airflow.sdk.exceptions import AirflowFailException
 
-    from ..pipeline.config import PipelineConfig
     from ..pipeline.layout import DayOutOfRange, Layout, day_for_date
-    from .defaults import check_runtime, run_date
+    from .defaults import decide_settings, run_date
 
-    cfg = PipelineConfig.load()
-    check_runtime(cfg)
-    layout = Layout(cfg)
+    settings = decide_settings()
+    layout = Layout(settings)
+    landing = settings.landing
     try:
-        day = day_for_date(run_date(context), cfg.day0, cfg.num_days)
+        day = day_for_date(run_date(context), landing.day0, landing.num_days)
     except DayOutOfRange as exc:
         raise AirflowFailException(str(exc)) from None
     args = {"--request-log": layout.request_log, "--day": day, "--output": layout.raw,
-            "--day0": cfg.day0.isoformat()}
+            "--day0": landing.day0.isoformat()}
     print(f"day_{day}: {layout.request_log} (date partitions of {run_date(context):%Y-%m-%d}) "
           f"-> {layout.raw}/day_{day}")
-    return {"day": day, "to_day_args": args}
+    return {"day": day, "to_day_args": args, "settings": settings.to_dict()}

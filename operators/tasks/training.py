@@ -77,18 +77,17 @@ def _skip_scheduled_runs_outside_the_data_set(context):
 
 
 def _plan(planner, context, resolve_params=None) -> dict:
-    """Run a planner on the repository and settings the pipeline's configuration names, once the
-    settings have passed the first task's checks. `resolve_params(cfg)`: the Params to plan with."""
+    """Decide the run's settings (the one read of them), then run a planner on them and the model
+    repository they name. `resolve_params(settings)`: the Params to plan with."""
     from ..hooks.model_repository import ModelRepositoryHook
-    from ..pipeline.layout import data_docs_run
-    from .defaults import check_runtime
+    from ..pipeline.layout import Layout, data_docs_run
+    from .defaults import decide_settings
 
-    repository = ModelRepositoryHook.from_settings()
-    cfg = repository.layout.cfg
-    check_runtime(cfg)
-    params = resolve_params(cfg) if resolve_params else context["params"]
+    settings = decide_settings()
+    repository = ModelRepositoryHook(Layout(settings))
+    params = resolve_params(settings) if resolve_params else context["params"]
     with _no_retry_on_bad_plan(), _skip_scheduled_runs_outside_the_data_set(context):
-        return planner(cfg, run_date(context), params, repository,
+        return planner(settings, run_date(context), params, repository,
                        docs_run=data_docs_run(context["dag"].dag_id, context["run_id"]))
 
 
@@ -124,9 +123,9 @@ def plan_full_retrain(**context) -> dict:
     from ..hooks.raw_data import RawDataHook
     from ..pipeline.planning import plan_full
 
-    plan = _plan(plan_full, context, lambda cfg: full_retrain_params(
+    plan = _plan(plan_full, context, lambda settings: full_retrain_params(
         context["params"], is_scheduled(context) or is_backfill(context),
-        lambda: RawDataHook(cfg.raw_url).latest_day(cfg.num_days)))
+        lambda: RawDataHook(settings.storage.raw_url).latest_day(settings.landing.num_days)))
     print(f"run {plan['run_key']}: days {plan['days']}, production version {plan['parent_version']}")
     return plan
 
@@ -180,26 +179,30 @@ def train_evaluate_deploy(plan, extracted, raw_inputs, validation, reference_pro
     from ..deploy import DeployModelOperator
     from ..step import CriteoStepOperator
 
-    preprocess = CriteoStepOperator(task_id="preprocess", step="preprocess", arguments=plan["preprocess_args"],
-                                    inputs={"--extracted": extracted})
+    settings = plan["settings"]
+    preprocess = CriteoStepOperator(task_id="preprocess", step="preprocess", settings=settings,
+                                    arguments=plan["preprocess_args"], inputs={"--extracted": extracted})
     validate_processed = CriteoStepOperator(
-        task_id="validate_processed", step="validate", retries=0, arguments=plan["validate_processed_args"],
+        task_id="validate_processed", step="validate", retries=0, settings=settings,
+        arguments=plan["validate_processed_args"],
         inputs={"--input": preprocess.output["partitions"]},
         doc_md="GX gate on the NVTabular output: no nulls, ids within the vocabulary, finite normalised features.")
     train = CriteoStepOperator(
-        task_id="train", step=plan["train_step"], arguments=plan["train_args"],
+        task_id="train", step=plan["train_step"], settings=settings, arguments=plan["train_args"],
         inputs={"--train": preprocess.output["partitions"]},
         doc_md="The plan's trainer: step `train` (PyTorch DCN) or `train_hugectr` (HugeCTR, GPU pods; "
                "exported through hugectr2onnx). Both give the same version layout.")
-    export = CriteoStepOperator(task_id="export", step="export", arguments=plan["export_args"],
+    export = CriteoStepOperator(task_id="export", step="export", settings=settings, arguments=plan["export_args"],
                                 inputs={"--checkpoint": train.output["checkpoint"],
                                         "--workflow": preprocess.output["workflow"],
                                         "--reference-profile": reference_profile})
-    evaluate = CriteoStepOperator(task_id="evaluate", step="evaluate", arguments=plan["evaluate_args"],
+    evaluate = CriteoStepOperator(task_id="evaluate", step="evaluate", settings=settings,
+                                  arguments=plan["evaluate_args"],
                                   inputs={"--candidate": export.output["package"], "--eval": extracted})
     blessed = blessing_gate(evaluate.output, plan["gate"])
     DeployModelOperator(
         task_id="deploy",
+        settings=settings,
         blessing=blessed,
         run_key=plan["run_key"],
         inputs={"raw": raw_inputs, "workflow_id": plan["workflow_id"], "parent_version": plan["parent_version"],

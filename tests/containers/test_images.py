@@ -92,20 +92,21 @@ def test_a_step_over_its_memory_limit_fails_without_retry_naming_the_limit(image
 
     from airflow.sdk.exceptions import AirflowFailException
 
+    from operators.pipeline.config import Settings
     from operators.runtime.catalogue import STEPS
-    from operators.runtime.docker import DockerSettings, container_failure, docker_operator, exit_code_of_failure
+    from operators.runtime.docker import DockerRuntime
+    from operators.step import CriteoStepOperator
 
     for key, value in {"criteo_base_url": "gs://unused/base", "criteo_docker_url": engine["DOCKER_HOST"],
                        "criteo_docker_network": "host", "criteo_docker_gpus": "0",
                        **{f"criteo_image_{n}": images[n] for n in ("merlin", "validator", "monitoring")}}.items():
         monkeypatch.setenv(f"AIRFLOW_VAR_{key.upper()}", value)
+    settings = Settings.load()
     spec = replace(STEPS["synth"], memory="160Mi")
-    op = docker_operator(spec, ["--out", "/tmp/raw", "--days", "0", "--rows", "3000000"], task_id="synth",
-                         settings=DockerSettings.load())
-    with pytest.raises(Exception) as failed:  # the provider's DockerContainerFailedException
-        op.execute({})
-    code = exit_code_of_failure(failed.value)
-    assert code == 137, failed.value
-    error = container_failure(spec, code, "(the step's last lines)", op.mem_limit)
-    assert isinstance(error, AirflowFailException)     # no retry: the same input needs the same memory
-    assert "ran out of memory under its limit of 160m" in str(error)
+    outcome = DockerRuntime(settings).start(spec, ["--out", "/tmp/raw", "--days", "0", "--rows", "3000000"],
+                                            task_id="synth", context={})
+    assert (outcome.exit_code, outcome.reason) == (137, "OOMKilled"), outcome
+    op = CriteoStepOperator(task_id="synth", step="synth", settings=settings.to_dict())
+    with pytest.raises(AirflowFailException) as error:   # no retry: the same input needs the same memory
+        op._finish({"ti": None}, spec, outcome)
+    assert "ran out of memory under its limit of 160Mi" in str(error.value)

@@ -116,7 +116,7 @@ def test_every_command_names_a_real_entry_point(config):
 
 
 def test_the_variables_the_dags_need_are_set_and_accepted(config, monkeypatch):
-    from operators.pipeline.config import PipelineConfig
+    from operators.pipeline.config import Settings
     from operators.runtime.docker import DockerSettings
 
     env = config["services"]["airflow-scheduler"]["environment"]
@@ -125,14 +125,14 @@ def test_the_variables_the_dags_need_are_set_and_accepted(config, monkeypatch):
     for key, value in env.items():
         if key.startswith("AIRFLOW_VAR_"):
             monkeypatch.setenv(key, str(value))
-    cfg = PipelineConfig.load()
-    assert cfg.runtime == "docker"
-    settings = DockerSettings.load(cfg.base_url)   # raises, naming what is missing
+    cfg = Settings.load().check()                 # raises, naming what is missing
+    assert cfg.runtime.name == "docker"
+    settings = DockerSettings.of(cfg)
     # the step containers join the stack's network and mount its bucket volume where Airflow sees it
     assert settings.network == config["networks"]["default"]["name"]
     assert settings.volume == config["volumes"]["bucket"]["name"]
     mounts = volumes(config["services"]["airflow-scheduler"])
-    assert mounts[settings.mount_path] == "bucket" and cfg.base_url.startswith(settings.mount_path)
+    assert mounts[settings.mount_path] == "bucket" and cfg.storage.base_url.startswith(settings.mount_path)
     assert mounts["/var/run/docker.sock"] == "/var/run/docker.sock"
     assert env["AIRFLOW_VAR_CRITEO_TRITON_GRPC_URL"] == "triton:8001" and "triton" in config["services"]
     assert env["AIRFLOW_VAR_CRITEO_PROMETHEUS_URL"] == "http://prometheus:9090" and "prometheus" in config["services"]

@@ -12,9 +12,10 @@ pytestmark = pytest.mark.kubernetes
 
 
 def pod_request(kube, step, argv=("--help",)):
+    from operators.pipeline.config import Settings
     from operators.runtime.kubernetes import PodSettings, pod_operator
 
-    op = pod_operator(STEPS[step], list(argv), task_id=step, settings=PodSettings.load())
+    op = pod_operator(STEPS[step], list(argv), task_id=step, settings=PodSettings.of(Settings.load()))
     return kube.api_client.sanitize_for_serialization(op.build_pod_request_obj(dry_run=True))
 
 
@@ -155,13 +156,13 @@ def test_bad_data_fails_at_once_without_retry(kube, pod_settings, pod_dagbag):
 def test_a_missing_pod_setting_fails_the_first_task_before_any_pod(kube, pod_settings, dagbag, monkeypatch):
     from datetime import UTC, datetime
 
-    from operators.pipeline.config import PipelineConfig
-    from operators.runtime.kubernetes import PodConfigurationError
-    from operators.tasks.defaults import check_runtime
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from operators.tasks.defaults import decide_settings
 
     monkeypatch.setenv("AIRFLOW_VAR_CRITEO_IMAGE_VALIDATOR", "")
-    with pytest.raises(PodConfigurationError, match="criteo_image_validator is not set"):
-        check_runtime(PipelineConfig.load())   # what the plan task runs first
+    with pytest.raises(AirflowFailException, match="criteo_image_validator is not set"):
+        decide_settings()   # what the plan task runs first
     dr = dagbag.get_dag("criteo_incremental_training").test(logical_date=datetime(2026, 1, 3, tzinfo=UTC))
     tis = {ti.task_id: ti for ti in dr.get_task_instances()}
     plan = tis["plan_incremental_run"]

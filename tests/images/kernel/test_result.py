@@ -124,3 +124,12 @@ def test_sigterm_stops_a_step_whose_log_reader_is_gone():
         assert time.time() < deadline, "the step outlived its SIGTERM"
         time.sleep(0.05)
     step.wait(5)
+
+
+def test_a_runtime_reads_back_what_the_step_emitted(capsys):
+    result.emit({"a": 2, "b": [1]})
+    printed = capsys.readouterr().out
+    log = f'starting\nSTEP_RESULT {{"a": 1}}\nnoise STEP_RESULT is a word here\n{printed}'
+    assert result.read_log(log) == {"a": 2, "b": [1]}          # the last one: emit and read_log agree
+    assert result.read_log('2026-12-01T00:00:00Z STEP_RESULT {"x": 3}') == {"x": 3}   # a runtime's timestamp
+    assert result.read_log("no result here\n") is None

@@ -5,7 +5,6 @@ import os
 import subprocess
 import threading
 import time
-from datetime import date
 
 import numpy as np
 import pytest
@@ -40,7 +39,7 @@ def served(tmp_path_factory, packages):
     from operators.deploy import promote
     from operators.hooks.model_repository import ModelRepositoryHook
     from operators.hooks.triton import TritonHook
-    from operators.pipeline.config import PipelineConfig
+    from operators.pipeline.config import Settings
     from operators.pipeline.layout import Layout
     from operators.runtime.catalogue import STEPS
     from operators.runtime.local import LocalProcessRuntime
@@ -53,8 +52,7 @@ def served(tmp_path_factory, packages):
                                "--data-docs", str(root / "docs"), "--run-name", "ref", "--min-rows", "100",
                                "--profile-out", str(root / "day0.json")])
     rt.run(STEPS["reference"], ["--profiles", str(root / "day0.json"), "--output", str(root / "reference.json")])
-    cfg = PipelineConfig(base_url=str(base), raw_url=str(base / "raw"), runtime="local", day0=date(2026, 1, 1),
-                         num_days=24, model_name=MODEL)
+    cfg = Settings.with_values(criteo_base_url=str(base), criteo_model_name=MODEL)
     hook = ModelRepositoryHook(Layout(cfg))
     for i in (0, 1):
         pkg = packages.packages[i]

@@ -51,8 +51,8 @@ def test_incremental_plan_warm_starts_from_production(cfg):
     assert plan["preprocess_args"]["--workflow"] == f"{v2}/preprocessing"
     assert plan["preprocess_args"]["--output-root"].endswith("/work/processed/full-day0-2-abc")
     # the plan decides where extract writes; what it reads is the raw file wait_for_raw_day found
-    assert plan["raw_url"] == f"{cfg.base_url}/raw"
-    assert plan["extract_args"] == {"--output": f"{cfg.base_url}/work/extracted/day=4"}
+    assert plan["raw_url"] == f"{cfg.storage.base_url}/raw"
+    assert plan["extract_args"] == {"--output": f"{cfg.storage.base_url}/work/extracted/day=4"}
     assert plan["evaluate_args"]["--baseline"] == v2
     # the day is validated against, and the new version ships, the parent's reference profile
     assert plan["reference"] == plan["validate_args"]["--reference"] == f"{v2}/reference_profile.json"
@@ -73,56 +73,49 @@ def test_full_plan_window_and_stable_run_key(cfg):
     p3 = plan_full(cfg, date(2026, 1, 3), {**PARAMS, "end_day": 2, "epochs": 2}, repo(cfg))
     assert p1["days"] == [0, 1, 2] and p1["run_key"] == p2["run_key"] != p3["run_key"]
     assert p1["parent_version"] is None and p1["evaluate_args"]["--baseline"] is None
-    assert p1["preprocess_args"]["--fit-workflow"] == f"{cfg.base_url}/work/workflows/{p1['run_key']}"
+    assert p1["preprocess_args"]["--fit-workflow"] == f"{cfg.storage.base_url}/work/workflows/{p1['run_key']}"
     assert [d["day"] for d in p1["per_day"]] == [0, 1, 2]
     with pytest.raises(ValueError, match="outside day_0..day_23"):
         plan_full(cfg, date(2026, 1, 3), {**PARAMS, "end_day": 30}, repo(cfg))
 
 
 def test_preprocess_scale_settings_become_the_steps_flags(cfg, monkeypatch):
-    from dataclasses import replace
+    from operators.pipeline.config import PreprocessScale, Settings
 
-    from operators.pipeline.config import PreprocessScale
-
-    assert PreprocessScale.load() == PreprocessScale("auto", "1GB", "0.8")
-    monkeypatch.setenv("AIRFLOW_VAR_CRITEO_PREPROCESS_WORKERS", "4")
-    monkeypatch.setenv("AIRFLOW_VAR_CRITEO_DASK_PART_SIZE", "512 MiB")
-    monkeypatch.setenv("AIRFLOW_VAR_CRITEO_DASK_DEVICE_MEMORY_LIMIT", "60GB")
-    scaled = replace(cfg, preprocess=PreprocessScale.load())
-    assert scaled.preprocess.problems() == []
+    assert cfg.runtime.preprocess == PreprocessScale("auto", "1GB", "0.8")
+    scaled = Settings.with_values(criteo_base_url=cfg.storage.base_url, criteo_preprocess_workers="4",
+                                  criteo_dask_part_size="512 MiB", criteo_dask_device_memory_limit="60GB")
+    assert scaled.runtime.preprocess.problems() == []
     full = plan_full(scaled, date(2026, 1, 3), PARAMS, repo(scaled))
     assert {k: full["preprocess_args"][k] for k in ("--workers", "--part-size", "--device-memory-limit")} == \
         {"--workers": "4", "--part-size": "512 MiB", "--device-memory-limit": "60GB"}
     _fake_version(cfg, 1, workflow_id=full["run_key"], run_key=full["run_key"])
     incr = plan_incremental(scaled, date(2026, 1, 4), PARAMS, repo(scaled))
     assert incr["preprocess_args"]["--workers"] == "4" and incr["preprocess_args"]["--part-size"] == "512 MiB"
+    assert incr["settings"] == scaled.to_dict() == full["settings"]      # every task of the run gets these
 
 
 def test_bad_preprocess_scale_settings_fail_the_first_task_naming_each(cfg):
-    from dataclasses import replace
-
-    from airflow.sdk.exceptions import AirflowFailException
-
-    from operators.pipeline.config import PreprocessScale
-    from operators.tasks.defaults import check_runtime
+    from operators.pipeline.config import PreprocessScale, Settings, SettingsError
 
     assert PreprocessScale("2", "500000", "1").problems() == []
-    with pytest.raises(AirflowFailException) as err:
-        check_runtime(replace(cfg, preprocess=PreprocessScale("0", "big", "1.5")))
+    with pytest.raises(SettingsError) as err:
+        Settings.with_values(criteo_preprocess_workers="0", criteo_dask_part_size="big",
+                             criteo_dask_device_memory_limit="1.5").check()
     message = str(err.value)
     assert "criteo_preprocess_workers='0': expected 'auto' or a whole number >= 1" in message
     assert "criteo_dask_part_size='big': expected a size" in message
     assert "criteo_dask_device_memory_limit='1.5': expected a fraction in (0, 1]" in message
-    with pytest.raises(AirflowFailException, match="criteo_dask_device_memory_limit='0'"):
-        check_runtime(replace(cfg, preprocess=PreprocessScale("auto", "1GB", "0")))
+    with pytest.raises(SettingsError, match="criteo_dask_device_memory_limit='0'"):
+        Settings.with_values(criteo_dask_device_memory_limit="0").check()
 
 
 # -- the trainer: a Param, a default per runtime, kept by daily runs ------------------------------
 
 def _on(cfg, runtime):
-    import dataclasses
+    from operators.pipeline.config import Settings
 
-    return dataclasses.replace(cfg, runtime=runtime)
+    return Settings.with_values(**{**cfg.to_dict(), "criteo_runtime": runtime})
 
 
 def test_auto_trains_with_hugectr_on_kubernetes_and_pytorch_on_the_embedded_default(cfg):

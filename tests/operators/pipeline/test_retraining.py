@@ -62,17 +62,18 @@ def test_no_raw_day_no_retrain():
 
 @pytest.mark.unit
 def test_settings_param_then_variable_then_default(monkeypatch):
+    from operators.pipeline.config import Settings
     from operators.pipeline.retraining import resolve_settings
 
-    variables = {"criteo_monitor_psi_threshold": "0.3", "criteo_monitor_sustained_s": "120"}
-    s = resolve_settings({"auc_threshold": 0.65, "sustained_s": None}, variable=variables.get)
+    variables = {"psi_threshold": "0.3", "sustained_s": "120"}
+    s = resolve_settings({"auc_threshold": 0.65, "sustained_s": None}, variables)
     assert (s["auc_threshold"], s["psi_threshold"], s["sustained_s"], s["cooldown_h"]) == (0.65, 0.3, 120, 6.0)
     assert s["sources"]["auc_threshold"] == "param" and s["sources"]["cooldown_h"] == "default"
     assert s["sources"]["psi_threshold"] == "Variable criteo_monitor_psi_threshold"
     assert isinstance(s["sustained_s"], int) and isinstance(s["auc_threshold"], float)
     with pytest.raises(ValueError, match="setting cooldown_h: 'soon' .from Variable criteo_monitor_cooldown_h"):
-        resolve_settings({}, variable={"criteo_monitor_cooldown_h": "soon"}.get)
+        resolve_settings({}, {"cooldown_h": "soon"})
     monkeypatch.setenv("AIRFLOW_VAR_CRITEO_MONITOR_WINDOW_DAYS", "3")  # the real lookup: env outside a task
-    assert resolve_settings({})["window_days"] == 3
+    assert resolve_settings({}, Settings.load().monitoring.thresholds)["window_days"] == 3
 
 

@@ -3,6 +3,7 @@
 No Docker engine runs here: what is checked is what the operator would ask the engine for."""
 import pytest
 
+from operators.pipeline.config import Settings
 from operators.runtime.catalogue import IMAGES, STEPS
 
 pytestmark = pytest.mark.unit
@@ -25,7 +26,7 @@ def test_every_step_runs_in_its_image_with_its_resources(docker_env, step):
     from operators.runtime.docker import DockerSettings, docker_operator
 
     spec = STEPS[step]
-    op = docker_operator(spec, ["--out", "/data/bucket/x"], task_id=step, settings=DockerSettings.load())
+    op = docker_operator(spec, ["--out", "/data/bucket/x"], task_id=step, settings=DockerSettings.of(Settings.load()))
     assert op.image == PINNED[spec.image]
     assert op.entrypoint == ["python", "-m", spec.module] and op.command == [*spec.command, "--out", "/data/bucket/x"]
     assert op.network_mode == "criteo-mlops" and op.mount_tmp_dir is False
@@ -55,7 +56,7 @@ def test_bad_settings_fail_naming_the_setting(docker_env, change, named):
     for key, value in change.items():
         docker_env.setenv(f"AIRFLOW_VAR_{key.upper()}", value)
     with pytest.raises(DockerConfigurationError, match="cannot start a container") as err:
-        DockerSettings.load()
+        DockerSettings.of(Settings.load())
     assert named in str(err.value)
 
 
@@ -64,7 +65,7 @@ def test_a_host_without_gpus_runs_gpu_steps_on_its_cpus(docker_env):
 
     docker_env.setenv("AIRFLOW_VAR_CRITEO_DOCKER_GPUS", "0")
     spec = STEPS["train"]
-    op = docker_operator(spec, [], task_id="train", settings=DockerSettings.load())
+    op = docker_operator(spec, [], task_id="train", settings=DockerSettings.of(Settings.load()))
     assert spec.gpu and not op.device_requests
     assert op.mem_limit == spec.memory.replace("Gi", "g")
 
@@ -74,7 +75,7 @@ def test_a_gs_base_needs_no_volume(docker_env):
 
     docker_env.setenv("AIRFLOW_VAR_CRITEO_BASE_URL", "gs://criteo/pipeline")
     docker_env.setenv("AIRFLOW_VAR_CRITEO_DOCKER_VOLUME", "")
-    op = docker_operator(STEPS["extract"], [], task_id="extract", settings=DockerSettings.load())
+    op = docker_operator(STEPS["extract"], [], task_id="extract", settings=DockerSettings.of(Settings.load()))
     assert op.mounts == []
 
 
@@ -86,18 +87,3 @@ def test_the_exit_code_is_read_from_the_providers_failure():
     exc = DockerContainerFailedException("Docker container failed: {'Error': None, 'StatusCode': 4}", logs=[])
     assert exit_code_of_failure(exc) == 4
     assert exit_code_of_failure(RuntimeError("other")) is None
-
-
-@pytest.mark.parametrize("code, retried, says", [
-    (4, False, "bad input: no retry"),                      # extract's BAD_DATA
-    (137, False, "ran out of memory under its limit of 8g"),
-    (1, True, "exited with code 1"),
-])
-def test_a_failed_container_is_retried_only_when_a_retry_can_help(code, retried, says):
-    from airflow.sdk.exceptions import AirflowFailException
-
-    from operators.runtime.docker import container_failure
-
-    error = container_failure(STEPS["extract"], code, "the step's summary", "8g")
-    assert isinstance(error, AirflowFailException) is not retried
-    assert says in str(error) and "the step's summary" in str(error)

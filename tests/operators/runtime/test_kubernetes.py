@@ -3,6 +3,7 @@
 The same pods are sent to a real API server in tests/kubernetes."""
 import pytest
 
+from operators.pipeline.config import Settings
 from operators.runtime.catalogue import IMAGES, STEPS
 
 pytestmark = pytest.mark.unit
@@ -31,7 +32,7 @@ def test_every_step_renders_a_pinned_non_root_pod_with_its_resources(settings_en
     from operators.runtime.kubernetes import PodSettings
 
     spec = STEPS[step]
-    pod = request(step, PodSettings.load())
+    pod = request(step, PodSettings.of(Settings.load()))
     (c,) = pod.spec.containers
     assert c.name == "base" and c.image == PINNED[spec.image]
     assert c.command == ["python", "-m", spec.module, *spec.command]
@@ -67,13 +68,13 @@ def test_step_resources_override_the_catalogue_and_bad_ones_are_named(settings_e
 
     settings_env.setenv("AIRFLOW_VAR_CRITEO_STEP_RESOURCES", '{"preprocess": {"cpu": "500m", "memory": "6Gi"}}')
     settings_env.setenv("AIRFLOW_VAR_CRITEO_POD_GPUS", "2")
-    (c,) = request("preprocess", PodSettings.load()).spec.containers
+    (c,) = request("preprocess", PodSettings.of(Settings.load())).spec.containers
     assert (c.resources.limits["cpu"], c.resources.limits["memory"]) == ("1000m", "12Gi")   # per GPU
     for bad, named in (('{"preproces": {}}', "unknown step 'preproces'"), ('{"train": {"memory": "6GB"}}', "6GB"),
                        ("{", "is not JSON"), ('{"train": {"gpu": 1}}', "expected")):
         settings_env.setenv("AIRFLOW_VAR_CRITEO_STEP_RESOURCES", bad)
         with pytest.raises(PodConfigurationError, match="criteo_step_resources") as err:
-            PodSettings.load()
+            PodSettings.of(Settings.load())
         assert named in str(err.value)
 
 
@@ -84,34 +85,20 @@ def test_the_local_kubelets_settings_are_refused_for_gke(settings_env):
                        "GKE_LOCATION": "europe-west4"}.items():
         settings_env.setenv(f"AIRFLOW_VAR_CRITEO_{key}", value)
     with pytest.raises(PodConfigurationError, match="criteo_pod_host_network=true is for a node without a pod"):
-        PodSettings.load()
+        PodSettings.of(Settings.load())
     settings_env.setenv("AIRFLOW_VAR_CRITEO_POD_IMAGE_PULL_POLICY", "Sometimes")
     with pytest.raises(PodConfigurationError, match="criteo_pod_image_pull_policy='Sometimes'"):
-        PodSettings.load()
-
-
-def test_an_oomkilled_step_fails_without_retry_naming_its_limit_and_the_setting(settings_env):
-    from airflow.sdk.exceptions import AirflowFailException
-
-    from operators.runtime.kubernetes import PodSettings, pod_failure
-
-    settings_env.setenv("AIRFLOW_VAR_CRITEO_STEP_RESOURCES", '{"train": {"memory": "3Gi"}}')
-    error = pod_failure(STEPS["train"], PodSettings.load(), 137, "OOMKilled", "(the last lines)")
-    assert isinstance(error, AirflowFailException)
-    assert "limit of 3Gi" in str(error) and "criteo_step_resources" in str(error)
-    retried = pod_failure(STEPS["train"], PodSettings.load(), 1, "Error", "(the last lines)")
-    assert not isinstance(retried, AirflowFailException) and "exited with code 1" in str(retried)
-    assert pod_failure(STEPS["train"], PodSettings.load(), None, None, "") is None   # never started
+        PodSettings.of(Settings.load())
 
 
 def test_the_hugectr_trainer_gets_its_image_all_its_gpus_shm_and_the_bucket_mounted(settings_env):
     from operators.runtime.kubernetes import PodConfigurationError, PodSettings
 
     with pytest.raises(PodConfigurationError, match="train_hugectr reads no gs://.*criteo_pod_data=gcsfuse"):
-        request("train_hugectr", PodSettings.load())
+        request("train_hugectr", PodSettings.of(Settings.load()))
     settings_env.setenv("AIRFLOW_VAR_CRITEO_POD_DATA", "gcsfuse")
     settings_env.setenv("AIRFLOW_VAR_CRITEO_POD_GPUS", "2")
-    pod = request("train_hugectr", PodSettings.load(),
+    pod = request("train_hugectr", PodSettings.of(Settings.load()),
                   ["--train", "gs://criteo-bucket/pipeline/work/processed/wf/day=3", "--epochs", "1"])
     (c,) = pod.spec.containers
     assert c.image == PINNED["hugectr"] and c.command == ["python", "-m", "criteo_steps", "train-hugectr"]
@@ -131,13 +118,13 @@ def test_the_hugectr_image_is_needed_only_by_the_steps_that_run_in_it(settings_e
 
     settings_env.delenv("AIRFLOW_VAR_CRITEO_IMAGE_HUGECTR")
     settings_env.setenv("AIRFLOW_VAR_CRITEO_POD_DATA", "gcsfuse")
-    settings = PodSettings.load()            # a PyTorch pipeline needs no HugeCTR image
+    settings = PodSettings.of(Settings.load())            # a PyTorch pipeline needs no HugeCTR image
     request("train", settings)
     with pytest.raises(PodConfigurationError, match="set criteo_image_hugectr"):
         request("train_hugectr", settings)
     settings_env.setenv("AIRFLOW_VAR_CRITEO_IMAGE_HUGECTR", "nvcr.io/x/criteo-hugectr:latest")
     with pytest.raises(PodConfigurationError, match="criteo_image_hugectr=.* is not pinned"):
-        PodSettings.load()
+        PodSettings.of(Settings.load())
 
 
 def test_gpu_count_and_accelerator_come_from_settings(settings_env):
@@ -145,12 +132,13 @@ def test_gpu_count_and_accelerator_come_from_settings(settings_env):
 
     settings_env.setenv("AIRFLOW_VAR_CRITEO_POD_GPUS", "4")
     settings_env.setenv("AIRFLOW_VAR_CRITEO_GPU_ACCELERATOR", "nvidia-h100-80gb")
-    pod = request("train", PodSettings.load())
+    pod = request("train", PodSettings.of(Settings.load()))
     assert pod.spec.containers[0].resources.limits["nvidia.com/gpu"] == "4"
     # cpu and memory of a GPU step are per GPU (one dask worker or trainer per GPU): 4 x (2, 32Gi)
     assert pod.spec.containers[0].resources.requests == {"cpu": "8", "memory": "128Gi", "nvidia.com/gpu": "4"}
-    assert request("preprocess", PodSettings.load()).spec.containers[0].resources.limits["cpu"] == "8"
-    assert request("export", PodSettings.load()).spec.containers[0].resources.limits == {"cpu": "2", "memory": "8Gi"}
+    assert request("preprocess", PodSettings.of(Settings.load())).spec.containers[0].resources.limits["cpu"] == "8"
+    export = request("export", PodSettings.of(Settings.load())).spec.containers[0]
+    assert export.resources.limits == {"cpu": "2", "memory": "8Gi"}
     assert pod.spec.node_selector["cloud.google.com/gke-accelerator"] == "nvidia-h100-80gb"
 
 
@@ -158,7 +146,7 @@ def test_gcsfuse_mounts_the_bucket_and_rewrites_its_urls(settings_env):
     from operators.runtime.kubernetes import PodSettings
 
     settings_env.setenv("AIRFLOW_VAR_CRITEO_POD_DATA", "gcsfuse")
-    pod = request("preprocess", PodSettings.load(), ["--extracted", "gs://criteo-bucket/pipeline/extracted/day=3"])
+    pod = request("preprocess", PodSettings.of(Settings.load()), ["--extracted", "gs://criteo-bucket/pipeline/extracted/day=3"])
     assert pod.metadata.annotations["gke-gcsfuse/volumes"] == "true"
     (vol,) = [v for v in pod.spec.volumes if v.name == "bucket"]
     assert vol.csi.driver == "gcsfuse.csi.storage.gke.io" and vol.csi.volume_attributes["bucketName"] == "criteo-bucket"
@@ -172,7 +160,7 @@ def test_pvc_mounts_the_claim(settings_env):
     settings_env.setenv("AIRFLOW_VAR_CRITEO_BASE_URL", "/data/criteo")
     settings_env.setenv("AIRFLOW_VAR_CRITEO_POD_DATA", "pvc")
     settings_env.setenv("AIRFLOW_VAR_CRITEO_POD_VOLUME_CLAIM", "criteo-data")
-    pod = request("extract", PodSettings.load())
+    pod = request("extract", PodSettings.of(Settings.load()))
     (vol,) = pod.spec.volumes
     assert vol.persistent_volume_claim.claim_name == "criteo-data"
     assert pod.spec.containers[0].volume_mounts[0].mount_path == "/data"
@@ -185,7 +173,7 @@ def test_a_named_gke_cluster_uses_gke_start_pod_operator(settings_env):
 
     settings_env.setenv("AIRFLOW_VAR_CRITEO_GKE_CLUSTER", "criteo-gpu")
     settings_env.setenv("AIRFLOW_VAR_CRITEO_GKE_LOCATION", "europe-west4")
-    op = pod_operator(STEPS["train"], [], task_id="train", settings=PodSettings.load())
+    op = pod_operator(STEPS["train"], [], task_id="train", settings=PodSettings.of(Settings.load()))
     assert isinstance(op, GKEStartPodOperator)
     assert (op.cluster_name, op.location, op.namespace) == ("criteo-gpu", "europe-west4", "criteo")
     assert op.deferrable is True and op.do_xcom_push is False
@@ -212,7 +200,7 @@ def test_bad_settings_fail_naming_the_setting_without_retry(settings_env, change
     for key, value in change.items():
         settings_env.setenv(f"AIRFLOW_VAR_{key.upper()}", value)
     with pytest.raises(PodConfigurationError, match="cannot start a pod") as err:
-        PodSettings.load()
+        PodSettings.of(Settings.load())
     assert named in str(err.value)
     assert isinstance(err.value, AirflowFailException)
 
@@ -221,13 +209,4 @@ def test_a_digest_pins_an_image(settings_env):
     from operators.runtime.kubernetes import PodSettings
 
     settings_env.setenv("AIRFLOW_VAR_CRITEO_IMAGE_MERLIN", "europe-docker.pkg.dev/p/criteo/merlin@sha256:" + "a" * 64)
-    assert PodSettings.load().images["merlin"].endswith("a" * 64)
-
-
-def test_the_result_is_the_last_step_result_line():
-    from operators.runtime.container import result_from_log
-
-    log = 'starting\nSTEP_RESULT {"a": 1}\nnoise STEP_RESULT is a word here\nSTEP_RESULT {"a": 2, "b": [1]}\n'
-    assert result_from_log(log) == {"a": 2, "b": [1]}
-    assert result_from_log("2026-12-01T00:00:00Z STEP_RESULT {\"x\": 3}") == {"x": 3}
-    assert result_from_log("no result here\n") is None
+    assert PodSettings.of(Settings.load()).images["merlin"].endswith("a" * 64)

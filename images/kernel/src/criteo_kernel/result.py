@@ -48,6 +48,20 @@ def emit(result: dict, print_line: bool = True) -> None:
         print(RESULT_LINE + json.dumps(result, default=str), flush=True)
 
 
+def read_log(text: str) -> dict | None:
+    """The manifest a step printed (`emit`) as its last `STEP_RESULT {...}` line, or None: how a
+    container runtime gets a step's result back from its log."""
+    for line in reversed(text.splitlines()):
+        head, sep, rest = line.partition(RESULT_LINE)
+        # a runtime may prefix each line with a timestamp
+        if sep and (not head or head.endswith(" ")):
+            try:
+                return json.loads(rest)
+            except json.JSONDecodeError:
+                return None
+    return None
+
+
 def run_step(step: Callable[[list[str]], dict | int], argv: list[str], name: str = "step", *,
              data_errors: tuple[type[BaseException], ...] = (),
              retryable_errors: tuple[type[BaseException], ...] = ()) -> int:
