@@ -198,7 +198,7 @@ node-images: .venv/.installed kube-build images
 # The control plane and its two nodes in the foreground (Ctrl-C stops them); kubeconfig in
 # .data/kube, e.g. `$(KUBE_CACHE)/bin/kubectl --kubeconfig .data/kube/kubeconfig.json get nodes`.
 kube-up: .venv/.installed kube-build node-images
-	.venv/bin/python -m local_servers.kube --work-dir .data/kube
+	.venv/bin/python -m local_servers.kubelet up --work-dir .data/kube
 
 # bench/ only: polars, the baseline bench_preprocess.py compares the project's preprocessing with.
 .venv-bench/.installed: requirements/bench.lock.txt | $(UV)

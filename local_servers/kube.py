@@ -190,23 +190,16 @@ def _http_ok(url: str) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The control plane alone (`make kube-up` adds the nodes: python -m local_servers.kubelet up)."""
     import argparse
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work-dir", default=".data/kube")
     parser.add_argument("--port", type=int, default=None)
-    parser.add_argument("--no-nodes", action="store_true", help="start the control plane only")
     args = parser.parse_args(argv)
     stop_on_sigterm()
-    from contextlib import ExitStack
-
-    from .kubelet import LocalNode, pipeline_nodes
-
     try:
-        with LocalKubernetes(args.work_dir, args.port) as kube, ExitStack() as nodes:
-            if not args.no_nodes:
-                for spec in pipeline_nodes():
-                    nodes.enter_context(LocalNode(kube, spec, refresh_images=True))
+        with LocalKubernetes(args.work_dir, args.port) as kube:
             print(f"control plane ready: {kube.server}\nkubeconfig: {kube.kubeconfig}\n"
                   f"Airflow connection: AIRFLOW_CONN_KUBERNETES_DEFAULT='{kube.connection_uri()}'", flush=True)
             if not serve_until_stopped(kube):

@@ -403,14 +403,40 @@ def import_pipeline_images() -> None:
         print(f"node {spec.name}: {', '.join(imported) or 'images up to date'} ({time.monotonic() - t0:.0f} s)")
 
 
+def up(work_dir: str, port: int | None) -> int:
+    """The control plane and both nodes in the foreground, until stopped (`make kube-up`)."""
+    import sys
+    from contextlib import ExitStack
+
+    from .process import serve_until_stopped, stop_on_sigterm
+
+    stop_on_sigterm()
+    try:
+        with LocalKubernetes(work_dir, port) as kube, ExitStack() as nodes:
+            for spec in pipeline_nodes():
+                nodes.enter_context(LocalNode(kube, spec, refresh_images=True))
+            print(f"control plane ready: {kube.server}\nkubeconfig: {kube.kubeconfig}\n"
+                  f"Airflow connection: AIRFLOW_CONN_KUBERNETES_DEFAULT='{kube.connection_uri()}'", flush=True)
+            if not serve_until_stopped(kube):
+                print(f"the control plane stopped:\n{kube.tail()}", file=sys.stderr)
+                return 1
+    except KeyboardInterrupt:
+        pass  # asked to stop before it was serving: `with` stopped the nodes and the control plane
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("command", choices=["import-images"])
-    parser.parse_args(argv)
+    parser.add_argument("command", choices=["import-images", "up"])
+    parser.add_argument("--work-dir", default=".data/kube")
+    parser.add_argument("--port", type=int, default=None)
+    args = parser.parse_args(argv)
     if not shutil.which("containerd"):
         raise SystemExit("containerd is missing: run `make kube-build`")
+    if args.command == "up":
+        return up(args.work_dir, args.port)
     import_pipeline_images()
     return 0
 

@@ -9,12 +9,10 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from criteo_kernel.landing import MANIFEST_SUFFIX, Manifest
+from criteo_kernel.landing import MANIFEST_SUFFIX, MODES, Manifest
 from criteo_kernel.schema import day_file_names, day_of_file
 
 from .storage import is_local, storage_path
-
-LANDING_MODES = ("settle", "manifest")
 
 
 class NotARawDay(ValueError):
@@ -55,8 +53,8 @@ class RawDataHook:
 
         Raises NotARawDay for a directory under the day's name.
         """
-        if mode not in LANDING_MODES:
-            raise ValueError(f"criteo_raw_landing={mode!r}: expected one of {LANDING_MODES}")
+        if mode not in MODES:
+            raise ValueError(f"criteo_raw_landing={mode!r}: expected one of {MODES}")
         url = self.find_day(day)
         if url is None:
             return Landing(None, False, f"{' or '.join(self.candidates(day))} not there yet")

@@ -431,7 +431,8 @@ class Settings:
         return Monitoring(v["criteo_prometheus_url"].rstrip("/"), thresholds)
 
     def problems(self) -> list[str]:
-        """Every setting that cannot work, each naming the Variable and what it expects."""
+        """Every setting that cannot work, each naming the Variable and what it expects; the runtime's
+        own settings are checked by it (operators.runtime.problems, which calls this first)."""
         bad = []
         for name in TYPED:
             try:
@@ -440,8 +441,7 @@ class Settings:
                 bad.append(str(exc))
         if bad:
             return bad
-        from ..hooks.raw_data import LANDING_MODES
-        from ..runtime import RUNTIMES, runtime_class
+        from criteo_kernel.landing import MODES as LANDING_MODES
 
         if self.landing.mode not in LANDING_MODES:
             bad.append(f"criteo_raw_landing={self.landing.mode!r}: expected one of {', '.join(LANDING_MODES)}")
@@ -451,19 +451,8 @@ class Settings:
             bad.append(f"criteo_num_days={self.landing.num_days}: expected at least 1")
         if self.serving.keep_versions < 1:
             bad.append(f"criteo_keep_versions={self.serving.keep_versions}: expected at least 1")
-        bad += self.runtime.preprocess.problems()
-        if self.runtime.name not in RUNTIMES:
-            bad.append(f"criteo_runtime={self.runtime.name!r}: expected one of {tuple(RUNTIMES)}")
-        else:
-            bad += runtime_class(self.runtime.name).problems(self)
-        return bad
+        return bad + self.runtime.preprocess.problems()
 
-    def check(self) -> Settings:
-        """These settings, or SettingsError naming every one that cannot work."""
-        bad = self.problems()
-        if bad:
-            raise SettingsError("the pipeline's settings cannot work:\n- " + "\n- ".join(bad))
-        return self
 
 
 # -- the generated docs table ----------------------------------------------------------------------

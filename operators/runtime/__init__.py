@@ -17,7 +17,7 @@ import importlib
 
 from .base import StepFailed, StepOutcome, StepRuntime
 
-__all__ = ["RUNTIMES", "StepFailed", "StepOutcome", "StepRuntime", "runtime_class"]
+__all__ = ["RUNTIMES", "StepFailed", "StepOutcome", "StepRuntime", "problems", "runtime_class"]
 
 RUNTIMES = {
     "local": "operators.runtime.local:LocalProcessRuntime",
@@ -32,3 +32,15 @@ def runtime_class(name: str) -> type[StepRuntime]:
         raise ValueError(f"criteo_runtime={name!r}: expected one of {tuple(RUNTIMES)}")
     module, _, cls = RUNTIMES[name].partition(":")
     return getattr(importlib.import_module(module), cls)
+
+
+def problems(settings) -> list[str]:
+    """Every problem of a run's settings, each naming the setting: the registry's, then those of the
+    runtime criteo_runtime names (its images, pod or Docker settings). The run's first task fails
+    on any, before a step starts."""
+    bad = settings.problems()
+    if bad:
+        return bad
+    if settings.runtime.name not in RUNTIMES:
+        return [f"criteo_runtime={settings.runtime.name!r}: expected one of {tuple(RUNTIMES)}"]
+    return runtime_class(settings.runtime.name).problems(settings)

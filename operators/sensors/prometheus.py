@@ -33,6 +33,8 @@ from typing import Any
 from airflow.sdk import BaseSensorOperator
 from airflow.sdk.bases.sensor import PokeReturnValue
 
+from criteo_kernel import metric_names
+
 
 def promql_string(value: Any) -> str:
     """A PromQL string literal (label value) for `value`."""
@@ -249,7 +251,7 @@ class RollingAUCSensor(ModelMetricSensor):
     `prometheus_url`, `deferrable`, and the sensor's own such as `soft_fail`).
     """
 
-    metric = "criteo_rolling_auc"
+    metric = metric_names.ROLLING_AUC
     op = "<"
 
 
@@ -268,5 +270,5 @@ class FeatureDriftSensor(ModelMetricSensor):
     The other parameters are `PrometheusConditionSensor`'s.
     """
 
-    metric = "criteo_max_feature_psi"
+    metric = metric_names.MAX_FEATURE_PSI
     op = ">"

@@ -43,14 +43,16 @@ def decide_settings():
     from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
     from ..hooks.storage import BucketUnavailable, check_bucket
-    from ..pipeline.config import SettingReadError, Settings, SettingsError
+    from ..pipeline.config import SettingReadError, Settings
+    from ..runtime import problems
 
     try:
-        settings = Settings.load().check()
+        settings = Settings.load()
     except SettingReadError as exc:
         raise AirflowException(str(exc)) from exc
-    except SettingsError as exc:
-        raise AirflowFailException(str(exc)) from None
+    bad = problems(settings)
+    if bad:
+        raise AirflowFailException("the pipeline's settings cannot work:\n- " + "\n- ".join(bad))
     try:
         check_bucket(settings.storage.base_url)
     except BucketUnavailable as exc:

@@ -32,15 +32,21 @@ def test_problems_name_every_setting_that_cannot_work():
     assert bad.problems() == ["criteo_day0_date='01/01/2026': expected a date, YYYY-MM-DD",
                               "criteo_num_days='many': expected a whole number of days",
                               "criteo_keep_versions='five': expected a whole number >= 1"]
-    problems = Settings.with_values(criteo_runtime="k8s", criteo_raw_landing="whenever",
-                                    criteo_raw_settle_s="-1").problems()
-    assert "criteo_runtime='k8s': expected one of ('local', 'kubernetes', 'docker')" in problems
-    assert "criteo_raw_landing='whenever': expected one of settle, manifest" in problems
-    assert "criteo_raw_settle_s='-1': expected seconds >= 0" in problems
-    pods = Settings.with_values(criteo_runtime="kubernetes").problems()
-    assert "criteo_kubernetes_namespace is not set" in " ".join(pods)
-    with pytest.raises(SettingsError, match="criteo_image_merlin is not set"):
-        Settings.with_values(criteo_runtime="docker").check()
+    problems = Settings.with_values(criteo_raw_landing="whenever", criteo_raw_settle_s="-1").problems()
+    assert problems == ["criteo_raw_landing='whenever': expected one of settle, manifest",
+                        "criteo_raw_settle_s='-1': expected seconds >= 0"]
+
+
+def test_the_runtime_checks_its_own_settings_after_the_registrys():
+    from operators.runtime import problems
+
+    assert problems(Settings.with_values(criteo_runtime="k8s")) == [
+        "criteo_runtime='k8s': expected one of ('local', 'kubernetes', 'docker')"]
+    assert "criteo_kubernetes_namespace is not set" in " ".join(problems(Settings.with_values(
+        criteo_runtime="kubernetes")))
+    assert "criteo_image_merlin is not set" in " ".join(problems(Settings.with_values(criteo_runtime="docker")))
+    assert problems(Settings.with_values(criteo_runtime="docker", criteo_num_days="x")) == [
+        "criteo_num_days='x': expected a whole number of days"]     # the registry's first
 
 
 class Variables:

@@ -6,9 +6,9 @@ pytestmark = pytest.mark.unit
 
 
 def test_sensor_finds_plain_or_gz_day(tmp_path):
-    s = RawDaySensor(task_id="s", raw_url=str(tmp_path), day=3)
+    s = RawDaySensor(task_id="s", raw_url=str(tmp_path), day=3, settle_s=0)
     assert s.poke({}) is False
-    (tmp_path / "day_3.gz").write_bytes(b"")  # settled: the tests set criteo_raw_settle_s to 0
+    (tmp_path / "day_3.gz").write_bytes(b"")  # settled at once: settle_s=0
     res = s.poke({})
     assert res.is_done and res.xcom_value == f"{tmp_path}/day_3.gz"
 
@@ -25,10 +25,9 @@ def test_timeout_names_the_files_it_expected(tmp_path):
         s.execute({"ti": ti, "task_instance": ti})
 
 
-def test_sensor_waits_for_a_day_without_manifest_to_settle(tmp_path, monkeypatch):
-    monkeypatch.setenv("AIRFLOW_VAR_CRITEO_RAW_SETTLE_S", "3600")
+def test_sensor_waits_for_a_day_without_manifest_to_settle(tmp_path):
     (tmp_path / "day_3").write_text("1\t2\n")
-    s = RawDaySensor(task_id="s", raw_url=str(tmp_path), day=3)
+    s = RawDaySensor(task_id="s", raw_url=str(tmp_path), day=3, settle_s=3600)
     assert s.poke({}) is False
     assert RawDaySensor(task_id="s", raw_url=str(tmp_path), day=3, settle_s=0).poke({}).is_done
     from criteo_kernel.landing import write_manifest

@@ -23,6 +23,9 @@ from dataclasses import asdict, dataclass
 from . import storage
 
 MANIFEST_SUFFIX = ".manifest.json"
+# When a day in a folder counts as landed (criteo_raw_landing): its manifest or an unchanged file, or
+# only its manifest.
+MODES = ("settle", "manifest")
 GZIP_MAGIC = b"\x1f\x8b"
 
 

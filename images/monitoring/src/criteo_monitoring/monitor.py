@@ -48,6 +48,7 @@ from datetime import datetime, timedelta
 
 import numpy as np
 
+from criteo_kernel import metric_names as M
 from criteo_kernel import profiles, retrain_log
 from criteo_kernel.artifacts import REFERENCE_PROFILE
 from criteo_kernel.schema import CAT_COLUMNS, FEATURES, INT_COLUMNS
@@ -304,20 +305,20 @@ class RequestLogMonitor:
             return GaugeMetricFamily(name, doc, labels=labels)
 
         quality = {
-            "auc": gauge("criteo_rolling_auc", "AUC over the last labelled requests of the version"),
-            "logloss": gauge("criteo_rolling_logloss", "Logloss over the last labelled requests of the version"),
-            "predicted_ctr": gauge("criteo_rolling_predicted_ctr", "Mean prediction over the labelled window"),
-            "observed_ctr": gauge("criteo_rolling_observed_ctr", "Observed click rate over the labelled window"),
-            "calibration": gauge("criteo_calibration_ratio", "Predicted CTR / observed CTR over the labelled window"),
+            "auc": gauge(M.ROLLING_AUC, "AUC over the last labelled requests of the version"),
+            "logloss": gauge(M.ROLLING_LOGLOSS, "Logloss over the last labelled requests of the version"),
+            "predicted_ctr": gauge(M.ROLLING_PREDICTED_CTR, "Mean prediction over the labelled window"),
+            "observed_ctr": gauge(M.ROLLING_OBSERVED_CTR, "Observed click rate over the labelled window"),
+            "calibration": gauge(M.CALIBRATION_RATIO, "Predicted CTR / observed CTR over the labelled window"),
         }
-        rows = gauge("criteo_rolling_labelled_requests", "Labelled rows in the quality window")
-        drift_rows = gauge("criteo_drift_window_requests", "Requests in the drift window")
-        psi = gauge("criteo_feature_psi", "PSI of a feature: recent requests vs the version's training reference",
+        rows = gauge(M.ROLLING_LABELLED_REQUESTS, "Labelled rows in the quality window")
+        drift_rows = gauge(M.DRIFT_WINDOW_REQUESTS, "Requests in the drift window")
+        psi = gauge(M.FEATURE_PSI, "PSI of a feature: recent requests vs the version's training reference",
                     labels=[*mv, "feature"])
-        max_psi = gauge("criteo_max_feature_psi", "Largest feature PSI vs the version's training reference")
-        loaded = gauge("criteo_reference_profile_loaded", "1 when the version's reference_profile.json was found")
-        logged = CounterMetricFamily("criteo_requests_logged", "Request rows read from the request log", labels=mv)
-        joined = CounterMetricFamily("criteo_labels_joined", "Request rows joined with their label", labels=mv)
+        max_psi = gauge(M.MAX_FEATURE_PSI, "Largest feature PSI vs the version's training reference")
+        loaded = gauge(M.REFERENCE_PROFILE_LOADED, "1 when the version's reference_profile.json was found")
+        logged = CounterMetricFamily(M.REQUESTS_LOGGED, "Request rows read from the request log", labels=mv)
+        joined = CounterMetricFamily(M.LABELS_JOINED, "Request rows joined with their label", labels=mv)
         for (model, version), v in snap["versions"].items():
             lv = [model, str(version)]
             if v["quality"]:
@@ -336,9 +337,9 @@ class RequestLogMonitor:
         yield from quality.values()
         yield from (rows, drift_rows, psi, max_psi, loaded, logged, joined)
         if snap["retrains"] is not None:
-            count = CounterMetricFamily("criteo_retrains_triggered", "Full retrains model_monitoring triggered "
+            count = CounterMetricFamily(M.RETRAINS_TRIGGERED, "Full retrains model_monitoring triggered "
                                         "(records in the retrain log)", labels=["model"])
-            last = gauge("criteo_last_retrain_triggered_timestamp_seconds",
+            last = gauge(M.LAST_RETRAIN_TRIGGERED,
                          "When model_monitoring last triggered a full retrain", labels=["model"])
             for model, r in sorted(snap["retrains"].items()):
                 count.add_metric([model], r["count"])
@@ -346,25 +347,25 @@ class RequestLogMonitor:
                     last.add_metric([model], r["last"])
             yield count
             yield last
-        files = CounterMetricFamily("criteo_monitor_files_read", "Request log part files read", labels=["kind"])
+        files = CounterMetricFamily(M.FILES_READ, "Request log part files read", labels=["kind"])
         for kind in (REQUESTS, LABELS):
             files.add_metric([kind], snap["files_read"].get(kind, 0))
         yield files
-        yield GaugeMetricFamily("criteo_monitor_bad_files",
+        yield GaugeMetricFamily(M.BAD_FILES,
                                 "Part files and retrain records skipped as unreadable or malformed",
                                 value=snap["bad_files"])
-        pending = gauge("criteo_monitor_pending_rows", "Rows waiting to be joined", labels=["kind"])
+        pending = gauge(M.PENDING_ROWS, "Rows waiting to be joined", labels=["kind"])
         for kind, n in snap["pending"].items():
             pending.add_metric([kind], n)
         yield pending
-        yield CounterMetricFamily("criteo_monitor_unlabelled_dropped", "Requests dropped while waiting for a label",
+        yield CounterMetricFamily(M.UNLABELLED_DROPPED, "Requests dropped while waiting for a label",
                                   value=snap["dropped"])
-        yield CounterMetricFamily("criteo_monitor_scan_errors", "Scans of the request log that failed",
+        yield CounterMetricFamily(M.SCAN_ERRORS, "Scans of the request log that failed",
                                   value=snap["scan_errors"])
         if snap["last_scan"] is not None:
-            yield GaugeMetricFamily("criteo_monitor_last_scan_timestamp_seconds", "When the last scan ended",
+            yield GaugeMetricFamily(M.LAST_SCAN, "When the last scan ended",
                                     value=snap["last_scan"])
-            yield GaugeMetricFamily("criteo_monitor_scan_duration_seconds", "How long the last scan took",
+            yield GaugeMetricFamily(M.SCAN_DURATION, "How long the last scan took",
                                     value=snap["last_scan_seconds"])
 
     def scan_safely(self) -> dict | None:
