@@ -45,7 +45,7 @@ SETTINGS: dict[str, tuple[str, str]] = {
                                          "while it was busy are still batched together"),
     "criteo_prometheus_url": ("http://127.0.0.1:9090", "the Prometheus the monitoring sensors query"),
     "criteo_request_log_url": ("<base>/request_log", "the inference client's request log"),
-    # Scale inside the preprocess step (images/merlin criteo_steps.scale_out), any runtime.
+    # Scale inside the preprocess step (images/merlin criteo_steps.preprocess.scale_out), any runtime.
     "criteo_preprocess_workers": ("auto", "preprocess's dask workers: auto = a dask-cuda LocalCUDACluster over all "
                                   "of the step's GPUs when it has more than one, else in process; N = N workers"),
     "criteo_dask_part_size": ("1GB", "input text per dask partition of preprocess (whole parquet row groups)"),

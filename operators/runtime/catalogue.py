@@ -65,7 +65,7 @@ STEPS = {
     "preprocess": StepSpec("preprocess", "merlin", ("preprocess",), outputs=("partitions", "workflow"), gpu=True,
                            memory="32Gi"),
     "train": StepSpec("train", "merlin", ("train",), outputs=("checkpoint",), gpu=True, memory="32Gi"),
-    # HugeCTR trains on all the pod's GPUs and reads no gs:// (criteo_steps.train_hugectr)
+    # HugeCTR trains on all the pod's GPUs and reads no gs:// (criteo_steps.hugectr.train_hugectr)
     "train_hugectr": StepSpec("train_hugectr", "hugectr", ("train-hugectr",), outputs=("checkpoint",), gpu=True,
                               memory="32Gi", reads_gcs=False),
     "export": StepSpec("export", "merlin", ("export",), outputs=("package",)),

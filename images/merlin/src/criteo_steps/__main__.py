@@ -6,13 +6,13 @@ import sys
 from criteo_kernel.result import dispatch
 
 STEPS = {
-    "synth": "criteo_steps.synth",
-    "extract": "criteo_steps.extract",
-    "preprocess": "criteo_steps.preprocess",
-    "train": "criteo_steps.train",
-    "train-hugectr": "criteo_steps.train_hugectr",
-    "export": "criteo_steps.export",
-    "evaluate": "criteo_steps.evaluate",
+    "synth": "criteo_steps.ingest.synth",
+    "extract": "criteo_steps.ingest.extract",
+    "preprocess": "criteo_steps.preprocess.preprocess",
+    "train": "criteo_steps.train.train",
+    "train-hugectr": "criteo_steps.hugectr.train_hugectr",
+    "export": "criteo_steps.export.export",
+    "evaluate": "criteo_steps.export.evaluate",
 }
 
 if __name__ == "__main__":

@@ -6,13 +6,13 @@ OUTPUT/checkpoint.pt + OUTPUT/_train.json.
 
 The same CLI runs in the GPU image (torch uses CUDA when present) and on the embedded default's
 CPU. The model has the architecture of HugeCTR's DCN sample; the other trainer, HugeCTR itself, is
-criteo_steps.train_hugectr (the same graph: criteo_steps.hugectr_dcn).
+criteo_steps.hugectr.train_hugectr (the same graph: criteo_steps.hugectr.hugectr_dcn).
 
     python -m criteo_steps train --train .../processed/wf/day=0 --output .../candidates/KEY/train \
         [--warm-start .../model_repository/criteo_dcn/3/checkpoint.pt] --epochs 1 --batch-size 4096 \
         [--precision fp32|bf16]
 
-Train mode runs the model's fast path (criteo_steps.dcn: the same function and parameters as the
+Train mode runs the model's fast path (criteo_steps.train.dcn: the same function and parameters as the
 plain modules, with fused ReLU+dropout, a closed-form cross stack and cheap dropout masks).
 --precision bf16 (opt-in) runs forward and backward under bf16 autocast; the master weights, the
 optimizers' state and the checkpoint stay float32. It pays only where the hardware multiplies bf16

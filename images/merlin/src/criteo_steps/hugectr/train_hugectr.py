@@ -1,20 +1,20 @@
 """train-hugectr: the DCN trained by HugeCTR (the merlin image's `hugectr` target, GPUs only).
 
-The same contract as `train` (criteo_steps.train): processed day partitions in, a published
+The same contract as `train` (criteo_steps.train.train): processed day partitions in, a published
 training partition out, whose result names the `checkpoint` export packages; the next incremental
 run warm-starts from what it keeps.
 
     OUTPUT/model.onnx       the saved files converted to the served signature, embeddings
-                            included (criteo_steps.hugectr_onnx: numpy reads them, no hugectr2onnx)
+                            included (criteo_steps.hugectr.hugectr_onnx: numpy reads them, no hugectr2onnx)
     OUTPUT/hugectr/         graph.json + the saved dense/sparse weights and optimizer states
-                            (criteo_steps.hugectr_files): the next run's warm start
+                            (criteo_steps.hugectr.hugectr_files): the next run's warm start
     OUTPUT/_train.json      metrics, trainer "hugectr", config, hyperparameters, the warm start
 
-Steps: stage the partitions for the Parquet reader (criteo_steps.hugectr_data: one file list and
+Steps: stage the partitions for the Parquet reader (criteo_steps.hugectr.hugectr_data: one file list and
 metadata over the window, slot_size_array from the workflow), build the graph
-(criteo_steps.hugectr_dcn) on all visible GPUs (`vvgpu`), load the parent's files after
+(criteo_steps.hugectr.hugectr_dcn) on all visible GPUs (`vvgpu`), load the parent's files after
 `compile()` for an incremental run, `fit` for epochs x rows / batch iterations, save, convert
-(criteo_steps.hugectr_onnx: graph.json, the dense file and the sparse folder -> model.onnx).
+(criteo_steps.hugectr.hugectr_onnx: graph.json, the dense file and the sparse folder -> model.onnx).
 HugeCTR reads no gs://: the partitions must be local or mounted (criteo_pod_data=gcsfuse or pvc).
 
     python -m criteo_steps train-hugectr --train /mnt/gcs/b/processed/wf/day=0 --output /mnt/gcs/b/candidates/K/train \\
@@ -33,10 +33,10 @@ import time
 from criteo_kernel import storage
 from criteo_kernel.artifacts import HUGECTR_FILES, MODEL_ONNX, PREPROCESS_META, SUCCESS, TRAIN_META
 
+from ..preprocess.scale_out import visible_gpus
+from ..train.trainer_cli import add_training_arguments, mlp_dims
 from . import hugectr_data, hugectr_files
 from .hugectr_dcn import DCNGraph, workspace_mb
-from .scale_out import visible_gpus
-from .trainer_cli import add_training_arguments, mlp_dims
 
 TRAINER = "hugectr"
 

@@ -113,8 +113,8 @@ def _export_pytorch(checkpoint, onnx_path, pkg, vocab, probe_cats, probe_dense, 
     import onnxruntime as ort
     import torch
 
-    from . import torch_compat
-    from .dcn import ServingDCN, load_checkpoint
+    from ..train import torch_compat
+    from ..train.dcn import ServingDCN, load_checkpoint
 
     local_checkpoint = storage.local_copy(checkpoint)
     model, _ = load_checkpoint(local_checkpoint)
@@ -164,7 +164,7 @@ def _package_hugectr(trained, onnx_path, pkg, probe_cats, probe_dense) -> tuple[
         raise SystemExit(f"export: {trained}/{MODEL_ONNX} gives no probabilities on the probe batch "
                          f"(shape {got.shape}, range {np.nanmin(got)}..{np.nanmax(got)})")
     shutil.copytree(os.path.join(local, HUGECTR_FILES), os.path.join(pkg, HUGECTR_FILES))
-    from .hugectr_files import WarmStartError, find
+    from ..hugectr.hugectr_files import WarmStartError, find
 
     try:  # the version must hold what the next run warm-starts from
         saved = find(os.path.join(pkg, HUGECTR_FILES))

@@ -1,6 +1,6 @@
 """preprocess: the NVTabular workflow over extracted days.
 
-Full retrain (`--fit-workflow OUT`): fit the workflow (criteo_steps.workflow) on the window's
+Full retrain (`--fit-workflow OUT`): fit the workflow (criteo_steps.preprocess.workflow) on the window's
 training rows, save it with its serving lookup tables, then transform every day.
 Incremental (`--workflow URL`): load the saved workflow and only transform.
 
@@ -38,10 +38,10 @@ from criteo_kernel.artifacts import (
     WORKFLOW_NVT,
 )
 
+from ..hugectr.hugectr_data import FLOAT_COLUMNS as HUGECTR_FLOAT_COLUMNS
+from ..hugectr.hugectr_data import slot_size_array, write_split_files
 from . import dictionary_fit, scale_out
 from .decoding import Decoder, typed_meta
-from .hugectr_data import FLOAT_COLUMNS as HUGECTR_FLOAT_COLUMNS
-from .hugectr_data import slot_size_array, write_split_files
 from .scale_out import ClusterPlan, dask_cluster, list_parquet, piece_dataset, plan_pieces
 from .serving_tables import CompiledWorkflow, SpotCheck, serving_tables
 from .workflow import HEAD_ROWS, build_workflow, embedding_sizes, fit_dataset
@@ -57,11 +57,11 @@ def preprocess(extracted: list[str], output_root: str, fit_workflow: str | None,
                device_memory_limit: str = "0.8", hugectr: bool = False) -> dict:
     """Fit (full retrain) or load (incremental) the workflow, then transform every day.
 
-    `hugectr`: write each split the way HugeCTR's Parquet reader reads it (criteo_steps.hugectr_data):
+    `hugectr`: write each split the way HugeCTR's Parquet reader reads it (criteo_steps.hugectr.hugectr_data):
     the continuous features and the label as float32, and `_metadata.json` + `_file_list.txt` beside
     the files. HugeCTR reads no gs://, so the output must be a local or mounted folder.
 
-    `workers` (criteo_steps.scale_out): "auto" runs on a dask-cuda cluster over the pod's GPUs when
+    `workers` (criteo_steps.preprocess.scale_out): "auto" runs on a dask-cuda cluster over the pod's GPUs when
     it has more than one; N > 1 runs N dask workers (GPUs if the pod has N, else processes), each
     partition about `part_size` of input, GPU workers spilling past `device_memory_limit`. One
     worker without a GPU is the in-process path below.
@@ -70,7 +70,7 @@ def preprocess(extracted: list[str], output_root: str, fit_workflow: str | None,
     fit over a lazy dask collection with one partition per file), transform and write one output
     file per input file (per WRITE_ROWS rows of it). `cache_mb` bounds
     the decoded files kept in memory between the fit and the transform (others are decoded again).
-    `engine`: "fast" fits from the decoded files' value counts (criteo_steps.dictionary_fit:
+    `engine`: "fast" fits from the decoded files' value counts (criteo_steps.preprocess.dictionary_fit:
     NVTabular's own vocabulary writer and moments, no pass over the rows) and transforms with
     lookups compiled from the fitted workflow, spot-checked against Workflow.transform on rows of
     every file before anything is published; "nvt" runs Workflow.fit and Workflow.transform on
@@ -362,7 +362,7 @@ def _write_piece(cols: dict, names: list[str], path: str, upload) -> None:
 
 
 def _fit_from_dictionaries(workflow, files: list[str], decoder: Decoder) -> None:
-    """The workflow's statistics from the decoded files' value counts (criteo_steps.dictionary_fit)."""
+    """The workflow's statistics from the decoded files' value counts (criteo_steps.preprocess.dictionary_fit)."""
     counts = dictionary_fit.ValueCounts(list(typed_meta().columns))
     for f in files:
         counts.add(decoder.load(f))

@@ -1,7 +1,7 @@
 """HugeCTR's saved DCN -> the served ONNX model (criteo_kernel.signature), with no hugectr2onnx.
 
 train-hugectr saves `graph.json` (model.graph_to_json), the dense weights (`*_dense_N.model`) and
-one sparse folder per embedding (`*0_sparse_N.model/{key,emb_vector}`; criteo_steps.hugectr_files).
+one sparse folder per embedding (`*0_sparse_N.model/{key,emb_vector}`; criteo_steps.hugectr.hugectr_files).
 This module reads them with numpy and writes the same function the PyTorch export serves: inputs
 `cat_ids` INT64 [N,26] (per-column ids) and `dense` FLOAT [N,13], output `ctr` FLOAT [N,1].
 
@@ -239,8 +239,8 @@ def plan(layers: list[dict]) -> Plan:
                 raise HugeCTRFileError(f"graph.json: the loss reads {bottoms[0]} of width {ins[0]}, not a logit")
             widths[tops[0]] = 1
         else:
-            raise HugeCTRFileError(f"graph.json: layer type {kind!r} is not handled by criteo_steps.hugectr_onnx "
-                                   "(the DCN's layers only)")
+            raise HugeCTRFileError(f"graph.json: layer type {kind!r} is not handled by "
+                                   "criteo_steps.hugectr.hugectr_onnx (the DCN's layers only)")
     if slots is None or not embeddings or layers[-1].get("type") != "BinaryCrossEntropyLoss":
         raise HugeCTRFileError("graph.json: not the DCN's graph (Data, an embedding, ..., BinaryCrossEntropyLoss)")
     return Plan(layers, widths, dense, embeddings, slots, num_dense)
@@ -374,7 +374,7 @@ def build(p: Plan, weights: dict, tables: list[np.ndarray], slot_sizes: Sequence
         [helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, ["batch", 1])],
         inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
-                              producer_name="criteo_steps.hugectr_onnx")
+                              producer_name="criteo_steps.hugectr.hugectr_onnx")
     model.ir_version = IR_VERSION
     onnx.checker.check_model(model)
     return model
