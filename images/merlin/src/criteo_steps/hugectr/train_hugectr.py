@@ -1,4 +1,4 @@
-"""train-hugectr: the DCN trained by HugeCTR (the merlin image's `hugectr` target, GPUs only).
+"""train_hugectr: the DCN trained by HugeCTR (the merlin image's `hugectr` target, GPUs only).
 
 The same contract as `train` (criteo_steps.train.train): processed day partitions in, a published
 training partition out, whose result names the `checkpoint` export packages; the next incremental
@@ -17,7 +17,7 @@ metadata over the window, slot_size_array from the workflow), build the graph
 (criteo_steps.hugectr.hugectr_onnx: graph.json, the dense file and the sparse folder -> model.onnx).
 HugeCTR reads no gs://: the partitions must be local or mounted (criteo_pod_data=gcsfuse or pvc).
 
-    python -m criteo_steps train-hugectr --train /mnt/gcs/b/processed/wf/day=0 --output /mnt/gcs/b/candidates/K/train \\
+    python -m criteo_steps train_hugectr --train /mnt/gcs/b/processed/wf/day=0 --output /mnt/gcs/b/candidates/K/train \\
         [--warm-start /mnt/gcs/b/model_repository/criteo_dcn/3/hugectr] --epochs 1 --batch-size 16384 --lr 0.001
 """
 from __future__ import annotations
@@ -32,13 +32,12 @@ import time
 
 from criteo_kernel import storage
 from criteo_kernel.artifacts import HUGECTR_FILES, MODEL_ONNX, PREPROCESS_META, SUCCESS, TRAIN_META
+from criteo_kernel.trainers import HUGECTR
 
 from ..preprocess.scale_out import visible_gpus
 from ..train.trainer_cli import add_training_arguments, mlp_dims
 from . import hugectr_data, hugectr_files
 from .hugectr_dcn import DCNGraph, workspace_mb
-
-TRAINER = "hugectr"
 
 
 def iterations(rows: int, batch_size: int, epochs: int) -> int:
@@ -48,7 +47,7 @@ def iterations(rows: int, batch_size: int, epochs: int) -> int:
 
 def _local(url: str, what: str) -> str:
     if not storage.is_local(url):
-        raise SystemExit(f"train-hugectr: {what} {url} is not a local or mounted path: HugeCTR reads no gs:// "
+        raise SystemExit(f"train_hugectr: {what} {url} is not a local or mounted path: HugeCTR reads no gs:// "
                          "(set criteo_pod_data=gcsfuse or pvc)")
     return storage.local_path(url)
 
@@ -57,17 +56,17 @@ def graph_for(partition: str, warm: dict | None, embedding_dim, cross_layers, ml
     """The graph from the workflow's slot sizes and the flags, or the parent's config (warm start)."""
     meta = storage.read_json(storage.join(partition, PREPROCESS_META))
     if "slot_size_array" not in meta:
-        raise SystemExit(f"train-hugectr: {partition} was not preprocessed for HugeCTR (no slot_size_array in its "
+        raise SystemExit(f"train_hugectr: {partition} was not preprocessed for HugeCTR (no slot_size_array in its "
                          f"{PREPROCESS_META}): run preprocess with --hugectr")
     slots = [int(s) for s in meta["slot_size_array"]]
     if warm is not None:  # the parent's hugectr/config.json
         cfg = warm
         if list(cfg["slot_sizes"]) != slots:
-            raise SystemExit("train-hugectr: the warm start's slot sizes are another workflow's; an incremental run "
+            raise SystemExit("train_hugectr: the warm start's slot sizes are another workflow's; an incremental run "
                              "must use the production version's workflow (run a full retrain instead)")
         return DCNGraph(slots, cfg["embedding_dim"], cfg["cross_layers"], list(cfg["mlp_dims"]), cfg["dropout"])
     if embedding_dim is None or cross_layers is None or mlp_dims is None:
-        raise SystemExit("train-hugectr: a model trained from scratch needs embedding_dim, cross_layers and mlp_dims")
+        raise SystemExit("train_hugectr: a model trained from scratch needs embedding_dim, cross_layers and mlp_dims")
     return DCNGraph(slots, embedding_dim, cross_layers, mlp_dims, 0.5 if dropout is None else dropout)
 
 
@@ -77,7 +76,7 @@ def train(train_parts: list[str], output: str, warm_start: str | None, epochs: i
     try:
         import hugectr
     except ImportError as exc:
-        raise SystemExit(f"train-hugectr: {exc}: HugeCTR runs only in the merlin image's hugectr target (NVIDIA's "
+        raise SystemExit(f"train_hugectr: {exc}: HugeCTR runs only in the merlin image's hugectr target (NVIDIA's "
                          "Merlin HugeCTR container, on GPUs); use trainer=pytorch elsewhere") from None
     import onnx
 
@@ -85,11 +84,11 @@ def train(train_parts: list[str], output: str, warm_start: str | None, epochs: i
 
     for p in train_parts:
         if not storage.is_published(p):
-            raise SystemExit(f"train-hugectr: {p} is not a published partition (no {SUCCESS})")
+            raise SystemExit(f"train_hugectr: {p} is not a published partition (no {SUCCESS})")
     parts = [_local(p, "partition") for p in train_parts]
     gpus = gpus if gpus else list(range(visible_gpus()))
     if not gpus:
-        raise SystemExit("train-hugectr: no GPU is visible (HugeCTR trains on GPUs only)")
+        raise SystemExit("train_hugectr: no GPU is visible (HugeCTR trains on GPUs only)")
     parent = None
     if warm_start:
         parent_dir = _local(warm_start, "warm start")
@@ -100,13 +99,13 @@ def train(train_parts: list[str], output: str, warm_start: str | None, epochs: i
     else:
         warm = None
     graph = graph_for(train_parts[0], warm, embedding_dim, cross_layers, mlp_dims, dropout)
-    with tempfile.TemporaryDirectory(prefix="train-hugectr-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="train_hugectr-") as tmp:
         train_list = hugectr_data.stage([os.path.join(p, "train") for p in parts], os.path.join(tmp, "train"))
         eval_list = hugectr_data.stage([os.path.join(p, "eval") for p in parts], os.path.join(tmp, "eval"))
         # HugeCTR clamps its reader workers to the files too (pybind/add_input.cpp); say so here
         workers = min(workers or len(gpus), train_list["files"])
         max_iter = iterations(train_list["rows"], batch_size, epochs)
-        print(f"train-hugectr: {train_list['rows']} rows in {train_list['files']} files, {max_iter} iterations of "
+        print(f"train_hugectr: {train_list['rows']} rows in {train_list['files']} files, {max_iter} iterations of "
               f"{batch_size} on GPUs {gpus}", flush=True)
         solver = hugectr.CreateSolver(batchsize=batch_size, batchsize_eval=batch_size,
                                       max_eval_batches=max(1, eval_list["rows"] // batch_size), lr=lr,
@@ -154,7 +153,7 @@ def train(train_parts: list[str], output: str, warm_start: str | None, epochs: i
         try:
             served = convert(graph, saved.dense, list(saved.sparse), graph_json=saved.graph)
         except HugeCTRFileError as exc:
-            raise SystemExit(f"train-hugectr: converting {saved.describe()} to ONNX: {exc}") from None
+            raise SystemExit(f"train_hugectr: converting {saved.describe()} to ONNX: {exc}") from None
         onnx.save(served, os.path.join(out, MODEL_ONNX))
         samples = max_iter * batch_size
         metrics = {"device": f"cuda x{len(gpus)}", "samples": samples, "steps": max_iter, "epochs": epochs,
@@ -163,16 +162,16 @@ def train(train_parts: list[str], output: str, warm_start: str | None, epochs: i
         with storage.staged_partition(output) as staging:
             storage.upload_dir(out, staging)
             storage.write_json(storage.join(staging, TRAIN_META),
-                               {"trainer": TRAINER, "metrics": metrics, "warm_start": warm_start,
+                               {"trainer": HUGECTR, "metrics": metrics, "warm_start": warm_start,
                                 "trained_on": train_parts, "config": config, "iteration": iteration,
                                 "hyperparameters": {"lr": lr, "batch_size": batch_size, "epochs": epochs}})
         shutil.rmtree(out, ignore_errors=True)
     print(f"trained {samples} samples in {seconds:.1f}s on {len(gpus)} GPU(s); eval {eval_metrics}", flush=True)
-    return {"output": output, "checkpoint": output, "trainer": TRAINER, "warm_start": warm_start, "metrics": metrics}
+    return {"output": output, "checkpoint": output, "trainer": HUGECTR, "warm_start": warm_start, "metrics": metrics}
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(prog="criteo_steps train-hugectr", description=__doc__,
+    p = argparse.ArgumentParser(prog="criteo_steps train_hugectr", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     add_training_arguments(p, train_help="processed day partitions (preprocess --hugectr)",
                            output_help="where to publish model.onnx, hugectr/ and _train.json",
