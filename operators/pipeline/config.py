@@ -58,7 +58,7 @@ SETTINGS: dict[str, tuple[str, str]] = {
     "criteo_kubernetes_service_account": ("", "required: the pods' Kubernetes service account (Workload Identity)"),
     "criteo_image_merlin": ("", "required: the merlin image (NVTabular, training), pinned by tag or digest"),
     "criteo_image_validator": ("", "required: the validator image (Great Expectations), pinned"),
-    "criteo_image_monitoring": ("", "required: the monitoring image (replay, to-day), pinned"),
+    "criteo_image_monitoring": ("", "required: the monitoring image (replay, request_log_to_day), pinned"),
     "criteo_image_hugectr": ("", "the merlin image's hugectr target (HugeCTR), pinned: required for trainer=hugectr"),
     "criteo_gke_cluster": ("", "a GKE cluster name: pods go through GKEStartPodOperator and the GCP connection"),
     "criteo_gke_location": ("", "the GKE cluster's region or zone"),

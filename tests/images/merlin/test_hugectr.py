@@ -121,7 +121,7 @@ def test_slot_size_array_comes_from_the_fitted_workflow(for_hugectr, fitted):
     wf_sizes = json.loads((root / "workflow" / "meta.json").read_text())["embedding_sizes"]
     slots = hugectr_data.slot_size_array(res["embedding_sizes"])
     assert slots == [wf_sizes[c] for c in CAT_COLUMNS] and len(slots) == 26
-    # preprocess --hugectr declares it with each partition; train-hugectr reads it from there
+    # preprocess --hugectr declares it with each partition; train_hugectr reads it from there
     for day in ("day=0", "day=1"):
         assert json.loads((out / day / "_preprocess.json").read_text())["slot_size_array"] == slots
     assert "slot_size_array" not in json.loads((root / "processed" / "day=0" / "_preprocess.json").read_text())
@@ -205,7 +205,7 @@ def test_warm_start_finds_the_latest_complete_set_of_files(tmp_path):
 
 @pytest.fixture(scope="module")
 def hugectr_model(tmp_path_factory, fitted):
-    """A model.onnx as train-hugectr writes it (the served signature; criteo_steps.hugectr.hugectr_onnx
+    """A model.onnx as train_hugectr writes it (the served signature; criteo_steps.hugectr.hugectr_onnx
     converts HugeCTR's own files, tests/images/merlin/test_hugectr_onnx.py), here the PyTorch DCN
     on the fitted workflow's slots."""
     from criteo_steps.train import torch_compat

@@ -1,5 +1,5 @@
 """Unit tests of the monitoring image's code (images/monitoring: the inference client's reading
-and logging, the request log, the monitor's windows and metrics, to-day), run in .venv with no
+and logging, the request log, the monitor's windows and metrics, request_log_to_day), run in .venv with no
 server: requests are "answered" by the test. The same code against real Triton, Prometheus and
 the GCS emulator is in test_replay_monitor.py."""
 import numpy as np

@@ -266,7 +266,7 @@ def test_triton_down_fails_the_replay_with_the_reason(served, tmp_path):
 
 
 def test_the_request_log_on_gcs(served, gcs, monkeypatch):
-    """The request log in gs:// (the emulator): replay writes it, the monitor reads it, to-day
+    """The request log in gs:// (the emulator): replay writes it, the monitor reads it, request_log_to_day
     turns it back into the raw day."""
     from operators.runtime.catalogue import IMAGES, STEPS
     from operators.runtime.local import LOCAL_ENVIRONMENTS

@@ -203,7 +203,7 @@ class Gate:
 def learn_reference(gate: Gate, folder: Path, seeds=REFERENCE_SEEDS, rows: int = ROWS) -> Path:
     """A reference profile of clean days, the pipeline's way: each day's validation writes its
     profile, then the `reference` subcommand merges them."""
-    from criteo_validate.__main__ import main as validator_main
+    from criteo_kernel.result import run_command
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -215,7 +215,7 @@ def learn_reference(gate: Gate, folder: Path, seeds=REFERENCE_SEEDS, rows: int =
         paths.append(str(folder / f"day_{seed}.profile.json"))
         profiles.save(outcome.profile, paths[-1])
     out = folder / "reference_profile.json"
-    if validator_main(["reference", "--profiles", *paths, "--output", str(out)]) != 0:
+    if run_command("criteo_validate", ["reference", "--profiles", *paths, "--output", str(out)]) != 0:
         raise RuntimeError(f"reference of {paths} not written")
     return out
 

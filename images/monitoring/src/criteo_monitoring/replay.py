@@ -12,7 +12,7 @@ as a click arrives after its impression.
 
 Time: with `--clock replay` (default) a historical day is replayed as if served on its own date:
 row i of n gets event time `day0 + day + i/n * 24h`, so the day's rows land in its 24 hour
-partitions and `to-day` gives the day back. With `--clock wall` event time is the serving time
+partitions and `request_log_to_day` gives the day back. With `--clock wall` event time is the serving time
 (live traffic); the Criteo day is then the date's (`date - day0`).
 
 Rows with the wrong number of fields are skipped and counted; a value that breaks the Criteo

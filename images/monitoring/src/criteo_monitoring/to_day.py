@@ -1,6 +1,6 @@
-"""to-day: one day of the request log -> a raw Criteo day file, the next retrain's fresh data.
+"""request_log_to_day: one day of the request log -> a raw Criteo day file, the next retrain's fresh data.
 
-    python -m criteo_monitoring to-day --request-log gs://b/request_log --day 5 --output gs://b/raw
+    python -m criteo_monitoring request_log_to_day --request-log gs://b/request_log --day 5 --output gs://b/raw
 
 Reads the `date=<day0 + day>` partitions of requests and labels, joins them on (request_id,
 row), and writes the labelled rows, in event order, as `<output>/day_N` in the exact Criteo
@@ -169,7 +169,7 @@ def to_day(request_log: str, day: int, output: str, day0: str, gz: bool = False,
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(prog="criteo_monitoring to-day", description=__doc__,
+    p = argparse.ArgumentParser(prog="criteo_monitoring request_log_to_day", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--request-log", required=True)
     p.add_argument("--day", type=int, required=True, help="the Criteo day to write")

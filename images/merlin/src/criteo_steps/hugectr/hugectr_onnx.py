@@ -1,6 +1,6 @@
 """HugeCTR's saved DCN -> the served ONNX model (criteo_kernel.signature), with no hugectr2onnx.
 
-train-hugectr saves `graph.json` (model.graph_to_json), the dense weights (`*_dense_N.model`) and
+train_hugectr saves `graph.json` (model.graph_to_json), the dense weights (`*_dense_N.model`) and
 one sparse folder per embedding (`*0_sparse_N.model/{key,emb_vector}`; criteo_steps.hugectr.hugectr_files).
 This module reads them with numpy and writes the same function the PyTorch export serves: inputs
 `cat_ids` INT64 [N,26] (per-column ids) and `dense` FLOAT [N,13], output `ctr` FLOAT [N,1].

@@ -372,7 +372,7 @@ def _fit_from_dictionaries(workflow, files: list[str], decoder: Decoder) -> None
 
 def _hugectr_meta(hugectr: bool, sizes: dict) -> dict:
     """What a partition written for HugeCTR declares: the flag, and the reader's slot_size_array
-    (the fitted workflow's vocabulary per categorical column), which train-hugectr reads from here."""
+    (the fitted workflow's vocabulary per categorical column), which train_hugectr reads from here."""
     return {"hugectr": hugectr, **({"slot_size_array": slot_size_array(sizes)} if hugectr else {})}
 
 
