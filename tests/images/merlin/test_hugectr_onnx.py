@@ -20,7 +20,8 @@ import onnxruntime as ort  # noqa: E402
 
 from criteo_steps.export.onnx_adapter import check_served_signature  # noqa: E402
 from criteo_steps.hugectr.hugectr_dcn import DCNGraph  # noqa: E402
-from criteo_steps.hugectr.hugectr_onnx import IR_VERSION, OPSET, HugeCTRFileError, convert, graph_layers  # noqa: E402
+from criteo_steps.hugectr.hugectr_onnx import IR_VERSION, OPSET, convert  # noqa: E402
+from criteo_steps.hugectr.hugectr_saved import HugeCTRFileError, graph_layers  # noqa: E402
 
 pytestmark = pytest.mark.steps
 

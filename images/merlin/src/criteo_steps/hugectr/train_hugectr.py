@@ -80,7 +80,8 @@ def train(train_parts: list[str], output: str, warm_start: str | None, epochs: i
                          "Merlin HugeCTR container, on GPUs); use trainer=pytorch elsewhere") from None
     import onnx
 
-    from .hugectr_onnx import HugeCTRFileError, convert
+    from .hugectr_onnx import convert
+    from .hugectr_saved import HugeCTRFileError
 
     for p in train_parts:
         if not storage.is_published(p):
@@ -89,15 +90,7 @@ def train(train_parts: list[str], output: str, warm_start: str | None, epochs: i
     gpus = gpus if gpus else list(range(visible_gpus()))
     if not gpus:
         raise SystemExit("train_hugectr: no GPU is visible (HugeCTR trains on GPUs only)")
-    parent = None
-    if warm_start:
-        parent_dir = _local(warm_start, "warm start")
-        parent = hugectr_files.find(parent_dir)
-        with open(parent.config) as fh:
-            warm = json.load(fh)
-        print(f"warm start from {parent.describe()}", flush=True)
-    else:
-        warm = None
+    parent, warm = _parent(warm_start)
     graph = graph_for(train_parts[0], warm, embedding_dim, cross_layers, mlp_dims, dropout)
     with tempfile.TemporaryDirectory(prefix="train_hugectr-") as tmp:
         train_list = hugectr_data.stage([os.path.join(p, "train") for p in parts], os.path.join(tmp, "train"))
@@ -107,18 +100,7 @@ def train(train_parts: list[str], output: str, warm_start: str | None, epochs: i
         max_iter = iterations(train_list["rows"], batch_size, epochs)
         print(f"train_hugectr: {train_list['rows']} rows in {train_list['files']} files, {max_iter} iterations of "
               f"{batch_size} on GPUs {gpus}", flush=True)
-        solver = hugectr.CreateSolver(batchsize=batch_size, batchsize_eval=batch_size,
-                                      max_eval_batches=max(1, eval_list["rows"] // batch_size), lr=lr,
-                                      vvgpu=[gpus], repeat_dataset=True, i64_input_key=True)
-        reader = hugectr.DataReaderParams(data_reader_type=hugectr.DataReaderType_t.Parquet,
-                                          source=[train_list["file_list"]], eval_source=eval_list["file_list"],
-                                          check_type=hugectr.Check_t.Non, slot_size_array=graph.slot_sizes,
-                                          num_workers=workers)
-        optimizer = hugectr.CreateOptimizer(optimizer_type=hugectr.Optimizer_t.Adam,
-                                            update_type=hugectr.Update_t.Global, beta1=0.9, beta2=0.999,
-                                            epsilon=1e-8)
-        model = hugectr.Model(solver, reader, optimizer)
-        graph.add_to(model, hugectr, optimizer, workspace_mb(graph, len(gpus)))
+        model = _model(hugectr, graph, train_list, eval_list, batch_size, lr, gpus, workers)
         out = os.path.join(tmp, "out")
         files = os.path.join(out, HUGECTR_FILES)
         os.makedirs(files)
@@ -127,13 +109,7 @@ def train(train_parts: list[str], output: str, warm_start: str | None, epochs: i
         model.graph_to_json(graph_config_file=os.path.join(files, hugectr_files.GRAPH))
         model.compile()
         if parent is not None:  # loading before compile() throws
-            model.load_dense_weights(parent.dense)
-            model.load_sparse_weights(list(parent.sparse))
-            if parent.dense_optimizer and parent.sparse_optimizer:
-                model.load_dense_optimizer_states(parent.dense_optimizer)
-                model.load_sparse_optimizer_states(list(parent.sparse_optimizer))
-            else:
-                print("WARNING: the parent saved no optimizer states: Adam restarts its moments", flush=True)
+            _load_parent(model, parent)
         model.summary()
         t0 = time.time()
         model.fit(max_iter=max_iter, display=max(1, max_iter // 10), eval_interval=max_iter, snapshot=10**9)
@@ -146,10 +122,7 @@ def train(train_parts: list[str], output: str, warm_start: str | None, epochs: i
         with open(os.path.join(files, hugectr_files.CONFIG), "w") as fh:
             json.dump(config, fh, indent=2)
         saved = hugectr_files.find(files)
-        try:  # [(name, value)] after the final evaluation; a surprise here must not lose the saved model
-            eval_metrics = {str(k): float(v) for k, v in model.get_eval_metrics()}
-        except Exception as exc:  # noqa: BLE001
-            eval_metrics = {"unavailable": f"{type(exc).__name__}: {exc}"}
+        eval_metrics = _eval_metrics(model)
         try:
             served = convert(graph, saved.dense, list(saved.sparse), graph_json=saved.graph)
         except HugeCTRFileError as exc:
@@ -168,6 +141,54 @@ def train(train_parts: list[str], output: str, warm_start: str | None, epochs: i
         shutil.rmtree(out, ignore_errors=True)
     print(f"trained {samples} samples in {seconds:.1f}s on {len(gpus)} GPU(s); eval {eval_metrics}", flush=True)
     return {"output": output, "checkpoint": output, "trainer": HUGECTR, "warm_start": warm_start, "metrics": metrics}
+
+
+def _parent(warm_start: str | None) -> tuple[hugectr_files.ModelFiles | None, dict | None]:
+    """The parent's saved files and its config.json (the architecture), or (None, None) from scratch."""
+    if not warm_start:
+        return None, None
+    parent = hugectr_files.find(_local(warm_start, "warm start"))
+    with open(parent.config) as fh:
+        warm = json.load(fh)
+    print(f"warm start from {parent.describe()}", flush=True)
+    return parent, warm
+
+
+def _model(hugectr, graph: DCNGraph, train_list: dict, eval_list: dict, batch_size: int, lr: float,
+           gpus: list[int], workers: int):
+    """HugeCTR's model of the graph: Adam, the Parquet reader over the staged file lists, all `gpus`."""
+    solver = hugectr.CreateSolver(batchsize=batch_size, batchsize_eval=batch_size,
+                                  max_eval_batches=max(1, eval_list["rows"] // batch_size), lr=lr,
+                                  vvgpu=[gpus], repeat_dataset=True, i64_input_key=True)
+    reader = hugectr.DataReaderParams(data_reader_type=hugectr.DataReaderType_t.Parquet,
+                                      source=[train_list["file_list"]], eval_source=eval_list["file_list"],
+                                      check_type=hugectr.Check_t.Non, slot_size_array=graph.slot_sizes,
+                                      num_workers=workers)
+    optimizer = hugectr.CreateOptimizer(optimizer_type=hugectr.Optimizer_t.Adam,
+                                        update_type=hugectr.Update_t.Global, beta1=0.9, beta2=0.999,
+                                        epsilon=1e-8)
+    model = hugectr.Model(solver, reader, optimizer)
+    graph.add_to(model, hugectr, optimizer, workspace_mb(graph, len(gpus)))
+    return model
+
+
+def _load_parent(model, parent: hugectr_files.ModelFiles) -> None:
+    """The parent's weights, and its optimizer states when it saved them."""
+    model.load_dense_weights(parent.dense)
+    model.load_sparse_weights(list(parent.sparse))
+    if parent.dense_optimizer and parent.sparse_optimizer:
+        model.load_dense_optimizer_states(parent.dense_optimizer)
+        model.load_sparse_optimizer_states(list(parent.sparse_optimizer))
+    else:
+        print("WARNING: the parent saved no optimizer states: Adam restarts its moments", flush=True)
+
+
+def _eval_metrics(model) -> dict:
+    """[(name, value)] after the final evaluation; a surprise here must not lose the saved model."""
+    try:
+        return {str(k): float(v) for k, v in model.get_eval_metrics()}
+    except Exception as exc:  # noqa: BLE001
+        return {"unavailable": f"{type(exc).__name__}: {exc}"}
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -16,39 +16,23 @@ The result declares `partitions` (the day partitions written, in input order) an
 from __future__ import annotations
 
 import argparse
-import contextlib
-import glob
-import json
-import os
 import shutil
 import tempfile
 import time
 import warnings
 
-import numpy as np
-
 from criteo_kernel import storage
-from criteo_kernel.artifacts import (
-    CATEGORY_TABLES,
-    CONTINUOUS_STATS,
-    PREPROCESS_META,
-    SERVING_TABLES,
-    SUCCESS,
-    WORKFLOW_META,
-    WORKFLOW_NVT,
-)
+from criteo_kernel.artifacts import PREPROCESS_META, SUCCESS
 
 from ..hugectr.hugectr_data import FLOAT_COLUMNS as HUGECTR_FLOAT_COLUMNS
-from ..hugectr.hugectr_data import slot_size_array, write_split_files
-from . import dictionary_fit, scale_out
-from .decoding import Decoder, typed_meta
+from ..hugectr.hugectr_data import write_split_files
+from . import in_process, scale_out
+from .decoding import Decoder
+from .outputs import SPLITS, hugectr_meta, load_workflow, serving_tables_published, step_result
 from .scale_out import ClusterPlan, dask_cluster, list_parquet, piece_dataset, plan_pieces
-from .serving_tables import CompiledWorkflow, SpotCheck, serving_tables
-from .workflow import HEAD_ROWS, build_workflow, embedding_sizes, fit_dataset
+from .workflow import build_workflow, embedding_sizes
 
 warnings.filterwarnings("ignore", message=".*dtype mappings did not load.*")
-
-SPLITS = ("train", "eval")
 
 
 def preprocess(extracted: list[str], output_root: str, fit_workflow: str | None, workflow_url: str | None,
@@ -64,7 +48,7 @@ def preprocess(extracted: list[str], output_root: str, fit_workflow: str | None,
     `workers` (criteo_steps.preprocess.scale_out): "auto" runs on a dask-cuda cluster over the pod's GPUs when
     it has more than one; N > 1 runs N dask workers (GPUs if the pod has N, else processes), each
     partition about `part_size` of input, GPU workers spilling past `device_memory_limit`. One
-    worker without a GPU is the in-process path below.
+    worker without a GPU is the in-process path (in_process).
 
     Work is per extracted file throughout: decode one file, count its values (or, with engine nvt,
     fit over a lazy dask collection with one partition per file), transform and write one output
@@ -107,128 +91,11 @@ def preprocess(extracted: list[str], output_root: str, fit_workflow: str | None,
     # phase is synchronous in merlin anyway.
     with dask.config.set(scheduler="synchronous"):
         try:
-            result = _preprocess(extracted, output_root, fit_workflow, workflow_url, max_vocab,
+            result = in_process.run(extracted, output_root, fit_workflow, workflow_url, max_vocab,
                                  freq_threshold, engine, decoder, tmp, timings, nvt, hugectr)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     result["timings"]["total_s"] = round(time.perf_counter() - t0, 3)  # from listing to the last publish
-    return result
-
-
-def _preprocess(extracted, output_root, fit_workflow, workflow_url, max_vocab, freq_threshold, engine,
-                decoder: Decoder, tmp: str, timings: dict, nvt, hugectr: bool = False) -> dict:
-    t0 = time.perf_counter()
-    # 1. list the input files; decode the ones the fit needs first (kept within the cache budget)
-    files: dict[str, dict[str, list[str]]] = {}
-    for url in extracted:
-        day = url.rstrip("/").rsplit("/", 1)[-1]
-        local = storage.download_dir(url, os.path.join(tmp, "in", day))
-        files[day] = {}
-        for split in SPLITS:
-            paths = sorted(glob.glob(os.path.join(local, split, "*.parquet")))
-            for f in paths:
-                decoder.sources[f] = f"{url}/{split}/{os.path.basename(f)}"
-            files[day][split] = paths
-    # Decode in the order the work needs the files, while they fit in the cache budget; files
-    # past it are decoded (and validated) when the fit or the transform reaches them.
-    order = [f for d in files.values() for f in d["train"]] if fit_workflow else []
-    order += [f for d in files.values() for split in SPLITS for f in d[split] if f not in order]
-    for f in order:
-        decoder.load(f)
-        if f not in decoder.cache:
-            break  # over budget: stop decoding ahead
-    rows = sum(_num_rows(f) for f in order)
-    decode_s = decoder.seconds
-    timings["decode_s"] = decode_s
-    listing_s = time.perf_counter() - t0 - decode_s
-
-    # 2. fit (full retrain) or load (incremental)
-    t0 = time.perf_counter()
-    if fit_workflow:
-        workflow = build_workflow(max_vocab, freq_threshold, out_path=tmp)
-        fit_files = [f for d in files.values() for f in d["train"]]
-        if engine == "fast":
-            _fit_from_dictionaries(workflow, fit_files, decoder)
-        else:
-            workflow.fit(fit_dataset(fit_files, decoder))
-        fit_rows = sum(_num_rows(f) for f in fit_files)
-    else:
-        workflow, fit_rows = _load_workflow(workflow_url, tmp, nvt), 0
-    sizes = embedding_sizes(workflow)
-    redecode = decoder.seconds - decode_s
-    timings["fit_s"] = time.perf_counter() - t0 - redecode
-
-    # The serving tables, derived by running the workflow's Categorify over every vocabulary value.
-    t0 = time.perf_counter()
-    tables, cont = serving_tables(workflow)
-    if fit_workflow:
-        _publish_workflow(workflow, tables, cont, fit_workflow, tmp,
-                          {"embedding_sizes": sizes, "fit_days": sorted(files), "fit_rows": fit_rows,
-                           "max_vocab": max_vocab, "freq_threshold": freq_threshold})
-    timings["save_s"] = time.perf_counter() - t0
-
-    # 3. transform each day into its own partition, one output file per input file (or per
-    # WRITE_ROWS of it); nothing is published until every file's sample matched NVTabular.
-    t0 = time.perf_counter()
-    before = decoder.seconds
-    compiled = CompiledWorkflow(workflow, tables, cont) if engine == "fast" else None
-    check = SpotCheck(workflow, sum(len(p) for d in files.values() for p in d.values()))
-    names = list(workflow.output_schema.column_names)
-    outputs = {}
-    with contextlib.ExitStack() as published, _Writer() as writer:
-        # Entered last day first, so that the days are published in input order on the way out.
-        stagings = {day: published.enter_context(storage.staged_partition(storage.join(output_root, day)))
-                    for day in reversed(files)}
-        for day, splits in files.items():
-            staging = stagings[day]
-            counts = {}
-            fs, spath = storage.fs_path(staging)
-            local_stage = storage.local_path(staging) if storage.is_local(staging) else None
-            for split, paths in splits.items():
-                out_dir = os.path.join(local_stage, split) if local_stage else os.path.join(tmp, "out", day, split)
-                os.makedirs(out_dir, exist_ok=True)
-                counts[split] = 0
-                upload = None if local_stage else (fs, f"{spath}/{split}")
-                for k, f in enumerate(paths):
-                    dec = decoder.load(f, keep=False)
-                    decoder.drop(f)
-                    if compiled is not None:
-                        luts = compiled.encode(dec)
-                        check.sample(dec, luts, decoder.sources[f])
-                    else:
-                        frame = workflow.transform(dec.frame())
-                    pieces = _pieces(dec.rows)
-                    for j, (start, stop) in enumerate(pieces):
-                        if compiled is not None:  # gathered while the previous pieces are written
-                            cols = compiled.rows(dec, luts, start, stop)
-                        else:
-                            cols = {c: frame[c].to_numpy()[start:stop] for c in names}
-                        if hugectr:  # HugeCTR's reader copies dense and label columns as float32
-                            for c in HUGECTR_FLOAT_COLUMNS:
-                                cols[c] = cols[c].astype(np.float32)
-                        name = f"part_{k}.parquet" if len(pieces) == 1 else f"part_{k}.{j}.parquet"
-                        writer.write(cols, names, os.path.join(out_dir, name), upload)
-                    counts[split] += dec.rows
-                    del dec
-                if hugectr and paths:
-                    writer.wait()
-                    write_split_files(out_dir)
-            storage.write_json(storage.join(staging, PREPROCESS_META),
-                               {"rows": counts, "embedding_sizes": sizes, **_hugectr_meta(hugectr, sizes),
-                                "workflow": fit_workflow or workflow_url})
-            outputs[day] = {"url": storage.join(output_root, day), "rows": counts}
-        checked = check.verify()  # while the last files are being written
-        writer.wait()
-    redecode += decoder.seconds - before
-    timings["transform_s"] = time.perf_counter() - t0 - (decoder.seconds - before)
-    timings["redecode_s"] = redecode
-    timings["list_s"] = listing_s
-
-    result = _result(output_root, outputs, fit_workflow or workflow_url, bool(fit_workflow), sizes, rows, fit_rows,
-                     timings, engine=engine, checked_rows=checked, decodes=decoder.decodes)
-    print(f"preprocessed {rows} rows over {len(outputs)} day(s): decode {timings['decode_s']:.2f}s, "
-          f"fit {timings['fit_s']:.2f}s, save {timings['save_s']:.2f}s, "
-          f"transform {timings['transform_s']:.2f}s ({engine})", flush=True)
     return result
 
 
@@ -259,13 +126,13 @@ def _preprocess_distributed(extracted, output_root, fit_workflow, workflow_url, 
             workflow.fit(piece_dataset(fit_pieces, plan.gpu))
             fit_rows = sum(p.rows for p in fit_pieces)
         else:
-            workflow, fit_rows = _load_workflow(workflow_url, tmp, nvt), 0
+            workflow, fit_rows = load_workflow(workflow_url, tmp, nvt), 0
         sizes = embedding_sizes(workflow)
         timings["fit_s"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        _serving_tables_published(workflow, fit_workflow, tmp, sizes, sorted(pieces), fit_rows, max_vocab,
-                                  freq_threshold)
+        serving_tables_published(workflow, fit_workflow, tmp, sizes, sorted(pieces), fit_rows, max_vocab,
+                                 freq_threshold)
         timings["save_s"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
@@ -290,7 +157,7 @@ def _preprocess_distributed(extracted, output_root, fit_workflow, workflow_url, 
                     if hugectr:
                         write_split_files(storage.local_path(out))
                 storage.write_json(storage.join(staging, PREPROCESS_META),
-                                   {"rows": counts, "embedding_sizes": sizes, **_hugectr_meta(hugectr, sizes),
+                                   {"rows": counts, "embedding_sizes": sizes, **hugectr_meta(hugectr, sizes),
                                     "workflow": fit_workflow or workflow_url})
             outputs[day] = {"url": final, "rows": counts}
         timings["transform_s"] = time.perf_counter() - t0
@@ -300,80 +167,14 @@ def _preprocess_distributed(extracted, output_root, fit_workflow, workflow_url, 
         if str(task["key"]).startswith("('decode-extracted"):
             decoded[task["worker"]] = decoded.get(task["worker"], 0) + 1
 
-    result = _result(output_root, outputs, fit_workflow or workflow_url, bool(fit_workflow), sizes, rows, fit_rows,
-                     timings, engine="nvt", cluster={"workers": plan.workers, "gpu": plan.gpu, "part_size": part_size,
-                                                     "pieces_decoded_per_worker": sorted(decoded.values())})
+    result = step_result(output_root, outputs, fit_workflow or workflow_url, bool(fit_workflow), sizes, rows,
+                         fit_rows, timings, engine="nvt",
+                         cluster={"workers": plan.workers, "gpu": plan.gpu, "part_size": part_size,
+                                  "pieces_decoded_per_worker": sorted(decoded.values())})
     print(f"preprocessed {rows} rows over {len(outputs)} day(s) on {plan.describe()}: "
           f"fit {timings['fit_s']:.2f}s, save {timings['save_s']:.2f}s, transform {timings['transform_s']:.2f}s",
           flush=True)
     return result
-
-
-# Rows per output file at most: an input file's rows are gathered and written in pieces of this
-# size, each its own file, two written at a time while the next is gathered (pyarrow's parquet
-# writer lets go of the GIL, and writing is most of the transform's time); this also bounds the
-# transformed rows held in memory to three pieces.
-WRITE_ROWS = 262_144
-
-
-def _pieces(rows: int) -> list[tuple[int, int]]:
-    """[start, stop) of each output file of an input file of `rows` rows, of equal sizes."""
-    n = max(1, -(-rows // WRITE_ROWS))
-    bounds = [rows * j // n for j in range(n + 1)]
-    return list(zip(bounds[:-1], bounds[1:], strict=True))
-
-
-class _Writer:
-    """Writes output pieces as parquet in two background threads, at most two pending (`write`
-    waits for the oldest beyond that); `wait` waits for all and re-raises the first error."""
-
-    def __enter__(self):
-        from collections import deque
-        from concurrent.futures import ThreadPoolExecutor
-
-        self.pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="parquet-write")
-        self.pending: deque = deque()
-        return self
-
-    def __exit__(self, *exc):
-        self.pool.shutdown(wait=True, cancel_futures=True)
-        return False
-
-    def write(self, cols: dict, names: list[str], path: str, upload=None) -> None:
-        while len(self.pending) >= 2:
-            self.pending.popleft().result()
-        self.pending.append(self.pool.submit(_write_piece, cols, names, path, upload))
-
-    def wait(self) -> None:
-        while self.pending:
-            self.pending.popleft().result()
-
-
-def _write_piece(cols: dict, names: list[str], path: str, upload) -> None:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    pq.write_table(pa.table({c: cols[c] for c in names}), path, compression="snappy")
-    if upload is not None:  # an object store: the local file goes up, then away
-        fs, remote = upload
-        fs.makedirs(remote, exist_ok=True)
-        fs.put(path, f"{remote}/{os.path.basename(path)}")
-        os.remove(path)
-
-
-def _fit_from_dictionaries(workflow, files: list[str], decoder: Decoder) -> None:
-    """The workflow's statistics from the decoded files' value counts (criteo_steps.preprocess.dictionary_fit)."""
-    counts = dictionary_fit.ValueCounts(list(typed_meta().columns))
-    for f in files:
-        counts.add(decoder.load(f))
-    head = decoder.load(files[0]).frame(0, HEAD_ROWS) if files else typed_meta()
-    dictionary_fit.fit(workflow, counts, head)
-
-
-def _hugectr_meta(hugectr: bool, sizes: dict) -> dict:
-    """What a partition written for HugeCTR declares: the flag, and the reader's slot_size_array
-    (the fitted workflow's vocabulary per categorical column), which train_hugectr reads from here."""
-    return {"hugectr": hugectr, **({"slot_size_array": slot_size_array(sizes)} if hugectr else {})}
 
 
 def _keep_only_parquet(url: str) -> None:
@@ -383,58 +184,6 @@ def _keep_only_parquet(url: str) -> None:
     for entry in fs.ls(path, detail=False):
         if not entry.rstrip("/").endswith(".parquet"):
             fs.rm(entry, recursive=True)
-
-
-def _load_workflow(url: str, tmp: str, nvt):
-    """The published workflow at `url` (incremental runs transform with it)."""
-    wdir = storage.download_dir(url, os.path.join(tmp, "workflow"))
-    return nvt.Workflow.load(os.path.join(wdir, WORKFLOW_NVT))
-
-
-def _serving_tables_published(workflow, fit_workflow: str | None, tmp: str, sizes: dict, fit_days: list,
-                              fit_rows: int, max_vocab: int, freq_threshold: int) -> tuple[dict, dict]:
-    """The workflow's serving tables; on a full retrain, the workflow is also published with them."""
-    tables, cont = serving_tables(workflow)
-    if fit_workflow:
-        _publish_workflow(workflow, tables, cont, fit_workflow, tmp,
-                          {"embedding_sizes": sizes, "fit_days": fit_days, "fit_rows": fit_rows,
-                           "max_vocab": max_vocab, "freq_threshold": freq_threshold})
-    return tables, cont
-
-
-def _result(output_root: str, outputs: dict, workflow: str, fitted: bool, sizes: dict, rows: int, fit_rows: int,
-            timings: dict, **extra) -> dict:
-    """The step's result, whichever path computed it; `extra` says how (engine, cluster, ...)."""
-    total = timings["fit_s"] + timings["transform_s"]
-    return {
-        "output_root": output_root, "days": outputs, "partitions": [o["url"] for o in outputs.values()],
-        "workflow": workflow, "fitted": fitted, "embedding_sizes": sizes, "rows": rows, "fit_rows": fit_rows,
-        "timings": {k: round(v, 3) for k, v in timings.items()},
-        "rows_per_s_fit_transform": round(rows / total, 1) if total else None,
-        **extra,
-    }
-
-
-def _publish_workflow(workflow, tables: dict, cont: dict, url: str, tmp: str, meta: dict) -> None:
-    """Save the fitted workflow with its serving tables and meta.json, and publish it at `url`."""
-    # Save to local scratch first: save() repoints the Categorify tables at the save folder,
-    # and the transforms after this must keep reading them after the staging folder is published.
-    local_wf = os.path.join(tmp, "wf-out")
-    workflow.save(os.path.join(local_wf, WORKFLOW_NVT))
-    os.makedirs(os.path.join(local_wf, SERVING_TABLES), exist_ok=True)
-    np.savez(os.path.join(local_wf, SERVING_TABLES, CATEGORY_TABLES), **tables)
-    with open(os.path.join(local_wf, SERVING_TABLES, CONTINUOUS_STATS), "w") as fh:
-        json.dump(cont, fh, indent=2)
-    with open(os.path.join(local_wf, WORKFLOW_META), "w") as fh:
-        json.dump(meta, fh, indent=2)
-    with storage.staged_partition(url) as staging:
-        storage.upload_dir(local_wf, staging)
-
-
-def _num_rows(path: str) -> int:
-    import pyarrow.parquet as pq
-
-    return pq.ParquetFile(path).metadata.num_rows
 
 
 def main(argv: list[str] | None = None) -> dict:
