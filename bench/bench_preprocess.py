@@ -38,7 +38,7 @@ REPO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 SOURCES = [os.path.join(REPO, "images", image, "src") for image in ("kernel", "merlin")]
 sys.path[:0] = SOURCES  # the merlin image's sources, as its Dockerfile copies them
 
-from criteo_steps import extract, synth  # noqa: E402
+from criteo_steps.ingest import extract, synth  # noqa: E402
 
 STEPS_PYTHON = os.path.join(REPO, ".venv-steps", "bin", "python")
 BENCH_PYTHON = os.path.join(REPO, ".venv-bench", "bin", "python")
@@ -186,7 +186,7 @@ def single_run(root: str, a) -> None:
     t0 = time.time()
     import nvtabular  # noqa: F401  (import cost kept out of the figures)
 
-    from criteo_steps import preprocess
+    from criteo_steps.preprocess import preprocess
     print(f"imports {time.time() - t0:.1f}s", flush=True)
     full = preprocess.preprocess([f"{root}/extracted/day=0"], f"{root}/processed/wf", f"{root}/workflows/wf",
                                  None, engine=a.engine)
@@ -217,7 +217,7 @@ def single_run(root: str, a) -> None:
 def compare_workers(root: str, a) -> None:
     import nvtabular  # noqa: F401  (import cost kept out of the figures)
 
-    from criteo_steps import preprocess
+    from criteo_steps.preprocess import preprocess
 
     def once(workers: str, k: int) -> tuple[float, float]:
         out = f"{root}/runs/{workers}-{k}"

@@ -52,7 +52,7 @@ def main() -> None:
            "PYTHONPATH": os.pathsep.join([os.path.join(REPO, "images", "kernel", "src"),
                                           os.path.join(REPO, "images", "validator", "src")])}
     try:
-        from criteo_steps import extract, synth
+        from criteo_steps.ingest import extract, synth
 
         t0 = time.time()
         synth.main(["--out", f"{root}/raw", "--days", "0-1", "--rows", str(a.rows)])

@@ -6,7 +6,7 @@ written by the inference client) becomes the raw Criteo day `day_N` that the tra
 extract, validate and train on.
 
 ```
-plan -> request_log_to_day (images/monitoring: to-day)
+plan -> request_log_to_day (images/monitoring: request_log_to_day)
 ```
 
 - **plan**: the logical date's Criteo day N (`criteo_day0_date`), the request log

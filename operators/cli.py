@@ -25,7 +25,7 @@ def _validate(args: argparse.Namespace) -> int:
     if not path.is_file():
         print(f"ERROR: {path}: no such file (expected a raw Criteo day: TSV, plain or .gz)", file=sys.stderr)
         return 1
-    from criteo_steps.extract import BadRawFile, ExtractError, extract
+    from criteo_steps.ingest.extract import BadRawFile, ExtractError, extract
     from criteo_validate.validate import main as validate_main
 
     from .pipeline.layout import safe_run_id

@@ -75,7 +75,7 @@ REGISTRY: dict[str, Setting] = {s.name: s for s in [
     *_settings(
         "runtime",
         criteo_runtime=("local", "local: steps run as local processes; kubernetes: pods; docker: containers"),
-        # Scale inside the preprocess step (images/merlin criteo_steps.scale_out), any runtime.
+        # Scale inside the preprocess step (criteo_steps.preprocess.scale_out), any runtime.
         criteo_preprocess_workers=("auto", "preprocess's dask workers: auto = a dask-cuda LocalCUDACluster over all "
                                    "of the step's GPUs when it has more than one, else in process; N = N workers"),
         criteo_dask_part_size=("1GB", "input text per dask partition of preprocess (whole parquet row groups)"),
@@ -84,7 +84,8 @@ REGISTRY: dict[str, Setting] = {s.name: s for s in [
         criteo_image_merlin=("", "required by pods and Docker: the merlin image (NVTabular, training), pinned by "
                              "tag or digest"),
         criteo_image_validator=("", "required by pods and Docker: the validator image (Great Expectations), pinned"),
-        criteo_image_monitoring=("", "required by pods and Docker: the monitoring image (replay, to-day), pinned"),
+        criteo_image_monitoring=("", "required by pods and Docker: the monitoring image (replay, "
+                                 "request_log_to_day), pinned"),
         criteo_image_hugectr=("", "the merlin image's hugectr target (HugeCTR), pinned: required for "
                               "trainer=hugectr"),
         criteo_step_resources=("", "per-step cpu and memory instead of the catalogue's "

@@ -13,6 +13,7 @@ from datetime import date, datetime
 from typing import Protocol
 
 from criteo_kernel.artifacts import CHECKPOINT, HUGECTR_FILES, PREPROCESSING, REFERENCE_PROFILE
+from criteo_kernel.trainers import HUGECTR, LEGACY, PYTORCH, TRAIN_STEP
 
 from .config import Settings
 from .layout import Layout, day_for_date, fingerprint
@@ -33,7 +34,7 @@ class NoProductionModel(RuntimeError):
 
 
 # trainer -> (its step in operators/runtime/catalogue.py, what of a version it warm-starts from)
-TRAINERS = {"pytorch": ("train", CHECKPOINT), "hugectr": ("train_hugectr", HUGECTR_FILES)}
+TRAINERS = {PYTORCH: (TRAIN_STEP[PYTORCH], CHECKPOINT), HUGECTR: (TRAIN_STEP[HUGECTR], HUGECTR_FILES)}
 # Runtimes with the HugeCTR image: the embedded default runs local processes, which have no HugeCTR.
 HUGECTR_RUNTIMES = ("kubernetes", "docker")
 
@@ -60,8 +61,8 @@ def choose_trainer(requested: str, runtime: str, production_trainer: str | None 
                 f"trigger criteo_full_retrain with trainer={requested}")
         trainer = production_trainer
     else:
-        trainer = requested if requested != "auto" else ("hugectr" if runtime == "kubernetes" else "pytorch")
-    if trainer == "hugectr" and runtime not in HUGECTR_RUNTIMES:
+        trainer = requested if requested != "auto" else (HUGECTR if runtime == "kubernetes" else PYTORCH)
+    if trainer == HUGECTR and runtime not in HUGECTR_RUNTIMES:
         raise TrainerChoiceError(
             f"trainer=hugectr needs HugeCTR's GPU image (criteo_runtime={' or '.join(HUGECTR_RUNTIMES)}); "
             f"criteo_runtime={runtime} runs local processes without HugeCTR: use trainer=pytorch")
@@ -69,14 +70,14 @@ def choose_trainer(requested: str, runtime: str, production_trainer: str | None 
 
 
 # The `precision` Param: what each trainer can train in (the PyTorch step's --precision).
-PRECISIONS = {"pytorch": ("fp32", "bf16"), "hugectr": ("fp32",)}
+PRECISIONS = {PYTORCH: ("fp32", "bf16"), HUGECTR: ("fp32",)}
 
 
 def choose_precision(requested: str, trainer: str) -> str:
     """The run's training precision. `requested`: the `precision` Param (fp32 or bf16); bf16 is the
     PyTorch trainer's opt-in autocast mode (fp32 master weights and checkpoint)."""
-    if requested not in PRECISIONS["pytorch"]:
-        raise TrainerChoiceError(f"precision={requested!r}: expected {' or '.join(PRECISIONS['pytorch'])}")
+    if requested not in PRECISIONS[PYTORCH]:
+        raise TrainerChoiceError(f"precision={requested!r}: expected {' or '.join(PRECISIONS[PYTORCH])}")
     if requested not in PRECISIONS[trainer]:
         raise TrainerChoiceError(
             f"precision={requested} with trainer={trainer}: the HugeCTR trainer (train_hugectr) trains in "
@@ -147,7 +148,7 @@ def plan_incremental(settings: Settings, logical_date: date | datetime, params: 
     parent_dir = layout.version_dir(parent)
     # versions from before the HugeCTR trainer record none: PyTorch made them
     trainer = _trainer_plan(choose_trainer(str(params.get("trainer", "auto")), settings.runtime.name,
-                                           parent_lineage.get("trainer", "pytorch")), parent_dir,
+                                           parent_lineage.get("trainer", LEGACY)), parent_dir,
                             str(params.get("precision", "fp32")))
     # The day is validated against, and the new version ships, the window it descends from.
     plan = _common(layout, run_key, [day], params, parent_dir, docs_run, f"{parent_dir}/{REFERENCE_PROFILE}")
@@ -159,7 +160,7 @@ def plan_incremental(settings: Settings, logical_date: date | datetime, params: 
         **trainer,
         "preprocess_args": {"--output-root": layout.processed_root(workflow_id),
                             "--workflow": f"{parent_dir}/{PREPROCESSING}", **settings.runtime.preprocess.args(),
-                            "--hugectr": trainer["trainer"] == "hugectr"},
+                            "--hugectr": trainer["trainer"] == HUGECTR},
         "train_args": {"--output": f"{layout.candidate(run_key)}/train",
                        "--warm-start": trainer["warm_start"], "--epochs": int(params["epochs"]),
                        "--batch-size": int(params["batch_size"]), "--lr": float(params["learning_rate"]),
@@ -189,7 +190,7 @@ def plan_full(settings: Settings, logical_date: date | datetime, params: dict, h
                                     "cross_layers", "max_vocab")}
     trainer = _trainer_plan(choose_trainer(str(params.get("trainer", "auto")), settings.runtime.name), None,
                             str(params.get("precision", "fp32")))
-    if trainer["trainer"] != "pytorch":  # PyTorch's run keys stay those of the releases before HugeCTR
+    if trainer["trainer"] != PYTORCH:  # PyTorch's run keys stay those of the releases before HugeCTR
         hyper["trainer"] = trainer["trainer"]
     if trainer["precision"] != "fp32":  # likewise fp32's run keys stay those from before the choice
         hyper["precision"] = trainer["precision"]
@@ -209,7 +210,7 @@ def plan_full(settings: Settings, logical_date: date | datetime, params: dict, h
         "reference_args": {"--output": f"{cand}/{REFERENCE_PROFILE}"},
         "preprocess_args": {"--output-root": layout.processed_root(run_key), "--fit-workflow": layout.workflow(run_key),
                             "--max-vocab": int(params["max_vocab"]), **settings.runtime.preprocess.args(),
-                            "--hugectr": trainer["trainer"] == "hugectr"},
+                            "--hugectr": trainer["trainer"] == HUGECTR},
         "train_args": {"--output": f"{cand}/train",
                        "--epochs": int(params["epochs"]), "--batch-size": int(params["batch_size"]),
                        "--lr": float(params["learning_rate"]), "--mlp-dims": params["mlp_dims"],

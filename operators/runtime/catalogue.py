@@ -4,13 +4,15 @@ A step is a CLI in one of the images under images/ (`python -m <package> <comman
 the resources it needs, the result keys it declares as outputs (which downstream tasks consume
 as `task.output["<key>"]`), and the exit codes that mean "the input is bad": retrying cannot
 help, so the task fails at once (criteo_kernel.result). The runtime (local processes or pods)
-decides where it runs; nothing here depends on that.
+decides where it runs; nothing here depends on that. A step's name is its command in its image
+(`python -m <package> <name>`): the command table is the kernel's (criteo_kernel.commands).
 """
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
 
+from criteo_kernel import commands
 from criteo_kernel.result import BAD_DATA, FAILED, UNREADABLE_INPUT
 
 # image -> the package its entry point runs (`python -m <package>`)
@@ -18,7 +20,7 @@ IMAGES = {
     "merlin": "criteo_steps",          # images/merlin: NVTabular, PyTorch, ONNX (GPU)
     "hugectr": "criteo_steps",         # images/merlin, target hugectr: the same steps on HugeCTR's image
     "validator": "criteo_validate",    # images/validator: Great Expectations
-    "monitoring": "criteo_monitoring",  # images/monitoring: inference client, monitor, to-day
+    "monitoring": "criteo_monitoring",  # images/monitoring: inference client, monitor, request_log_to_day
 }
 
 
@@ -26,7 +28,6 @@ IMAGES = {
 class StepSpec:
     name: str
     image: str
-    command: tuple[str, ...]
     outputs: tuple[str, ...] = ()   # result keys pushed as XComs of their own
     gpu: bool = False
     data_error_exit_codes: tuple[int, ...] = ()
@@ -37,6 +38,11 @@ class StepSpec:
     @property
     def module(self) -> str:
         return IMAGES[self.image]
+
+    @property
+    def command(self) -> tuple[str, ...]:
+        """The arguments of `python -m <module>` before the step's own."""
+        return commands.command_line(self.module, self.name)
 
     def resources(self, gpus: int = 1, override: dict[str, str] | None = None) -> tuple[str, str]:
         """(cpu, memory) of one run with `gpus` GPUs: a GPU step's cpu and memory are per GPU, since
@@ -56,24 +62,22 @@ MEMORY = re.compile(r"(\d+)([KMGT]i)")   # binary units, as Kubernetes writes th
 STEPS = {
     # exit 4: the input is no raw day file (a directory, unreadable, a wrong name or encoding);
     # `input` identifies the raw file read (size, sha256, generation): part of the run's identity
-    "extract": StepSpec("extract", "merlin", ("extract",), outputs=("output", "input"),
-                        data_error_exit_codes=(BAD_DATA,)),
+    "extract": StepSpec("extract", "merlin", outputs=("output", "input"), data_error_exit_codes=(BAD_DATA,)),
     # exit 1: a hard expectation failed; exit 2: the input or the suite cannot be read
-    "validate": StepSpec("validate", "validator", (), outputs=("profile",),
+    "validate": StepSpec("validate", "validator", outputs=("profile",),
                          data_error_exit_codes=(FAILED, UNREADABLE_INPUT), memory="4Gi"),
-    "reference": StepSpec("reference", "validator", ("reference",), outputs=("output",), memory="1Gi"),
-    "preprocess": StepSpec("preprocess", "merlin", ("preprocess",), outputs=("partitions", "workflow"), gpu=True,
-                           memory="32Gi"),
-    "train": StepSpec("train", "merlin", ("train",), outputs=("checkpoint",), gpu=True, memory="32Gi"),
-    # HugeCTR trains on all the pod's GPUs and reads no gs:// (criteo_steps.train_hugectr)
-    "train_hugectr": StepSpec("train_hugectr", "hugectr", ("train-hugectr",), outputs=("checkpoint",), gpu=True,
-                              memory="32Gi", reads_gcs=False),
-    "export": StepSpec("export", "merlin", ("export",), outputs=("package",)),
-    "evaluate": StepSpec("evaluate", "merlin", ("evaluate",), outputs=("candidate", "smoke_rows")),
-    "synth": StepSpec("synth", "merlin", ("synth",)),
+    "reference": StepSpec("reference", "validator", outputs=("output",), memory="1Gi"),
+    "preprocess": StepSpec("preprocess", "merlin", outputs=("partitions", "workflow"), gpu=True, memory="32Gi"),
+    "train": StepSpec("train", "merlin", outputs=("checkpoint",), gpu=True, memory="32Gi"),
+    # HugeCTR trains on all the pod's GPUs and reads no gs:// (criteo_steps.hugectr.train_hugectr)
+    "train_hugectr": StepSpec("train_hugectr", "hugectr", outputs=("checkpoint",), gpu=True, memory="32Gi",
+                              reads_gcs=False),
+    "export": StepSpec("export", "merlin", outputs=("package",)),
+    "evaluate": StepSpec("evaluate", "merlin", outputs=("candidate", "smoke_rows")),
+    "synth": StepSpec("synth", "merlin"),
     # exit 4: bad input or a raw day that exists with other content; exit 3 (Triton failing, labels
     # not all in yet) is retried.
-    "replay": StepSpec("replay", "monitoring", ("replay",), data_error_exit_codes=(BAD_DATA,), memory="2Gi"),
-    "request_log_to_day": StepSpec("request_log_to_day", "monitoring", ("to-day",), outputs=("output",),
+    "replay": StepSpec("replay", "monitoring", data_error_exit_codes=(BAD_DATA,), memory="2Gi"),
+    "request_log_to_day": StepSpec("request_log_to_day", "monitoring", outputs=("output",),
                                    data_error_exit_codes=(BAD_DATA,), memory="4Gi"),
 }

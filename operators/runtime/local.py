@@ -38,7 +38,7 @@ def _environment(venv: str, image: str) -> LocalEnvironment:
 # NVTabular 23.08 needs numpy<2 / pandas<1.6, so the merlin image has an environment of its own.
 LOCAL_ENVIRONMENTS = {
     "merlin": _environment(".venv-steps", "merlin"),
-    # No HugeCTR here (its container only): train-hugectr says so and exits; plans refuse it first.
+    # No HugeCTR here (its container only): train_hugectr says so and exits; plans refuse it first.
     "hugectr": _environment(".venv-steps", "merlin"),
     "validator": _environment(".venv", "validator"),
     "monitoring": _environment(".venv", "monitoring"),

@@ -9,7 +9,7 @@ from airflow.sdk import task
 
 @task(multiple_outputs=True)
 def plan_request_log_day(**context) -> dict:
-    """The logical date's Criteo day, and the to-day step's arguments (request log -> raw/day_N)."""
+    """The logical date's Criteo day, and the request_log_to_day step's arguments (request log -> raw/day_N)."""
     from airflow.sdk.exceptions import AirflowFailException
 
     from ..pipeline.layout import DayOutOfRange, Layout, day_for_date

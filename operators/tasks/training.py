@@ -13,6 +13,8 @@ from contextlib import contextmanager
 
 from airflow.sdk import Param, task, task_group
 
+from criteo_kernel.trainers import TRAINERS
+
 from .defaults import is_backfill, is_scheduled, run_date
 
 TRAINING_PARAMS = {
@@ -29,7 +31,7 @@ TRAINING_PARAMS = {
                                       "by at most this."),
     "max_eval_rows": Param(1_000_000, type="integer", minimum=1000, title="Max evaluation rows",
                            description="Cap on the held-out rows scored for the blessing."),
-    "trainer": Param("auto", type="string", enum=["auto", "pytorch", "hugectr"], title="Trainer",
+    "trainer": Param("auto", type="string", enum=["auto", *TRAINERS], title="Trainer",
                      description="Who trains the DCN. auto: a full retrain uses hugectr on criteo_runtime=kubernetes "
                                  "(GPU pods, the merlin image's hugectr target) and pytorch elsewhere; a daily run "
                                  "keeps the trainer that made production (it warm-starts from its files). Asking a "

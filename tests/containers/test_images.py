@@ -56,7 +56,7 @@ def test_the_merlin_images_python_is_the_bases(images):
 
 
 def test_train_hugectr_says_hugectr_is_missing_on_the_stand_in(images, tmp_path):
-    proc = podman("run", "--rm", images["hugectr"], "train-hugectr", "--train", "/nowhere", "--output", "/tmp/out",
+    proc = podman("run", "--rm", images["hugectr"], "train_hugectr", "--train", "/nowhere", "--output", "/tmp/out",
                   "--epochs", "1", "--batch-size", "16", "--lr", "0.001", "--embedding-dim", "16",
                   "--cross-layers", "2", "--mlp-dims", "64,64", check=False)
     assert proc.returncode == 1

@@ -88,7 +88,9 @@ def airflow_commands() -> set[str]:
 
 
 def test_every_command_names_a_real_entry_point(config):
-    from criteo_monitoring.__main__ import COMMANDS as MONITORING
+    from criteo_kernel.commands import PACKAGES
+
+    monitoring = PACKAGES["criteo_monitoring"].commands
 
     airflow = airflow_commands()
     for name, service in config["services"].items():
@@ -102,7 +104,7 @@ def test_every_command_names_a_real_entry_point(config):
             else:
                 assert command[0] == "airflow" and command[1] in airflow, (name, command)
         elif image.startswith("criteo-monitoring:"):
-            assert command[0] in MONITORING, (name, command)   # the image's ENTRYPOINT: python -m criteo_monitoring
+            assert command[0] in monitoring, (name, command)   # the image's ENTRYPOINT: python -m criteo_monitoring
         elif image.startswith(("criteo-merlin:", "criteo-validator:")):
             assert command == ["--help"], name
         elif image.startswith("criteo-triton:"):

@@ -62,8 +62,9 @@ def imported_modules(path: Path, package: str) -> set[str]:
         if isinstance(node, ast.Import):
             names |= {a.name for a in node.names}
         elif isinstance(node, ast.ImportFrom):
-            if node.level:  # relative: inside the file's own package
-                names.add(f"{package}.{node.module}" if node.module else package)
+            if node.level:  # relative: `.` is the file's own package, each further dot one package up
+                base = ".".join(package.split(".")[:len(package.split(".")) - node.level + 1])
+                names.add(f"{base}.{node.module}" if node.module else base)
             elif node.module:
                 names.add(node.module)
     return names
@@ -110,7 +111,8 @@ def test_step_images_copy_every_project_module_they_import(image, entry):
         package = module if path.name == "__init__.py" else module.rsplit(".", 1)[0]
         todo += list(imported_modules(path, package))
         if module == entry:  # the image's own package: every module of it (its commands import them lazily)
-            todo += [f"{module}.{f.stem}" for f in path.parent.glob("*.py") if f.stem != "__init__"]
+            todo += [".".join((module, *f.relative_to(path.parent).with_suffix("").parts))
+                     for f in path.parent.rglob("*.py") if f.stem != "__init__"]
     assert entry in seen and "criteo_kernel" in {m.split(".")[0] for m in seen}
 
 

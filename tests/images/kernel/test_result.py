@@ -42,9 +42,9 @@ def test_errors_map_to_exit_codes_data_errors_first(tmp_path, monkeypatch, capsy
     assert result.run_step(lambda argv: result.FAILED, []) == result.FAILED  # a step that reported itself
 
 
-def test_dispatch_names_the_commands(capsys):
-    assert result.dispatch("criteo_x", {"a": "json", "b": "json"}, ["nope"]) == 2
-    assert "usage: python -m criteo_x {a,b}" in capsys.readouterr().err
+def test_an_unknown_command_prints_the_packages_commands(capsys):
+    assert result.run_command("criteo_steps", ["nope"]) == 2
+    assert "usage: python -m criteo_steps {synth,extract,preprocess,train,train_hugectr," in capsys.readouterr().err
 
 
 def test_a_failed_step_prints_its_result_too(capsys):

@@ -8,7 +8,7 @@ import pytest
 
 pytest.importorskip("nvtabular", reason="the merlin image's code runs in the step environment: make test-steps")
 from criteo_kernel import storage  # noqa: E402
-from criteo_steps import extract, synth  # noqa: E402
+from criteo_steps.ingest import extract, synth  # noqa: E402
 
 pytestmark = pytest.mark.steps
 

@@ -1,7 +1,7 @@
 """The HugeCTR trainer's parts that run without HugeCTR: what preprocess writes for its Parquet
 reader, the window staged for a run, the slot sizes, the graph against the PyTorch DCN, warm-start
 discovery and the package export makes. The rules checked are those read in HugeCTR v25.03's
-source (criteo_steps.hugectr_data, hugectr_files); the conversion of its saved files to ONNX is
+source (criteo_steps.hugectr.hugectr_data, hugectr_files); the conversion of its saved files to ONNX is
 tests/images/merlin/test_hugectr_onnx.py.
 
 What needs HugeCTR itself (its container, a GPU) is in test_hugectr_gpu.py.
@@ -19,9 +19,11 @@ import torch  # noqa: E402
 
 from criteo_kernel import storage  # noqa: E402
 from criteo_kernel.schema import CAT_COLUMNS, INT_COLUMNS, LABEL  # noqa: E402
-from criteo_steps import export, hugectr_data, hugectr_files, preprocess, train_hugectr  # noqa: E402
-from criteo_steps.dcn import DCN, DCNConfig, ServingDCN  # noqa: E402
-from criteo_steps.hugectr_dcn import DCNGraph  # noqa: E402
+from criteo_steps.export import export  # noqa: E402
+from criteo_steps.hugectr import hugectr_data, hugectr_files, train_hugectr  # noqa: E402
+from criteo_steps.hugectr.hugectr_dcn import DCNGraph  # noqa: E402
+from criteo_steps.preprocess import preprocess  # noqa: E402
+from criteo_steps.train.dcn import DCN, DCNConfig, ServingDCN  # noqa: E402
 
 pytestmark = pytest.mark.steps
 try:
@@ -119,7 +121,7 @@ def test_slot_size_array_comes_from_the_fitted_workflow(for_hugectr, fitted):
     wf_sizes = json.loads((root / "workflow" / "meta.json").read_text())["embedding_sizes"]
     slots = hugectr_data.slot_size_array(res["embedding_sizes"])
     assert slots == [wf_sizes[c] for c in CAT_COLUMNS] and len(slots) == 26
-    # preprocess --hugectr declares it with each partition; train-hugectr reads it from there
+    # preprocess --hugectr declares it with each partition; train_hugectr reads it from there
     for day in ("day=0", "day=1"):
         assert json.loads((out / day / "_preprocess.json").read_text())["slot_size_array"] == slots
     assert "slot_size_array" not in json.loads((root / "processed" / "day=0" / "_preprocess.json").read_text())
@@ -203,10 +205,10 @@ def test_warm_start_finds_the_latest_complete_set_of_files(tmp_path):
 
 @pytest.fixture(scope="module")
 def hugectr_model(tmp_path_factory, fitted):
-    """A model.onnx as train-hugectr writes it (the served signature; criteo_steps.hugectr_onnx
+    """A model.onnx as train_hugectr writes it (the served signature; criteo_steps.hugectr.hugectr_onnx
     converts HugeCTR's own files, tests/images/merlin/test_hugectr_onnx.py), here the PyTorch DCN
     on the fitted workflow's slots."""
-    from criteo_steps import torch_compat
+    from criteo_steps.train import torch_compat
 
     root, full, _ = fitted
     slots = [int(full["embedding_sizes"][c]) for c in CAT_COLUMNS]
@@ -223,7 +225,7 @@ def hugectr_model(tmp_path_factory, fitted):
 def test_export_packages_a_hugectr_model_in_the_same_version_layout(hugectr_model, fitted, tmp_path):
     import onnx
 
-    from criteo_steps.triton.criteo_serving import CTRModel
+    from criteo_steps.export.triton.criteo_serving import CTRModel
 
     model, path, slots = hugectr_model
     root, _, _ = fitted

@@ -1,4 +1,4 @@
-"""Preprocessing on a dask cluster (criteo_steps.scale_out).
+"""Preprocessing on a dask cluster (criteo_steps.preprocess.scale_out).
 
 What runs here: the cluster choice, the settings, the row-group pieces, the decoding on workers, and
 a real dask LocalCluster of worker processes fitting and applying the NVTabular workflow, checked
@@ -20,8 +20,8 @@ pytest.importorskip("nvtabular", reason="the merlin image's code runs in the ste
 from criteo_kernel.artifacts import CATEGORY_TABLES, CONTINUOUS_STATS, SERVING_TABLES  # noqa: E402
 from criteo_kernel.codecs import DecodeError  # noqa: E402
 from criteo_kernel.schema import CAT_COLUMNS, INT_COLUMNS  # noqa: E402
-from criteo_steps import scale_out  # noqa: E402
-from criteo_steps.scale_out import ClusterPlan, PieceReader, plan_pieces  # noqa: E402
+from criteo_steps.preprocess import scale_out  # noqa: E402
+from criteo_steps.preprocess.scale_out import ClusterPlan, PieceReader, plan_pieces  # noqa: E402
 from tests.conftest import REPO  # noqa: E402
 
 pytestmark = pytest.mark.steps

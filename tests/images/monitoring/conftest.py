@@ -1,5 +1,5 @@
 """Unit tests of the monitoring image's code (images/monitoring: the inference client's reading
-and logging, the request log, the monitor's windows and metrics, to-day), run in .venv with no
+and logging, the request log, the monitor's windows and metrics, request_log_to_day), run in .venv with no
 server: requests are "answered" by the test. The same code against real Triton, Prometheus and
 the GCS emulator is in test_replay_monitor.py."""
 import numpy as np
@@ -13,7 +13,7 @@ DAY0 = "2026-01-01"  # the date replayed day_0 is logged on
 def raw_days(tmp_path_factory):
     """Synthetic Criteo days in the exact raw format: day_0 (20k rows), day_1 (drifted), day_2.gz (not
     drifted), 6k rows each."""
-    from criteo_steps import synth
+    from criteo_steps.ingest import synth
 
     out = tmp_path_factory.mktemp("raw")
     synth.main(["--out", str(out), "--days", "0", "--rows", "20000"])

@@ -114,7 +114,7 @@ def test_replay_logs_what_triton_answered_and_to_day_gives_the_day_back(served, 
 
 def test_monitor_metrics_are_scraped_by_prometheus(served):
     """The stack's monitor reads the bucket's request log; Prometheus scrapes it and Triton."""
-    from criteo_steps.evaluate import roc_auc
+    from criteo_steps.export.evaluate import roc_auc
     from operators.hooks.prometheus import PrometheusHook
     from operators.runtime.catalogue import STEPS
 
@@ -264,7 +264,7 @@ def test_triton_down_fails_the_replay_with_the_reason(served, tmp_path):
 
 
 def test_the_request_log_on_gcs(served, gcs, monkeypatch):
-    """The request log in gs:// (the emulator): replay writes it, the monitor reads it, to-day
+    """The request log in gs:// (the emulator): replay writes it, the monitor reads it, request_log_to_day
     turns it back into the raw day."""
     from operators.runtime.catalogue import IMAGES, STEPS
     from operators.runtime.local import LOCAL_ENVIRONMENTS

@@ -1,4 +1,4 @@
-"""to-day: the request log of a day back into the raw Criteo day, byte for byte; and its refusals."""
+"""request_log_to_day: the request log of a day back into the raw Criteo day, byte for byte; and its refusals."""
 import gzip
 import os
 import shutil

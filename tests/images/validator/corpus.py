@@ -17,7 +17,7 @@ from pathlib import Path
 
 from criteo_kernel import landing, profiles
 from criteo_kernel.schema import COLUMNS
-from criteo_steps.synth import day_table, generate_day, write_day
+from criteo_steps.ingest.synth import day_table, generate_day, write_day
 from criteo_validate.suites import distinct, null_fraction, top_share, zero_share
 
 HEADER = "\t".join(COLUMNS)
@@ -25,7 +25,7 @@ HANDFUL = ("0badc0de", "0ddba11a", "5ca1ab1e")  # a categorical collapsed to a f
 
 
 def clean_day(folder: Path, rows: int, seed: int = 7, day: int = 0) -> list[str]:
-    """The lines of a clean synthetic day (criteo_steps.synth, as the demo writes them)."""
+    """The lines of a clean synthetic day (criteo_steps.ingest.synth, as the demo writes them)."""
     path = Path(folder) / f"clean_{day}_{seed}"
     write_day(str(path), day_table(*generate_day(day, rows, seed=seed)), gz=False)
     lines = path.read_text().splitlines()
@@ -181,7 +181,7 @@ class Gate:
     def __call__(self, path: Path, reference: dict | None = None, suites=("raw_day", "drift")):
         """The Outcome of validating `path` (drift only with a reference), with `failed_records` and
         `warning_records` as the step reports them."""
-        from criteo_steps.extract import extract
+        from criteo_steps.ingest.extract import extract
         from criteo_validate import profile as prof
         from criteo_validate.partition import open_partitions
         from criteo_validate.report import report
@@ -203,7 +203,7 @@ class Gate:
 def learn_reference(gate: Gate, folder: Path, seeds=REFERENCE_SEEDS, rows: int = ROWS) -> Path:
     """A reference profile of clean days, the pipeline's way: each day's validation writes its
     profile, then the `reference` subcommand merges them."""
-    from criteo_validate.__main__ import main as validator_main
+    from criteo_kernel.result import run_command
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -215,7 +215,7 @@ def learn_reference(gate: Gate, folder: Path, seeds=REFERENCE_SEEDS, rows: int =
         paths.append(str(folder / f"day_{seed}.profile.json"))
         profiles.save(outcome.profile, paths[-1])
     out = folder / "reference_profile.json"
-    if validator_main(["reference", "--profiles", *paths, "--output", str(out)]) != 0:
+    if run_command("criteo_validate", ["reference", "--profiles", *paths, "--output", str(out)]) != 0:
         raise RuntimeError(f"reference of {paths} not written")
     return out
 

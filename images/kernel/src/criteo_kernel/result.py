@@ -119,12 +119,26 @@ def stop_with_children_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, stop)
 
 
-def dispatch(prog: str, commands: dict[str, str], argv: list[str] | None = None, **errors) -> int:
-    """`python -m <prog> COMMAND [ARGS]`: import the command's module and run its main as a step."""
+def dispatch(package: str, argv: list[str] | None = None) -> int:
+    """`python -m <package> COMMAND [ARGS]`, the entry point of every image: the command's module
+    (criteo_kernel.commands) runs as a step, its children stopped with it on SIGTERM."""
     argv = list(sys.argv[1:] if argv is None else argv)
     stop_with_children_on_sigterm()
-    if not argv or argv[0] not in commands:
-        print(f"usage: python -m {prog} {{{','.join(commands)}}} [--help]", file=sys.stderr)
+    return run_command(package, argv)
+
+
+def run_command(package: str, argv: list[str]) -> int:
+    """dispatch without the SIGTERM handler, for a caller that is no step process of its own (a test)."""
+    from . import commands
+
+    found = commands.resolve(package, argv)
+    if found is None:
+        print(f"usage: python -m {package} {{{','.join(commands.PACKAGES[package].commands)}}} [--help]",
+              file=sys.stderr)
         return 2
-    module = importlib.import_module(commands[argv[0]])
-    return run_step(module.main, argv[1:], argv[0], **errors)
+    command, module, args = found
+    entry = commands.PACKAGES[package]
+    main = importlib.import_module(module).main
+    return run_step(main, args, command,
+                    data_errors=tuple(commands.load_class(c) for c in entry.data_errors),
+                    retryable_errors=tuple(commands.load_class(c) for c in entry.retryable_errors))

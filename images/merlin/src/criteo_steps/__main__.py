@@ -1,19 +1,7 @@
-"""`python -m criteo_steps STEP [ARGS]`: run one step of the GPU image (see criteo_kernel.result)."""
-from __future__ import annotations
-
+"""`python -m criteo_steps STEP [ARGS]`: run one step of the GPU image (criteo_kernel.commands, .result)."""
 import sys
 
 from criteo_kernel.result import dispatch
 
-STEPS = {
-    "synth": "criteo_steps.synth",
-    "extract": "criteo_steps.extract",
-    "preprocess": "criteo_steps.preprocess",
-    "train": "criteo_steps.train",
-    "train-hugectr": "criteo_steps.train_hugectr",
-    "export": "criteo_steps.export",
-    "evaluate": "criteo_steps.evaluate",
-}
-
 if __name__ == "__main__":
-    sys.exit(dispatch("criteo_steps", STEPS))
+    sys.exit(dispatch("criteo_steps"))

@@ -28,7 +28,7 @@ class RequestRecorder:
     """Turns answered requests into request log rows: event times, request ids, then the tables.
 
     clock "replay": row i of the day's `total` rows happens at `start_ms + i/total * 24h` and
-    request ids are `day<N>-<first row>` (a rerun logs the same ids: to-day keeps one copy);
+    request ids are `day<N>-<first row>` (a rerun logs the same ids: request_log_to_day keeps one copy);
     clock "wall": event time is when Triton answered, ids are random.
     """
 

@@ -12,7 +12,7 @@ as a click arrives after its impression.
 
 Time: with `--clock replay` (default) a historical day is replayed as if served on its own date:
 row i of n gets event time `day0 + day + i/n * 24h`, so the day's rows land in its 24 hour
-partitions and `to-day` gives the day back. With `--clock wall` event time is the serving time
+partitions and `request_log_to_day` gives the day back. With `--clock wall` event time is the serving time
 (live traffic); the Criteo day is then the date's (`date - day0`).
 
 Rows with the wrong number of fields are skipped and counted; a value that breaks the Criteo
@@ -44,8 +44,6 @@ def replay(input_url: str, triton_url: str, request_log: str, day0: str, model: 
            day: int | None = None, batch_size: int = 64, concurrency: int = 2, rate: float = 0.0,
            max_rows: int | None = None, label_delay_s: float = 1.0, clock: str = "replay",
            day_rows: int | None = None, chunk_rows: int = 16384, timeout_s: float = 30.0, retries: int = 5) -> dict:
-    import pyarrow as pa
-
     if batch_size < 1 or concurrency < 1 or rate < 0:
         raise ReplayUsageError(f"--batch-size and --concurrency must be >= 1 and --rate >= 0, "
                                f"got {batch_size}, {concurrency}, {rate}")
@@ -53,102 +51,150 @@ def replay(input_url: str, triton_url: str, request_log: str, day0: str, model: 
         raise ReplayUsageError(f"--clock must be 'replay' or 'wall', got {clock!r}")
     d0 = date.fromisoformat(day0)
     url = resolve_input(input_url, day)
+    recorder, day = _recorder(model, day, clock, d0, url, day_rows, max_rows)
+    writer = RequestLogWriter(request_log)
+    run = _Replay(url, TritonClient(triton_url, model, timeout_s=timeout_s, retries=retries), recorder, writer,
+                  RateLimiter(rate), _Labels(writer), batch_size)
+    t_start = time.monotonic()
+    print(f"replaying {url} (day {day}) to {model} on Triton {run.client.url}: batch {batch_size}, "
+          f"concurrency {concurrency}, rate {rate or 'unlimited'} req/s, clock {clock}; request log {request_log}",
+          flush=True)
+    failure = run.send(chunk_rows, concurrency, max_rows, label_delay_s)
+    run.labels.drain()
+    run.client.close()
+    took = time.monotonic() - t_start
+    result = {"input": url, "day": day, "model": model, "triton": run.client.url, "clock": clock,
+              **run.summary(took), "batch_size": batch_size, "concurrency": concurrency, "rate": rate,
+              "request_log": request_log, "request_files": len(writer.files) - len(run.labels.files),
+              "label_files": len(run.labels.files)}
+    print(f"replayed {run.sent} rows in {run.requests} requests in {took:.1f}s ({result['rows_per_s']} rows/s, "
+          f"p50 {result['latency_ms']['p50']} ms, p99 {result['latency_ms']['p99']} ms); versions "
+          f"{dict(run.versions)}; {run.labels.labelled} labels; {run.malformed['rows']} malformed rows skipped; "
+          f"{run.client.retried} retries", flush=True)
+    if failure is not None:
+        raise ReplayError(f"{failure} ({run.sent} rows were answered and logged before it)")
+    return result
+
+
+def _recorder(model: str, day: int | None, clock: str, d0: date, url: str, day_rows: int | None,
+              max_rows: int | None) -> tuple[RequestRecorder, int]:
+    """The recorder of the rows' event times, and the Criteo day they belong to."""
     if clock == "replay":
         if day is None:
             raise ReplayUsageError("--clock replay needs --day: the Criteo day whose date the rows are replayed on")
         total = day_rows or count_rows(url)
         if max_rows:
             total = min(total, max_rows)
-        recorder = RequestRecorder(model, day, clock, day_start_ms(d0, day), total)
-    else:
-        day = (datetime.now(UTC).date() - d0).days
-        recorder = RequestRecorder(model, day, clock)
+        return RequestRecorder(model, day, clock, day_start_ms(d0, day), total), day
+    day = (datetime.now(UTC).date() - d0).days
+    return RequestRecorder(model, day, clock), day
 
-    malformed = {"rows": 0, "examples": []}
 
-    def on_malformed(line: int, fields: int, text: str) -> None:
-        malformed["rows"] += 1
-        if len(malformed["examples"]) < 5:
-            malformed["examples"].append({"line": line, "fields": fields, "text": text})
-            print(f"WARNING: {url} line {line}: {fields} fields, expected 40; skipped: {text!r}", flush=True)
+class _Labels:
+    """The labels of answered rows, each written to the request log once its delay is over: a click
+    is known only after its impression."""
 
-    writer = RequestLogWriter(request_log)
-    client = TritonClient(triton_url, model, timeout_s=timeout_s, retries=retries)
-    limiter = RateLimiter(rate)
-    due_labels: deque = deque()  # (due at, label table): a click is known only after its impression
-    versions: Counter = Counter()
-    latencies: list[float] = []
-    sent = requests = labelled = positives = 0
-    label_files: list[str] = []
+    def __init__(self, writer: RequestLogWriter):
+        self.writer = writer
+        self.due: deque = deque()  # (due at, label table)
+        self.files: list[str] = []
+        self.labelled = self.positives = 0
 
-    def flush_labels(until: float) -> None:
-        nonlocal labelled, positives
-        while due_labels and due_labels[0][0] <= until:
-            _, table = due_labels.popleft()
+    def add(self, due_at: float, table) -> None:
+        self.due.append((due_at, table))
+
+    def flush(self, until: float) -> None:
+        import pyarrow as pa
+
+        while self.due and self.due[0][0] <= until:
+            _, table = self.due.popleft()
             table = table.append_column("labelled_at", pa.array(np.full(table.num_rows, int(time.time() * 1000)),
                                                                 pa.timestamp("ms", tz="UTC")))
-            label_files.extend(writer.write(LABELS, table))
-            labelled += table.num_rows
-            positives += int(np.asarray(table.column("label")).sum())
+            self.files.extend(self.writer.write(LABELS, table))
+            self.labelled += table.num_rows
+            self.positives += int(np.asarray(table.column("label")).sum())
 
-    t_start = time.monotonic()
-    failure: Exception | None = None
-    print(f"replaying {url} (day {day}) to {model} on Triton {client.url}: batch {batch_size}, "
-          f"concurrency {concurrency}, rate {rate or 'unlimited'} req/s, clock {clock}; request log {request_log}",
-          flush=True)
-    with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="replay") as pool:
-        for batch in read_batches(url, chunk_rows, on_malformed):
-            if max_rows is not None:
-                if sent >= max_rows:
+    def drain(self) -> None:
+        """The last labels, after their delay."""
+        if self.due:
+            time.sleep(max(0.0, self.due[-1][0] - time.monotonic()))
+            self.flush(float("inf"))
+
+
+class _Replay:
+    """One replay's traffic: the day's rows sent in requests, each answer logged with its version."""
+
+    def __init__(self, url: str, client: TritonClient, recorder: RequestRecorder, writer: RequestLogWriter,
+                 limiter: RateLimiter, labels: _Labels, batch_size: int):
+        self.url, self.client, self.recorder, self.writer = url, client, recorder, writer
+        self.limiter, self.labels, self.batch_size = limiter, labels, batch_size
+        self.malformed = {"rows": 0, "examples": []}
+        self.versions: Counter = Counter()
+        self.latencies: list[float] = []
+        self.sent = self.requests = 0
+
+    def on_malformed(self, line: int, fields: int, text: str) -> None:
+        self.malformed["rows"] += 1
+        if len(self.malformed["examples"]) < 5:
+            self.malformed["examples"].append({"line": line, "fields": fields, "text": text})
+            print(f"WARNING: {self.url} line {line}: {fields} fields, expected 40; skipped: {text!r}", flush=True)
+
+    def send(self, chunk_rows: int, concurrency: int, max_rows: int | None, label_delay_s: float) -> Exception | None:
+        """Every row (or the first max_rows), in order; the first request that failed for good, if any."""
+        failure: Exception | None = None
+        with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="replay") as pool:
+            for batch in read_batches(self.url, chunk_rows, self.on_malformed):
+                if max_rows is not None:
+                    if self.sent >= max_rows:
+                        break
+                    batch = batch.slice(0, min(len(batch), max_rows - self.sent))
+                answers, error = self._infer(pool, batch)
+                failure = failure or error
+                if answers:
+                    self._log(batch, answers, label_delay_s)
+                self.labels.flush(time.monotonic())
+                if failure is not None:
                     break
-                batch = batch.slice(0, min(len(batch), max_rows - sent))
-            bounds = [(s, min(s + batch_size, len(batch))) for s in range(0, len(batch), batch_size)]
-            dense = batch.dense_raw
-            futures = []
-            for a, b in bounds:
-                limiter.wait()
-                futures.append(pool.submit(client.infer, dense[a:b], batch.cat_hash[a:b]))
-            answers = []
-            for (a, b), fut in zip(bounds, futures, strict=True):
-                try:
-                    answers.append((a, b, fut.result()))
-                except ReplayError as exc:
-                    failure = failure or exc
-            if answers:
-                req_table, lab_table = recorder.tables(batch, answers)
-                writer.write(REQUESTS, req_table)
-                due_labels.append((time.monotonic() + label_delay_s, lab_table))
-                for a, b, r in answers:
-                    versions[r[1]] += b - a
-                    latencies.append(r[2])
-                sent += req_table.num_rows
-                requests += len(answers)
-            flush_labels(time.monotonic())
-            if failure is not None:
-                break
-    if due_labels:  # the last labels arrive after their delay
-        time.sleep(max(0.0, due_labels[-1][0] - time.monotonic()))
-        flush_labels(float("inf"))
-    client.close()
-    took = time.monotonic() - t_start
-    lat = np.array(latencies) if latencies else np.zeros(1)
-    result = {
-        "input": url, "day": day, "model": model, "triton": client.url, "clock": clock,
-        "rows": sent, "requests": requests, "labels": labelled, "positives": positives,
-        "malformed_rows": malformed["rows"], "malformed_examples": malformed["examples"],
-        "versions_seen": {str(v): n for v, n in sorted(versions.items())},
-        "seconds": round(took, 3), "rows_per_s": round(sent / took, 1) if took else None,
-        "latency_ms": {"p50": round(float(np.percentile(lat, 50)), 3), "p99": round(float(np.percentile(lat, 99)), 3)},
-        "retried_requests": client.retried, "batch_size": batch_size, "concurrency": concurrency, "rate": rate,
-        "request_log": request_log, "request_files": len(writer.files) - len(label_files),
-        "label_files": len(label_files),
-    }
-    print(f"replayed {sent} rows in {requests} requests in {took:.1f}s ({result['rows_per_s']} rows/s, "
-          f"p50 {result['latency_ms']['p50']} ms, p99 {result['latency_ms']['p99']} ms); versions {dict(versions)}; "
-          f"{labelled} labels; {malformed['rows']} malformed rows skipped; {client.retried} retries", flush=True)
-    if failure is not None:
-        raise ReplayError(f"{failure} ({sent} rows were answered and logged before it)")
-    return result
+        return failure
+
+    def _infer(self, pool: ThreadPoolExecutor, batch) -> tuple[list, Exception | None]:
+        """The batch in requests of batch_size rows: [(start, stop, answer)], and the first failure."""
+        bounds = [(s, min(s + self.batch_size, len(batch))) for s in range(0, len(batch), self.batch_size)]
+        dense = batch.dense_raw
+        futures = []
+        for a, b in bounds:
+            self.limiter.wait()
+            futures.append(pool.submit(self.client.infer, dense[a:b], batch.cat_hash[a:b]))
+        answers, failure = [], None
+        for (a, b), fut in zip(bounds, futures, strict=True):
+            try:
+                answers.append((a, b, fut.result()))
+            except ReplayError as exc:
+                failure = failure or exc
+        return answers, failure
+
+    def _log(self, batch, answers: list, label_delay_s: float) -> None:
+        req_table, lab_table = self.recorder.tables(batch, answers)
+        self.writer.write(REQUESTS, req_table)
+        self.labels.add(time.monotonic() + label_delay_s, lab_table)
+        for a, b, r in answers:
+            self.versions[r[1]] += b - a
+            self.latencies.append(r[2])
+        self.sent += req_table.num_rows
+        self.requests += len(answers)
+
+    def summary(self, took: float) -> dict:
+        lat = np.array(self.latencies) if self.latencies else np.zeros(1)
+        return {
+            "rows": self.sent, "requests": self.requests, "labels": self.labels.labelled,
+            "positives": self.labels.positives,
+            "malformed_rows": self.malformed["rows"], "malformed_examples": self.malformed["examples"],
+            "versions_seen": {str(v): n for v, n in sorted(self.versions.items())},
+            "seconds": round(took, 3), "rows_per_s": round(self.sent / took, 1) if took else None,
+            "latency_ms": {"p50": round(float(np.percentile(lat, 50)), 3),
+                           "p99": round(float(np.percentile(lat, 99)), 3)},
+            "retried_requests": self.client.retried,
+        }
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -9,7 +9,7 @@ its impression, not of its arrival), so one Criteo day is one `date=` folder of 
 `criteo_day` is stored on every row too.
 
 Features are stored as they arrived, losslessly: I1..I13 as int64 and C1..C26 as the 32-bit hash
-in int64, null = missing. The request log is what `to-day` turns back into a raw Criteo day for
+in int64, null = missing. The request log is what `request_log_to_day` turns back into a raw Criteo day for
 the next retrain, so it must reproduce the raw file exactly.
 
 A part file becomes visible whole: on a local disk it is written under a hidden name and renamed;

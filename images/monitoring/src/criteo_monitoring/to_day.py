@@ -1,6 +1,6 @@
-"""to-day: one day of the request log -> a raw Criteo day file, the next retrain's fresh data.
+"""request_log_to_day: one day of the request log -> a raw Criteo day file, the next retrain's fresh data.
 
-    python -m criteo_monitoring to-day --request-log gs://b/request_log --day 5 --output gs://b/raw
+    python -m criteo_monitoring request_log_to_day --request-log gs://b/request_log --day 5 --output gs://b/raw
 
 Reads the `date=<day0 + day>` partitions of requests and labels, joins them on (request_id,
 row), and writes the labelled rows, in event order, as `<output>/day_N` in the exact Criteo
@@ -65,8 +65,6 @@ def tsv_lines(frame) -> bytes:
 
 def to_day(request_log: str, day: int, output: str, day0: str, gz: bool = False,
            overwrite: bool = False, min_label_coverage: float = 0.99) -> dict:
-    import pandas as pd
-
     the_date = (date.fromisoformat(day0) + timedelta(days=day)).isoformat()
     fs, _ = fs_root(request_log)
     req_parts, lab_parts = list_parts(request_log, REQUESTS, the_date), list_parts(request_log, LABELS, the_date)
@@ -76,10 +74,8 @@ def to_day(request_log: str, day: int, output: str, day0: str, gz: bool = False,
     for kind, parts in ((REQUESTS, req_parts), (LABELS, lab_parts)):
         for p in parts:
             by_hour.setdefault(part_partition(p)[1], {REQUESTS: [], LABELS: []})[kind].append(p)
-    features = [*INT_COLUMNS, *CAT_COLUMNS]
     name = day_file_name(day, gz)
     out_fs, out_root = fs_root(output)
-    final = f"{out_root}/{name}"
     out_fs.makedirs(out_root, exist_ok=True)
     tmp = f"{out_root}/.{name}.tmp-{uuid.uuid4().hex[:8]}"
     stats = Counter()
@@ -90,66 +86,17 @@ def to_day(request_log: str, day: int, output: str, day0: str, gz: bool = False,
     sink = gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) if gz else raw
     try:
         for hour in sorted(by_hour):
-            parts = by_hour[hour]
-            reqs = [read_part(fs, p, REQUESTS, [*KEY, "event_time", "criteo_day", "version", *features])
-                    for p in parts[REQUESTS]]
-            labs = [read_part(fs, p, LABELS, [*KEY, "criteo_day", "label"]) for p in parts[LABELS]]
-            if not reqs:
-                stats["orphan_labels"] += sum(t.num_rows for t in labs)
-                continue
-            types = {c: pd.Int64Dtype() for c in features}
-            req = pd.concat([t.to_pandas() for t in reqs], ignore_index=True).astype(types)
-            req = req[req["criteo_day"] == day]
-            stats["request_rows"] += len(req)
-            n0 = len(req)
-            req = req.drop_duplicates(KEY, keep="last")
-            stats["duplicate_rows"] += n0 - len(req)
-            if labs:
-                lab = pd.concat([t.to_pandas() for t in labs], ignore_index=True)
-                lab = lab[lab["criteo_day"] == day].drop_duplicates(KEY, keep="last")[[*KEY, "label"]]
-            else:
-                lab = pd.DataFrame({"request_id": pd.Series(dtype=str), "row": pd.Series(dtype=np.int32),
-                                    "label": pd.Series(dtype=np.int8)})
-            joined = req.merge(lab, on=KEY, how="inner").sort_values(["event_time", "request_id", "row"],
-                                                                     kind="stable")
-            stats["unlabelled_rows"] += len(req) - len(joined)
-            stats["rows"] += len(joined)
-            stats["positives"] += int(joined["label"].sum())
-            versions.update(joined["version"].astype(int).tolist())
-            block = tsv_lines(joined)
-            digest.update(block)
-            sink.write(block)
+            joined = _hour_rows(fs, by_hour[hour], day, stats)
+            if joined is not None:
+                versions.update(joined["version"].astype(int).tolist())
+                block = tsv_lines(joined)
+                digest.update(block)
+                sink.write(block)
         if gz:
             sink.close()
         raw.close()
-        unique = stats["request_rows"] - stats["duplicate_rows"]
-        coverage = stats["rows"] / unique if unique else 0.0
-        if coverage < min_label_coverage:
-            raise ToDayError(f"day {day}: only {stats['rows']} of {unique} logged requests have a label "
-                             f"({coverage:.1%} < --min-label-coverage {min_label_coverage:.0%}) in {request_log}; "
-                             f"labels may still be arriving: nothing was written")
-        unchanged = False
-        if out_fs.exists(final):
-            with open(local_tmp, "rb") as fh:
-                new_sum = hashlib.sha256(fh.read()).hexdigest()
-            with out_fs.open(final, "rb") as fh:
-                old_sum = hashlib.sha256(fh.read()).hexdigest()
-            if new_sum == old_sum:
-                unchanged = True
-            elif not overwrite:
-                raise DayExists(f"{output}/{name} exists with other content (sha256 {old_sum[:12]}, new "
-                                 f"{new_sum[:12]}): raw data is never replaced without --overwrite")
-        # the landing manifest (criteo_kernel.landing), written after the day: it says "complete"
-        day_url = f"{output.rstrip('/')}/{name}"
-        manifest = landing.Manifest(rows=stats["rows"], bytes=os.path.getsize(local_tmp),
-                                    sha256=landing.file_sha256(local_tmp))
-        if not unchanged:
-            if is_local_fs(out_fs):
-                os.replace(local_tmp, final)
-            else:  # one object upload: it appears only once complete
-                out_fs.put_file(local_tmp, final)
-        if not unchanged or landing.read_manifest(day_url) != manifest:
-            landing.write_manifest(day_url, manifest)
+        _check_coverage(stats, day, request_log, min_label_coverage)
+        unchanged = _publish(local_tmp, out_fs, f"{out_root}/{name}", output, name, overwrite, stats["rows"])
     finally:
         if not raw.closed:
             raw.close()
@@ -168,8 +115,76 @@ def to_day(request_log: str, day: int, output: str, day0: str, gz: bool = False,
     return result
 
 
+def _hour_rows(fs, parts: dict[str, list[str]], day: int, stats: Counter):
+    """One hour partition's requests of `day` joined with their labels, in event order (pandas); None
+    when the hour logged labels only. Rows logged twice count once; the counts go into `stats`."""
+    import pandas as pd
+
+    features = [*INT_COLUMNS, *CAT_COLUMNS]
+    reqs = [read_part(fs, p, REQUESTS, [*KEY, "event_time", "criteo_day", "version", *features])
+            for p in parts[REQUESTS]]
+    labs = [read_part(fs, p, LABELS, [*KEY, "criteo_day", "label"]) for p in parts[LABELS]]
+    if not reqs:
+        stats["orphan_labels"] += sum(t.num_rows for t in labs)
+        return None
+    types = {c: pd.Int64Dtype() for c in features}
+    req = pd.concat([t.to_pandas() for t in reqs], ignore_index=True).astype(types)
+    req = req[req["criteo_day"] == day]
+    stats["request_rows"] += len(req)
+    n0 = len(req)
+    req = req.drop_duplicates(KEY, keep="last")
+    stats["duplicate_rows"] += n0 - len(req)
+    if labs:
+        lab = pd.concat([t.to_pandas() for t in labs], ignore_index=True)
+        lab = lab[lab["criteo_day"] == day].drop_duplicates(KEY, keep="last")[[*KEY, "label"]]
+    else:
+        lab = pd.DataFrame({"request_id": pd.Series(dtype=str), "row": pd.Series(dtype=np.int32),
+                            "label": pd.Series(dtype=np.int8)})
+    joined = req.merge(lab, on=KEY, how="inner").sort_values(["event_time", "request_id", "row"], kind="stable")
+    stats["unlabelled_rows"] += len(req) - len(joined)
+    stats["rows"] += len(joined)
+    stats["positives"] += int(joined["label"].sum())
+    return joined
+
+
+def _check_coverage(stats: Counter, day: int, request_log: str, min_label_coverage: float) -> None:
+    unique = stats["request_rows"] - stats["duplicate_rows"]
+    coverage = stats["rows"] / unique if unique else 0.0
+    if coverage < min_label_coverage:
+        raise ToDayError(f"day {day}: only {stats['rows']} of {unique} logged requests have a label "
+                         f"({coverage:.1%} < --min-label-coverage {min_label_coverage:.0%}) in {request_log}; "
+                         f"labels may still be arriving: nothing was written")
+
+
+def _publish(local_tmp: str, out_fs, final: str, output: str, name: str, overwrite: bool, rows: int) -> bool:
+    """The written day moved to `final` whole, then its landing manifest; True when an identical day
+    was there already (left as it is). A day with other content is replaced only with `overwrite`."""
+    unchanged = False
+    if out_fs.exists(final):
+        with open(local_tmp, "rb") as fh:
+            new_sum = hashlib.sha256(fh.read()).hexdigest()
+        with out_fs.open(final, "rb") as fh:
+            old_sum = hashlib.sha256(fh.read()).hexdigest()
+        if new_sum == old_sum:
+            unchanged = True
+        elif not overwrite:
+            raise DayExists(f"{output}/{name} exists with other content (sha256 {old_sum[:12]}, new "
+                            f"{new_sum[:12]}): raw data is never replaced without --overwrite")
+    # the landing manifest (criteo_kernel.landing), written after the day: it says "complete"
+    day_url = f"{output.rstrip('/')}/{name}"
+    manifest = landing.Manifest(rows=rows, bytes=os.path.getsize(local_tmp), sha256=landing.file_sha256(local_tmp))
+    if not unchanged:
+        if is_local_fs(out_fs):
+            os.replace(local_tmp, final)
+        else:  # one object upload: it appears only once complete
+            out_fs.put_file(local_tmp, final)
+    if not unchanged or landing.read_manifest(day_url) != manifest:
+        landing.write_manifest(day_url, manifest)
+    return unchanged
+
+
 def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(prog="criteo_monitoring to-day", description=__doc__,
+    p = argparse.ArgumentParser(prog="criteo_monitoring request_log_to_day", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--request-log", required=True)
     p.add_argument("--day", type=int, required=True, help="the Criteo day to write")

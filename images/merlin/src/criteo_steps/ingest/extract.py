@@ -87,26 +87,8 @@ def classify_read_error(exc: BaseException) -> str | None:
 
 def extract(input_url: str, output_url: str, eval_every: int = 10, block_mb: int = 64,
             rows_per_file: int = 2_000_000, max_rows: int | None = None) -> dict:
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
-
     started = time.time()
-    malformed: list[dict] = []
-    malformed_count = 0
-
-    def on_invalid(row) -> str:
-        nonlocal malformed_count
-        malformed_count += 1
-        if len(malformed) < 5:
-            try:
-                text = printable(row.text or "")[:200]
-            except UnicodeDecodeError:  # pyarrow decodes the row's bytes lazily
-                text = "<not UTF-8 text>"
-            malformed.append({"line": row.number, "fields": row.actual_columns, "text": text})
-        return "skip"
-
-    fs, path = storage.fs_path(input_url)
+    malformed = _Malformed()
     source = inspect_input(input_url)
     stats = {"source": input_url, "source_bytes": source["bytes"], "source_sha256": None,
              "source_generation": source["generation"], "source_mtime": source["mtime"],
@@ -115,84 +97,137 @@ def extract(input_url: str, output_url: str, eval_every: int = 10, block_mb: int
              "positives": 0, "malformed_rows": 0, "malformed_examples": [], "eval_every": eval_every,
              "num_fields_expected": NUM_FIELDS, "missing": {c: 0 for c in COLUMNS}, "read_error": None}
     with storage.staged_partition(output_url) as staging:
-        sfs, spath = storage.fs_path(staging)
-        sfs.makedirs(f"{spath}/train", exist_ok=True)
-        sfs.makedirs(f"{spath}/eval", exist_ok=True)
-        writers: dict[str, tuple] = {}
-        file_rows = {"train": 0, "eval": 0}
-        file_index = {"train": 0, "eval": 0}
-
-        def write(split: str, table) -> None:
-            w = writers.get(split)
-            if w is None or file_rows[split] >= rows_per_file:
-                if w is not None:
-                    w[0].close()
-                    w[1].close()
-                fh = sfs.open(f"{spath}/{split}/part-{file_index[split]:05d}.parquet", "wb")
-                writers[split] = (pq.ParquetWriter(fh, table.schema, compression="snappy"), fh)
-                file_index[split] += 1
-                file_rows[split] = 0
-            writers[split][0].write_table(table, row_group_size=256_000)
-            file_rows[split] += table.num_rows
-
-        schema = tsv.text_schema()
-        row0 = 0
-        # pyarrow decodes an invalid row's text before calling on_invalid; bytes that are not
-        # UTF-8 raise inside pyarrow, which prints "Exception ignored" and then fails the read
-        # (recorded below as not_text). Keep that expected noise out of the log.
-        default_hook = sys.unraisablehook
-        sys.unraisablehook = lambda u: (None if isinstance(u.exc_value, UnicodeDecodeError)
-                                        else default_hook(u))
-        try:
-            with fs.open(path, "rb") as raw:
-                stored = landing.HashingReader(raw)
-                # the last byte of the text, for "ends with a newline"; the checksum is of the stored bytes
-                text = landing.HashingReader(_decompressed(stored, source["compression"]), hashing=False)
-                for batch in tsv.reader(text, on_invalid, block_bytes=block_mb << 20):
-                    if max_rows is not None and row0 >= max_rows:
-                        break
-                    table = pa.Table.from_batches([batch])
-                    n = table.num_rows
-                    is_eval = (np.arange(row0, row0 + n) % eval_every) == (eval_every - 1)
-                    write("eval", table.filter(pa.array(is_eval)))
-                    write("train", table.filter(pa.array(~is_eval)))
-                    stats["eval_rows"] += int(is_eval.sum())
-                    stats["positives"] += int(np.count_nonzero(np.asarray(table.column("label")) == "1"))
-                    for c in COLUMNS:
-                        stats["missing"][c] += int(pc.sum(pc.equal(table.column(c), "")).as_py() or 0)
-                    row0 += n
-                if max_rows is None:
-                    stats["source_sha256"] = _rest_hashed(stored)
-            if max_rows is None:
-                if text.last_byte not in (b"", b"\n"):
-                    stats["read_error"] = read_error(input_url, "truncated", None, row0 + malformed_count)
-        except (pa.ArrowInvalid, EOFError, OSError, UnicodeDecodeError) as exc:
-            kind = classify_read_error(exc)
-            if kind == "unparseable" and row0 == 0 and "Empty CSV file" in str(exc):
-                kind = "empty"  # zero rows: the row-count rule reports it, not a read error
-            elif kind is None:
-                raise ExtractError(f"{input_url}: cannot be read: {exc}") from exc
-            if kind != "empty":
-                stats["read_error"] = read_error(input_url, kind, exc, row0)
-        finally:
-            sys.unraisablehook = default_hook
-            # An empty day still gets a (zero-row) file per split, so the partition keeps its schema.
-            for split in ("train", "eval"):
-                if split not in writers:
-                    write(split, schema.empty_table())
-            for w, fh in writers.values():
-                w.close()
-                fh.close()
+        with _SplitWriter(staging, rows_per_file) as writer:
+            row0 = _read_day(input_url, source["compression"], writer, stats, malformed, eval_every, block_mb,
+                             max_rows)
         stats["rows"] = row0
         stats["train_rows"] = row0 - stats["eval_rows"]
-        stats["malformed_rows"] = malformed_count
-        stats["malformed_examples"] = malformed
+        stats["malformed_rows"] = malformed.count
+        stats["malformed_examples"] = malformed.examples
         stats["seconds"] = round(time.time() - started, 3)
         storage.write_json(storage.join(staging, EXTRACT_META), stats)
     print(f"extracted {stats['rows']} rows ({stats['malformed_rows']} malformed) from {input_url} "
           f"to {output_url} in {stats['seconds']} s", flush=True)
     return {"output": output_url, "input": input_facts(stats),
-            **{k: v for k, v in stats.items() if k != "malformed_examples"}, "malformed_examples": malformed}
+            **{k: v for k, v in stats.items() if k != "malformed_examples"}, "malformed_examples": malformed.examples}
+
+
+def _read_day(input_url: str, compression: str, writer: _SplitWriter, stats: dict, malformed: _Malformed,
+              eval_every: int, block_mb: int, max_rows: int | None) -> int:
+    """Parse the raw day into the splits, counting into `stats` as it goes; the rows read. A read error
+    that is the data's fault is recorded as stats["read_error"]; any other raises ExtractError."""
+    import pyarrow as pa
+
+    fs, path = storage.fs_path(input_url)
+    row0 = 0
+    # pyarrow decodes an invalid row's text before calling on_invalid; bytes that are not
+    # UTF-8 raise inside pyarrow, which prints "Exception ignored" and then fails the read
+    # (recorded below as not_text). Keep that expected noise out of the log.
+    default_hook = sys.unraisablehook
+    sys.unraisablehook = lambda u: (None if isinstance(u.exc_value, UnicodeDecodeError)
+                                    else default_hook(u))
+    try:
+        with fs.open(path, "rb") as raw:
+            stored = landing.HashingReader(raw)
+            # the last byte of the text, for "ends with a newline"; the checksum is of the stored bytes
+            text = landing.HashingReader(_decompressed(stored, compression), hashing=False)
+            for batch in tsv.reader(text, malformed.on_invalid, block_bytes=block_mb << 20):
+                if max_rows is not None and row0 >= max_rows:
+                    break
+                row0 += _split_batch(pa.Table.from_batches([batch]), row0, writer, stats, eval_every)
+            if max_rows is None:
+                stats["source_sha256"] = _rest_hashed(stored)
+        if max_rows is None:
+            if text.last_byte not in (b"", b"\n"):
+                stats["read_error"] = read_error(input_url, "truncated", None, row0 + malformed.count)
+    except (pa.ArrowInvalid, EOFError, OSError, UnicodeDecodeError) as exc:
+        kind = classify_read_error(exc)
+        if kind == "unparseable" and row0 == 0 and "Empty CSV file" in str(exc):
+            kind = "empty"  # zero rows: the row-count rule reports it, not a read error
+        elif kind is None:
+            raise ExtractError(f"{input_url}: cannot be read: {exc}") from exc
+        if kind != "empty":
+            stats["read_error"] = read_error(input_url, kind, exc, row0)
+    finally:
+        sys.unraisablehook = default_hook
+    return row0
+
+
+def _split_batch(table, row0: int, writer: _SplitWriter, stats: dict, eval_every: int) -> int:
+    """Every eval_every-th row of the day to eval, the others to train; the batch's counts into `stats`."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    n = table.num_rows
+    is_eval = (np.arange(row0, row0 + n) % eval_every) == (eval_every - 1)
+    writer.write("eval", table.filter(pa.array(is_eval)))
+    writer.write("train", table.filter(pa.array(~is_eval)))
+    stats["eval_rows"] += int(is_eval.sum())
+    stats["positives"] += int(np.count_nonzero(np.asarray(table.column("label")) == "1"))
+    for c in COLUMNS:
+        stats["missing"][c] += int(pc.sum(pc.equal(table.column(c), "")).as_py() or 0)
+    return n
+
+
+class _Malformed:
+    """The rows the parser skips (tsv.reader's on_invalid): counted, the first five kept as examples."""
+
+    def __init__(self):
+        self.count = 0
+        self.examples: list[dict] = []
+
+    def on_invalid(self, row) -> str:
+        self.count += 1
+        if len(self.examples) < 5:
+            try:
+                text = printable(row.text or "")[:200]
+            except UnicodeDecodeError:  # pyarrow decodes the row's bytes lazily
+                text = "<not UTF-8 text>"
+            self.examples.append({"line": row.number, "fields": row.actual_columns, "text": text})
+        return "skip"
+
+
+class _SplitWriter:
+    """The staging partition's train/ and eval/ parquet files, a new file every `rows_per_file` rows.
+    On the way out, error or not, every file is closed and an empty day still gets a (zero-row) file
+    per split, so the partition keeps its schema."""
+
+    def __init__(self, staging: str, rows_per_file: int):
+        self.fs, self.path = storage.fs_path(staging)
+        self.rows_per_file = rows_per_file
+        self.writers: dict[str, tuple] = {}
+        self.file_rows = {"train": 0, "eval": 0}
+        self.file_index = {"train": 0, "eval": 0}
+        self.schema = tsv.text_schema()
+
+    def __enter__(self):
+        self.fs.makedirs(f"{self.path}/train", exist_ok=True)
+        self.fs.makedirs(f"{self.path}/eval", exist_ok=True)
+        return self
+
+    def write(self, split: str, table) -> None:
+        import pyarrow.parquet as pq
+
+        w = self.writers.get(split)
+        if w is None or self.file_rows[split] >= self.rows_per_file:
+            if w is not None:
+                w[0].close()
+                w[1].close()
+            fh = self.fs.open(f"{self.path}/{split}/part-{self.file_index[split]:05d}.parquet", "wb")
+            self.writers[split] = (pq.ParquetWriter(fh, table.schema, compression="snappy"), fh)
+            self.file_index[split] += 1
+            self.file_rows[split] = 0
+        self.writers[split][0].write_table(table, row_group_size=256_000)
+        self.file_rows[split] += table.num_rows
+
+    def __exit__(self, *exc) -> bool:
+        for split in ("train", "eval"):
+            if split not in self.writers:
+                self.write(split, self.schema.empty_table())
+        for w, fh in self.writers.values():
+            w.close()
+            fh.close()
+        return False
 
 
 def input_facts(stats: dict) -> dict:

@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass
 
 GRAPH = "graph.json"
-CONFIG = "config.json"      # the architecture (criteo_steps.hugectr_dcn.DCNGraph's fields), ours
+CONFIG = "config.json"      # the architecture (criteo_steps.hugectr.hugectr_dcn.DCNGraph's fields), ours
 PREFIX = "dcn"
 _DENSE = re.compile(r"^(?P<prefix>.+?)_dense_(?P<iter>\d+)\.model$")
 
@@ -80,7 +80,7 @@ def find(folder: str, embeddings: int = 1) -> ModelFiles:
             raise WarmStartError(f"{folder}: no {GRAPH} (model.graph_to_json) beside the weights")
         config = os.path.join(folder, CONFIG)
         if not os.path.isfile(config):
-            raise WarmStartError(f"{folder}: no {CONFIG} (the architecture train-hugectr saves beside the weights)")
+            raise WarmStartError(f"{folder}: no {CONFIG} (the architecture train_hugectr saves beside the weights)")
         dense_opt = os.path.join(folder, n["dense_optimizer"])
         sparse_opt = [os.path.join(folder, s) for s in n["sparse_optimizer"]]
         return ModelFiles(folder, prefix, iteration, graph, config, os.path.join(folder, n["dense"]),

@@ -1,4 +1,4 @@
-"""The command line both trainers share (train: PyTorch; train-hugectr: HugeCTR): the flags a run's
+"""The command line both trainers share (train: PyTorch; train_hugectr: HugeCTR): the flags a run's
 plan gives either of them (operators/pipeline/planning.py, `train_args`), checked the same way."""
 from __future__ import annotations
 

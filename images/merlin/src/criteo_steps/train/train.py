@@ -6,13 +6,13 @@ OUTPUT/checkpoint.pt + OUTPUT/_train.json.
 
 The same CLI runs in the GPU image (torch uses CUDA when present) and on the embedded default's
 CPU. The model has the architecture of HugeCTR's DCN sample; the other trainer, HugeCTR itself, is
-criteo_steps.train_hugectr (the same graph: criteo_steps.hugectr_dcn).
+criteo_steps.hugectr.train_hugectr (the same graph: criteo_steps.hugectr.hugectr_dcn).
 
     python -m criteo_steps train --train .../processed/wf/day=0 --output .../candidates/KEY/train \
         [--warm-start .../model_repository/criteo_dcn/3/checkpoint.pt] --epochs 1 --batch-size 4096 \
         [--precision fp32|bf16]
 
-Train mode runs the model's fast path (criteo_steps.dcn: the same function and parameters as the
+Train mode runs the model's fast path (criteo_steps.train.dcn: the same function and parameters as the
 plain modules, with fused ReLU+dropout, a closed-form cross stack and cheap dropout masks).
 --precision bf16 (opt-in) runs forward and backward under bf16 autocast; the master weights, the
 optimizers' state and the checkpoint stay float32. It pays only where the hardware multiplies bf16
@@ -76,7 +76,7 @@ def train(train_parts: list[str], output: str, warm_start: str | None, epochs: i
         raise SystemExit(f"train: precision={precision!r}: expected {' or '.join(PRECISIONS)}")
 
     from . import torch_compat
-    from .dcn import DCN, DCNConfig, load_checkpoint, save_checkpoint
+    from .dcn import save_checkpoint
 
     torch.manual_seed(seed)
     if threads:
@@ -85,20 +85,7 @@ def train(train_parts: list[str], output: str, warm_start: str | None, epochs: i
         if not storage.is_published(p):
             raise SystemExit(f"train: {p} is not a published partition (no {SUCCESS})")
     vocab = embedding_sizes(train_parts[0])
-    parent = None
-    if warm_start:
-        model, ckpt = load_checkpoint(storage.local_copy(warm_start))
-        if list(model.cfg.vocab_sizes) != vocab:
-            raise SystemExit(
-                f"train: warm start {warm_start} has vocabulary sizes of another workflow; "
-                "an incremental run must use the production version's workflow (run a full retrain instead)")
-        parent = warm_start
-    else:
-        if embedding_dim is None or cross_layers is None or mlp_dims is None:
-            raise SystemExit("train: a model trained from scratch needs embedding_dim, cross_layers and mlp_dims")
-        arch = {"dropout": dropout} if dropout is not None else {}
-        model = DCN(DCNConfig(vocab, embedding_dim=embedding_dim, num_cross_layers=cross_layers,
-                              mlp_dims=mlp_dims, **arch))
+    model, parent = _model(vocab, warm_start, embedding_dim, cross_layers, mlp_dims, dropout)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device)
     sparse = [model.embedding.weight]
@@ -148,6 +135,24 @@ def train(train_parts: list[str], output: str, warm_start: str | None, epochs: i
           f"loss {metrics['final_loss']:.4f}", flush=True)
     return {"output": output, "checkpoint": storage.join(output, CHECKPOINT),
             "warm_start": parent, "metrics": metrics}
+
+
+def _model(vocab: list[int], warm_start: str | None, embedding_dim, cross_layers, mlp_dims, dropout):
+    """(the model to train, its parent): the warm-start checkpoint continued, or a new DCN."""
+    from .dcn import DCN, DCNConfig, load_checkpoint
+
+    if warm_start:
+        model, _ = load_checkpoint(storage.local_copy(warm_start))
+        if list(model.cfg.vocab_sizes) != vocab:
+            raise SystemExit(
+                f"train: warm start {warm_start} has vocabulary sizes of another workflow; "
+                "an incremental run must use the production version's workflow (run a full retrain instead)")
+        return model, warm_start
+    if embedding_dim is None or cross_layers is None or mlp_dims is None:
+        raise SystemExit("train: a model trained from scratch needs embedding_dim, cross_layers and mlp_dims")
+    arch = {"dropout": dropout} if dropout is not None else {}
+    return DCN(DCNConfig(vocab, embedding_dim=embedding_dim, num_cross_layers=cross_layers,
+                         mlp_dims=mlp_dims, **arch)), None
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -44,15 +44,15 @@ from criteo_kernel.artifacts import (
     WORKFLOW_META,
 )
 from criteo_kernel.schema import CAT_COLUMNS
+from criteo_kernel.trainers import PYTORCH, TRAINERS
 
-TRAINERS = ("pytorch", "hugectr")
 TRITON_DIR = os.path.join(os.path.dirname(__file__), "triton")
 
 
 def export(checkpoint: str, workflow: str, output: str, tolerance: float = 1e-4, probe_rows: int = 512,
-           reference_profile: str | None = None, trainer: str = "pytorch") -> dict:
+           reference_profile: str | None = None, trainer: str = PYTORCH) -> dict:
     """`trainer` pytorch: `checkpoint` is checkpoint.pt, exported to ONNX here and checked against
-    PyTorch on a probe batch. hugectr: `checkpoint` is train-hugectr's output, whose model.onnx
+    PyTorch on a probe batch. hugectr: `checkpoint` is train_hugectr's output, whose model.onnx
     (hugectr2onnx's, adapted to the served signature) is checked for that signature and for finite
     probabilities on the probe batch, and whose hugectr/ files the version keeps for the next run."""
     if trainer not in TRAINERS:
@@ -69,7 +69,7 @@ def export(checkpoint: str, workflow: str, output: str, tolerance: float = 1e-4,
         pkg = os.path.join(tmp, "pkg")
         os.makedirs(pkg)
         onnx_path = os.path.join(pkg, MODEL_ONNX)
-        if trainer == "pytorch":
+        if trainer == PYTORCH:
             model_config, max_diff = _export_pytorch(checkpoint, onnx_path, pkg, vocab, probe_cats, probe_dense,
                                                     tolerance)
         else:
@@ -113,8 +113,8 @@ def _export_pytorch(checkpoint, onnx_path, pkg, vocab, probe_cats, probe_dense, 
     import onnxruntime as ort
     import torch
 
-    from . import torch_compat
-    from .dcn import ServingDCN, load_checkpoint
+    from ..train import torch_compat
+    from ..train.dcn import ServingDCN, load_checkpoint
 
     local_checkpoint = storage.local_copy(checkpoint)
     model, _ = load_checkpoint(local_checkpoint)
@@ -143,14 +143,14 @@ def _export_pytorch(checkpoint, onnx_path, pkg, vocab, probe_cats, probe_dense, 
 
 
 def _package_hugectr(trained, onnx_path, pkg, probe_cats, probe_dense) -> tuple[dict, None]:
-    """train-hugectr's output -> model.onnx (served signature, finite probabilities) + hugectr/."""
+    """train_hugectr's output -> model.onnx (served signature, finite probabilities) + hugectr/."""
     import onnx
     import onnxruntime as ort
 
     from .onnx_adapter import SignatureError, check_served_signature
 
     if not storage.is_published(trained):
-        raise SystemExit(f"export: {trained} is not a published train-hugectr output (no {SUCCESS})")
+        raise SystemExit(f"export: {trained} is not a published train_hugectr output (no {SUCCESS})")
     local = storage.download_dir(trained, os.path.join(os.path.dirname(pkg), "trained"))
     try:
         check_served_signature(onnx.load(os.path.join(local, MODEL_ONNX)))
@@ -164,7 +164,7 @@ def _package_hugectr(trained, onnx_path, pkg, probe_cats, probe_dense) -> tuple[
         raise SystemExit(f"export: {trained}/{MODEL_ONNX} gives no probabilities on the probe batch "
                          f"(shape {got.shape}, range {np.nanmin(got)}..{np.nanmax(got)})")
     shutil.copytree(os.path.join(local, HUGECTR_FILES), os.path.join(pkg, HUGECTR_FILES))
-    from .hugectr_files import WarmStartError, find
+    from ..hugectr.hugectr_files import WarmStartError, find
 
     try:  # the version must hold what the next run warm-starts from
         saved = find(os.path.join(pkg, HUGECTR_FILES))
@@ -178,8 +178,8 @@ def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(prog="criteo_steps export", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", required=True,
-                   help="the train step's checkpoint: checkpoint.pt (pytorch) or train-hugectr's output (hugectr)")
-    p.add_argument("--trainer", choices=TRAINERS, default="pytorch", help="which trainer made --checkpoint")
+                   help="the train step's checkpoint: checkpoint.pt (pytorch) or train_hugectr's output (hugectr)")
+    p.add_argument("--trainer", choices=TRAINERS, default=PYTORCH, help="which trainer made --checkpoint")
     p.add_argument("--workflow", required=True, help="the published workflow the model was trained with")
     p.add_argument("--output", required=True, help="where to publish the version package")
     p.add_argument("--tolerance", type=float, default=1e-4)
