@@ -150,7 +150,7 @@ def _param_input(dialog, title: str):
 
 
 def test_a_backfill_from_the_ui_backfill_form(ui):
-    """Day 7 through Trigger -> Backfill, as the README tells users: one backfill run on its own day,
+    """Day 7 through Trigger -> Backfill, as docs/operations.md tells users: one backfill run on its own day,
     warm-started from the version the days before left in production."""
     airflow, base, _, page, problems = ui
     before = max(int(p.name) for p in model_dir(base).iterdir() if p.name.isdigit())

@@ -1,4 +1,4 @@
-"""The Airflow package's floors (README, Layout): a module imports only modules of floors below
+"""The Airflow package's floors (docs/architecture.md, Layout): a module imports only modules of floors below
 its own, or of its own unit; the pure logic imports no Airflow-facing code at all."""
 import ast
 from pathlib import Path
