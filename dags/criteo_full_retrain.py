@@ -24,6 +24,11 @@ A scheduled run whose logical date falls outside the data set (`criteo_day0_date
 `criteo_num_days`) is **skipped**, its plan task's log saying why: unpausing the DAG long after the
 data set's dates shows a skipped run, not a failed one.
 
+A candidate the **blessing_gate** does not bless (held-out AUC below `auc_floor`, 0.70 by default,
+or more than `max_auc_drop` below production's on the same rows) fails that task without retry,
+naming the AUC and the floor: nothing is deployed and production is untouched. Give the run more
+data or epochs (`window_days`, `epochs`), or a lower `auc_floor` if the floor is too strict for the days.
+
 Any day of the window failing a **hard** expectation stops the run before training; production stays
 untouched. Soft expectations (drift, learned soft bounds) only warn. Each validation publishes a
 Great Expectations data docs site: open it from the task's **Data docs** extra link, or browse all

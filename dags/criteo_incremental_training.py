@@ -17,9 +17,9 @@ found, train the partitions preprocess wrote, deploy the package the blessing na
 * Days apply in order, however the runs are made (schedule, backfill, by hand):
   **wait_for_previous_day** holds day N until this DAG's run of day N-1 has ended, so day N plans,
   and picks the production version it warm-starts from, only after day N-1 deployed (or was not
-  blessed). A day behind a failed day waits for it (`CRITEO_PREVIOUS_DAY_TIMEOUT_S`, 24 h): fix the
-  failed day's raw file and clear that day's whole run (**Clear Run**, all tasks), or mark its run
-  successful to skip it.
+  blessed). A day behind a failed day waits for it (`CRITEO_PREVIOUS_DAY_TIMEOUT_S`, 24 h, then it
+  fails naming the day it waited for): fix the failed day's raw file and clear that day's whole run
+  (**Clear Run**, all tasks), or mark its run successful to skip it.
 * A bad day stops at **validate** (a hard expectation of the `raw_day` suite failed); training and
   deploy never run and the production version is untouched. The task log lists each failed
   expectation with its column, rule and observed values; the task's **Data docs** extra link opens
@@ -46,8 +46,11 @@ found, train the partitions preprocess wrote, deploy the package the blessing na
   lineage names both fingerprints). If later days have deployed since, deploy refuses (no retry),
   since promoting the corrected day would drop them: run a full retrain over the window instead.
 * Backfill: `airflow backfill create --dag-id criteo_incremental_training --from-date 2026-01-02 --to-date 2026-01-05`
-  (the days run in order; `--reprocess-behavior completed` reruns days already done, giving the same
-  artifacts and no new version).
+  (the days run in order; a backfill runs several runs at once, its own `max_active_runs`, 10 by
+  default, and the later ones wait in `wait_for_previous_day`; `--reprocess-behavior completed`
+  reruns days already done, giving the same artifacts and no new version).
+* A candidate the gate does not bless leaves `deploy` skipped and the run green: the next day goes
+  on, warm-starting from production. The gate's log says why (`NOT BLESSED: ...`).
 
 Settings (Airflow Variables): `criteo_base_url`, `criteo_raw_url`, `criteo_runtime` (local | kubernetes),
 `criteo_day0_date`, `criteo_num_days`, `criteo_model_name`.

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import signal
 import subprocess
@@ -48,6 +49,7 @@ class LocalAirflow:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.password = password or self._stored_password()
+        self.dags_folder = Path(dags_folder)
         self.env = {**env, **self.settings(dags_folder, parallelism)}
         self.processes: list[ServerProcess] = []
         self.token: str | None = None
@@ -121,6 +123,32 @@ class LocalAirflow:
             raise
         return self
 
+    def wait_for_dags(self, dag_ids: list[str] | None = None, timeout_s: float = 300) -> list[str]:
+        """Return once the REST API lists every DAG of `dag_ids` (default: each DAG file of the DAGs
+        folder), i.e. once the DAG processor has parsed them: before that, `airflow dags list` and the
+        UI show no DAGs. Raises naming the DAGs still missing, the import errors and the log to read."""
+        wanted = sorted(dag_ids if dag_ids is not None else dag_ids_in(self.dags_folder))
+        deadline = time.monotonic() + timeout_s
+        missing, errors = wanted, []
+        while True:
+            try:
+                listed = {d["dag_id"] for d in self.call("GET", "/api/v2/dags?limit=100")["dags"]}
+                missing = [d for d in wanted if d not in listed]
+                if not missing:
+                    return wanted
+                errors = [f"{e['filename']}: {e['stack_trace'].strip().splitlines()[-1]}"
+                          for e in self.call("GET", "/api/v2/importErrors?limit=100")["import_errors"]]
+            except (RuntimeError, OSError) as exc:     # the API server still starting, or a transient error
+                errors = [str(exc)]
+            if time.monotonic() > deadline:
+                log = next((p.log_path for p in self.processes if p.name == "dag-processor"),
+                           self.home / "logs" / "dag-processor.log")
+                raise RuntimeError(
+                    f"the DAG processor did not list {', '.join(missing)} within {timeout_s:.0f}s "
+                    f"(DAGs folder {self.dags_folder})" + "".join(f"\n  import error: {e}" for e in errors) +
+                    f"\nsee the DAG processor's log: {log}")
+            time.sleep(1)
+
     def stop(self) -> None:
         for proc in reversed(self.processes):
             proc.stop()
@@ -159,6 +187,12 @@ class LocalAirflow:
         if resp.status_code >= 300:
             raise RuntimeError(f"{method} {path}: {resp.status_code} {resp.text[:500]}")
         return resp.json()
+
+
+def dag_ids_in(folder: Path) -> list[str]:
+    """The dag_id each DAG file of `folder` declares (`dag_id="..."`), read as text: nothing imported."""
+    return sorted(m for f in Path(folder).glob("*.py")
+                  for m in re.findall(r"""\bdag_id\s*=\s*["']([\w.-]+)["']""", f.read_text()))
 
 
 def _port_of(address: str) -> int:
@@ -221,6 +255,8 @@ def serve(paths: Paths, port: int, days: int, rows: int) -> int:
         env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW__")}
         with LocalAirflow(paths.home, env, port=port) as airflow:
             airflow.login()      # the printed password works
+            dags = airflow.wait_for_dags()     # ready means `airflow dags list` and the UI show them
+            print(f"the DAG processor lists {len(dags)} DAGs: {', '.join(dags)}", flush=True)
             info = {
                 "ui": airflow.url, "user": USER, "password": airflow.password,
                 "data_docs": f"{airflow.url}/criteo-data-docs/", "rest": f"{airflow.url}/api/v2",

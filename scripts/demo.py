@@ -4,7 +4,8 @@
 2. runs criteo_full_retrain over the first days (dag.test(): the real DAG, real tasks),
 3. runs criteo_incremental_training for the next days, each warm-started from production,
 4. feeds it a broken day (labels of 2, text in an integer column): the data-quality gate stops the
-   run at `validate`, production stays as it was, the data docs page shows why,
+   run at `validate`, production stays as it was, the data docs page shows why (the terminal shows
+   a summary; that run's task logs, the failed task's traceback included, go to <base>/logs/),
 5. prints where the model versions, metrics, lineage and data docs are.
 
     make demo            # or: .venv/bin/python scripts/demo.py --rows 100000 --days 5
@@ -15,6 +16,7 @@ import argparse
 import os
 import sys
 import time
+from contextlib import contextmanager
 from datetime import UTC
 from pathlib import Path
 
@@ -44,13 +46,42 @@ def load_dags():
     return bag
 
 
-def run_dag(bag, dag_id: str, logical_date, conf: dict | None = None):
+@contextmanager
+def output_to(path: Path):
+    """Everything written to stdout and stderr meanwhile (the task logs dag.test() prints, the steps'
+    output, a failed task's traceback) goes to `path` instead of the terminal."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    try:
+        with open(path, "ab") as log:
+            os.dup2(log.fileno(), 1)
+            os.dup2(log.fileno(), 2)
+            try:
+                yield path
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os.dup2(saved[0], 1)
+                os.dup2(saved[1], 2)
+    finally:
+        os.close(saved[0])
+        os.close(saved[1])
 
+
+def run_dag(bag, dag_id: str, logical_date, conf: dict | None = None, log: Path | None = None):
+    """dag.test() of one run; with `log`, its task logs go to that file and only the outcome is printed."""
     dag = bag.get_dag(dag_id)
     t0 = time.time()
-    dr = dag.test(logical_date=logical_date, run_conf=conf)
+    if log is None:
+        dr = dag.test(logical_date=logical_date, run_conf=conf)
+    else:
+        with output_to(log):
+            dr = dag.test(logical_date=logical_date, run_conf=conf)
     took = time.time() - t0
-    print(f"== {dag_id} {logical_date:%Y-%m-%d}: {dr.state} in {took:.1f}s", flush=True)
+    print(f"== {dag_id} {logical_date:%Y-%m-%d}: {dr.state} in {took:.1f}s"
+          + (f" (its task logs: {log})" if log else ""), flush=True)
     return dr, took
 
 
@@ -126,15 +157,22 @@ def run_pipeline(a, base: Path, bag, stack) -> int:
     write_manifest(str(base / "raw" / f"day_{bad_day}"))  # its writer says it is complete: the gate judges it
     production = hook.production_version()
     print(f"\n== a broken day_{bad_day}: labels of 2 and text in I5 in every 97th row", flush=True)
-    dr, took = run_dag(bag, "criteo_incremental_training", day0 + timedelta(days=bad_day))
+    # It fails on purpose: its task logs, the failed task's traceback included, go to a file; the
+    # terminal gets the summary below (the task, each rule that failed, the data docs page).
+    task_logs = base / "logs" / f"criteo_incremental_training-day_{bad_day}.log"
+    task_logs.unlink(missing_ok=True)
+    dr, took = run_dag(bag, "criteo_incremental_training", day0 + timedelta(days=bad_day), log=task_logs)
     states = {ti.task_id: ti.state for ti in dr.get_task_instances()}
     blocked = dr.state == "failed" and states.get("validate") == "failed" and states.get("train") == "upstream_failed"
     blocked = blocked and hook.production_version() == production
     runs.append((f"criteo_incremental_training day_{bad_day} (broken)", "blocked" if blocked else dr.state, took))
     failure = dr.get_task_instance("validate").xcom_pull(task_ids="validate", key="step_result") or {}
-    print("   stopped at validate:" if blocked else "   NOT STOPPED:", flush=True)
+    print("   stopped as intended: task validate failed (no retry), so preprocess, train and deploy never ran;"
+          if blocked else f"   NOT STOPPED: task states {states}", flush=True)
+    print("   the hard expectations that failed:")
     for f in failure.get("failed", []):
         print(f"     {f['column']}: expected {f['rule'].rsplit(' [', 1)[0]}; observed {f['observed'][:90]}")
+    print(f"   the task log, with the exception: {task_logs}")
     from operators.hooks.triton import TritonHook
 
     serving = TritonHook(stack.triton.grpc_url).ready_versions(layout.cfg.model_name)

@@ -157,15 +157,29 @@ def validate_args(pair) -> dict:
 
 
 @task.short_circuit
-def blessing_gate(evaluation: dict, gate: dict) -> dict | bool:
-    """Bless the candidate, or skip deploy: AUC floor, and no worse than production by more than
-    the delta (TFX Evaluator). The blessing names the package and smoke rows deploy consumes."""
+def blessing_gate(evaluation: dict, gate: dict, mode: str = "incremental") -> dict | bool:
+    """Bless the candidate, or not: AUC floor, and no worse than production by more than the delta
+    (TFX Evaluator). The blessing names the package and smoke rows deploy consumes.
+
+    Not blessed: a daily run (`incremental`) skips deploy and ends green, so the next day goes on
+    (it waits only for this run to end) and warm-starts from production. A full retrain fails here,
+    without retry, naming the AUC and the floor: the run was asked for to make a new production
+    version, and a green run with nothing deployed hides that it made none."""
     from ..pipeline.blessing import judge
 
     verdict = judge(evaluation, gate["auc_floor"], gate["max_auc_drop"])
     for reason in verdict.reasons:
         print(("BLESSED: " if verdict.blessed else "NOT BLESSED: ") + reason)
-    return verdict.to_dict() if verdict.blessed else False
+    if verdict.blessed:
+        return verdict.to_dict()
+    if mode == "full":
+        from airflow.sdk.exceptions import AirflowFailException
+
+        raise AirflowFailException(
+            "not blessed, nothing deployed, production unchanged: " + "; ".join(verdict.reasons) +
+            ". Retrain with more data or epochs (window_days, epochs), or lower auc_floor / raise "
+            "max_auc_drop in the trigger form if the gate is too strict for these days.")
+    return False
 
 
 @task_group(group_id="train_evaluate_deploy", prefix_group_id=False)
@@ -201,7 +215,7 @@ def train_evaluate_deploy(plan, extracted, raw_inputs, validation, reference_pro
     evaluate = CriteoStepOperator(task_id="evaluate", step="evaluate", settings=settings,
                                   arguments=plan["evaluate_args"],
                                   inputs={"--candidate": export.output["package"], "--eval": extracted})
-    blessed = blessing_gate(evaluate.output, plan["gate"])
+    blessed = blessing_gate(evaluate.output, plan["gate"], mode)
     DeployModelOperator(
         task_id="deploy",
         settings=settings,

@@ -3,7 +3,7 @@ done for real on the real DAGs, asserting that nothing is half-visible, producti
 and the message says what is wrong and what to do.
 
 Each test records one row (case, outcome, message) with the `fault_table` fixture; the session
-writes them to `.data/faults/table.md` (and `table.json`), the table README shows.
+writes them to `.data/faults/table.md` (and `table.json`), the table docs/figures.md shows.
 """
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ def one_line(text: str, limit: int = 240) -> str:
 
 @pytest.fixture
 def fault_table(request):
-    """record(case, outcome, message): one row of the README's fault table, written when the test passes."""
+    """record(case, outcome, message): one row of the fault table (docs/figures.md), written when the test passes."""
     rows: list[dict] = []
 
     def record(case: str, outcome: str, message: str = "") -> None:

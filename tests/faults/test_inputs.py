@@ -9,7 +9,7 @@ day has no run, so that it does not hold the next case in wait_for_previous_day.
 
 Every case checks that nothing is half-visible (each numbered version is complete, no partition
 without its marker), that production is untouched unless the case is meant to deploy, and that the
-message names the file and the fix. Each records its row of README's fault table (conftest.py).
+message names the file and the fix. Each records its row of the fault table (conftest.py; shown in docs/figures.md).
 """
 from __future__ import annotations
 

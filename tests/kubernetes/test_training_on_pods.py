@@ -79,7 +79,7 @@ def both_runtimes(kube, tmp_path_factory):
     recorder = PodRecorder(kube)
     recorder.start()
     try:
-        # trainer auto would be HugeCTR on pods: the stand-in of its image has no HugeCTR (README)
+        # trainer auto would be HugeCTR on pods: the stand-in of its image has no HugeCTR (docs/containers.md)
         RUNS["kubernetes"] = run_both_dags(bucket, raw, {**pod_environment(kube.control_plane, str(bucket)), **SCALE},
                                            tmp_path_factory.mktemp("svc"), {"trainer": "pytorch"})
     finally:

@@ -65,7 +65,7 @@ def live(tmp_path_factory):
             "AIRFLOW_VAR_CRITEO_TRITON_GRPC_URL": stack.triton.grpc_url,
             # sensors give their worker slot back between pokes, as in production. Not much faster
             # than this: a task rescheduled within the scheduler's executor-event latency is failed
-            # by the stale event of its previous poke (Airflow 3.3; see README, apache/airflow#72716).
+            # by the stale event of its previous poke (Airflow 3.3; see docs/kubernetes-gke.md, apache/airflow#72716).
             "CRITEO_SENSOR_MODE": "reschedule",
             "CRITEO_PREVIOUS_DAY_POKE_INTERVAL_S": "10",
             "CRITEO_RAW_POKE_INTERVAL_S": "10",

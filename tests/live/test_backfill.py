@@ -5,13 +5,13 @@ CLI for the backfill.
 1. The DAGs parse with no import error; unpausing the training DAGs today (far after the data
    set's dates) gives skipped runs, not failed ones.
 2. `criteo_full_retrain` triggered through the REST API with a conf deploys version 1.
-3. `airflow backfill create` over three days, as the README writes it (no reprocess flag): three
+3. `airflow backfill create` over three days, as docs/operations.md writes it (no reprocess flag): three
    runs, each on its own day, applied in order, each version's parent the version before.
 4. The backfill's last two days reprocessed: identical artifacts, no new version.
 5. A bad day inside a backfill stops at validation, the next day waits, production is untouched;
-   the README's way to resume (fix the file, clear the failed run) finishes both days.
+   docs/operations.md's way to resume (fix the file, clear the failed run) finishes both days.
 
-Figures (printed, recorded in README): the backfill's wall time, trigger-to-first-task latency,
+Figures (printed, recorded in docs/figures.md): the backfill's wall time, trigger-to-first-task latency,
 and queued-to-running latency per task.
 """
 import json
@@ -73,7 +73,7 @@ def test_a_full_retrain_triggered_through_the_rest_api(live):
 def test_a_cli_backfill_applies_the_days_in_order(live):
     airflow, base = live
     t0 = datetime.now(UTC)
-    # the README's command; the conf only lowers the AUC floor for these small synthetic days
+    # docs/operations.md's command; the conf only lowers the AUC floor for these small synthetic days
     out = create_backfill(airflow, "--dag-id", DAILY, "--from-date", "2026-01-03",
                           "--to-date", "2026-01-05", "--dag-run-conf", json.dumps({"auc_floor": 0.55}))
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
@@ -140,7 +140,7 @@ def test_reprocessing_the_backfill_gives_the_same_artifacts_and_no_new_version(l
 def test_a_bad_day_stops_the_backfill_and_the_readme_resumes_it(live):
     """Day 5 is broken: its run stops at validate, day 6 waits in wait_for_previous_day, production
     and what Triton serves stay as they were, and the failure's data docs page is behind the login.
-    Then the README's resume: fix the file, clear day 5's run; both days finish in order."""
+    Then docs/operations.md's resume: fix the file, clear day 5's run; both days finish in order."""
     airflow, base = live
     raw5 = base / "raw" / "day_5"
     original = corrupt_day(raw5)
@@ -192,7 +192,7 @@ def _bad_day_then_resume(airflow, base, raw5, original):
     assert "label" in seen.text and "I5" in seen.text, seen.text[:500]       # the columns that broke
     assert "https://maxcdn.bootstrapcdn.com" not in seen.text         # assets rewritten to the plugin
 
-    # resume as the README says: fix the raw file, clear the failed day's run
+    # resume as docs/operations.md says: fix the raw file, clear the failed day's run
     land(raw5, original)
     out = airflow_cli(airflow, "tasks", "clear", DAILY, "--start-date", "2026-01-06", "--end-date", "2026-01-06",
                       "--yes")

@@ -150,7 +150,7 @@ def _param_input(dialog, title: str):
 
 
 def test_a_backfill_from_the_ui_backfill_form(ui):
-    """Day 7 through Trigger -> Backfill, as the README tells users: one backfill run on its own day,
+    """Day 7 through Trigger -> Backfill, as docs/operations.md tells users: one backfill run on its own day,
     warm-started from the version the days before left in production."""
     airflow, base, _, page, problems = ui
     before = max(int(p.name) for p in model_dir(base).iterdir() if p.name.isdigit())
@@ -189,9 +189,12 @@ def test_a_backfill_from_the_ui_backfill_form(ui):
     assert (lineage["days"], lineage["parent_version"]) == ([7], before)
 
 
-def test_the_full_retrain_trigger_form_defaults_give_a_successful_run(ui):
+def test_the_full_retrain_trigger_form_defaults_run_the_pipeline_to_the_gate(ui):
     """The form as it opens (end_day -1, logical date now), submitted unchanged: the window ends
-    on the latest raw day in the bucket and the run succeeds."""
+    on the latest raw day in the bucket and every task up to the blessing gate succeeds. The gate's
+    verdict depends on the data (7 days of 20k rows from scratch, against the production the
+    backfills left): blessed, the run succeeds and deploys; not blessed, it fails at blessing_gate
+    (no retry) saying so, and deploy never runs."""
     airflow, _, _, page, problems = ui
     page.goto(f"{airflow.url}/dags/{FULL}")
     problems.settle(page, "the full retrain's page")
@@ -206,6 +209,13 @@ def test_the_full_retrain_trigger_form_defaults_give_a_successful_run(ui):
         (r for r in airflow.runs(FULL) if r["dag_run_id"] not in before), None), timeout_s=60)
     assert run["run_type"] == "manual"
     done = airflow.finished_run(FULL, run["dag_run_id"], timeout_s=1200)
-    assert done["state"] == "success", airflow.task_states(FULL, run["dag_run_id"])
+    states = airflow.task_states(FULL, run["dag_run_id"])
     log = airflow.task_log(FULL, run["dag_run_id"], "plan_full_retrain")
     assert "the latest raw day in the bucket, day_7" in log, log[-2000:]
+    assert all(state == "success" for task, state in states.items() if task not in ("blessing_gate", "deploy")), states
+    if done["state"] == "success":
+        assert (states["blessing_gate"], states["deploy"]) == ("success", "success"), states
+    else:
+        assert (states["blessing_gate"], states["deploy"]) == ("failed", "upstream_failed"), states
+        gate = airflow.task_log(FULL, run["dag_run_id"], "blessing_gate")
+        assert "not blessed, nothing deployed, production unchanged: candidate AUC" in gate, gate[-2000:]

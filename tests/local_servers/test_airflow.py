@@ -48,3 +48,35 @@ def test_settings_keep_the_password_and_secret_of_a_home(tmp_path):
     assert again.password == first.password
     assert again.env["AIRFLOW__API_AUTH__JWT_SECRET"] == first.env["AIRFLOW__API_AUTH__JWT_SECRET"]
     assert again.env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] == "http://127.0.0.1:18080/execution/"
+
+
+def test_the_dag_ids_of_the_dags_folder_are_read_without_importing_it(tmp_path):
+    assert local_airflow.dag_ids_in(local_airflow.REPO_ROOT / "dags") == [
+        "criteo_full_retrain", "criteo_incremental_training", "criteo_request_log_to_raw", "model_monitoring"]
+    (tmp_path / "broken.py").write_text('import no_such_module\nDAG(dag_id="a_dag")\n')
+    assert local_airflow.dag_ids_in(tmp_path) == ["a_dag"]
+
+
+def test_ready_waits_for_every_dag_and_a_timeout_names_the_missing_ones(tmp_path, monkeypatch):
+    """`make airflow` is ready only once the REST API lists every DAG; else the error names the
+    DAGs missing, the import errors and the DAG processor's log."""
+    (tmp_path / "a.py").write_text('DAG(dag_id="a")\n')
+    (tmp_path / "b.py").write_text('DAG(dag_id="b")\n')
+    af = local_airflow.LocalAirflow(tmp_path / "home", {}, port=1, password="x", dags_folder=tmp_path)
+    listed = [[], ["a"], ["a", "b"]]
+    calls = []
+
+    def call(method, path, body=None):
+        calls.append(path)
+        if path.startswith("/api/v2/importErrors"):
+            return {"import_errors": [{"filename": "b.py", "stack_trace": "Traceback\nNameError: x\n"}]}
+        return {"dags": [{"dag_id": d} for d in (listed.pop(0) if len(listed) > 1 else listed[0])]}
+
+    monkeypatch.setattr(af, "call", call)
+    monkeypatch.setattr(local_airflow.time, "sleep", lambda s: None)
+    assert af.wait_for_dags(timeout_s=60) == ["a", "b"]
+    assert calls.count("/api/v2/dags?limit=100") == 3
+    listed[:] = [["a"]]
+    with pytest.raises(RuntimeError, match=r"(?s)did not list b within 0s .*import error: b.py: NameError: x"
+                                           r".*see the DAG processor's log: .*dag-processor.log"):
+        af.wait_for_dags(timeout_s=0)

@@ -237,7 +237,7 @@ def test_triton_url_reads_the_variable(monkeypatch):
 
 
 def test_the_cli_serves_the_production_version_from_the_start(packages, local_repo, tmp_path):
-    """`python -m local_servers.triton` as the README starts it (no --load): a restarted server
+    """`python -m local_servers.triton` as docs/serving.md starts it (no --load): a restarted server
     serves the version config.pbtxt names without waiting for the next deploy."""
     import signal
     import subprocess

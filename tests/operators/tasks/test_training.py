@@ -1,5 +1,6 @@
 """The training DAGs' plan tasks around the run's kind: what a scheduled run outside the data set
-does (skipped, saying why), and what the full retrain's end_day=-1 means by hand and on schedule."""
+does (skipped, saying why), and what the full retrain's end_day=-1 means by hand and on schedule;
+the blessing gate on a candidate it does not bless (daily: deploy skipped; full retrain: failed)."""
 from datetime import UTC, datetime
 from types import SimpleNamespace
 
@@ -68,3 +69,31 @@ def test_end_day_default_by_hand_is_the_latest_raw_day_in_the_bucket(bucket):
     backfill = plan_full_retrain.function(**context("backfill", datetime(2026, 1, 3, tzinfo=UTC),
                                                     "criteo_full_retrain"))
     assert backfill["days"] == [0, 1, 2]
+
+
+EVALUATION = {"candidate_metrics": {"auc": 0.6612}, "baseline_metrics": None, "candidate": "pkg", "smoke_rows": "s"}
+GATE = {"auc_floor": 0.7, "max_auc_drop": 0.01}
+
+
+def test_a_full_retrain_that_blesses_nothing_fails_naming_the_auc_and_the_floor(capsys):
+    """A red run, without retry: a green one with deploy skipped hid that no version was made."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from operators.tasks.training import blessing_gate
+
+    with pytest.raises(AirflowFailException, match=r"not blessed, nothing deployed, production unchanged: "
+                                                   r"candidate AUC 0.6612 is below the floor 0.7000\. .*window_days"):
+        blessing_gate.function(EVALUATION, GATE, "full")
+    assert "NOT BLESSED: candidate AUC 0.6612 is below the floor 0.7000" in capsys.readouterr().out
+
+
+def test_a_daily_run_that_blesses_nothing_skips_deploy_and_a_blessed_one_names_the_package(capsys):
+    """Daily: not blessed -> False (short-circuit: deploy skipped, the next day goes on)."""
+    from operators.tasks.training import blessing_gate
+
+    assert blessing_gate.function(EVALUATION, GATE, "incremental") is False
+    assert "NOT BLESSED: candidate AUC 0.6612 is below the floor 0.7000" in capsys.readouterr().out
+    good = {**EVALUATION, "candidate_metrics": {"auc": 0.81}}
+    for mode in ("incremental", "full"):
+        blessing = blessing_gate.function(good, GATE, mode)
+        assert blessing["blessed"] is True and (blessing["package"], blessing["smoke_rows"]) == ("pkg", "s")
