@@ -30,15 +30,7 @@ production_version -> auc_degraded   (rolling AUC < auc_threshold for sustained_
 **Settings.** Each is a Param of the trigger form; left empty, it is read from the Airflow Variable
 (or `AIRFLOW_VAR_<NAME>`), else the built-in default:
 
-| Param | Variable | default |
-|---|---|---|
-| `auc_threshold` | `criteo_monitor_auc_threshold` | 0.70 |
-| `psi_threshold` | `criteo_monitor_psi_threshold` | 0.25 |
-| `sustained_s` | `criteo_monitor_sustained_s` | 600 |
-| `sensor_timeout_s` | `criteo_monitor_sensor_timeout_s` | 1200 (keep it below the 30 min schedule) |
-| `poll_interval_s` | `criteo_monitor_poll_interval_s` | 60 |
-| `cooldown_h` | `criteo_monitor_cooldown_h` | 6 |
-| `window_days` | `criteo_monitor_window_days` | 7 |
+<!-- thresholds: generated from the settings registry -->
 
 Prometheus is found at the Variable `criteo_prometheus_url` (default `http://127.0.0.1:9090`); the
 raw days at `criteo_raw_url`. The deferred sensors need a running triggerer (`airflow triggerer`,
@@ -56,6 +48,7 @@ from operators.tasks.monitoring import (
     monitor_params,
     production_version,
     record_retrain,
+    thresholds_table,
     trigger_full_retrain,
 )
 
@@ -70,7 +63,7 @@ with DAG(
     dagrun_timeout=timedelta(minutes=29),
     default_args={"owner": "ml-platform", "retries": 1, "retry_delay": timedelta(seconds=30)},
     params=monitor_params(),
-    doc_md=__doc__,
+    doc_md=__doc__.replace("<!-- thresholds: generated from the settings registry -->", thresholds_table()),
     tags=["criteo", "monitoring"],
 ) as dag:
     watch = production_version()

@@ -35,6 +35,12 @@ def monitor_params() -> dict[str, Param]:
     return out
 
 
+def thresholds_table() -> str:
+    """The thresholds as the DAG's doc_md shows them, from the settings registry."""
+    rows = [f"| `{spec.name[len(MONITOR_PREFIX):]}` | `{spec.name}` | {spec.default} |" for spec in MONITOR_SETTINGS]
+    return "\n".join(["| Param | Variable | default |", "|---|---|---|", *rows])
+
+
 # -- tasks ------------------------------------------------------------------------------------------
 @task(multiple_outputs=True)
 def production_version(**context) -> dict:
