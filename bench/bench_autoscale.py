@@ -6,13 +6,13 @@ Prometheus scraping it every second, and replays another synthetic day (--traffi
 inference client (criteo_monitoring replay, --clock wall) at each --rates requests/s of
 --batch-size rows, for --step-s seconds each. After each step it reads:
 
-- the HPA's metric: prometheus-adapter's rule (deploy/serving.py adapter_query) over the step's
+- the HPA's metric: prometheus-adapter's rule (k8s/serving.py adapter_query) over the step's
   last 30 s, its templates filled for this one Triton;
 - Triton's own statistics for the step (queue ns / requests), as a cross-check;
 - the rate the client achieved.
 
 Then it reports the highest rate whose queue time stayed under the HPA target
-(deploy/values.yaml autoscaling.queueTimeTargetUs, or --target-us) and what that implies for
+(k8s/values.yaml autoscaling.queueTimeTargetUs, or --target-us) and what that implies for
 replicas per 1,000 requests/s. The client runs on the same 2 cores as Triton here, so the
 capacity is this machine's, not a GPU node's.
 
@@ -37,7 +37,7 @@ from bench_serving import build_version  # noqa: E402
 
 
 def main() -> None:
-    from deploy.serving import adapter_query, load_values
+    from k8s.serving import adapter_query, load_values
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rates", default="40,80,120,160,200,240,320", help="requests/s, one step each")
@@ -45,7 +45,7 @@ def main() -> None:
     p.add_argument("--concurrency", type=int, default=16, help="requests the client keeps in flight at most")
     p.add_argument("--step-s", type=float, default=35.0, help="seconds per rate (the rule's window is 30 s)")
     p.add_argument("--target-us", type=float, default=None,
-                   help="the HPA target (default: deploy/values.yaml autoscaling.queueTimeTargetUs)")
+                   help="the HPA target (default: k8s/values.yaml autoscaling.queueTimeTargetUs)")
     p.add_argument("--rows", type=int, default=100_000, help="rows of the synthetic day the model trains on")
     p.add_argument("--mlp-dims", default="1024,1024")
     p.add_argument("--traffic-rows", type=int, default=600_000,

@@ -38,7 +38,7 @@ SETTINGS: dict[str, tuple[str, str]] = {
     "criteo_triton_replicas": ("", "every Triton replica deploy and rollback load through (explicit model control "
                                "is per server): host:port entries, comma-separated, each name standing for every "
                                "address it resolves to, e.g. the headless Service triton-replicas.NS.svc:8001 "
-                               "(deploy/serving.py). Empty: the one server at criteo_triton_grpc_url"),
+                               "(k8s/serving.py). Empty: the one server at criteo_triton_grpc_url"),
     "criteo_triton_max_queue_delay_us": ("0", "the model's dynamic_batching max_queue_delay_microseconds, written "
                                          "into config.pbtxt at deploy (a whole number of microseconds, 0 to 1000000). "
                                          "0: a request that finds the model idle runs at once; requests that queued "

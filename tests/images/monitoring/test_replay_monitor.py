@@ -143,13 +143,13 @@ def test_monitor_metrics_are_scraped_by_prometheus(served):
 
 
 def test_the_autoscaler_queue_time_query_returns_a_number_from_triton_s_metrics(served):
-    """prometheus-adapter's rule (deploy/serving.py), its templates filled the way the adapter fills
+    """prometheus-adapter's rule (k8s/serving.py), its templates filled the way the adapter fills
     them for one Triton pod (here the scrape target's instance label stands for namespace and pod):
     a number of microseconds per request, over requests Triton answered in the window."""
     import math
     from urllib.parse import urlsplit
 
-    from deploy.serving import ADAPTER_QUERY, adapter_query, adapter_rules
+    from k8s.serving import ADAPTER_QUERY, adapter_query, adapter_rules
     from operators.hooks.prometheus import PrometheusHook
     from operators.runtime.catalogue import STEPS
 
@@ -188,7 +188,7 @@ def dashboard_queries(path) -> list[tuple[str, str]]:
 
 
 def test_every_dashboard_panel_has_data(served):
-    """Each query of the provisioned Grafana dashboard (deploy/grafana) returns series from the real
+    """Each query of the provisioned Grafana dashboard (k8s/grafana) returns series from the real
     Prometheus after a replay through the real Triton and monitor, and a retrain recorded in the
     bucket's retrain log as model_monitoring records it: none is misspelt or empty."""
     from criteo_kernel import retrain_log
@@ -196,7 +196,7 @@ def test_every_dashboard_panel_has_data(served):
     from operators.hooks.storage import storage_path, write_text_atomic
     from operators.runtime.catalogue import STEPS
 
-    dashboards = REPO / "deploy" / "grafana" / "dashboards"
+    dashboards = REPO / "k8s" / "grafana" / "dashboards"
     queries = [q for path in sorted(dashboards.glob("*.json")) for q in dashboard_queries(path)]
     assert {t for t, _ in queries} >= {"Rolling AUC per version", "Calibration per version",
                                        "Max feature PSI per version", "Triton latency p50 / p99 per version",
