@@ -14,8 +14,7 @@ import copy
 import pytest
 
 from k8s.serving import GPU_MODES, load_values, render
-
-from ..fixtures.kubernetes import NAMESPACE
+from local_servers.kube_fixtures import NAMESPACE
 
 pytestmark = pytest.mark.kubernetes
 SCHEMA_VERSION = "1.34.0"
