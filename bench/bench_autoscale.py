@@ -59,9 +59,9 @@ def main() -> None:
 
     from criteo_kernel.artifacts import SMOKE_ROWS
     from local_servers.stack import ServingStack
-    from operators.deploy import promote
     from operators.hooks.model_repository import ModelRepositoryHook
     from operators.hooks.prometheus import PrometheusHook
+    from operators.hooks.serving import promote
     from operators.hooks.triton import TritonHook
     from operators.pipeline.config import PipelineConfig
     from operators.pipeline.layout import Layout

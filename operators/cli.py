@@ -56,10 +56,23 @@ def _manifest(args: argparse.Namespace) -> int:
     return 0
 
 
-def _hook():
+def _hook(promoting: bool = False):
+    """The model repository the settings name; one that promotes writes their queue delay."""
     from .hooks.model_repository import ModelRepositoryHook
+    from .pipeline.config import PipelineConfig, setting
+    from .pipeline.layout import Layout
 
-    return ModelRepositoryHook.from_settings()
+    layout = Layout(PipelineConfig.load())
+    return ModelRepositoryHook(layout, setting("criteo_triton_max_queue_delay_us")) if promoting else \
+        ModelRepositoryHook(layout)
+
+
+def _replicas(spec: str | None) -> list:
+    """The Triton replicas of --triton, else of the settings (criteo_triton_replicas, criteo_triton_grpc_url)."""
+    from .hooks.serving import replicas
+    from .pipeline.config import setting
+
+    return replicas(setting("criteo_triton_replicas") if spec is None else spec, setting("criteo_triton_grpc_url"))
 
 
 def _versions(args: argparse.Namespace) -> int:
@@ -77,13 +90,13 @@ def _versions(args: argparse.Namespace) -> int:
 
 
 def _rollback(args: argparse.Namespace) -> int:
-    from .deploy import LateReplicaNotReady, SmokeTestFailed, replicas, rollback
+    from .hooks.serving import LateReplicaNotReady, SmokeTestFailed, rollback
     from .hooks.triton import TritonModelError, TritonUnavailable
 
-    hook = _hook()
     try:
-        result = rollback(hook, replicas(args.triton), to=args.to, reason=args.reason,
-                          resolve=lambda: replicas(args.triton))
+        hook = _hook(promoting=True)   # a bad queue delay setting: "rollback not done", as a bad version is
+        result = rollback(hook, _replicas(args.triton), to=args.to, reason=args.reason,
+                          resolve=lambda: _replicas(args.triton))
     except LateReplicaNotReady as exc:
         model = hook.layout.cfg.model_name
         print(f"ERROR: rolled back on every replica that answered, but {exc.url} appeared meanwhile and was not "

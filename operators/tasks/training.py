@@ -80,10 +80,11 @@ def _plan(planner, context, resolve_params=None) -> dict:
     """Run a planner on the repository and settings the pipeline's configuration names, once the
     settings have passed the first task's checks. `resolve_params(cfg)`: the Params to plan with."""
     from ..hooks.model_repository import ModelRepositoryHook
-    from ..pipeline.layout import data_docs_run
+    from ..pipeline.config import PipelineConfig
+    from ..pipeline.layout import Layout, data_docs_run
     from .defaults import check_runtime
 
-    repository = ModelRepositoryHook.from_settings()
+    repository = ModelRepositoryHook(Layout(PipelineConfig.load()))   # the settings, read here
     cfg = repository.layout.cfg
     check_runtime(cfg)
     params = resolve_params(cfg) if resolve_params else context["params"]

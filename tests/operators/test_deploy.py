@@ -107,7 +107,7 @@ def test_deploy_rejects_a_bad_replicas_setting_before_pushing(bucket, packages, 
 
 def test_deploy_promotes_then_rollback_and_roll_forward(server, packages, tmp_path):
     from criteo_kernel.artifacts import ROLLED_BACK
-    from operators.deploy import rollback
+    from operators.hooks.serving import rollback
     from operators.hooks.triton import TritonHook
 
     first = deploy(packages, 0, "run-a", smoke_file(tmp_path / "s0.npz", packages, 0))
@@ -265,7 +265,7 @@ def test_a_replica_that_appears_during_the_promotion_loads_the_version_too(serve
         load_production(late)  # what the image's --load-model does at start: it reads the pointer, version 1
         assert served(late, packages)[:2] == ([1], 1)
         answers = iter([[server.grpc_url], [server.grpc_url, late.grpc_url]])
-        monkeypatch.setattr(deploy_module, "replicas",
+        monkeypatch.setattr(deploy_module, "triton_replicas",
                             lambda: [TritonHook(url) for url in next(answers, [server.grpc_url, late.grpc_url])])
         result = deploy(packages, 1, "run-b", smoke_file(tmp_path / "s1.npz", packages, 1))
         assert result["version"] == 2 and result["smoke"]["replicas"] == [server.grpc_url, late.grpc_url]
@@ -278,7 +278,7 @@ def test_a_replica_that_appears_but_never_gets_ready_fails_retryably_and_restore
     """Every replica that answers serves the new version; the late one that does not is named, and
     the error is retryable (the retry promotes again and reaches it). Nothing goes back."""
     from local_servers.process import free_port
-    from operators.deploy import LateReplicaNotReady, promote
+    from operators.hooks.serving import LateReplicaNotReady, promote
     from operators.hooks.triton import TritonHook, TritonUnavailable
 
     deploy(packages, 0, "run-a", smoke_file(tmp_path / "s0.npz", packages, 0))

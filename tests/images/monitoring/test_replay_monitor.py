@@ -37,8 +37,8 @@ def served(tmp_path_factory, packages):
     """Versions 1 (package 0) and 2 (package 1) deployed with their training reference profile;
     Triton, the monitor and Prometheus up; version 1 serving."""
     from local_servers.stack import ServingStack
-    from operators.deploy import promote
     from operators.hooks.model_repository import ModelRepositoryHook
+    from operators.hooks.serving import promote
     from operators.hooks.triton import TritonHook
     from operators.pipeline.config import PipelineConfig
     from operators.pipeline.layout import Layout
@@ -224,7 +224,7 @@ def test_every_dashboard_panel_has_data(served):
 def test_a_version_switch_during_the_replay_shows_row_by_row(served, packages):
     """Version 2 is promoted while traffic flows: each logged row carries the version that
     answered it, and its prediction is that version's."""
-    from operators.deploy import promote
+    from operators.hooks.serving import promote
     from operators.runtime.catalogue import STEPS
 
     log = served["root"] / "log_switch"
