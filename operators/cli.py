@@ -6,8 +6,9 @@
     criteo-mlops rollback [--to N]             serve an earlier version again (checked by a smoke inference)
 
 `validate` checks one raw Criteo day file (day_N or day_N.gz, TSV) against the raw-day suite the
-pipeline's gate uses: the file is extracted exactly as the DAG's extract step does (into a scratch
-folder, nothing is written next to PATH), then validated by the same validator. It prints the
+pipeline's gate uses: the extract and validate steps run on it as the DAG runs them (the local
+step runtime, operators/runtime/local.py: each in its image's environment; the extract into a
+scratch folder, nothing is written next to PATH), and their result manifests are read. It prints the
 summary (every failed expectation with its column, rule and the observed values), writes the
 GX Data Docs site, and exits 0 when the day passes, 1 when it fails or cannot be read.
 """
@@ -25,25 +26,34 @@ def _validate(args: argparse.Namespace) -> int:
     if not path.is_file():
         print(f"ERROR: {path}: no such file (expected a raw Criteo day: TSV, plain or .gz)", file=sys.stderr)
         return 1
-    from criteo_steps.extract import BadRawFile, ExtractError, extract
-    from criteo_validate.validate import main as validate_main
-
     from .pipeline.layout import safe_run_id
     from .runtime.argv import to_argv
+    from .runtime.base import StepFailed
+    from .runtime.catalogue import STEPS
+    from .runtime.local import LocalProcessRuntime
 
+    # The steps run as the pipeline runs them (their images' environments): the Airflow side imports no step code.
+    runtime = LocalProcessRuntime()
     docs = Path(args.data_docs or Path.cwd() / "criteo-data-docs" / safe_run_id(path.name))
     with tempfile.TemporaryDirectory(prefix="criteo-validate-") as tmp:
         part = os.path.join(tmp, "extracted", "day")
         try:
-            extract(str(path.resolve()), part)
-        except (ExtractError, BadRawFile) as exc:
-            print(f"FAILED: {exc}", file=sys.stderr)
+            extracted = runtime.run(STEPS["extract"], to_argv({"--input": path.resolve(), "--output": part}))
+        except StepFailed as exc:
+            print(f"FAILED: {(exc.result or {}).get('error') or exc}", file=sys.stderr)
             return 1
+        print(f"extracted {extracted.get('rows')} rows ({extracted.get('malformed_rows')} malformed) from {path}")
         argv = to_argv({"--input": part, "--suite": ["raw_day", "drift"] if args.reference else "raw_day",
                         "--reference": args.reference, "--data-docs": docs.resolve(), "--run-name": f"cli-{path.name}",
                         "--min-rows": args.min_rows, "--sample-rows": args.sample_rows})
-        code = validate_main(argv, result_line=False)
-    return 0 if code == 0 else 1
+        try:
+            print(runtime.run(STEPS["validate"], argv).get("summary", ""))
+        except StepFailed as exc:
+            summary = (exc.result or {}).get("summary")
+            # exit 1 with a summary: the day failed its expectations; anything else: it could not be validated
+            print(summary or str(exc), file=sys.stdout if summary and exc.exit_code == 1 else sys.stderr)
+            return 1
+    return 0
 
 
 def _manifest(args: argparse.Namespace) -> int:

@@ -8,15 +8,12 @@ promotion, smoke inference and rollback are the serving module's (operators/hook
 """
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Sequence
 from datetime import UTC
 from typing import Any
 
 from airflow.sdk import BaseOperator
-
-log = logging.getLogger(__name__)
 
 
 def code_revision() -> str:
@@ -68,7 +65,7 @@ def repository():
 class DeployModelOperator(BaseOperator):
     """Publish the blessed package as the next version of the model in the Triton repository.
 
-    Then promotes it on Triton (module doc): Triton loads it and a smoke inference on held-out rows
+    Then promotes it on Triton (operators/hooks/serving.py): Triton loads it and a smoke inference on held-out rows
     must match the offline predictions, else the previous version is restored and the task fails
     without retry (the version keeps its files, marked `_REJECTED`). Triton unreachable: the task
     fails and retries; the version stays pushed but unpromoted, and the retry promotes it.
