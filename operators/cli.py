@@ -42,7 +42,8 @@ def _validate(args: argparse.Namespace) -> int:
         except StepFailed as exc:
             print(f"FAILED: {(exc.result or {}).get('error') or exc}", file=sys.stderr)
             return 1
-        print(f"extracted {extracted.get('rows')} rows ({extracted.get('malformed_rows')} malformed) from {path}")
+        print(f"extracted {extracted.get('rows')} rows ({extracted.get('malformed_rows')} malformed) from "
+              f"{path.resolve()} to {part} in {extracted.get('seconds')} s")
         argv = to_argv({"--input": part, "--suite": ["raw_day", "drift"] if args.reference else "raw_day",
                         "--reference": args.reference, "--data-docs": docs.resolve(), "--run-name": f"cli-{path.name}",
                         "--min-rows": args.min_rows, "--sample-rows": args.sample_rows})
