@@ -39,8 +39,8 @@ def _validate(args: argparse.Namespace) -> int:
         part = os.path.join(tmp, "extracted", "day")
         try:
             extracted = runtime.run(STEPS["extract"], to_argv({"--input": path.resolve(), "--output": part}))
-        except StepFailed as exc:
-            print(f"FAILED: {(exc.result or {}).get('error') or exc}", file=sys.stderr)
+        except (StepFailed, FileNotFoundError) as exc:   # FileNotFoundError: the step's environment is missing
+            print(f"FAILED: {(getattr(exc, 'result', None) or {}).get('error') or exc}", file=sys.stderr)
             return 1
         print(f"extracted {extracted.get('rows')} rows ({extracted.get('malformed_rows')} malformed) from "
               f"{path.resolve()} to {part} in {extracted.get('seconds')} s")
@@ -49,10 +49,11 @@ def _validate(args: argparse.Namespace) -> int:
                         "--min-rows": args.min_rows, "--sample-rows": args.sample_rows})
         try:
             print(runtime.run(STEPS["validate"], argv).get("summary", ""))
-        except StepFailed as exc:
-            summary = (exc.result or {}).get("summary")
+        except (StepFailed, FileNotFoundError) as exc:
+            summary = (getattr(exc, "result", None) or {}).get("summary")
             # exit 1 with a summary: the day failed its expectations; anything else: it could not be validated
-            print(summary or str(exc), file=sys.stdout if summary and exc.exit_code == 1 else sys.stderr)
+            failed = summary and getattr(exc, "exit_code", None) == 1
+            print(summary or str(exc), file=sys.stdout if failed else sys.stderr)
             return 1
     return 0
 
