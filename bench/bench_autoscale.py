@@ -6,13 +6,13 @@ Prometheus scraping it every second, and replays another synthetic day (--traffi
 inference client (criteo_monitoring replay, --clock wall) at each --rates requests/s of
 --batch-size rows, for --step-s seconds each. After each step it reads:
 
-- the HPA's metric: prometheus-adapter's rule (deploy/serving.py adapter_query) over the step's
+- the HPA's metric: prometheus-adapter's rule (k8s/serving.py adapter_query) over the step's
   last 30 s, its templates filled for this one Triton;
 - Triton's own statistics for the step (queue ns / requests), as a cross-check;
 - the rate the client achieved.
 
 Then it reports the highest rate whose queue time stayed under the HPA target
-(deploy/values.yaml autoscaling.queueTimeTargetUs, or --target-us) and what that implies for
+(k8s/values.yaml autoscaling.queueTimeTargetUs, or --target-us) and what that implies for
 replicas per 1,000 requests/s. The client runs on the same 2 cores as Triton here, so the
 capacity is this machine's, not a GPU node's.
 
@@ -26,7 +26,6 @@ import shutil
 import sys
 import tempfile
 import time
-from datetime import date
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -37,7 +36,7 @@ from bench_serving import build_version  # noqa: E402
 
 
 def main() -> None:
-    from deploy.serving import adapter_query, load_values
+    from k8s.serving import adapter_query, load_values
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rates", default="40,80,120,160,200,240,320", help="requests/s, one step each")
@@ -45,7 +44,7 @@ def main() -> None:
     p.add_argument("--concurrency", type=int, default=16, help="requests the client keeps in flight at most")
     p.add_argument("--step-s", type=float, default=35.0, help="seconds per rate (the rule's window is 30 s)")
     p.add_argument("--target-us", type=float, default=None,
-                   help="the HPA target (default: deploy/values.yaml autoscaling.queueTimeTargetUs)")
+                   help="the HPA target (default: k8s/values.yaml autoscaling.queueTimeTargetUs)")
     p.add_argument("--rows", type=int, default=100_000, help="rows of the synthetic day the model trains on")
     p.add_argument("--mlp-dims", default="1024,1024")
     p.add_argument("--traffic-rows", type=int, default=600_000,
@@ -59,11 +58,11 @@ def main() -> None:
 
     from criteo_kernel.artifacts import SMOKE_ROWS
     from local_servers.stack import ServingStack
-    from operators.deploy import promote
     from operators.hooks.model_repository import ModelRepositoryHook
     from operators.hooks.prometheus import PrometheusHook
+    from operators.hooks.serving import promote
     from operators.hooks.triton import TritonHook
-    from operators.pipeline.config import PipelineConfig
+    from operators.pipeline.config import Settings
     from operators.pipeline.layout import Layout
     from operators.runtime.catalogue import STEPS
     from operators.runtime.local import LocalProcessRuntime
@@ -76,8 +75,7 @@ def main() -> None:
     base = work / "bucket"
     if base.exists():
         shutil.rmtree(base)
-    cfg = PipelineConfig(base_url=str(base), raw_url=str(base / "raw"), runtime="local", day0=date(2026, 1, 1),
-                         num_days=24, model_name="criteo_dcn")
+    cfg = Settings.with_values(criteo_base_url=str(base), criteo_model_name="criteo_dcn")
     repo = ModelRepositoryHook(Layout(cfg))
     version = repo.push(str(package), {"run_key": "bench"},
                         extra_files={SMOKE_ROWS: str(work / "evaluation" / SMOKE_ROWS)})
@@ -91,14 +89,14 @@ def main() -> None:
         print(f"HPA target {target:,.0f} us; {a.batch_size} rows per request, at most {a.concurrency} in flight, "
               f"{a.step_s:.0f} s per rate", flush=True)
         for rate in rates:
-            before = _queue(stats, cfg.model_name)
+            before = _queue(stats, cfg.serving.model_name)
             out = rt.run(STEPS["replay"], [
                 "--input", str(traffic), "--day", "1", "--day0", "2026-01-01", "--clock", "wall",
-                "--triton", stack.triton.grpc_url, "--model", cfg.model_name,
+                "--triton", stack.triton.grpc_url, "--model", cfg.serving.model_name,
                 "--request-log", str(work / "logs" / f"rate_{rate:g}"), "--batch-size", str(a.batch_size),
                 "--concurrency", str(a.concurrency), "--rate", f"{rate:g}",
                 "--max-rows", str(int(rate * a.step_s * a.batch_size)), "--label-delay-s", "0"])
-            after = _queue(stats, cfg.model_name)
+            after = _queue(stats, cfg.serving.model_name)
             time.sleep(2.5)  # two more scrapes: the step's last requests are in Prometheus
             result = prom.query(query)
             metric = float(result[0]["value"][1]) if result else math.nan

@@ -4,7 +4,7 @@
     other hashes, another click function) validated against a reference profile learned from 3
     other seeds (5000 rows), as an incremental run validates against production's reference:
     the days blocked (any hard failure) and the soft warnings, by kind.
-(b) For each class of broken day in the corpus (tests/images/validator/corpus.py, the cases
+(b) For each class of broken day in the corpus (local_servers/broken_days.py, the cases
     test_corpus.py runs once), N variants: a clean day of another seed each, broken in each of the
     class's columns in turn, validated as the test does (with the reference when the class needs
     learned bounds): the share blocked for the class's own reason, and at all.
@@ -28,11 +28,11 @@ import time
 from pathlib import Path
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)  # the corpus lives with the tests
+sys.path.insert(0, REPO)  # the corpus: local_servers/broken_days.py
 
 from criteo_kernel import profiles  # noqa: E402
 from criteo_kernel.schema import INT_COLUMNS  # noqa: E402
-from tests.images.validator import corpus  # noqa: E402
+from local_servers import broken_days as corpus  # noqa: E402
 
 VARIANT_SEEDS = 200  # variant k of a broken class breaks a clean day of seed VARIANT_SEEDS + k
 

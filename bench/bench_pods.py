@@ -50,8 +50,8 @@ def main() -> int:
     from kubernetes import client, watch
 
     from local_servers.kube import LocalKubernetes
+    from local_servers.kube_fixtures import NAMESPACE, SERVICE_ACCOUNT, bucket_folder, pod_environment
     from local_servers.kubelet import LocalNode, pipeline_nodes
-    from tests.fixtures.kubernetes import NAMESPACE, SERVICE_ACCOUNT, bucket_folder, pod_environment
 
     cp = LocalKubernetes(work / "kube")
     t0 = time.perf_counter()

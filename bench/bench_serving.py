@@ -142,7 +142,7 @@ def add_bench_models(repo_dir: Path, model: str, version: int, baseline_delay_us
     previous queue delay, and the identity model (same inputs and batching as the model)."""
     from criteo_kernel.artifacts import TRITON_CONFIG
     from criteo_kernel.signature import CATEGORICAL_INPUT, DENSE_INPUT, NUM_DENSE, OUTPUT
-    from operators.hooks.model_repository import with_queue_delay
+    from criteo_kernel.triton_config import with_queue_delay
 
     deployed = (repo_dir / model / TRITON_CONFIG).read_text()
     base = repo_dir / BASELINE_MODEL
@@ -285,16 +285,15 @@ def main() -> None:
     batches = [int(b) for b in a.batches.split(",")]
     work = Path(a.work or tempfile.mkdtemp(prefix="bench-serving-"))
     work.mkdir(parents=True, exist_ok=True)
-    from datetime import date
 
     import tritonclient.grpc as grpcclient
 
     from criteo_kernel.artifacts import SMOKE_ROWS
     from local_servers.stack import ServingStack
-    from operators.deploy import promote
-    from operators.hooks.model_repository import ModelRepositoryHook, queue_delay_setting
+    from operators.hooks.model_repository import ModelRepositoryHook
+    from operators.hooks.serving import promote
     from operators.hooks.triton import TritonHook
-    from operators.pipeline.config import PipelineConfig
+    from operators.pipeline.config import Settings
     from operators.pipeline.layout import Layout
 
     t0 = time.monotonic()
@@ -306,13 +305,12 @@ def main() -> None:
     base = work / "bucket"
     if base.exists():
         shutil.rmtree(base)
-    cfg = PipelineConfig(base_url=str(base), raw_url=str(base / "raw"), runtime="local", day0=date(2026, 1, 1),
-                         num_days=24, model_name="criteo_dcn")
-    delay = queue_delay_setting() if a.queue_delay_us is None else a.queue_delay_us
+    cfg = Settings.with_values(criteo_base_url=str(base), criteo_model_name="criteo_dcn")
+    delay = Settings.load().serving.max_queue_delay_us if a.queue_delay_us is None else a.queue_delay_us
     repo = ModelRepositoryHook(Layout(cfg), max_queue_delay_us=delay)
     version = repo.push(str(package), {"run_key": "bench"},
                         extra_files={SMOKE_ROWS: str(work / "evaluation" / SMOKE_ROWS)})
-    model = cfg.model_name
+    model = cfg.serving.model_name
     with ServingStack(base, work / "services", monitor=False, prometheus=False) as stack:
         url = stack.triton.grpc_url
         promote(repo, TritonHook(url), version)     # deploy's promotion: config.pbtxt, load, smoke inference

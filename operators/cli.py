@@ -6,14 +6,16 @@
     criteo-mlops rollback [--to N]             serve an earlier version again (checked by a smoke inference)
 
 `validate` checks one raw Criteo day file (day_N or day_N.gz, TSV) against the raw-day suite the
-pipeline's gate uses: the file is extracted exactly as the DAG's extract step does (into a scratch
-folder, nothing is written next to PATH), then validated by the same validator. It prints the
+pipeline's gate uses: the extract and validate steps run on it as the DAG runs them (the local
+step runtime, operators/runtime/local.py: each in its image's environment; the extract into a
+scratch folder, nothing is written next to PATH), and their result manifests are read. It prints the
 summary (every failed expectation with its column, rule and the observed values), writes the
 GX Data Docs site, and exits 0 when the day passes, 1 when it fails or cannot be read.
 """
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 import tempfile
@@ -25,25 +27,36 @@ def _validate(args: argparse.Namespace) -> int:
     if not path.is_file():
         print(f"ERROR: {path}: no such file (expected a raw Criteo day: TSV, plain or .gz)", file=sys.stderr)
         return 1
-    from criteo_steps.ingest.extract import BadRawFile, ExtractError, extract
-    from criteo_validate.validate import main as validate_main
-
     from .pipeline.layout import safe_run_id
     from .runtime.argv import to_argv
+    from .runtime.base import StepFailed
+    from .runtime.catalogue import STEPS
+    from .runtime.local import LocalProcessRuntime
 
+    # The steps run as the pipeline runs them (their images' environments): the Airflow side imports no step code.
+    runtime = LocalProcessRuntime()
     docs = Path(args.data_docs or Path.cwd() / "criteo-data-docs" / safe_run_id(path.name))
     with tempfile.TemporaryDirectory(prefix="criteo-validate-") as tmp:
         part = os.path.join(tmp, "extracted", "day")
         try:
-            extract(str(path.resolve()), part)
-        except (ExtractError, BadRawFile) as exc:
-            print(f"FAILED: {exc}", file=sys.stderr)
+            extracted = runtime.run(STEPS["extract"], to_argv({"--input": path.resolve(), "--output": part}))
+        except (StepFailed, FileNotFoundError) as exc:   # FileNotFoundError: the step's environment is missing
+            print(f"FAILED: {(getattr(exc, 'result', None) or {}).get('error') or exc}", file=sys.stderr)
             return 1
+        print(f"extracted {extracted.get('rows')} rows ({extracted.get('malformed_rows')} malformed) from "
+              f"{path.resolve()} to {part} in {extracted.get('seconds')} s")
         argv = to_argv({"--input": part, "--suite": ["raw_day", "drift"] if args.reference else "raw_day",
                         "--reference": args.reference, "--data-docs": docs.resolve(), "--run-name": f"cli-{path.name}",
                         "--min-rows": args.min_rows, "--sample-rows": args.sample_rows})
-        code = validate_main(argv, result_line=False)
-    return 0 if code == 0 else 1
+        try:
+            print(runtime.run(STEPS["validate"], argv).get("summary", ""))
+        except (StepFailed, FileNotFoundError) as exc:
+            summary = (getattr(exc, "result", None) or {}).get("summary")
+            # exit 1 with a summary: the day failed its expectations; anything else: it could not be validated
+            failed = summary and getattr(exc, "exit_code", None) == 1
+            print(summary or str(exc), file=sys.stdout if failed else sys.stderr)
+            return 1
+    return 0
 
 
 def _manifest(args: argparse.Namespace) -> int:
@@ -56,10 +69,30 @@ def _manifest(args: argparse.Namespace) -> int:
     return 0
 
 
-def _hook():
-    from .hooks.model_repository import ModelRepositoryHook
+@functools.cache
+def _settings():
+    """The settings, read once per command (outside a task: the environment, else the defaults)."""
+    from .pipeline.config import Settings
 
-    return ModelRepositoryHook.from_settings()
+    return Settings.load()
+
+
+def _hook(promoting: bool = False):
+    """The model repository the settings name; one that promotes writes their queue delay."""
+    from .hooks.model_repository import ModelRepositoryHook
+    from .pipeline.layout import Layout
+
+    layout = Layout(_settings())
+    return ModelRepositoryHook(layout, _settings().serving.max_queue_delay_us) if promoting else \
+        ModelRepositoryHook(layout)
+
+
+def _replicas(spec: str | None) -> list:
+    """The Triton replicas of --triton, else of the settings (criteo_triton_replicas, criteo_triton_grpc_url)."""
+    from .hooks.serving import replicas
+
+    serving = _settings().serving
+    return replicas(serving.triton_replicas if spec is None else spec, serving.triton_grpc_url)
 
 
 def _versions(args: argparse.Namespace) -> int:
@@ -77,15 +110,15 @@ def _versions(args: argparse.Namespace) -> int:
 
 
 def _rollback(args: argparse.Namespace) -> int:
-    from .deploy import LateReplicaNotReady, SmokeTestFailed, replicas, rollback
+    from .hooks.serving import LateReplicaNotReady, SmokeTestFailed, rollback
     from .hooks.triton import TritonModelError, TritonUnavailable
 
-    hook = _hook()
     try:
-        result = rollback(hook, replicas(args.triton), to=args.to, reason=args.reason,
-                          resolve=lambda: replicas(args.triton))
+        hook = _hook(promoting=True)   # a bad queue delay setting: "rollback not done", as a bad version is
+        result = rollback(hook, _replicas(args.triton), to=args.to, reason=args.reason,
+                          resolve=lambda: _replicas(args.triton))
     except LateReplicaNotReady as exc:
-        model = hook.layout.cfg.model_name
+        model = hook.layout.model_name
         print(f"ERROR: rolled back on every replica that answered, but {exc.url} appeared meanwhile and was not "
               f"ready after {exc.wait_s:g}s. Once it is ready, load {model} there (POST "
               f"/v2/repository/models/{model}/load on its HTTP port) or delete the pod.", file=sys.stderr)
@@ -93,7 +126,7 @@ def _rollback(args: argparse.Namespace) -> int:
     except (ValueError, SmokeTestFailed, TritonModelError, TritonUnavailable) as exc:
         print(f"ERROR: rollback not done: {exc}", file=sys.stderr)
         return 1
-    print(f"{hook.layout.cfg.model_name}: version {result['version']} serves again (was {result['previous_version']}) "
+    print(f"{hook.layout.model_name}: version {result['version']} serves again (was {result['previous_version']}) "
           f"on {len(result['smoke']['replicas'])} replica(s); smoke inference on {result['smoke']['rows']} held-out "
           f"rows matched (max |diff| "
           f"{result['smoke']['max_abs_diff']:.2e})")

@@ -143,6 +143,11 @@ def create_data_docs_app():
     from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
     from operators.hooks.data_docs import DataDocsHook, InvalidPath, safe_parts
+    from operators.pipeline.config import Settings
+    from operators.pipeline.layout import Layout
+
+    def data_docs_hook() -> DataDocsHook:   # the settings, read at each request (a Variable may change)
+        return DataDocsHook(Layout(Settings.load()).data_docs)
     from operators.links import data_docs_assets as assets
 
     assets_url = f"{_API_ROOT}{URL_PREFIX}/{assets.ASSETS_ROUTE}"
@@ -150,7 +155,7 @@ def create_data_docs_app():
 
     @app.get("/", response_class=HTMLResponse)
     def index(user: GetUserDep, dag_id: str | None = None, run_id: str | None = None) -> HTMLResponse:
-        docs = DataDocsHook()
+        docs = data_docs_hook()
         try:
             runs = docs.list_runs()
         except Exception as exc:  # an unreachable bucket, missing credentials: say so in the page
@@ -163,7 +168,7 @@ def create_data_docs_app():
 
     @app.get("/site/{path:path}")
     def site(path: str, request: Request, user: GetUserDep) -> Response:
-        docs = DataDocsHook()
+        docs = data_docs_hook()
         try:
             parts = safe_parts(path)
             if not parts:

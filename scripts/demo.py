@@ -175,7 +175,7 @@ def run_pipeline(a, base: Path, bag, stack) -> int:
     print(f"   the task log, with the exception: {task_logs}")
     from operators.hooks.triton import TritonHook
 
-    serving = TritonHook(stack.triton.grpc_url).ready_versions(layout.cfg.model_name)
+    serving = TritonHook(stack.triton.grpc_url).ready_versions(layout.model_name)
     blocked = blocked and serving == [production]
     print(f"   production is still version {hook.production_version()} (Triton serves {serving}); why, in the "
           f"data docs: {failure.get('data_docs_page')}")

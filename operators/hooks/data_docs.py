@@ -57,22 +57,14 @@ def safe_parts(rel: str) -> list[str]:
     return parts
 
 
-def default_root() -> str:
-    """The data docs root of the pipeline's settings (<criteo_base_url>/data_docs)."""
-    from ..pipeline.config import PipelineConfig
-    from ..pipeline.layout import Layout
-
-    return Layout(PipelineConfig.load()).data_docs
-
-
 class DataDocsHook:
     """Read access to the data docs root (local folder or gs://...).
 
-    :param root_url: the root (default: <criteo_base_url>/data_docs).
+    :param root_url: the root (the caller's settings: <criteo_base_url>/data_docs, Layout.data_docs).
     """
 
-    def __init__(self, root_url: str | None = None):
-        self.root_url = (root_url or default_root()).rstrip("/")
+    def __init__(self, root_url: str):
+        self.root_url = root_url.rstrip("/")
 
     @cached_property
     def root(self):

@@ -9,9 +9,10 @@ The production version is named by the model's own `config.pbtxt`
 any Triton that (re)loads the model, a restarted one included, serves exactly that version, and a
 pushed but unpromoted version, or a half-copied one, is never loaded. A repository written
 before the pointer existed (policy `latest`) falls back to the highest complete version.
-The same write sets the dynamic batcher's queue delay from the Variable
-`criteo_triton_max_queue_delay_us` (the rest of the version's config is kept as exported), so a
-change of that setting takes effect at the next deploy or rollback.
+The same write sets the dynamic batcher's queue delay the caller gives (deploy and rollback pass
+the setting `criteo_triton_max_queue_delay_us`; the rest of the version's config is kept as
+exported), so a change of that setting takes effect at the next deploy or rollback. The config's
+text is criteo_kernel.triton_config's to render, patch and parse.
 A version whose promotion failed keeps its files for inspection, loses `_SUCCESS` and gets
 `_REJECTED` (the reason), so it is neither production nor a rerun's "already deployed". A version
 left by a rollback gets `_ROLLED_BACK`, so no rerun of its deploy promotes it again.
@@ -24,85 +25,31 @@ import re
 import time
 import uuid
 
+from criteo_kernel import triton_config
 from criteo_kernel.artifacts import LINEAGE, REJECTED, ROLLED_BACK, SUCCESS
 from criteo_kernel.artifacts import TRITON_CONFIG as CONFIG
+from criteo_kernel.storage import publish
 
 from ..pipeline.layout import Layout
 from .storage import storage_path, write_text_atomic
 
 log = logging.getLogger(__name__)
-_POLICY = re.compile(r"version_policy\s*:?\s*\{(?:[^{}]|\{[^{}]*\})*\}", re.S)
 _STAGING = re.compile(r"^\.staging-\d+-(\d+)-[0-9a-f]+$")
 STALE_STAGING_S = 6 * 3600  # a push never takes this long: its staging folder is a crash's leftover
-_SPECIFIC = re.compile(r"version_policy\s*:?\s*\{\s*specific\s*:?\s*\{\s*versions\s*:\s*\[?\s*(\d+)\s*\]?\s*\}\s*\}")
-
-
-def with_version_policy(config_text: str, version: int) -> str:
-    """The model config with its version policy pinned to one version."""
-    policy = f"version_policy: {{ specific: {{ versions: [ {int(version)} ] }} }}"
-    if _POLICY.search(config_text):
-        return _POLICY.sub(policy, config_text, count=1)
-    return config_text.rstrip("\n") + "\n" + policy + "\n"
-
-
-QUEUE_DELAY_SETTING = "criteo_triton_max_queue_delay_us"
-MAX_QUEUE_DELAY_US = 1_000_000   # a second: anything longer is a typo (Triton's own limit is far above)
-_QUEUE_DELAY = re.compile(r"(max_queue_delay_microseconds\s*:\s*)(\d+)")
-_DYNAMIC_BATCHING = re.compile(r"dynamic_batching\s*\{")
-
-
-def parse_queue_delay(value) -> int:
-    """A queue delay setting's value as whole microseconds; a ValueError naming the Variable if it is not one."""
-    text = str(value).strip()
-    if not re.fullmatch(r"[0-9]+", text) or int(text) > MAX_QUEUE_DELAY_US:
-        raise ValueError(f"{QUEUE_DELAY_SETTING}={value!r}: expected a whole number of microseconds from 0 to "
-                         f"{MAX_QUEUE_DELAY_US} (the dynamic batcher's max_queue_delay_microseconds; 0 = no wait)")
-    return int(text)
-
-
-def queue_delay_setting() -> int:
-    """The Variable criteo_triton_max_queue_delay_us (else its default), checked."""
-    from ..pipeline.config import setting
-
-    return parse_queue_delay(setting(QUEUE_DELAY_SETTING))
-
-
-def with_queue_delay(config_text: str, delay_us: int) -> str:
-    """The model config with its dynamic batcher's max_queue_delay_microseconds set to `delay_us`;
-    the rest of the text unchanged. A config without dynamic batching is left as it is."""
-    delay_us = parse_queue_delay(delay_us)
-    if _QUEUE_DELAY.search(config_text):
-        return _QUEUE_DELAY.sub(lambda m: f"{m.group(1)}{delay_us}", config_text, count=1)
-    if _DYNAMIC_BATCHING.search(config_text):   # `dynamic_batching { }`: Triton's default delay, 0
-        return _DYNAMIC_BATCHING.sub(lambda m: f"{m.group(0)} max_queue_delay_microseconds: {delay_us}",
-                                     config_text, count=1)
-    return config_text
-
-
-def pinned_version(config_text: str) -> int | None:
-    m = _SPECIFIC.search(config_text)
-    return int(m.group(1)) if m else None
 
 
 class ModelRepositoryHook:
     """The versions of one model in the Triton repository (a folder or gs://), and which one serves.
 
-    :param layout: where the repository lies (Layout of the pipeline's settings); see `from_settings`.
-    :param max_queue_delay_us: the dynamic batcher's queue delay `set_production` writes; default:
-        the Variable criteo_triton_max_queue_delay_us, read at each promotion.
+    :param layout: where the repository lies (Layout of the pipeline's settings).
+    :param max_queue_delay_us: the dynamic batcher's queue delay `set_production` writes (the
+        caller's setting criteo_triton_max_queue_delay_us; default: the exported config's, none).
     """
 
-    def __init__(self, layout: Layout, max_queue_delay_us: int | None = None):
+    def __init__(self, layout: Layout, max_queue_delay_us: int = triton_config.DEFAULT_QUEUE_DELAY_US):
         self.layout = layout
         self.model_dir = storage_path(layout.model_dir())
-        self.max_queue_delay_us = None if max_queue_delay_us is None else parse_queue_delay(max_queue_delay_us)
-
-    @classmethod
-    def from_settings(cls) -> ModelRepositoryHook:
-        """The repository the pipeline's settings name (criteo_base_url, criteo_model_name)."""
-        from ..pipeline.config import PipelineConfig
-
-        return cls(Layout(PipelineConfig.load()))
+        self.max_queue_delay_us = triton_config.parse_queue_delay(max_queue_delay_us)
 
     def versions(self) -> list[int]:
         if not self.model_dir.exists():
@@ -118,7 +65,7 @@ class ModelRepositoryHook:
         if not config.exists():  # nothing promoted yet (a pushed version is not production)
             return None
         versions = self.versions()
-        pinned = pinned_version(config.read_text())
+        pinned = triton_config.pinned_version(config.read_text())
         if pinned is None:  # a repository from before the pointer: Triton's `latest` policy
             return versions[-1] if versions else None
         if pinned not in versions:
@@ -129,14 +76,13 @@ class ModelRepositoryHook:
     def set_production(self, version: int) -> int | None:
         """Point the model's config.pbtxt at `version` (one object write), with the queue delay
         setting in its dynamic_batching; return the previous version."""
-        delay = self.max_queue_delay_us if self.max_queue_delay_us is not None else queue_delay_setting()
         if version not in self.versions():
-            raise ValueError(f"version {version} of {self.layout.cfg.model_name} is not complete in {self.model_dir}")
+            raise ValueError(f"version {version} of {self.layout.model_name} is not complete in {self.model_dir}")
         previous = self.production_version()
-        text = with_version_policy((self.model_dir / str(version) / CONFIG).read_text(), version)
-        text = with_queue_delay(text, delay)
+        text = triton_config.with_version_policy((self.model_dir / str(version) / CONFIG).read_text(), version)
+        text = triton_config.with_queue_delay(text, self.max_queue_delay_us)
         write_text_atomic(self.model_dir / CONFIG, text)
-        log.info("production pointer of %s: %s -> %s", self.layout.cfg.model_name, previous, version)
+        log.info("production pointer of %s: %s -> %s", self.layout.model_name, previous, version)
         return previous
 
     def clear_production(self) -> None:
@@ -184,7 +130,7 @@ class ModelRepositoryHook:
             vdir.rmdir(recursive=True)
             removed.append(v)
         if removed:
-            log.info("pruned versions %s of %s (keeping %s)", removed, self.layout.cfg.model_name, sorted(kept))
+            log.info("pruned versions %s of %s (keeping %s)", removed, self.layout.model_name, sorted(kept))
         self._remove_stale_staging()
         return removed
 
@@ -248,7 +194,7 @@ class ModelRepositoryHook:
                 except OSError as exc:  # a read-only bucket keeps it: hidden, and pruned later
                     log.warning("could not remove the staging folder %s: %s", staging, exc)
                 raise
-            log.info("published %s version %s from %s", self.layout.cfg.model_name, version, package_url)
+            log.info("published %s version %s from %s", self.layout.model_name, version, package_url)
             return version
         raise RuntimeError(f"could not reserve a version number in {self.model_dir} after {max_attempts} attempts")
 
@@ -265,39 +211,12 @@ class ModelRepositoryHook:
             storage_path(src_url).copy(staging / name)
         (staging / LINEAGE).write_text(json.dumps({**lineage, "version": version}, indent=2, default=str))
 
-    def _publish(self, staging, final) -> bool:
-        """Make the staged version visible whole; False if its number was taken meanwhile."""
-        if self._is_local:
-            import os
-
-            (staging / SUCCESS).touch()
-            import errno
-
-            try:
-                # rename() of a folder onto an existing one fails: a concurrent deploy that
-                # took this number first makes us retry with the next.
-                os.rename(staging.path, final.path)
-            except OSError as exc:
-                if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
-                    raise  # the disk (read-only, full): the caller's cleanup and message
-                staging.rmdir(recursive=True)
-                return False
-            return True
-        if final.exists():
-            staging.rmdir(recursive=True)
-            return False
-        for src in staging.rglob("*"):
-            if src.is_file():
-                src.copy(final / str(src.relative_to(staging)))
-        (final / SUCCESS).touch()  # last: until it exists, the version is not complete
-        staging.rmdir(recursive=True)
-        return True
+    @staticmethod
+    def _publish(staging, final) -> bool:
+        """Make the staged version visible whole (the steps' publish); False if its number was taken meanwhile."""
+        return publish(staging.fs, staging.path, final.path, replace=False)
 
     def _all_numeric(self) -> list[int]:
         if not self.model_dir.exists():
             return []
         return [int(p.name) for p in self.model_dir.iterdir() if p.name.isdigit()]
-
-    @property
-    def _is_local(self) -> bool:
-        return self.model_dir.protocol in ("file", "local", "")

@@ -33,7 +33,7 @@ def normalise(url: str) -> str:
 def write_text_atomic(path, text: str) -> None:
     """Replace a file's content so that a reader sees the old or the new, never half: a rename on
     a local disk, one object PUT on an object store."""
-    if path.protocol in ("file", "local", ""):
+    if is_local(path):
         tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:8]}"
         tmp.write_text(text)
         os.replace(tmp.path, path.path)

@@ -15,8 +15,8 @@ Errors come in two kinds, because callers treat them differently:
 
 tritonclient is imported inside the methods: DAG files import operators/* at parse time.
 
-Default address: the Airflow Variable `criteo_triton_grpc_url` (see `triton_url`); every replica's,
-for deploy: `replica_urls`.
+The address comes from the caller (the setting criteo_triton_grpc_url); every replica's, for
+deploy: `replica_urls` (the setting criteo_triton_replicas).
 """
 from __future__ import annotations
 
@@ -25,8 +25,6 @@ import time
 from typing import TYPE_CHECKING
 
 from criteo_kernel.signature import CATEGORICAL_INPUT, DENSE_INPUT, MAX_BATCH_SIZE, OUTPUT
-
-from ..pipeline.config import setting
 
 if TYPE_CHECKING:
     import numpy as np
@@ -44,24 +42,19 @@ class TritonModelError(RuntimeError):
     """Triton answered but refused: failed load, unknown model, failed inference (Triton's message)."""
 
 
-def triton_url() -> str:
-    """The Triton gRPC address from the Airflow Variable `criteo_triton_grpc_url` ("host:port")."""
-    return setting("criteo_triton_grpc_url")
-
-
-def replica_urls(spec: str | None = None, resolve=None) -> list[str]:
-    """Every replica's gRPC address: "host:port" entries, comma-separated (default: the Variable
-    `criteo_triton_replicas`, else `criteo_triton_grpc_url` alone). Each host stands for every
-    address it resolves to, so a Kubernetes headless Service's name gives one address per pod.
+def replica_urls(spec: str, default_url: str, resolve=None) -> list[str]:
+    """Every replica's gRPC address: "host:port" entries of `spec`, comma-separated (the setting
+    `criteo_triton_replicas`); empty: `default_url` alone (`criteo_triton_grpc_url`), not resolved.
+    Each host stands for every address it resolves to, so a Kubernetes headless Service's name
+    gives one address per pod.
 
     A name that resolves to nothing raises TritonUnavailable (DNS may answer on a retry).
     """
     import socket
 
     resolve = resolve or socket.getaddrinfo
-    spec = spec if spec is not None else setting("criteo_triton_replicas")
     if not spec.strip():
-        return [triton_url().strip()]
+        return [default_url.strip()]
     urls: list[str] = []
     for entry in (e.strip() for e in spec.split(",")):
         for scheme in ("grpc://", "http://"):
@@ -87,15 +80,15 @@ def replica_urls(spec: str | None = None, resolve=None) -> list[str]:
 class TritonHook:
     """Talks to one Triton server at `url` (gRPC "host:port").
 
-    :param url: the server's gRPC address, e.g. "127.0.0.1:8001" (default: the Variable
+    :param url: the server's gRPC address, e.g. "127.0.0.1:8001" (the caller's setting
         `criteo_triton_grpc_url`).
     :param timeout_s: deadline of each call (readiness, index, inference).
     :param load_timeout_s: deadline of a model load (loading a version can take a while: on gs://
         Triton downloads the version first).
     """
 
-    def __init__(self, url: str | None = None, timeout_s: float = 30.0, load_timeout_s: float = 600.0):
-        url = (url or triton_url()).strip()
+    def __init__(self, url: str, timeout_s: float = 30.0, load_timeout_s: float = 600.0):
+        url = url.strip()
         for scheme in ("grpc://", "http://"):
             if url.startswith(scheme):
                 url = url[len(scheme):]

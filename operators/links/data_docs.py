@@ -48,12 +48,14 @@ def route_url(rel: str) -> str:
 
 def page_url(result: dict | None, root: str | None = None) -> str:
     """Route URL of a step result's `data_docs_page`; '' when it has none or it lies outside the root."""
-    from ..hooks.data_docs import InvalidPath, default_root, relative_to_root, safe_parts
+    from ..hooks.data_docs import InvalidPath, relative_to_root, safe_parts
+    from ..pipeline.config import Settings
+    from ..pipeline.layout import Layout
 
     page = (result or {}).get("data_docs_page") if isinstance(result, dict) else None
     if not page:
         return ""
-    root = root or default_root()
+    root = root or Layout(Settings.load()).data_docs   # outside a task: read per request
     rel = relative_to_root(str(page), root)
     if not rel:
         log.warning("data docs page %s is not under the data docs root %s", page, root)

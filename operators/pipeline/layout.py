@@ -86,6 +86,10 @@ class Layout:
     def model_repository(self) -> str:
         return self.settings.storage.model_repository
 
+    @property
+    def model_name(self) -> str:
+        return self.settings.serving.model_name
+
     def model_dir(self) -> str:
         return f"{self.model_repository}/{self.settings.serving.model_name}"
 

@@ -17,8 +17,8 @@ import time
 
 import pytest
 
+from local_servers.kube_fixtures import IMAGES, NAMESPACE, RESOURCES, bucket_folder, pod_environment
 from tests.fixtures.airflow import REPO, Airflow
-from tests.fixtures.kubernetes import IMAGES, NAMESPACE, RESOURCES, bucket_folder, pod_environment
 
 pytestmark = pytest.mark.kubernetes
 PER_TEST = ("criteo_pod_deferrable", "criteo_image_merlin", "criteo_kubernetes_conn_id",

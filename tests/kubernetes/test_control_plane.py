@@ -76,7 +76,7 @@ def test_kubectl_sees_both_nodes_ready(kube):
 def test_the_nodes_leave_the_hosts_paths_and_sysctls_alone(kube):
     from pathlib import Path
 
-    from tests.fixtures.kubernetes import host_sysctls
+    from local_servers.kube_fixtures import host_sysctls
 
     assert kube.pods() is not None and all(n.running for n in kube.nodes.values())
     assert host_sysctls() == kube.host_sysctls_before

@@ -5,8 +5,8 @@ import time
 
 import pytest
 
+from local_servers.kube_fixtures import IMAGES, NAMESPACE, RESOURCES, SERVICE_ACCOUNT
 from operators.runtime.catalogue import STEPS
-from tests.fixtures.kubernetes import IMAGES, NAMESPACE, RESOURCES, SERVICE_ACCOUNT
 
 pytestmark = pytest.mark.kubernetes
 
@@ -206,8 +206,8 @@ def test_steps_on_a_persistent_volume_write_files_the_next_step_reads(kube, pod_
     extract writes its partition as the images' user; validate, the next pod, reads it."""
     from kubernetes import client
 
+    from local_servers.kube_fixtures import bucket_folder
     from operators.runtime.local import LocalProcessRuntime
-    from tests.fixtures.kubernetes import bucket_folder
 
     root = bucket_folder(tmp_path / "volume")
     name = f"criteo-data-{tmp_path.name[-8:].lower().replace('_', '-')}"

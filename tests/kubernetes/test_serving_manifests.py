@@ -1,4 +1,4 @@
-"""The serving manifests (deploy/serving.py) against a real API server and Kubernetes' own schemas.
+"""The serving manifests (k8s/serving.py) against a real API server and Kubernetes' own schemas.
 
 Two checks, and each object says which applied:
 - server: a server-side dry run (`dryRun=All`) on the project's local kube-apiserver (v1.20.2):
@@ -13,9 +13,8 @@ import copy
 
 import pytest
 
-from deploy.serving import GPU_MODES, load_values, render
-
-from ..fixtures.kubernetes import NAMESPACE
+from k8s.serving import GPU_MODES, load_values, render
+from local_servers.kube_fixtures import NAMESPACE
 
 pytestmark = pytest.mark.kubernetes
 SCHEMA_VERSION = "1.34.0"

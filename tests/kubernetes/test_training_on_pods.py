@@ -13,6 +13,7 @@ import time
 
 import pytest
 
+from local_servers.kube_fixtures import IMAGES, NAMESPACE, bucket_folder, pod_environment
 from operators.runtime.catalogue import STEPS
 from tests.fixtures.dag_runs import (
     REPO,
@@ -22,7 +23,6 @@ from tests.fixtures.dag_runs import (
     synth_raw_days,
     write_timings,
 )
-from tests.fixtures.kubernetes import IMAGES, NAMESPACE, bucket_folder, pod_environment
 
 pytestmark = pytest.mark.kubernetes
 DAILY_PODS = ["extract", "validate", "preprocess", "validate", "train", "export", "evaluate"]

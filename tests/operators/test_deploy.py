@@ -48,12 +48,19 @@ def server(bucket, tmp_path, monkeypatch):
     triton.stop()
 
 
+def settings() -> dict:
+    """The run's settings as its plan carries them (the tests set them as AIRFLOW_VAR_*)."""
+    from operators.pipeline.config import Settings
+
+    return Settings.load().to_dict()
+
+
 def repository():
     from operators.hooks.model_repository import ModelRepositoryHook
-    from operators.pipeline.config import PipelineConfig
+    from operators.pipeline.config import Settings
     from operators.pipeline.layout import Layout
 
-    return ModelRepositoryHook(Layout(PipelineConfig.load()))
+    return ModelRepositoryHook(Layout(Settings.load()))
 
 
 def deploy(packages, package: int, run_key: str, smoke: str, inputs: dict | None = None):
@@ -61,7 +68,7 @@ def deploy(packages, package: int, run_key: str, smoke: str, inputs: dict | None
 
     # what the blessing gate hands deploy: the blessed package and its smoke rows (evaluate's outputs)
     blessing = {"blessed": True, "package": published(packages, package), "smoke_rows": smoke}
-    op = DeployModelOperator(task_id="deploy", blessing=blessing, run_key=run_key,
+    op = DeployModelOperator(task_id="deploy", settings=settings(), blessing=blessing, run_key=run_key,
                              lineage={"mode": "full", "days": [0]}, inputs=inputs)
     return op.execute({"dag": SimpleNamespace(dag_id="criteo_full_retrain"), "run_id": f"manual__{run_key}"})
 
@@ -80,7 +87,7 @@ def test_deploy_ships_only_what_the_gate_blessed(bucket):
     from operators.deploy import DeployModelOperator
 
     for blessing in ({"blessed": False, "package": str(bucket)}, {"blessed": True}, None):
-        op = DeployModelOperator(task_id="deploy", blessing=blessing, run_key="r", lineage={})
+        op = DeployModelOperator(task_id="deploy", settings=settings(), blessing=blessing, run_key="r", lineage={})
         with pytest.raises(AirflowFailException, match="deploy needs a blessed package"):
             op.execute({"dag": SimpleNamespace(dag_id="criteo_full_retrain"), "run_id": "manual__r"})
     assert list((bucket / "model_repository").iterdir()) == []
@@ -107,7 +114,7 @@ def test_deploy_rejects_a_bad_replicas_setting_before_pushing(bucket, packages, 
 
 def test_deploy_promotes_then_rollback_and_roll_forward(server, packages, tmp_path):
     from criteo_kernel.artifacts import ROLLED_BACK
-    from operators.deploy import rollback
+    from operators.hooks.serving import rollback
     from operators.hooks.triton import TritonHook
 
     first = deploy(packages, 0, "run-a", smoke_file(tmp_path / "s0.npz", packages, 0))
@@ -204,7 +211,7 @@ def test_triton_unreachable_fails_retryably_and_the_retry_promotes(server, packa
 @pytest.fixture
 def second_replica(bucket, tmp_path, server, monkeypatch):
     """Another tritonserver on the same repository; criteo_triton_replicas names both, as the
-    headless Service's addresses would (deploy/serving.py)."""
+    headless Service's addresses would (k8s/serving.py)."""
     from local_servers.triton import LocalTriton
 
     other = LocalTriton(str(bucket / "model_repository"), work_dir=tmp_path / "triton-2")
@@ -265,7 +272,7 @@ def test_a_replica_that_appears_during_the_promotion_loads_the_version_too(serve
         load_production(late)  # what the image's --load-model does at start: it reads the pointer, version 1
         assert served(late, packages)[:2] == ([1], 1)
         answers = iter([[server.grpc_url], [server.grpc_url, late.grpc_url]])
-        monkeypatch.setattr(deploy_module, "replicas",
+        monkeypatch.setattr(deploy_module, "triton_replicas",
                             lambda: [TritonHook(url) for url in next(answers, [server.grpc_url, late.grpc_url])])
         result = deploy(packages, 1, "run-b", smoke_file(tmp_path / "s1.npz", packages, 1))
         assert result["version"] == 2 and result["smoke"]["replicas"] == [server.grpc_url, late.grpc_url]
@@ -278,7 +285,7 @@ def test_a_replica_that_appears_but_never_gets_ready_fails_retryably_and_restore
     """Every replica that answers serves the new version; the late one that does not is named, and
     the error is retryable (the retry promotes again and reaches it). Nothing goes back."""
     from local_servers.process import free_port
-    from operators.deploy import LateReplicaNotReady, promote
+    from operators.hooks.serving import LateReplicaNotReady, promote
     from operators.hooks.triton import TritonHook, TritonUnavailable
 
     deploy(packages, 0, "run-a", smoke_file(tmp_path / "s0.npz", packages, 0))

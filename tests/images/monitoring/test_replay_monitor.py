@@ -36,8 +36,8 @@ def served(tmp_path_factory, packages):
     """Versions 1 (package 0) and 2 (package 1) deployed with their training reference profile;
     Triton, the monitor and Prometheus up; version 1 serving."""
     from local_servers.stack import ServingStack
-    from operators.deploy import promote
     from operators.hooks.model_repository import ModelRepositoryHook
+    from operators.hooks.serving import promote
     from operators.hooks.triton import TritonHook
     from operators.pipeline.config import Settings
     from operators.pipeline.layout import Layout
@@ -141,13 +141,13 @@ def test_monitor_metrics_are_scraped_by_prometheus(served):
 
 
 def test_the_autoscaler_queue_time_query_returns_a_number_from_triton_s_metrics(served):
-    """prometheus-adapter's rule (deploy/serving.py), its templates filled the way the adapter fills
+    """prometheus-adapter's rule (k8s/serving.py), its templates filled the way the adapter fills
     them for one Triton pod (here the scrape target's instance label stands for namespace and pod):
     a number of microseconds per request, over requests Triton answered in the window."""
     import math
     from urllib.parse import urlsplit
 
-    from deploy.serving import ADAPTER_QUERY, adapter_query, adapter_rules
+    from k8s.serving import ADAPTER_QUERY, adapter_query, adapter_rules
     from operators.hooks.prometheus import PrometheusHook
     from operators.runtime.catalogue import STEPS
 
@@ -186,7 +186,7 @@ def dashboard_queries(path) -> list[tuple[str, str]]:
 
 
 def test_every_dashboard_panel_has_data(served):
-    """Each query of the provisioned Grafana dashboard (deploy/grafana) returns series from the real
+    """Each query of the provisioned Grafana dashboard (k8s/grafana) returns series from the real
     Prometheus after a replay through the real Triton and monitor, and a retrain recorded in the
     bucket's retrain log as model_monitoring records it: none is misspelt or empty."""
     from criteo_kernel import retrain_log
@@ -194,7 +194,7 @@ def test_every_dashboard_panel_has_data(served):
     from operators.hooks.storage import storage_path, write_text_atomic
     from operators.runtime.catalogue import STEPS
 
-    dashboards = REPO / "deploy" / "grafana" / "dashboards"
+    dashboards = REPO / "k8s" / "grafana" / "dashboards"
     queries = [q for path in sorted(dashboards.glob("*.json")) for q in dashboard_queries(path)]
     assert {t for t, _ in queries} >= {"Rolling AUC per version", "Calibration per version",
                                        "Max feature PSI per version", "Triton latency p50 / p99 per version",
@@ -222,7 +222,7 @@ def test_every_dashboard_panel_has_data(served):
 def test_a_version_switch_during_the_replay_shows_row_by_row(served, packages):
     """Version 2 is promoted while traffic flows: each logged row carries the version that
     answered it, and its prediction is that version's."""
-    from operators.deploy import promote
+    from operators.hooks.serving import promote
     from operators.runtime.catalogue import STEPS
 
     log = served["root"] / "log_switch"

@@ -18,9 +18,7 @@ from pathlib import Path
 import pytest
 
 from criteo_kernel import landing, profiles
-from operators import cli
-
-from .corpus import (
+from local_servers.broken_days import (
     CASES,
     CLEAN_SEEDS,
     REFERENCE_SEEDS,
@@ -32,6 +30,7 @@ from .corpus import (
     set_field,
     write,
 )
+from operators import cli
 
 pytestmark = pytest.mark.integration
 

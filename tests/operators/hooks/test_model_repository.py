@@ -1,29 +1,23 @@
 """The Triton model repository hook: push, the production pointer, reject, prune (local folder)."""
 import json
-from datetime import date
 from pathlib import Path
 
 import pytest
 
-from criteo_kernel.signature import triton_config
-from operators.hooks.model_repository import (
-    ModelRepositoryHook,
-    parse_queue_delay,
-    pinned_version,
-    with_queue_delay,
-    with_version_policy,
-)
-from operators.pipeline.config import PipelineConfig
+from criteo_kernel import storage, triton_config
+from criteo_kernel.triton_config import with_version_policy
+from operators.hooks import model_repository
+from operators.hooks.model_repository import ModelRepositoryHook
+from operators.pipeline.config import Settings
 from operators.pipeline.layout import Layout
 
 pytestmark = pytest.mark.unit
-CONFIG = triton_config()
+CONFIG = triton_config.render()
 
 
 @pytest.fixture
 def hook(tmp_path):
-    cfg = PipelineConfig(base_url=str(tmp_path), raw_url=str(tmp_path / "raw"), runtime="local",
-                         day0=date(2026, 1, 1), num_days=24, model_name="criteo_dcn")
+    cfg = Settings.with_values(criteo_base_url=str(tmp_path), criteo_model_name="criteo_dcn")
     return ModelRepositoryHook(Layout(cfg))
 
 
@@ -34,15 +28,6 @@ def package(tmp_path, name="pkg"):
     (pkg / "model.onnx").write_bytes(b"onnx")
     (pkg / "_SUCCESS").touch()
     return str(pkg)
-
-
-def test_version_policy_is_pinned_in_the_exported_config():
-    pinned = with_version_policy(CONFIG, 7)
-    assert pinned_version(CONFIG) is None  # the package ships Triton's `latest` policy
-    assert pinned_version(pinned) == 7 and "latest" not in pinned
-    assert pinned_version(with_version_policy(pinned, 12)) == 12
-    assert pinned_version(with_version_policy('name: "m"', 3)) == 3
-    assert pinned.replace("[ 7 ]", "") .count("version_policy") == 1
 
 
 def test_pushed_version_serves_only_once_promoted(hook, tmp_path):
@@ -59,40 +44,27 @@ def test_pushed_version_serves_only_once_promoted(hook, tmp_path):
     assert not [p for p in hook.model_dir.iterdir() if p.name.startswith(".")]  # no temp files left
 
 
-def test_the_queue_delay_setting_reaches_config_pbtxt(hook, tmp_path, monkeypatch):
+def test_the_queue_delay_given_reaches_config_pbtxt(hook, tmp_path, monkeypatch):
     v1 = hook.push(package(tmp_path), {"run_key": "a"})
-    monkeypatch.delenv("AIRFLOW_VAR_CRITEO_TRITON_MAX_QUEUE_DELAY_US", raising=False)
     hook.set_production(v1)   # the default: no queue delay
     assert (hook.model_dir / "config.pbtxt").read_text() == with_version_policy(CONFIG, v1)
     assert "max_queue_delay_microseconds: 0 }" in CONFIG
-    monkeypatch.setenv("AIRFLOW_VAR_CRITEO_TRITON_MAX_QUEUE_DELAY_US", " 250 ")
-    hook.set_production(v1)   # a promotion (deploy, rollback) writes the Variable's value; nothing else changes
+    # The hook reads no setting: the caller's value is what is written, whatever the Variable says.
+    monkeypatch.setenv("AIRFLOW_VAR_CRITEO_TRITON_MAX_QUEUE_DELAY_US", "999")
+    ModelRepositoryHook(hook.layout, max_queue_delay_us=" 250 ").set_production(v1)  # a promotion
     assert (hook.model_dir / "config.pbtxt").read_text() == \
         with_version_policy(CONFIG, v1).replace("max_queue_delay_microseconds: 0", "max_queue_delay_microseconds: 250")
-    explicit = ModelRepositoryHook(hook.layout, max_queue_delay_us=500)   # given: the Variable is not read
-    explicit.set_production(v1)
-    assert "dynamic_batching { max_queue_delay_microseconds: 500 }" in (hook.model_dir / "config.pbtxt").read_text()
 
 
 @pytest.mark.parametrize("value", ["-1", "500us", "0.5", "", "1000001", "1e3"])
-def test_an_invalid_queue_delay_is_rejected_naming_the_variable(hook, tmp_path, monkeypatch, value):
-    v1 = hook.push(package(tmp_path), {"run_key": "a"})
-    hook.set_production(v1)
-    before = (hook.model_dir / "config.pbtxt").read_text()
-    monkeypatch.setenv("AIRFLOW_VAR_CRITEO_TRITON_MAX_QUEUE_DELAY_US", value)
+def test_an_invalid_queue_delay_is_rejected_naming_the_setting(hook, value):
     with pytest.raises(ValueError, match=r"criteo_triton_max_queue_delay_us=.*expected a whole number of micro"):
-        hook.set_production(v1)
-    assert (hook.model_dir / "config.pbtxt").read_text() == before   # nothing written
-    with pytest.raises(ValueError, match="criteo_triton_max_queue_delay_us"):
         ModelRepositoryHook(hook.layout, max_queue_delay_us=value)
 
 
-def test_queue_delay_rewrites_only_the_delay():
-    old = CONFIG.replace("max_queue_delay_microseconds: 0", "max_queue_delay_microseconds: 500")  # exported before
-    assert with_queue_delay(old, 0) == CONFIG
-    assert with_queue_delay('dynamic_batching { }', 100) == 'dynamic_batching { max_queue_delay_microseconds: 100 }'
-    assert with_queue_delay('name: "m"', 100) == 'name: "m"'   # no dynamic batching: left alone
-    assert parse_queue_delay(0) == 0 and parse_queue_delay("1000000") == 1_000_000
+def test_the_repository_and_the_steps_share_one_publish():
+    """A version appears as a step's partition does (criteo_kernel.storage.publish), not by a protocol of its own."""
+    assert model_repository.publish is storage.publish
 
 
 def test_cannot_promote_an_incomplete_version(hook, tmp_path):

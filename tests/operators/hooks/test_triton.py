@@ -171,8 +171,8 @@ def gcs_triton(tmp_path, gcs, packages, monkeypatch):
     client, and a tritonserver started on it; stopped afterwards."""
     from google.cloud import storage
 
+    from criteo_kernel.triton_config import with_version_policy
     from local_servers.triton import LocalTriton
-    from operators.hooks.model_repository import with_version_policy
 
     for key, value in gcs.env().items():
         monkeypatch.setenv(key, value)
@@ -225,15 +225,6 @@ def test_nothing_listening_is_unavailable_quickly():
     with pytest.raises(TritonUnavailable, match=url.replace(".", r"\.")):
         hook.infer(MODEL, np.zeros((1, 13), np.float32), np.zeros((1, 26), np.int64))
     assert time.monotonic() - t0 < 10
-
-
-def test_triton_url_reads_the_variable(monkeypatch):
-    from operators.hooks.triton import triton_url
-
-    monkeypatch.delenv("AIRFLOW_VAR_CRITEO_TRITON_GRPC_URL", raising=False)
-    assert triton_url() == "127.0.0.1:8001"
-    monkeypatch.setenv("AIRFLOW_VAR_CRITEO_TRITON_GRPC_URL", "triton.serving:8001")
-    assert triton_url() == "triton.serving:8001"
 
 
 def test_the_cli_serves_the_production_version_from_the_start(packages, local_repo, tmp_path):

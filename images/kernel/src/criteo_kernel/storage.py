@@ -35,13 +35,16 @@ def join(base: str, *parts: str) -> str:
     return "/".join([base.rstrip("/"), *[p.strip("/") for p in parts]])
 
 
-def is_local(url: str) -> bool:
-    return "://" not in url or url.startswith("file://")
-
-
-def is_local_fs(fs) -> bool:
-    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
-    return protocol in ("file", "local")
+def is_local(where) -> bool:
+    """Whether `where` is on the local disk: a URL or path (no scheme, or file://), or anything with
+    an fsspec `protocol` (a filesystem, Airflow's ObjectStoragePath). The one rule for every seam:
+    a local disk publishes by rename, an object store by marker-last copies."""
+    protocol = getattr(where, "protocol", None)
+    if protocol is None:
+        url = os.fspath(where)
+        return "://" not in url or url.startswith("file://")
+    protocols = (protocol,) if isinstance(protocol, str) else tuple(protocol)
+    return bool(set(protocols) & {"file", "local", ""})
 
 
 def local_path(url: str) -> str:
@@ -78,7 +81,7 @@ def write_bytes(url: str, data: bytes) -> None:
     fs, path = fs_path(url)
     parent = path.rsplit("/", 1)[0]
     fs.makedirs(parent, exist_ok=True)
-    if not is_local_fs(fs):
+    if not is_local(fs):
         with fs.open(path, "wb") as fh:
             fh.write(data)
         return
@@ -117,9 +120,7 @@ def staged_partition(final_url: str) -> Iterator[str]:
     fs.makedirs(spath, exist_ok=True)
     try:
         yield staging
-        with fs.open(join(spath, SUCCESS), "w") as fh:
-            fh.write("")
-        publish(staging, final_url)
+        publish(fs, spath, fs_path(final_url)[1], replace=True)
     except BaseException:
         try:
             fs.rm(spath, recursive=True)
@@ -128,31 +129,57 @@ def staged_partition(final_url: str) -> Iterator[str]:
         raise
 
 
-def publish(staging_url: str, final_url: str) -> None:
-    fs, spath = fs_path(staging_url)
-    _, fpath = fs_path(final_url)
-    if is_local(final_url):
-        old = None
-        if os.path.exists(fpath):
-            old = f"{os.path.dirname(fpath)}/.replaced-{os.path.basename(fpath)}-{uuid.uuid4().hex[:8]}"
-            os.rename(fpath, old)
-        os.rename(spath, fpath)
-        if old:
-            import shutil
+def publish(fs, staging: str, final: str, replace: bool) -> bool:
+    """Make the folder `staging` visible whole as `final` on filesystem `fs`, its `_SUCCESS` marker
+    included; the staging folder is gone afterwards. The one publish of the step code and of the
+    Airflow side's model repository (operators/hooks/model_repository.py).
 
-            shutil.rmtree(old, ignore_errors=True)
-        return
-    # Object store: drop the old marker first, copy everything but the marker, marker last.
-    if fs.exists(join(fpath, SUCCESS)):
-        fs.rm(join(fpath, SUCCESS))
-    if fs.exists(fpath):
-        fs.rm(fpath, recursive=True)
-    for src in fs.find(spath):
-        rel = src[len(spath.rstrip("/")) + 1:]
+    Local disk: the marker goes into the staging folder, then one rename. Object store: everything
+    but the marker is copied, the marker last, so a reader never takes a half-copied folder.
+    `replace`: an existing `final` is replaced whole (a rerun of a step); else a `final` already
+    there (a concurrent deploy took this version number) leaves it alone, removes the staging
+    folder and returns False.
+    """
+    staging, final = staging.rstrip("/"), final.rstrip("/")
+    if is_local(fs):
+        return _publish_local(fs, staging, final, replace)
+    if fs.exists(final):
+        if not replace:
+            fs.rm(staging, recursive=True)
+            return False
+        if fs.exists(join(final, SUCCESS)):  # the old marker first: a half-deleted folder is never "present"
+            fs.rm(join(final, SUCCESS))
+        fs.rm(final, recursive=True)
+    for src in fs.find(staging):
+        rel = src[len(staging) + 1:]
         if rel != SUCCESS:
-            fs.copy(src, join(fpath, rel))
-    fs.touch(join(fpath, SUCCESS))
-    fs.rm(spath, recursive=True)
+            fs.copy(src, join(final, rel))
+    fs.touch(join(final, SUCCESS))
+    fs.rm(staging, recursive=True)
+    return True
+
+
+def _publish_local(fs, staging: str, final: str, replace: bool) -> bool:
+    import errno
+
+    fs.touch(join(staging, SUCCESS))
+    old = None
+    if replace and os.path.exists(final):
+        old = f"{os.path.dirname(final)}/.replaced-{os.path.basename(final)}-{uuid.uuid4().hex[:8]}"
+        os.rename(final, old)
+    try:
+        # rename() of a folder onto a non-empty one fails: without `replace`, whoever renamed first wins.
+        os.rename(staging, final)
+    except OSError as exc:
+        if replace or exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+            raise  # the disk (read-only, full): the caller's cleanup and message
+        fs.rm(staging, recursive=True)
+        return False
+    if old:
+        import shutil
+
+        shutil.rmtree(old, ignore_errors=True)
+    return True
 
 
 def download_dir(url: str, local_dir: str) -> str:

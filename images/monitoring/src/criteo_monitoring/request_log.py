@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 import numpy as np
 
 from criteo_kernel.schema import CAT_COLUMNS, INT_COLUMNS
-from criteo_kernel.storage import fs_root, is_local_fs
+from criteo_kernel.storage import fs_root, is_local
 
 REQUESTS, LABELS = "requests", "labels"
 KEY = ["request_id", "row"]
@@ -89,7 +89,7 @@ class RequestLogWriter:
         name = f"part-{int(time.time() * 1000):013d}-{uuid.uuid4().hex[:8]}.parquet"
         path = f"{folder}/{name}"
         self.fs.makedirs(folder, exist_ok=True)
-        if is_local_fs(self.fs):
+        if is_local(self.fs):
             tmp = f"{folder}/.{name}.tmp"
             pq.write_table(table, tmp, compression="zstd")
             os.replace(tmp, path)

@@ -30,7 +30,7 @@ import numpy as np
 from criteo_kernel import landing
 from criteo_kernel.codecs import encode_hex
 from criteo_kernel.schema import CAT_COLUMNS, INT_COLUMNS, day_file_name
-from criteo_kernel.storage import fs_root, is_local_fs
+from criteo_kernel.storage import fs_root, is_local
 
 from .request_log import KEY, LABELS, REQUESTS, list_parts, part_partition, read_part
 
@@ -81,7 +81,7 @@ def to_day(request_log: str, day: int, output: str, day0: str, gz: bool = False,
     stats = Counter()
     versions: Counter = Counter()
     digest = hashlib.sha256()
-    local_tmp = tmp if is_local_fs(out_fs) else os.path.join(tempfile.gettempdir(), os.path.basename(tmp))
+    local_tmp = tmp if is_local(out_fs) else os.path.join(tempfile.gettempdir(), os.path.basename(tmp))
     raw = open(local_tmp, "wb")
     sink = gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) if gz else raw
     try:
@@ -174,7 +174,7 @@ def _publish(local_tmp: str, out_fs, final: str, output: str, name: str, overwri
     day_url = f"{output.rstrip('/')}/{name}"
     manifest = landing.Manifest(rows=rows, bytes=os.path.getsize(local_tmp), sha256=landing.file_sha256(local_tmp))
     if not unchanged:
-        if is_local_fs(out_fs):
+        if is_local(out_fs):
             os.replace(local_tmp, final)
         else:  # one object upload: it appears only once complete
             out_fs.put_file(local_tmp, final)

@@ -26,6 +26,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from criteo_kernel.artifacts import EXTRACT_META, PREPROCESS_META, SUCCESS
+from criteo_kernel.storage import is_local
 
 SPLITS = ("train", "eval")
 SAMPLE_ROWS_PER_GROUP = 20_000  # sample: rows to take per selected row group, roughly
@@ -163,7 +164,7 @@ def open_partitions(paths: list, kind: str = "extracted") -> Partition:
         for p in found:
             shown = _shown(raw, part, p)
             try:
-                pf = pq.ParquetFile(fs.open(p, "rb") if not _is_local(fs) else p)
+                pf = pq.ParquetFile(fs.open(p, "rb") if not is_local(fs) else p)
             except Exception as exc:  # ArrowInvalid, OSError, ...: anything means unreadable
                 raise InputError(f"{shown}: cannot be read as parquet: {exc}") from exc
             fi = len(files)
@@ -188,10 +189,6 @@ def _fs(url):
     import fsspec
 
     return fsspec.core.url_to_fs(os.fspath(url))
-
-
-def _is_local(fs) -> bool:
-    return "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
 
 
 def _shown(raw, part: str, path: str) -> str:

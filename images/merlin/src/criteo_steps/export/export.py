@@ -8,7 +8,7 @@ Package layout (exactly what deploy copies into MODEL_REPOSITORY/criteo_dcn/<ver
     criteo_kernel/         the shared kernel criteo_serving reads the schema and signature from
     preprocessing/         the NVTabular workflow folder: nvt/ (Workflow.save), serving/ lookup tables
     checkpoint.pt          PyTorch weights, the warm start of the next incremental run
-    config.pbtxt           the model's Triton config (criteo_kernel.signature; deploy places it at
+    config.pbtxt           the model's Triton config (criteo_kernel.triton_config; deploy places it at
                            the model level)
     reference_profile.json the data profile of the training window (full retrain: learned from its
                            days; incremental: inherited from the parent), which later days are
@@ -31,7 +31,7 @@ import tempfile
 import numpy as np
 
 import criteo_kernel
-from criteo_kernel import signature, storage
+from criteo_kernel import signature, storage, triton_config
 from criteo_kernel.artifacts import (
     CHECKPOINT,
     EXPORT_META,
@@ -80,7 +80,7 @@ def export(checkpoint: str, workflow: str, output: str, tolerance: float = 1e-4,
         shutil.copytree(os.path.dirname(criteo_kernel.__file__), os.path.join(pkg, "criteo_kernel"),
                         ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
         with open(os.path.join(pkg, TRITON_CONFIG), "w") as fh:
-            fh.write(signature.triton_config())
+            fh.write(triton_config.render())
         reference = None
         if reference_profile:
             if storage.exists(reference_profile):

@@ -1,4 +1,5 @@
-"""Broken raw days and the gate that must block them: shared by test_corpus.py and bench/bench_gate.py.
+"""Broken raw days and the gate that must block them: shared by tests/images/validator/test_corpus.py and
+bench/bench_gate.py (outside tests/, so that no bench imports the tests).
 
 A `Case` is one class of broken day: how to make it from the lines of a clean synthetic day (for
 the classes that break a column, any of several columns), and the failed expectation that must

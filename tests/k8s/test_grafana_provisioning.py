@@ -1,4 +1,4 @@
-"""The Grafana provisioning the compose stack mounts (deploy/grafana), checked without Grafana (none
+"""The Grafana provisioning the compose stack mounts (k8s/grafana), checked without Grafana (none
 runs here): the paths compose mounts exist and are where the provisioning files say, and every
 panel reads the provisioned datasource. Each panel's query against the real Prometheus:
 tests/images/monitoring/test_replay_monitor.py::test_every_dashboard_panel_has_data."""
@@ -10,7 +10,7 @@ import yaml
 from ..conftest import REPO
 
 pytestmark = pytest.mark.unit
-GRAFANA = REPO / "deploy" / "grafana"
+GRAFANA = REPO / "k8s" / "grafana"
 
 
 def _mounts(service: dict) -> dict[str, str]:
@@ -27,8 +27,8 @@ def test_compose_mounts_the_provisioning_and_the_dashboards():
     compose = yaml.safe_load((REPO / "docker-compose.yaml").read_text())
     grafana = compose["services"]["grafana"]
     mounts = _mounts(grafana)
-    assert mounts == {"/etc/grafana/provisioning": "./deploy/grafana/provisioning",
-                      "/var/lib/grafana/dashboards": "./deploy/grafana/dashboards"}
+    assert mounts == {"/etc/grafana/provisioning": "./k8s/grafana/provisioning",
+                      "/var/lib/grafana/dashboards": "./k8s/grafana/dashboards"}
     for host in mounts.values():
         assert (REPO / host).is_dir(), host
     provider = yaml.safe_load((GRAFANA / "provisioning" / "dashboards" / "criteo.yaml").read_text())["providers"][0]

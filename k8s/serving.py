@@ -1,9 +1,9 @@
 """Kubernetes manifests for serving on GKE: Triton, the monitor, the inference client, autoscaling.
 
-    python deploy/serving.py [--values deploy/values.yaml] [--set triton.gpu=mig-device-plugin ...] \
+    python k8s/serving.py [--values k8s/values.yaml] [--set triton.gpu=mig-device-plugin ...] \
         | kubectl apply -f -
 
-Renders, from the settings in deploy/values.yaml (README "Serving on GKE"):
+Renders, from the settings in k8s/values.yaml (README "Serving on GKE"):
 
 - Triton: a ServiceAccount bound to a Google service account (Workload Identity: the gs://
   repository is read with the pod's own identity, no credential env), a Deployment (explicit model
@@ -43,7 +43,7 @@ ADAPTER_QUERY = ("avg(delta(nv_inference_queue_duration_us{<<.LabelMatchers>>}[3
 
 
 def load_values(path: str | Path | None = None, overrides: list[str] = ()) -> dict:
-    """deploy/values.yaml, then `path` over it, then `key.sub=value` overrides (YAML values)."""
+    """k8s/values.yaml, then `path` over it, then `key.sub=value` overrides (YAML values)."""
     values = yaml.safe_load(VALUES.read_text())
     if path:
         _merge(values, yaml.safe_load(Path(path).read_text()) or {})
@@ -245,9 +245,9 @@ def render(values: dict) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="deploy/serving.py", description=__doc__,
+    p = argparse.ArgumentParser(prog="k8s/serving.py", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--values", help="YAML settings over deploy/values.yaml")
+    p.add_argument("--values", help="YAML settings over k8s/values.yaml")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="one setting, e.g. triton.gpu=mig-device-plugin (repeatable)")
     a = p.parse_args(argv)
