@@ -140,7 +140,7 @@ test-e2e:
 	.venv/bin/python -m pytest -q -m e2e --durations=10 --ignore=tests/images/merlin tests $(PYTEST_ARGS)
 
 # Input faults and infrastructure failures on the real DAGs (tests/faults); writes the fault table
-# README shows to .data/faults/table.md. The landing cases need the raw-day sensor to wait longer.
+# docs/figures.md shows to .data/faults/table.md. The landing cases need the raw-day sensor to wait longer.
 test-faults:
 	CRITEO_RAW_WAIT_TIMEOUT_S=120 .venv/bin/python -m pytest -q -m faults --durations=10 --ignore=tests/images/merlin tests $(PYTEST_ARGS)
 

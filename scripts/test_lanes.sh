@@ -3,7 +3,7 @@
 #
 # Why lanes: most layers keep about one core busy (a step subprocess, GX or a scheduler loop at a
 # time), so on the project's 2-core machines two lanes side by side finish well before the same
-# layers one after the other (each layer runs about 1.4x slower; README has the figures).
+# layers one after the other (each layer runs about 1.4x slower; docs/figures.md has the figures).
 # Each lane has an AIRFLOW_HOME of its own: the dev database is SQLite, one writer at a time, and
 # dag.test() in one lane must not lock out the other. Within a lane the layers run in order, each
 # its own make; a failing layer does not stop the next, and the exit status is non-zero if any failed.

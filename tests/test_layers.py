@@ -4,6 +4,7 @@ its own, or from its own unit; no two modules import each other, directly or in 
     bench, scripts             5   demos and benchmarks: anything below
     local_servers              4   the local stand-ins of production's servers (tests, demos, benches)
     dags, plugins              3   what Airflow loads
+    k8s                        3   the serving stack's Kubernetes manifests (rendered by k8s/serving.py)
     operators                  2   the Airflow side, floored inside (OPERATOR_FLOORS)
     criteo_steps, criteo_validate, criteo_monitoring   1   the images' step code: the kernel only
     criteo_kernel              0   the contract every image and the Airflow side share
@@ -23,9 +24,10 @@ PACKAGES = {"criteo_kernel": REPO / "images/kernel/src/criteo_kernel",
             "criteo_validate": REPO / "images/validator/src/criteo_validate",
             "criteo_monitoring": REPO / "images/monitoring/src/criteo_monitoring",
             "operators": REPO / "operators", "dags": REPO / "dags", "plugins": REPO / "plugins",
-            "local_servers": REPO / "local_servers", "scripts": REPO / "scripts", "bench": REPO / "bench"}
+            "local_servers": REPO / "local_servers", "scripts": REPO / "scripts", "bench": REPO / "bench",
+            "k8s": REPO / "k8s"}
 FLOORS = {"criteo_kernel": 0, "criteo_steps": 1, "criteo_validate": 1, "criteo_monitoring": 1, "operators": 2,
-          "dags": 3, "plugins": 3, "local_servers": 4, "scripts": 5, "bench": 5}
+          "dags": 3, "plugins": 3, "k8s": 3, "local_servers": 4, "scripts": 5, "bench": 5}
 OPERATOR_FLOORS = {"tasks": 5, "step": 4, "sensors": 4, "cli": 4, "deploy": 3, "triggers": 3, "links": 3,
                    "hooks": 2, "runtime": 2, "pipeline": 1}
 # What a script or bench file imports from its own folder by bare name (they put it on sys.path).

@@ -10,7 +10,7 @@
 #
 # Its state lives outside the repository (CRITEO_ENGINE_ROOT, default ~/.cache/criteo-mlops/engine):
 # the storage there is the image cache that later runs reuse. Why each setting (measured on these
-# machines, see README "Containers"):
+# machines, see docs/containers.md):
 # - runc, not crun: crun 1.8 refuses this machine's hybrid cgroup layout; cgroupfs, not systemd
 #   (there is none); the events log in a file.
 # - default_ulimits: root here cannot raise its limits, and every container would otherwise fail

@@ -35,14 +35,14 @@ def test_unset_means_the_one_server(monkeypatch):
     assert replica_urls("127.0.0.1:9001", "triton:8001") == ["127.0.0.1:9001"]
 
 
-def test_deploy_reads_the_replicas_from_its_settings(monkeypatch):
+def test_deploy_reads_the_replicas_from_the_runs_settings():
     from operators.deploy import triton_replicas
+    from operators.pipeline.config import Settings
 
-    monkeypatch.setenv("AIRFLOW_VAR_CRITEO_TRITON_GRPC_URL", "triton:8001")
-    monkeypatch.delenv("AIRFLOW_VAR_CRITEO_TRITON_REPLICAS", raising=False)
-    assert [t.url for t in triton_replicas()] == ["triton:8001"]
-    monkeypatch.setenv("AIRFLOW_VAR_CRITEO_TRITON_REPLICAS", "127.0.0.1:9001")
-    assert [t.url for t in triton_replicas()] == ["127.0.0.1:9001"]
+    assert [t.url for t in triton_replicas(Settings.with_values(criteo_triton_grpc_url="triton:8001"))] == \
+        ["triton:8001"]
+    settings = Settings.with_values(criteo_triton_grpc_url="triton:8001", criteo_triton_replicas="127.0.0.1:9001")
+    assert [t.url for t in triton_replicas(settings)] == ["127.0.0.1:9001"]
 
 
 def test_bad_entries_and_names_that_do_not_resolve():

@@ -49,7 +49,7 @@ from criteo_kernel.schema import CAT_COLUMNS, FEATURES, INT_COLUMNS
 
 from .suites import distinct, null_fraction, psi, top_share, zero_share
 
-# Suite parameters without a reference profile: format-level sanity only, documented in README.
+# Suite parameters without a reference profile: format-level sanity only, documented in docs/data-quality.md.
 DEFAULT_MIN_ROWS = 1000
 SINGLE_VALUE_MIN_PRESENT = 1000  # from this many present values on, a single distinct one is broken
 DISTINCT_CAP = 1 << 18  # distinct values counted exactly per column (the default sample: 200k rows)

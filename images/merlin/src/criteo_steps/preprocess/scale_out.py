@@ -150,7 +150,7 @@ def dask_cluster(plan: ClusterPlan, memory_limit: str, scratch: str):
 
     local_dir = os.path.join(scratch, "dask-worker-space")
     if plan.gpu:
-        # Never ran here: no GPU on the machines this project is tested on (README).
+        # Never ran here: no GPU on the machines this project is tested on (docs/limitations.md).
         from dask_cuda import LocalCUDACluster
 
         cluster = LocalCUDACluster(n_workers=plan.workers, device_memory_limit=device_memory_limit(memory_limit),
