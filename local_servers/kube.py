@@ -200,13 +200,18 @@ def main(argv: list[str] | None = None) -> int:
     stop_on_sigterm()
     try:
         with LocalKubernetes(args.work_dir, args.port) as kube:
-            print(f"control plane ready: {kube.server}\nkubeconfig: {kube.kubeconfig}\n"
-                  f"Airflow connection: AIRFLOW_CONN_KUBERNETES_DEFAULT='{kube.connection_uri()}'", flush=True)
-            if not serve_until_stopped(kube):
-                print(f"the control plane stopped:\n{kube.tail()}", file=sys.stderr)
-                return 1
+            return serve(kube)
     except KeyboardInterrupt:
-        pass  # asked to stop before it was serving: `with` stopped the control plane
+        return 0  # asked to stop before it was serving: `with` stopped the control plane
+
+
+def serve(kube: LocalKubernetes) -> int:
+    """Say how to reach the running control plane, then serve until stopped; 1 if it died."""
+    print(f"control plane ready: {kube.server}\nkubeconfig: {kube.kubeconfig}\n"
+          f"Airflow connection: AIRFLOW_CONN_KUBERNETES_DEFAULT='{kube.connection_uri()}'", flush=True)
+    if not serve_until_stopped(kube):
+        print(f"the control plane stopped:\n{kube.tail()}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -405,24 +405,19 @@ def import_pipeline_images() -> None:
 
 def up(work_dir: str, port: int | None) -> int:
     """The control plane and both nodes in the foreground, until stopped (`make kube-up`)."""
-    import sys
     from contextlib import ExitStack
 
-    from .process import serve_until_stopped, stop_on_sigterm
+    from .kube import serve
+    from .process import stop_on_sigterm
 
     stop_on_sigterm()
     try:
         with LocalKubernetes(work_dir, port) as kube, ExitStack() as nodes:
             for spec in pipeline_nodes():
                 nodes.enter_context(LocalNode(kube, spec, refresh_images=True))
-            print(f"control plane ready: {kube.server}\nkubeconfig: {kube.kubeconfig}\n"
-                  f"Airflow connection: AIRFLOW_CONN_KUBERNETES_DEFAULT='{kube.connection_uri()}'", flush=True)
-            if not serve_until_stopped(kube):
-                print(f"the control plane stopped:\n{kube.tail()}", file=sys.stderr)
-                return 1
+            return serve(kube)
     except KeyboardInterrupt:
-        pass  # asked to stop before it was serving: `with` stopped the nodes and the control plane
-    return 0
+        return 0  # asked to stop before it was serving: `with` stopped the nodes and the control plane
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import re
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
+from .base import StepRuntime
 from .catalogue import IMAGES, STEPS, StepSpec
 
 if TYPE_CHECKING:
@@ -98,3 +99,24 @@ def out_of_memory(spec: StepSpec, code: int | None, limit: str | None, summary: 
         f"(per GPU for a GPU step: the catalogue's {spec.memory}, or {RESOURCES_SETTING}). Raise "
         f"{RESOURCES_SETTING}, e.g. {{\"{spec.name}\": {{\"memory\": \"...\"}}}}, or give the step a smaller "
         f"input; no retry.\n{summary}")
+
+
+class ContainerRuntime(StepRuntime):
+    """What the container runtimes share: their own settings (`config_class`: PodSettings,
+    DockerSettings), built from the run's and checked together, and the provider's operator of the
+    step running now, stopped when the task is killed."""
+
+    config_class: ClassVar[type]
+
+    def __init__(self, settings: Settings):
+        super().__init__(settings)
+        self.config = self.config_class.of(settings)
+        self._operator = None
+
+    @classmethod
+    def problems(cls, settings: Settings) -> list[str]:
+        return cls.config_class.build(settings)[1]
+
+    def kill(self) -> None:
+        if self._operator is not None:
+            self._operator.on_kill()

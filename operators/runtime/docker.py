@@ -18,9 +18,9 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from criteo_kernel.result import read_log
 
-from .base import StepOutcome, StepRuntime
+from .base import StepOutcome
 from .catalogue import StepSpec
-from .container import step_env, step_images, step_resources, unset_image
+from .container import ContainerRuntime, step_env, step_images, step_resources, unset_image
 
 __all__ = ["DockerRuntime", "DockerSettings", "docker_operator", "exit_code_of_failure"]
 
@@ -144,28 +144,20 @@ def exit_code_of_failure(exc) -> int | None:
     return int(m.group(1)) if m else None
 
 
-class DockerRuntime(StepRuntime):
+class DockerRuntime(ContainerRuntime):
     """A step as a container of its image on the Docker host (DockerOperator does not defer, so it
     runs inside the task); its result is the last STEP_RESULT line of the container's log."""
 
     name = "docker"
-
-    def __init__(self, settings):
-        super().__init__(settings)
-        self.docker = DockerSettings.of(settings)
-        self._container = None
-
-    @classmethod
-    def problems(cls, settings) -> list[str]:
-        return DockerSettings.build(settings)[1]
+    config_class = DockerSettings
 
     def start(self, spec: StepSpec, argv: list[str], *, task_id: str, context=None) -> StepOutcome:
         from airflow.sdk.exceptions import AirflowException
 
-        self._container = docker_operator(spec, argv, task_id=task_id, settings=self.docker)
-        limit = self.docker.memory_limit(spec)
+        self._operator = docker_operator(spec, argv, task_id=task_id, settings=self.config)
+        limit = self.config.memory_limit(spec)
         try:
-            lines = self._container.execute(context)
+            lines = self._operator.execute(context)
         except AirflowException as exc:
             code = exit_code_of_failure(exc)
             if code is None:   # the engine's error, not the step's
@@ -177,7 +169,3 @@ class DockerRuntime(StepRuntime):
             return StepOutcome(code, read_log(text), "\n".join(text.splitlines()[-40:]) or str(exc), reason, limit)
         text = "\n".join(lines) if isinstance(lines, list) else str(lines or "")
         return StepOutcome(0, read_log(text), "\n".join(text.splitlines()[-40:]), None, limit)
-
-    def kill(self) -> None:
-        if self._container is not None:
-            self._container.on_kill()

@@ -24,9 +24,9 @@ from kubernetes.client import models as k8s
 
 from criteo_kernel.result import read_log
 
-from .base import StepOutcome, StepRuntime
+from .base import StepOutcome
 from .catalogue import StepSpec
-from .container import step_env, step_images, step_resources, unset_image
+from .container import ContainerRuntime, step_env, step_images, step_resources, unset_image
 
 GPU_RESOURCE = "nvidia.com/gpu"
 ACCELERATOR_LABEL = "cloud.google.com/gke-accelerator"
@@ -323,7 +323,7 @@ def outcome_recorder(outcomes: list, limit: str) -> type[KubernetesPodOperatorCa
     return Recorder
 
 
-class PodRuntime(StepRuntime):
+class PodRuntime(ContainerRuntime):
     """A step as a pod through the provider's operator, built per attempt from the run's settings.
 
     The provider's deferral is taken over by CriteoStepOperator: the trigger's event comes back to
@@ -331,30 +331,23 @@ class PodRuntime(StepRuntime):
     """
 
     name = "kubernetes"
+    config_class = PodSettings
 
-    def __init__(self, settings):
-        super().__init__(settings)
-        self.pods = PodSettings.of(settings)
-        self._pod = None
-
-    @classmethod
-    def problems(cls, settings) -> list[str]:
-        return PodSettings.build(settings)[1]
-
-    def _operator(self, spec: StepSpec, argv: list[str], task_id: str) -> list:
+    def _build(self, spec: StepSpec, argv: list[str], task_id: str) -> list:
+        """The step's pod operator; the list its completion callback appends the outcome to."""
         outcomes: list = []
-        recorder = outcome_recorder(outcomes, self.pods.memory_limit(spec))
-        self._pod = pod_operator(spec, argv, task_id=task_id, settings=self.pods, callbacks=[recorder])
+        recorder = outcome_recorder(outcomes, self.config.memory_limit(spec))
+        self._operator = pod_operator(spec, argv, task_id=task_id, settings=self.config, callbacks=[recorder])
         return outcomes
 
     def start(self, spec: StepSpec, argv: list[str], *, task_id: str, context=None) -> StepOutcome:
-        outcomes = self._operator(spec, argv, task_id)
-        run = self._pod.execute_async if self._pod.deferrable else self._pod.execute_sync
-        return self._drive(spec, outcomes, run, context)
+        outcomes = self._build(spec, argv, task_id)
+        pod = self._operator
+        return self._drive(spec, outcomes, pod.execute_async if pod.deferrable else pod.execute_sync, context)
 
     def resume(self, spec: StepSpec, argv: list[str], *, task_id: str, context, event: dict) -> StepOutcome:
-        outcomes = self._operator(spec, argv, task_id)
-        return self._drive(spec, outcomes, self._pod.trigger_reentry, context, event)
+        outcomes = self._build(spec, argv, task_id)
+        return self._drive(spec, outcomes, self._operator.trigger_reentry, context, event)
 
     def _drive(self, spec: StepSpec, outcomes: list, call, *args) -> StepOutcome:
         from airflow.sdk.exceptions import AirflowException
@@ -377,7 +370,3 @@ class PodRuntime(StepRuntime):
         if outcome is None:
             raise AirflowException(f"step {spec.name}: its pod ended but its container has no exit status")
         return outcome
-
-    def kill(self) -> None:
-        if self._pod is not None:
-            self._pod.on_kill()
