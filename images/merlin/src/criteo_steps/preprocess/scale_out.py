@@ -82,12 +82,7 @@ class ClusterPlan:
             if gpus > 1:
                 return cls(1, False, f"{gpus} GPUs visible but cudf/dask_cuda are not installed")
             return cls(1, False)
-        try:
-            n = int(workers)
-        except ValueError:
-            n = 0
-        if n < 1:
-            raise SystemExit(f"preprocess: --workers must be 'auto' or a whole number >= 1, got {workers!r}")
+        n = at_least_one(int, workers, "--workers must be 'auto' or a whole number >= 1")
         if rapids and 0 < gpus < n:
             raise SystemExit(f"preprocess: --workers {n} but the pod has {gpus} GPU(s): request "
                              f"{n} (criteo_pod_gpus) or use --workers auto")
@@ -125,12 +120,17 @@ def device_memory_limit(value: str):
 def part_bytes(value: str) -> int:
     from dask.utils import parse_bytes
 
+    return at_least_one(parse_bytes, value, "--part-size must be a size such as 1GB or 256MB")
+
+
+def at_least_one(parse, value: str, rule: str) -> int:
+    """`parse(value)` when it is a whole number >= 1, else the step stops naming the flag's rule."""
     try:
-        n = parse_bytes(value)
+        n = parse(value)
     except ValueError:
         n = 0
     if n < 1:
-        raise SystemExit(f"preprocess: --part-size must be a size such as 1GB or 256MB, got {value!r}")
+        raise SystemExit(f"preprocess: {rule}, got {value!r}")
     return n
 
 
