@@ -3,7 +3,7 @@
 Generates N rows for two days with the synth and extract steps into a temp dir. By default
 (`--compare polars`) it then runs, alternated A B A B for `--rounds`, each in a process of its own:
 
-- A: the project's step, `python -m criteo_steps preprocess` (.venv-steps): a full retrain of
+- A: the project's step, `python -m criteo_merlin preprocess` (.venv-steps): a full retrain of
   day 0 (fit + transform, workflow published), then an incremental transform of day 1 with it;
 - B: bench/polars_preprocess.py (.venv-bench): the same decoding and encoding in polars, fit on
   day 0's train split, then day 1 with the saved vocabulary.
@@ -38,7 +38,7 @@ REPO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 SOURCES = [os.path.join(REPO, "images", image, "src") for image in ("kernel", "merlin")]
 sys.path[:0] = SOURCES  # the merlin image's sources, as its Dockerfile copies them
 
-from criteo_steps.ingest import extract, synth  # noqa: E402
+from criteo_merlin.ingest import extract, synth  # noqa: E402
 
 STEPS_PYTHON = os.path.join(REPO, ".venv-steps", "bin", "python")
 BENCH_PYTHON = os.path.join(REPO, ".venv-bench", "bin", "python")
@@ -83,7 +83,7 @@ def _project(root: str, k: int) -> dict:
     for name, args in (("full", ["--fit-workflow", f"{out}/workflow", "--max-vocab", "0"]),
                        ("incremental", ["--workflow", f"{out}/workflow"])):
         day = 0 if name == "full" else 1
-        cmd = [STEPS_PYTHON, "-m", "criteo_steps", "preprocess", "--extracted", f"{root}/extracted/day={day}",
+        cmd = [STEPS_PYTHON, "-m", "criteo_merlin", "preprocess", "--extracted", f"{root}/extracted/day={day}",
                "--output-root", f"{out}/processed", *args]
         stdout, rss = _rusage_run(cmd, env)
         result = json.loads(stdout.rsplit("STEP_RESULT ", 1)[1].splitlines()[0])
@@ -186,7 +186,7 @@ def single_run(root: str, a) -> None:
     t0 = time.time()
     import nvtabular  # noqa: F401  (import cost kept out of the figures)
 
-    from criteo_steps.preprocess import preprocess
+    from criteo_merlin.preprocess import preprocess
     print(f"imports {time.time() - t0:.1f}s", flush=True)
     full = preprocess.preprocess([f"{root}/extracted/day=0"], f"{root}/processed/wf", f"{root}/workflows/wf",
                                  None, engine=a.engine)
@@ -217,7 +217,7 @@ def single_run(root: str, a) -> None:
 def compare_workers(root: str, a) -> None:
     import nvtabular  # noqa: F401  (import cost kept out of the figures)
 
-    from criteo_steps.preprocess import preprocess
+    from criteo_merlin.preprocess import preprocess
 
     def once(workers: str, k: int) -> tuple[float, float]:
         out = f"{root}/runs/{workers}-{k}"

@@ -15,7 +15,7 @@
 (b) Training samples/s (forward, backward, SparseAdam + Adam; random ids with the synthetic data's
     vocabularies, batch 4096) of
       A  the reference: the plain modules (nn.ReLU, nn.Dropout with torch.bernoulli_), for-loop Adam:
-         the training step as it was before the fast path (criteo_steps.train.dcn.DCN.forward_reference);
+         the training step as it was before the fast path (criteo_merlin.train.dcn.DCN.forward_reference);
       B  the fp32 step train runs (DCN's fast path: closed-form cross stack, fused Linear+ReLU+dropout,
          numpy-drawn masks, x0 padded to 432 columns; fused Adam);
       C  B under bf16 autocast (train --precision bf16).
@@ -41,8 +41,8 @@ import time
 import numpy as np
 import torch
 
-from criteo_steps.ingest.synth import CAT_VOCAB
-from criteo_steps.train.dcn import DCN, DCNConfig
+from criteo_merlin.ingest.synth import CAT_VOCAB
+from criteo_merlin.train.dcn import DCN, DCNConfig
 
 
 def flops_per_sample(cfg: DCNConfig) -> float:
@@ -129,10 +129,10 @@ def auc_check(rows: int, threads: int) -> dict[str, float]:
 
     from criteo_kernel.metrics import roc_auc
     from criteo_kernel.schema import CAT_COLUMNS, INT_COLUMNS, LABEL
-    from criteo_steps.ingest import extract, synth
-    from criteo_steps.preprocess import preprocess
-    from criteo_steps.train import train
-    from criteo_steps.train.dcn import load_checkpoint
+    from criteo_merlin.ingest import extract, synth
+    from criteo_merlin.preprocess import preprocess
+    from criteo_merlin.train import train
+    from criteo_merlin.train.dcn import load_checkpoint
 
     out = {}
     with tempfile.TemporaryDirectory() as root:

@@ -1,7 +1,7 @@
 """Benchmark the validation step on a synthetic 1M-row day: throughput and peak memory.
 
 Generates the day with the real synth + extract steps, builds a reference profile from a second
-day, then runs the validator CLI (`python -m criteo_validate`, a fresh process each time, exactly
+day, then runs the validator CLI (`python -m criteo_validator`, a fresh process each time, exactly
 as the DAG runs it) in three modes: the default deterministic 200k-row sample with the drift
 suite, every row, and the processed-output suite is left to the e2e tests. Each run's wall time,
 the rows/s over the whole day and the process's peak RSS (from wait4) are printed.
@@ -28,7 +28,7 @@ def run(argv: list[str], env: dict) -> tuple[float, int, int, dict]:
     result = os.path.join(env["BENCH_TMP"], "result.json")
     env = {**env, "STEP_RESULT_PATH": result}
     t0 = time.time()
-    proc = subprocess.Popen([PY, "-m", "criteo_validate", *argv], env=env, stdout=subprocess.PIPE,
+    proc = subprocess.Popen([PY, "-m", "criteo_validator", *argv], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     out = proc.stdout.read()
     _, status, usage = os.wait4(proc.pid, 0)
@@ -52,7 +52,7 @@ def main() -> None:
            "PYTHONPATH": os.pathsep.join([os.path.join(REPO, "images", "kernel", "src"),
                                           os.path.join(REPO, "images", "validator", "src")])}
     try:
-        from criteo_steps.ingest import extract, synth
+        from criteo_merlin.ingest import extract, synth
 
         t0 = time.time()
         synth.main(["--out", f"{root}/raw", "--days", "0-1", "--rows", str(a.rows)])
@@ -66,7 +66,7 @@ def main() -> None:
         # reference: day 0's profile
         run(["--input", f"{root}/extracted/day=0", "--suite", "raw_day", "--data-docs", f"{root}/docs/ref",
              "--run-name", "ref", "--profile-out", f"{root}/day0.json"], env)
-        subprocess.run([PY, "-m", "criteo_validate", "reference", "--profiles", f"{root}/day0.json",
+        subprocess.run([PY, "-m", "criteo_validator", "reference", "--profiles", f"{root}/day0.json",
                         "--output", f"{root}/ref.json"], env=env, check=True, capture_output=True)
 
         print(f"\nvalidate day 1 ({a.rows:,} rows), 2 cores; each run a fresh process incl. ~7 s GX import")

@@ -18,15 +18,15 @@ from pathlib import Path
 
 from criteo_kernel import landing, profiles
 from criteo_kernel.schema import COLUMNS
-from criteo_steps.ingest.synth import day_table, generate_day, write_day
-from criteo_validate.suites import distinct, null_fraction, top_share, zero_share
+from criteo_merlin.ingest.synth import day_table, generate_day, write_day
+from criteo_validator.suites import distinct, null_fraction, top_share, zero_share
 
 HEADER = "\t".join(COLUMNS)
 HANDFUL = ("0badc0de", "0ddba11a", "5ca1ab1e")  # a categorical collapsed to a few hashes
 
 
 def clean_day(folder: Path, rows: int, seed: int = 7, day: int = 0) -> list[str]:
-    """The lines of a clean synthetic day (criteo_steps.ingest.synth, as the demo writes them)."""
+    """The lines of a clean synthetic day (criteo_merlin.ingest.synth, as the demo writes them)."""
     path = Path(folder) / f"clean_{day}_{seed}"
     write_day(str(path), day_table(*generate_day(day, rows, seed=seed)), gz=False)
     lines = path.read_text().splitlines()
@@ -172,8 +172,8 @@ class Gate:
     data docs (the suites and the GX context are built once, so many days validate quickly)."""
 
     def __init__(self, min_rows: int = 1000):
-        from criteo_validate import gx_results as gxr
-        from criteo_validate.validation import default_expectations_dir, load_suites
+        from criteo_validator import gx_results as gxr
+        from criteo_validator.validation import default_expectations_dir, load_suites
 
         self.min_rows = min_rows
         self.suites = load_suites(default_expectations_dir(), ["raw_day", "drift"])
@@ -182,12 +182,12 @@ class Gate:
     def __call__(self, path: Path, reference: dict | None = None, suites=("raw_day", "drift")):
         """The Outcome of validating `path` (drift only with a reference), with `failed_records` and
         `warning_records` as the step reports them."""
-        from criteo_steps.ingest.extract import extract
-        from criteo_validate import profile as prof
-        from criteo_validate.partition import open_partitions
-        from criteo_validate.report import report
-        from criteo_validate.validate import failure_detail
-        from criteo_validate.validation import DEFAULT_CHUNK_ROWS, DEFAULT_SAMPLE_ROWS, run_validation
+        from criteo_merlin.ingest.extract import extract
+        from criteo_validator import profile as prof
+        from criteo_validator.partition import open_partitions
+        from criteo_validator.report import report
+        from criteo_validator.validate import failure_detail
+        from criteo_validator.validation import DEFAULT_CHUNK_ROWS, DEFAULT_SAMPLE_ROWS, run_validation
 
         with tempfile.TemporaryDirectory(prefix="gate-") as tmp:
             extract(str(path), f"{tmp}/day")
@@ -216,7 +216,7 @@ def learn_reference(gate: Gate, folder: Path, seeds=REFERENCE_SEEDS, rows: int =
         paths.append(str(folder / f"day_{seed}.profile.json"))
         profiles.save(outcome.profile, paths[-1])
     out = folder / "reference_profile.json"
-    if run_command("criteo_validate", ["reference", "--profiles", *paths, "--output", str(out)]) != 0:
+    if run_command("criteo_validator", ["reference", "--profiles", *paths, "--output", str(out)]) != 0:
         raise RuntimeError(f"reference of {paths} not written")
     return out
 

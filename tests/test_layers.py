@@ -6,7 +6,7 @@ its own, or from its own unit; no two modules import each other, directly or in 
     dags, plugins              3   what Airflow loads
     k8s                        3   the serving stack's Kubernetes manifests (rendered by k8s/serving.py)
     operators                  2   the Airflow side, floored inside (OPERATOR_FLOORS)
-    criteo_steps, criteo_validate, criteo_monitoring   1   the images' step code: the kernel only
+    criteo_merlin, criteo_validator, criteo_monitoring   1   the images' step code: the kernel only
     criteo_kernel              0   the contract every image and the Airflow side share
 
 The step packages never import each other (each image carries its own) and the Airflow side never
@@ -20,13 +20,13 @@ import pytest
 pytestmark = pytest.mark.unit
 REPO = Path(__file__).resolve().parents[1]
 PACKAGES = {"criteo_kernel": REPO / "images/kernel/src/criteo_kernel",
-            "criteo_steps": REPO / "images/merlin/src/criteo_steps",
-            "criteo_validate": REPO / "images/validator/src/criteo_validate",
+            "criteo_merlin": REPO / "images/merlin/src/criteo_merlin",
+            "criteo_validator": REPO / "images/validator/src/criteo_validator",
             "criteo_monitoring": REPO / "images/monitoring/src/criteo_monitoring",
             "operators": REPO / "operators", "dags": REPO / "dags", "plugins": REPO / "plugins",
             "local_servers": REPO / "local_servers", "scripts": REPO / "scripts", "bench": REPO / "bench",
             "k8s": REPO / "k8s"}
-FLOORS = {"criteo_kernel": 0, "criteo_steps": 1, "criteo_validate": 1, "criteo_monitoring": 1, "operators": 2,
+FLOORS = {"criteo_kernel": 0, "criteo_merlin": 1, "criteo_validator": 1, "criteo_monitoring": 1, "operators": 2,
           "dags": 3, "plugins": 3, "k8s": 3, "local_servers": 4, "scripts": 5, "bench": 5}
 OPERATOR_FLOORS = {"tasks": 5, "step": 4, "sensors": 4, "cli": 4, "deploy": 3, "triggers": 3, "links": 3,
                    "hooks": 2, "runtime": 2, "pipeline": 1}

@@ -75,7 +75,7 @@ REGISTRY: dict[str, Setting] = {s.name: s for s in [
     *_settings(
         "runtime",
         criteo_runtime=("local", "local: steps run as local processes; kubernetes: pods; docker: containers"),
-        # Scale inside the preprocess step (criteo_steps.preprocess.scale_out), any runtime.
+        # Scale inside the preprocess step (criteo_merlin.preprocess.scale_out), any runtime.
         criteo_preprocess_workers=("auto", "preprocess's dask workers: auto = a dask-cuda LocalCUDACluster over all "
                                    "of the step's GPUs when it has more than one, else in process; N = N workers"),
         criteo_dask_part_size=("1GB", "input text per dask partition of preprocess (whole parquet row groups)"),

@@ -17,9 +17,9 @@ from criteo_kernel.result import BAD_DATA, FAILED, UNREADABLE_INPUT
 
 # image -> the package its entry point runs (`python -m <package>`)
 IMAGES = {
-    "merlin": "criteo_steps",          # images/merlin: NVTabular, PyTorch, ONNX (GPU)
-    "hugectr": "criteo_steps",         # images/merlin, target hugectr: the same steps on HugeCTR's image
-    "validator": "criteo_validate",    # images/validator: Great Expectations
+    "merlin": "criteo_merlin",          # images/merlin: NVTabular, PyTorch, ONNX (GPU)
+    "hugectr": "criteo_merlin",         # images/merlin, target hugectr: the same steps on HugeCTR's image
+    "validator": "criteo_validator",    # images/validator: Great Expectations
     "monitoring": "criteo_monitoring",  # images/monitoring: inference client, monitor, request_log_to_day
 }
 
@@ -69,7 +69,7 @@ STEPS = {
     "reference": StepSpec("reference", "validator", outputs=("output",), memory="1Gi"),
     "preprocess": StepSpec("preprocess", "merlin", outputs=("partitions", "workflow"), gpu=True, memory="32Gi"),
     "train": StepSpec("train", "merlin", outputs=("checkpoint",), gpu=True, memory="32Gi"),
-    # HugeCTR trains on all the pod's GPUs and reads no gs:// (criteo_steps.hugectr.train_hugectr)
+    # HugeCTR trains on all the pod's GPUs and reads no gs:// (criteo_merlin.hugectr.train_hugectr)
     "train_hugectr": StepSpec("train_hugectr", "hugectr", outputs=("checkpoint",), gpu=True, memory="32Gi",
                               reads_gcs=False),
     "export": StepSpec("export", "merlin", outputs=("package",)),

@@ -26,7 +26,7 @@ def test_the_step_tests_pass_inside_the_merlin_image(images):
 
 
 def test_hugectrs_saved_files_convert_inside_the_hugectr_image(images):
-    """criteo_steps.hugectr.hugectr_onnx on the hugectr base's onnx and onnxruntime (Merlin's 1.15.1): HugeCTR's
+    """criteo_merlin.hugectr.hugectr_onnx on the hugectr base's onnx and onnxruntime (Merlin's 1.15.1): HugeCTR's
     files written in its layout convert to the served model and match the reference forward pass."""
     proc = podman("run", "--rm", "-v", f"{REPO}:/repo:ro", "-w", "/repo", "-e", "PYTHONDONTWRITEBYTECODE=1",
                   "--entrypoint", "python", images["hugectr"], "-m", "pytest", "-q", "-p", "no:cacheprovider",

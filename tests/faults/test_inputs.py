@@ -433,7 +433,7 @@ def test_kill_9_of_the_run_while_train_runs_stops_the_step(world, tmp_path, faul
         while not train:
             assert proc.poll() is None, (tmp_path / "run.log").read_text()[-3000:]
             assert time.time() < deadline, "train never started"
-            train = [p for p in _descendants(proc.pid) if "criteo_steps train" in _cmdline(p)]
+            train = [p for p in _descendants(proc.pid) if "criteo_merlin train" in _cmdline(p)]
             time.sleep(0.2)
         time.sleep(2.0)  # the step is training
         assert running(train[0])

@@ -49,7 +49,7 @@ def test_compose_builds_from_existing_dockerfiles():
     assert env["AIRFLOW_VAR_CRITEO_PROMETHEUS_URL"] == "http://prometheus:9090"
 
 
-IMAGE_PACKAGES = {"merlin": "criteo_steps", "validator": "criteo_validate", "monitoring": "criteo_monitoring"}
+IMAGE_PACKAGES = {"merlin": "criteo_merlin", "validator": "criteo_validator", "monitoring": "criteo_monitoring"}
 SOURCES = {"criteo_kernel": REPO / "images/kernel/src", **{pkg: REPO / f"images/{image}/src"
                                                            for image, pkg in IMAGE_PACKAGES.items()}}
 

@@ -64,7 +64,7 @@ def test_the_hugectr_trainers_pod_with_the_bucket_mounted_is_accepted(kube, pod_
     body = pod_request(kube, "train_hugectr", ["--train", "gs://criteo-bucket/pipeline/work/processed/w/day=1"])
     created = kube.core.create_namespaced_pod(NAMESPACE, body, dry_run="All")
     (c,) = created.spec.containers
-    assert c.image == IMAGES["hugectr"] and c.command == ["python", "-m", "criteo_steps", "train_hugectr"]
+    assert c.image == IMAGES["hugectr"] and c.command == ["python", "-m", "criteo_merlin", "train_hugectr"]
     assert c.args == ["--train", "/mnt/gcs/criteo-bucket/pipeline/work/processed/w/day=1"]
     assert c.resources.limits["nvidia.com/gpu"] == "2"
     assert {v.name: (v.csi.driver if v.csi else v.empty_dir.medium) for v in created.spec.volumes} == {

@@ -10,7 +10,7 @@ from operators.runtime import local
 
 pytestmark = pytest.mark.unit
 OPERATORS = Path(cli.__file__).resolve().parent
-STEP_PACKAGES = {"criteo_steps", "criteo_validate", "criteo_monitoring"}
+STEP_PACKAGES = {"criteo_merlin", "criteo_validator", "criteo_monitoring"}
 
 
 def test_a_missing_file_is_named(tmp_path, capsys):

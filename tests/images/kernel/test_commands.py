@@ -12,8 +12,8 @@ from tests.conftest import REPO
 
 pytestmark = pytest.mark.unit
 
-SOURCES = {"criteo_kernel": REPO / "images/kernel/src", "criteo_steps": REPO / "images/merlin/src",
-           "criteo_validate": REPO / "images/validator/src", "criteo_monitoring": REPO / "images/monitoring/src"}
+SOURCES = {"criteo_kernel": REPO / "images/kernel/src", "criteo_merlin": REPO / "images/merlin/src",
+           "criteo_validator": REPO / "images/validator/src", "criteo_monitoring": REPO / "images/monitoring/src"}
 
 
 def module_file(module: str) -> Path:
@@ -54,13 +54,13 @@ def test_every_image_package_is_in_the_table():
 
 
 def test_a_command_is_resolved_and_the_validators_default_is_validate():
-    assert commands.resolve("criteo_steps", ["train_hugectr", "--train", "x"]) == (
-        "train_hugectr", "criteo_steps.hugectr.train_hugectr", ["--train", "x"])
-    assert commands.resolve("criteo_steps", ["--help"]) is None
-    assert commands.resolve("criteo_validate", ["--input", "x"]) == ("validate", "criteo_validate.validate",
+    assert commands.resolve("criteo_merlin", ["train_hugectr", "--train", "x"]) == (
+        "train_hugectr", "criteo_merlin.hugectr.train_hugectr", ["--train", "x"])
+    assert commands.resolve("criteo_merlin", ["--help"]) is None
+    assert commands.resolve("criteo_validator", ["--input", "x"]) == ("validate", "criteo_validator.validate",
                                                                      ["--input", "x"])
-    assert commands.resolve("criteo_validate", ["validate", "--input", "x"])[2] == ["--input", "x"]
-    assert commands.resolve("criteo_validate", ["reference"])[:2] == ("reference", "criteo_validate.profile")
+    assert commands.resolve("criteo_validator", ["validate", "--input", "x"])[2] == ["--input", "x"]
+    assert commands.resolve("criteo_validator", ["reference"])[:2] == ("reference", "criteo_validator.profile")
     assert commands.command_line("criteo_monitoring", "request_log_to_day") == ("request_log_to_day",)
     with pytest.raises(KeyError, match="to-day"):
         commands.command_line("criteo_monitoring", "to-day")
@@ -69,7 +69,7 @@ def test_a_command_is_resolved_and_the_validators_default_is_validate():
 def test_each_trainer_is_trained_by_a_command_of_the_merlin_image():
     assert set(TRAIN_STEP) == set(TRAINERS)
     for step in TRAIN_STEP.values():
-        assert step in commands.PACKAGES["criteo_steps"].commands
+        assert step in commands.PACKAGES["criteo_merlin"].commands
 
 
 def test_a_command_runs_as_a_step_with_the_packages_error_mapping(tmp_path, monkeypatch, capsys):

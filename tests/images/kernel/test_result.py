@@ -43,8 +43,8 @@ def test_errors_map_to_exit_codes_data_errors_first(tmp_path, monkeypatch, capsy
 
 
 def test_an_unknown_command_prints_the_packages_commands(capsys):
-    assert result.run_command("criteo_steps", ["nope"]) == 2
-    assert "usage: python -m criteo_steps {synth,extract,preprocess,train,train_hugectr," in capsys.readouterr().err
+    assert result.run_command("criteo_merlin", ["nope"]) == 2
+    assert "usage: python -m criteo_merlin {synth,extract,preprocess,train,train_hugectr," in capsys.readouterr().err
 
 
 def test_a_failed_step_prints_its_result_too(capsys):

@@ -1,5 +1,5 @@
 """The merlin image's code (NVTabular, torch): runs in the step environment (.venv-steps), never imports
-Airflow. Its sources are on the path as the image's Dockerfile copies them: the kernel and criteo_steps."""
+Airflow. Its sources are on the path as the image's Dockerfile copies them: the kernel and criteo_merlin."""
 import sys
 
 import pytest
@@ -14,7 +14,7 @@ for src in (REPO / "images" / "kernel" / "src", REPO / "images" / "merlin" / "sr
 @pytest.fixture(scope="session")
 def small_days(tmp_path_factory):
     """Three small synthetic days, extracted; shared by the preprocessing and training tests."""
-    from criteo_steps.ingest import extract, synth
+    from criteo_merlin.ingest import extract, synth
 
     root = tmp_path_factory.mktemp("days")
     synth.main(["--out", str(root / "raw"), "--days", "0-2", "--rows", "30000"])
@@ -26,7 +26,7 @@ def small_days(tmp_path_factory):
 @pytest.fixture(scope="session")
 def fitted(small_days):
     """A workflow fitted on days 0-1 and day 2 transformed incrementally."""
-    from criteo_steps.preprocess import preprocess
+    from criteo_merlin.preprocess import preprocess
 
     root = small_days
     ex = [str(root / "extracted" / f"day={d}") for d in range(3)]
@@ -38,7 +38,7 @@ def fitted(small_days):
 @pytest.fixture(scope="session")
 def for_hugectr(fitted, tmp_path_factory):
     """Days 0-1 transformed again with the fitted workflow, written for HugeCTR's reader."""
-    from criteo_steps.preprocess import preprocess
+    from criteo_merlin.preprocess import preprocess
 
     root, full, _ = fitted
     out = tmp_path_factory.mktemp("hugectr") / "processed"

@@ -1,4 +1,4 @@
-"""The DCN's fast training path (criteo_steps.train.dcn) against the plain implementation it replaces in
+"""The DCN's fast training path (criteo_merlin.train.dcn) against the plain implementation it replaces in
 train mode: same function, same gradients, same parameters; dropout's statistics and
 reproducibility; eval output unchanged; bf16 training; warm start from a reference checkpoint."""
 import json
@@ -10,8 +10,8 @@ pytest.importorskip("torch", reason="the merlin image's code runs in the step en
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from criteo_steps.train import dcn  # noqa: E402
-from criteo_steps.train.dcn import DCN, DCNConfig, LinearReluDropout, dropout_mask, load_checkpoint, save_checkpoint  # noqa: E402
+from criteo_merlin.train import dcn  # noqa: E402
+from criteo_merlin.train.dcn import DCN, DCNConfig, LinearReluDropout, dropout_mask, load_checkpoint, save_checkpoint  # noqa: E402
 
 pytestmark = pytest.mark.steps
 
@@ -205,7 +205,7 @@ def test_eval_output_is_the_reference_output_with_the_same_state_dict():
 
 
 def test_bf16_training_writes_a_finite_float32_checkpoint(fitted, tmp_path):
-    from criteo_steps.train import train
+    from criteo_merlin.train import train
 
     root, _, _ = fitted
     res = train.train([str(root / "processed" / "day=0")], str(tmp_path / "bf16"), None, epochs=1, batch_size=1024,
@@ -225,8 +225,8 @@ def test_bf16_training_writes_a_finite_float32_checkpoint(fitted, tmp_path):
 
 
 def test_warm_start_from_a_checkpoint_the_reference_saved(fitted, tmp_path):
-    from criteo_steps.train import train
-    from criteo_steps.train.train import embedding_sizes
+    from criteo_merlin.train import train
+    from criteo_merlin.train.train import embedding_sizes
 
     root, _, _ = fitted
     day0 = str(root / "processed" / "day=0")

@@ -23,9 +23,9 @@ def _fit_fast(root, tmp_path, max_vocab=0, freq_threshold=0):
     """The workflow fitted from value counts (dictionary_fit), as the step fits it."""
     import nvtabular as nvt  # noqa: F401
 
-    from criteo_steps.preprocess import dictionary_fit
-    from criteo_steps.preprocess.decoding import Decoder
-    from criteo_steps.preprocess.workflow import HEAD_ROWS, build_workflow
+    from criteo_merlin.preprocess import dictionary_fit
+    from criteo_merlin.preprocess.decoding import Decoder
+    from criteo_merlin.preprocess.workflow import HEAD_ROWS, build_workflow
 
     files = _train_files(root)
     decoder = Decoder(1 << 30)
@@ -41,8 +41,8 @@ def _fit_both(root, tmp_path, max_vocab=0, freq_threshold=0):
     import dask
     import nvtabular as nvt  # noqa: F401
 
-    from criteo_steps.preprocess.decoding import Decoder
-    from criteo_steps.preprocess.workflow import build_workflow, fit_dataset
+    from criteo_merlin.preprocess.decoding import Decoder
+    from criteo_merlin.preprocess.workflow import build_workflow, fit_dataset
 
     with dask.config.set(scheduler="synchronous"):
         reference = build_workflow(max_vocab, freq_threshold, out_path=str(tmp_path / "nvt"))
@@ -64,7 +64,7 @@ def _schema(workflow):
 def test_the_fit_from_value_counts_is_workflow_fit(small_days, tmp_path, max_vocab, freq_threshold):
     from nvtabular import ops
 
-    from criteo_steps.preprocess.workflow import find_op
+    from criteo_merlin.preprocess.workflow import find_op
 
     reference, fast = _fit_both(small_days, tmp_path, max_vocab, freq_threshold)
     ref_cat, fast_cat = find_op(reference, ops.Categorify), find_op(fast, ops.Categorify)
@@ -90,8 +90,8 @@ def test_a_statistic_below_a_row_dependent_operator_is_refused(small_days, tmp_p
     import nvtabular as nvt
     from nvtabular import ops
 
-    from criteo_steps.preprocess import dictionary_fit
-    from criteo_steps.preprocess.decoding import Decoder
+    from criteo_merlin.preprocess import dictionary_fit
+    from criteo_merlin.preprocess.decoding import Decoder
 
     graph = INT_COLUMNS >> ops.LambdaOp(lambda col: col - col.mean()) >> ops.Normalize()
     workflow = nvt.Workflow(graph + CAT_COLUMNS + [LABEL])
@@ -108,7 +108,7 @@ def test_the_serving_tables_are_the_whole_graph_s_ids_of_every_key(small_days, t
     """serving_tables encodes each vocabulary at its own length through the Categorify operator;
     Workflow.transform of every key, and of an unseen one, in one frame through the whole graph
     gives the same ids."""
-    from criteo_steps.preprocess.serving_tables import serving_tables
+    from criteo_merlin.preprocess.serving_tables import serving_tables
 
     workflow = _fit_fast(small_days, tmp_path, max_vocab, freq_threshold)
     tables, cont = serving_tables(workflow)
@@ -130,8 +130,8 @@ def test_serving_tables_refuse_a_workflow_that_changes_values_before_categorify(
     import nvtabular as nvt
     from nvtabular import ops
 
-    from criteo_steps.preprocess.decoding import Decoder
-    from criteo_steps.preprocess.serving_tables import serving_tables
+    from criteo_merlin.preprocess.decoding import Decoder
+    from criteo_merlin.preprocess.serving_tables import serving_tables
 
     cats = CAT_COLUMNS >> ops.LambdaOp(lambda col: col + 1) >> ops.Categorify(out_path=str(tmp_path))
     workflow = nvt.Workflow(cats + (INT_COLUMNS >> ops.Normalize()) + [LABEL])
@@ -151,7 +151,7 @@ def test_saved_workflow_transform_gives_the_written_output(fitted):
     byte for byte what the fast path wrote, for the fitted days and the incremental one."""
     import nvtabular as nvt
 
-    from criteo_steps.preprocess.decoding import decode_extracted
+    from criteo_merlin.preprocess.decoding import decode_extracted
 
     root, _, _ = fitted
     workflow = nvt.Workflow.load(str(root / "workflow" / "nvt"))
@@ -168,8 +168,8 @@ def test_saved_workflow_transform_gives_the_written_output(fitted):
 
 
 def test_the_spot_check_fails_the_step_before_anything_is_published(small_days, tmp_path, monkeypatch):
-    from criteo_steps.preprocess import preprocess
-    from criteo_steps.preprocess.serving_tables import CompiledWorkflow
+    from criteo_merlin.preprocess import preprocess
+    from criteo_merlin.preprocess.serving_tables import CompiledWorkflow
 
     real = CompiledWorkflow.encode_cont
 
@@ -190,7 +190,7 @@ def test_one_workflow_transform_per_run_however_many_files(small_days, tmp_path,
     one call per file."""
     import nvtabular as nvt
 
-    from criteo_steps.preprocess import preprocess
+    from criteo_merlin.preprocess import preprocess
 
     src = small_days / "extracted" / "day=0"
     many = tmp_path / "extracted" / "day=0"
@@ -220,7 +220,7 @@ def test_a_corrupt_dictionary_index_is_a_decode_error():
     import pyarrow as pa
 
     from criteo_kernel.codecs import DecodeError
-    from criteo_steps.preprocess.decoding import decode_table
+    from criteo_merlin.preprocess.decoding import decode_table
 
     good = {c: pa.array(["1"] * 3) if c in INT_COLUMNS or c == LABEL else pa.array(["0000abcd"] * 3) for c in COLUMNS}
     bad = pa.DictionaryArray.from_arrays(pa.array([0, 1, 7], pa.int32()), pa.array(["0000abcd", "00001234"]),
@@ -231,7 +231,7 @@ def test_a_corrupt_dictionary_index_is_a_decode_error():
 
 
 def test_the_fitted_workflow_pickles_like_a_fitted_one(fitted):
-    """What Workflow.save wrote is an ordinary fitted workflow (read back without criteo_steps)."""
+    """What Workflow.save wrote is an ordinary fitted workflow (read back without criteo_merlin)."""
     root, _, _ = fitted
     with open(root / "workflow" / "nvt" / "workflow.pkl", "rb") as fh:
         workflow = pickle.load(fh)

@@ -8,7 +8,7 @@ import pytest
 
 pytest.importorskip("nvtabular", reason="the merlin image's code runs in the step environment: make test-steps")
 from criteo_kernel import storage  # noqa: E402
-from criteo_steps.ingest import extract, synth  # noqa: E402
+from criteo_merlin.ingest import extract, synth  # noqa: E402
 
 pytestmark = pytest.mark.steps
 
@@ -157,7 +157,7 @@ def test_an_unreadable_file_fails_as_bad_data_naming_the_fix(tmp_path):
         repo = Path(__file__).resolve().parents[3]
         env = {"PATH": os.environ["PATH"], "PYTHONPATH": f"{repo}/images/kernel/src:{repo}/images/merlin/src"}
         proc = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-m",
-                               "criteo_steps", "extract", "--input", str(day), "--output", f"{folder}/ex"],
+                               "criteo_merlin", "extract", "--input", str(day), "--output", f"{folder}/ex"],
                               capture_output=True, text=True, env=env, timeout=120)
         assert proc.returncode == BAD_DATA, proc.stdout + proc.stderr
         assert f"{day} cannot be read (Permission denied): give the user the steps run as read access" in proc.stderr

@@ -1,7 +1,7 @@
 """The HugeCTR trainer's parts that run without HugeCTR: what preprocess writes for its Parquet
 reader, the window staged for a run, the slot sizes, the graph against the PyTorch DCN, warm-start
 discovery and the package export makes. The rules checked are those read in HugeCTR v25.03's
-source (criteo_steps.hugectr.hugectr_data, hugectr_files); the conversion of its saved files to ONNX is
+source (criteo_merlin.hugectr.hugectr_data, hugectr_files); the conversion of its saved files to ONNX is
 tests/images/merlin/test_hugectr_onnx.py.
 
 What needs HugeCTR itself (its container, a GPU) is in test_hugectr_gpu.py.
@@ -19,11 +19,11 @@ import torch  # noqa: E402
 
 from criteo_kernel import storage  # noqa: E402
 from criteo_kernel.schema import CAT_COLUMNS, INT_COLUMNS, LABEL  # noqa: E402
-from criteo_steps.export import export  # noqa: E402
-from criteo_steps.hugectr import hugectr_data, hugectr_files, train_hugectr  # noqa: E402
-from criteo_steps.hugectr.hugectr_dcn import DCNGraph  # noqa: E402
-from criteo_steps.preprocess import preprocess  # noqa: E402
-from criteo_steps.train.dcn import DCN, DCNConfig, ServingDCN  # noqa: E402
+from criteo_merlin.export import export  # noqa: E402
+from criteo_merlin.hugectr import hugectr_data, hugectr_files, train_hugectr  # noqa: E402
+from criteo_merlin.hugectr.hugectr_dcn import DCNGraph  # noqa: E402
+from criteo_merlin.preprocess import preprocess  # noqa: E402
+from criteo_merlin.train.dcn import DCN, DCNConfig, ServingDCN  # noqa: E402
 
 pytestmark = pytest.mark.steps
 try:
@@ -205,10 +205,10 @@ def test_warm_start_finds_the_latest_complete_set_of_files(tmp_path):
 
 @pytest.fixture(scope="module")
 def hugectr_model(tmp_path_factory, fitted):
-    """A model.onnx as train_hugectr writes it (the served signature; criteo_steps.hugectr.hugectr_onnx
+    """A model.onnx as train_hugectr writes it (the served signature; criteo_merlin.hugectr.hugectr_onnx
     converts HugeCTR's own files, tests/images/merlin/test_hugectr_onnx.py), here the PyTorch DCN
     on the fitted workflow's slots."""
-    from criteo_steps.train import torch_compat
+    from criteo_merlin.train import torch_compat
 
     root, full, _ = fitted
     slots = [int(full["embedding_sizes"][c]) for c in CAT_COLUMNS]
@@ -225,7 +225,7 @@ def hugectr_model(tmp_path_factory, fitted):
 def test_export_packages_a_hugectr_model_in_the_same_version_layout(hugectr_model, fitted, tmp_path):
     import onnx
 
-    from criteo_steps.export.triton.criteo_serving import CTRModel
+    from criteo_merlin.export.triton.criteo_serving import CTRModel
 
     model, path, slots = hugectr_model
     root, _, _ = fitted

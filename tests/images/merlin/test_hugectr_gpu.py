@@ -10,8 +10,8 @@ pytest.importorskip("nvtabular", reason="needs NVTabular to write the partitions
 pytest.importorskip("hugectr", reason="needs HugeCTR (NVIDIA's Merlin HugeCTR container and a GPU): "
                                       "make test-hugectr in the merlin image's hugectr target")
 
-from criteo_steps.export import export  # noqa: E402
-from criteo_steps.hugectr import hugectr_files, train_hugectr  # noqa: E402
+from criteo_merlin.export import export  # noqa: E402
+from criteo_merlin.hugectr import hugectr_files, train_hugectr  # noqa: E402
 
 pytestmark = [pytest.mark.steps, pytest.mark.hugectr]
 
@@ -19,7 +19,7 @@ pytestmark = [pytest.mark.steps, pytest.mark.hugectr]
 def test_hugectr_trains_warm_starts_and_exports(for_hugectr, fitted, tmp_path):
     """In the image, on a GPU: a full run, an incremental run warm-started from it, both exported
     and served by the same code as the PyTorch model."""
-    from criteo_steps.export.triton.criteo_serving import CTRModel
+    from criteo_merlin.export.triton.criteo_serving import CTRModel
 
     root, out, _ = for_hugectr
     first = train_hugectr.train([str(out / "day=0")], str(tmp_path / "t0"), None, 1, 1024, 0.001, 8, 2, [64])

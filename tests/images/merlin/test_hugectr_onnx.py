@@ -1,4 +1,4 @@
-"""HugeCTR's saved files -> the served ONNX model (criteo_steps.hugectr.hugectr_onnx), without HugeCTR.
+"""HugeCTR's saved files -> the served ONNX model (criteo_merlin.hugectr.hugectr_onnx), without HugeCTR.
 
 The files are written here in HugeCTR's layout as read in its source (v24.06.00 / v25.03.00; see
 the module's docstring): graph.json as graph_to_json writes it (the Slice layer graph_analysis adds
@@ -18,10 +18,10 @@ pytest.importorskip("onnxruntime", reason="the merlin image's code runs in the s
 import onnx  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 
-from criteo_steps.export.onnx_adapter import check_served_signature  # noqa: E402
-from criteo_steps.hugectr.hugectr_dcn import DCNGraph  # noqa: E402
-from criteo_steps.hugectr.hugectr_onnx import IR_VERSION, OPSET, convert  # noqa: E402
-from criteo_steps.hugectr.hugectr_saved import HugeCTRFileError, graph_layers  # noqa: E402
+from criteo_merlin.export.onnx_adapter import check_served_signature  # noqa: E402
+from criteo_merlin.hugectr.hugectr_dcn import DCNGraph  # noqa: E402
+from criteo_merlin.hugectr.hugectr_onnx import IR_VERSION, OPSET, convert  # noqa: E402
+from criteo_merlin.hugectr.hugectr_saved import HugeCTRFileError, graph_layers  # noqa: E402
 
 pytestmark = pytest.mark.steps
 
@@ -251,10 +251,10 @@ def test_keys_of_another_workflow_and_a_mismatched_graph_are_refused(tmp_path):
 
 
 def test_the_pytorch_dcn_with_the_same_weights_is_the_same_model(tmp_path):
-    """criteo_steps.train.dcn is the same function: its parameters written as HugeCTR's files convert to
+    """criteo_merlin.train.dcn is the same function: its parameters written as HugeCTR's files convert to
     a model that predicts what ServingDCN (the PyTorch export's graph) does."""
     torch = pytest.importorskip("torch")
-    from criteo_steps.train.dcn import DCN, DCNConfig, ServingDCN
+    from criteo_merlin.train.dcn import DCN, DCNConfig, ServingDCN
 
     torch.manual_seed(0)
     model = DCN(DCNConfig(SLOTS, embedding_dim=E, num_cross_layers=2, mlp_dims=[8, 4], dropout=0.5)).eval()

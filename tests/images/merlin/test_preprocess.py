@@ -16,7 +16,7 @@ def _serving(root):
     import importlib.util
     from pathlib import Path
 
-    path = Path(__file__).resolve().parents[3] / "images/merlin/src/criteo_steps/export/triton/criteo_serving.py"
+    path = Path(__file__).resolve().parents[3] / "images/merlin/src/criteo_merlin/export/triton/criteo_serving.py"
     spec = importlib.util.spec_from_file_location("criteo_serving", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
@@ -50,7 +50,7 @@ def test_full_fit_then_incremental_transform(fitted):
 def test_serving_tables_reproduce_the_workflow_encoding(fitted):
     """Raw day-2 rows through the exported lookup tables == NVTabular's output for those rows."""
     root, _, _ = fitted
-    from criteo_steps.preprocess.decoding import decode_extracted
+    from criteo_merlin.preprocess.decoding import decode_extracted
 
     raw = decode_extracted(str(next((root / "extracted" / "day=2" / "train").glob("*.parquet"))), "t")
     pre = _serving(root)

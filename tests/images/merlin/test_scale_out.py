@@ -1,4 +1,4 @@
-"""Preprocessing on a dask cluster (criteo_steps.preprocess.scale_out).
+"""Preprocessing on a dask cluster (criteo_merlin.preprocess.scale_out).
 
 What runs here: the cluster choice, the settings, the row-group pieces, the decoding on workers, and
 a real dask LocalCluster of worker processes fitting and applying the NVTabular workflow, checked
@@ -20,8 +20,8 @@ pytest.importorskip("nvtabular", reason="the merlin image's code runs in the ste
 from criteo_kernel.artifacts import CATEGORY_TABLES, CONTINUOUS_STATS, SERVING_TABLES  # noqa: E402
 from criteo_kernel.codecs import DecodeError  # noqa: E402
 from criteo_kernel.schema import CAT_COLUMNS, INT_COLUMNS  # noqa: E402
-from criteo_steps.preprocess import scale_out  # noqa: E402
-from criteo_steps.preprocess.scale_out import ClusterPlan, PieceReader, plan_pieces  # noqa: E402
+from criteo_merlin.preprocess import scale_out  # noqa: E402
+from criteo_merlin.preprocess.scale_out import ClusterPlan, PieceReader, plan_pieces  # noqa: E402
 from tests.conftest import REPO  # noqa: E402
 
 pytestmark = pytest.mark.steps
@@ -115,7 +115,7 @@ def test_a_bad_value_names_the_file_row_groups_and_column(regrouped, tmp_path):
 def _step(args: list[str], tmp_path) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "CUDA_VISIBLE_DEVICES")}
     env["PYTHONPATH"] = os.pathsep.join(str(REPO / "images" / p / "src") for p in ("kernel", "merlin"))
-    return subprocess.run([sys.executable, "-m", "criteo_steps", "preprocess", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "criteo_merlin", "preprocess", *args], capture_output=True,
                           text=True, timeout=600, env=env, cwd=tmp_path)
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 pytest.importorskip("nvtabular", reason="the merlin image's code runs in the step environment: make test-steps")
-from criteo_steps.ingest import synth  # noqa: E402
+from criteo_merlin.ingest import synth  # noqa: E402
 
 pytestmark = pytest.mark.steps
 

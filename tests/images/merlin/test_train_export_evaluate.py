@@ -6,9 +6,9 @@ pytest.importorskip("nvtabular", reason="the merlin image's code runs in the ste
 import torch  # noqa: E402
 
 from criteo_kernel.schema import CAT_COLUMNS, INT_COLUMNS  # noqa: E402
-from criteo_steps.export import evaluate, export  # noqa: E402
-from criteo_steps.train import train  # noqa: E402
-from criteo_steps.train.dcn import DCN, DCNConfig, ServingDCN, load_checkpoint  # noqa: E402
+from criteo_merlin.export import evaluate, export  # noqa: E402
+from criteo_merlin.train import train  # noqa: E402
+from criteo_merlin.train.dcn import DCN, DCNConfig, ServingDCN, load_checkpoint  # noqa: E402
 
 pytestmark = pytest.mark.steps
 SMALL = dict(epochs=2, batch_size=1024, lr=0.003, embedding_dim=8, cross_layers=3, mlp_dims=[64, 64],
@@ -45,7 +45,7 @@ def test_warm_start_refuses_a_checkpoint_of_another_workflow(trained, tmp_path):
     root, out, res = trained
     model, _ = load_checkpoint(res["checkpoint"])
     other = DCN(DCNConfig([v + 1 for v in model.cfg.vocab_sizes], embedding_dim=8, mlp_dims=[8]))
-    from criteo_steps.train.dcn import save_checkpoint
+    from criteo_merlin.train.dcn import save_checkpoint
 
     save_checkpoint(other, str(tmp_path / "other.pt"))
     with pytest.raises(SystemExit, match="vocabulary sizes of another workflow"):

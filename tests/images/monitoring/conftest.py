@@ -13,7 +13,7 @@ DAY0 = "2026-01-01"  # the date replayed day_0 is logged on
 def raw_days(tmp_path_factory):
     """Synthetic Criteo days in the exact raw format: day_0 (20k rows), day_1 (drifted), day_2.gz (not
     drifted), 6k rows each."""
-    from criteo_steps.ingest import synth
+    from criteo_merlin.ingest import synth
 
     out = tmp_path_factory.mktemp("raw")
     synth.main(["--out", str(out), "--days", "0", "--rows", "20000"])
@@ -61,7 +61,7 @@ def day_profile(path):
     import pyarrow.csv as pacsv
 
     from criteo_kernel.schema import COLUMNS, INT_COLUMNS
-    from criteo_validate.profile import ProfileBuilder
+    from criteo_validator.profile import ProfileBuilder
 
     table = pacsv.read_csv(str(path), read_options=pacsv.ReadOptions(column_names=COLUMNS),
                            parse_options=pacsv.ParseOptions(delimiter="\t"),

@@ -42,7 +42,7 @@ def test_psi_is_near_zero_on_the_reference_and_high_on_drifted_days(raw_days):
 
 
 def test_quality_over_the_last_rows_only():
-    from criteo_steps.export.evaluate import log_loss, roc_auc
+    from criteo_merlin.export.evaluate import log_loss, roc_auc
 
     rng = np.random.default_rng(0)
     window = VersionWindow(1000)

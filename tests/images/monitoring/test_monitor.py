@@ -51,7 +51,7 @@ def test_labels_that_arrive_later_are_joined_then(raw_days, tmp_path):
     assert m[f"criteo_rolling_labelled_requests{sel(1)}"] == 5000
     assert 0.0 <= m[f"criteo_rolling_auc{sel(1)}"] <= 1.0 and m['criteo_monitor_pending_rows{kind="requests"}'] == 0
     # the window is the LAST 5000 rows of the day: the AUC equals the offline one over them
-    from criteo_steps.export.evaluate import roc_auc
+    from criteo_merlin.export.evaluate import roc_auc
 
     window = monitor.windows[(MODEL, 1)]
     assert m[f"criteo_rolling_auc{sel(1)}"] == \

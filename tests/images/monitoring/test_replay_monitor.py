@@ -114,7 +114,7 @@ def test_replay_logs_what_triton_answered_and_to_day_gives_the_day_back(served, 
 
 def test_monitor_metrics_are_scraped_by_prometheus(served):
     """The stack's monitor reads the bucket's request log; Prometheus scrapes it and Triton."""
-    from criteo_steps.export.evaluate import roc_auc
+    from criteo_merlin.export.evaluate import roc_auc
     from operators.hooks.prometheus import PrometheusHook
     from operators.runtime.catalogue import STEPS
 

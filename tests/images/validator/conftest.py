@@ -1,4 +1,4 @@
-"""The validator image's code, on the path as its Dockerfile copies it: the kernel and criteo_validate."""
+"""The validator image's code, on the path as its Dockerfile copies it: the kernel and criteo_validator."""
 import sys
 
 from tests.conftest import REPO

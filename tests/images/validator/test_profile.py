@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from criteo_kernel import profiles
-from criteo_validate import profile
+from criteo_validator import profile
 
 pytestmark = pytest.mark.unit
 

@@ -1,8 +1,8 @@
-"""Tests for the data-validation step (`python -m criteo_validate`).
+"""Tests for the data-validation step (`python -m criteo_validator`).
 
 Fast tests write a partition the way the extract step does (pyarrow strings, "" = missing,
 _extract.json, _SUCCESS) and call `main()` in-process; integration tests run the real
-`criteo_steps synth/extract` (.venv-steps) and the validator CLI as subprocesses.
+`criteo_merlin synth/extract` (.venv-steps) and the validator CLI as subprocesses.
 """
 from __future__ import annotations
 
@@ -18,9 +18,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from criteo_kernel import profiles
-from criteo_validate import partition as vp
-from criteo_validate import validate as v
-from criteo_validate.suites import COLUMNS
+from criteo_validator import partition as vp
+from criteo_validator import validate as v
+from criteo_validator.suites import COLUMNS
 
 REPO = Path(__file__).resolve().parents[3]
 STEPS_PY = REPO / ".venv-steps" / "bin" / "python"
@@ -273,7 +273,7 @@ def _steps(*args: str) -> None:
     from operators.runtime.local import LOCAL_ENVIRONMENTS
 
     env = {**os.environ, "PYTHONPATH": LOCAL_ENVIRONMENTS["merlin"].pythonpath}
-    subprocess.run([str(STEPS_PY), "-m", "criteo_steps", *args], check=True, env=env, cwd=REPO,
+    subprocess.run([str(STEPS_PY), "-m", "criteo_merlin", *args], check=True, env=env, cwd=REPO,
                    capture_output=True, text=True)
 
 
@@ -281,7 +281,7 @@ def _cli(tmp_path: Path, part: Path, name: str) -> tuple[subprocess.CompletedPro
     result_path = tmp_path / f"{name}.json"
     env = {**os.environ, "PYTHONPATH": str(REPO / "images" / "validator" / "src"),
            "STEP_RESULT_PATH": str(result_path)}
-    proc = subprocess.run([sys.executable, "-m", "criteo_validate", "--input", str(part), "--suite", "raw_day",
+    proc = subprocess.run([sys.executable, "-m", "criteo_validator", "--input", str(part), "--suite", "raw_day",
                            "--data-docs", str(tmp_path / "docs" / name), "--run-name", name],
                           env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
     return proc, json.loads(result_path.read_text())
@@ -335,7 +335,7 @@ def _profile_of(tmp_path: Path, capsys, part: Path, name: str) -> Path:
 
 @pytest.mark.unit
 def test_reference_bounds_are_learned_and_severity_decides(tmp_path, capsys):
-    from criteo_validate import profile
+    from criteo_validator import profile
 
     ref_day = write_partition(tmp_path / "ref", clean_rows(3000, seed=1))
     ref = profile.merge([json.loads(_profile_of(tmp_path, capsys, ref_day, "ref").read_text())])
@@ -453,6 +453,6 @@ def test_publish_replaces_the_previous_site(tmp_path, capsys):
 
 @pytest.mark.unit
 def test_committed_suites_match_their_generator():
-    from criteo_validate import suites
+    from criteo_validator import suites
 
     assert suites.main(["--check", str(REPO / "expectations" / "expectations")]) == 0

@@ -10,7 +10,7 @@ from tests.conftest import REPO
 
 pytestmark = pytest.mark.unit
 
-SOURCES = {"criteo_steps": REPO / "images/merlin/src", "criteo_validate": REPO / "images/validator/src",
+SOURCES = {"criteo_merlin": REPO / "images/merlin/src", "criteo_validator": REPO / "images/validator/src",
            "criteo_monitoring": REPO / "images/monitoring/src"}
 
 
@@ -28,9 +28,9 @@ def test_every_image_runs_a_package_of_the_table():
 
 def test_a_command_missing_from_the_table_is_refused():
     spec = STEPS["train_hugectr"]
-    assert spec.command == ("train_hugectr",) and spec.module == "criteo_steps"
-    with pytest.raises(KeyError, match="criteo_steps has no command 'train-hugectr'"):
-        commands.command_line("criteo_steps", "train-hugectr")
+    assert spec.command == ("train_hugectr",) and spec.module == "criteo_merlin"
+    with pytest.raises(KeyError, match="criteo_merlin has no command 'train-hugectr'"):
+        commands.command_line("criteo_merlin", "train-hugectr")
 
 
 def test_each_trainer_trains_with_its_catalogue_step():

@@ -101,7 +101,7 @@ def test_the_hugectr_trainer_gets_its_image_all_its_gpus_shm_and_the_bucket_moun
     pod = request("train_hugectr", PodSettings.of(Settings.load()),
                   ["--train", "gs://criteo-bucket/pipeline/work/processed/wf/day=3", "--epochs", "1"])
     (c,) = pod.spec.containers
-    assert c.image == PINNED["hugectr"] and c.command == ["python", "-m", "criteo_steps", "train_hugectr"]
+    assert c.image == PINNED["hugectr"] and c.command == ["python", "-m", "criteo_merlin", "train_hugectr"]
     # HugeCTR reads files: the step's flags name the bucket through the FUSE mount
     assert c.args == ["--train", "/mnt/gcs/criteo-bucket/pipeline/work/processed/wf/day=3", "--epochs", "1"]
     assert c.resources.limits["nvidia.com/gpu"] == c.resources.requests["nvidia.com/gpu"] == "2"

@@ -27,19 +27,19 @@ class Package:
 
 PACKAGES: dict[str, Package] = {
     # images/merlin (both targets): the GPU steps
-    "criteo_steps": Package({
-        "synth": "criteo_steps.ingest.synth",
-        "extract": "criteo_steps.ingest.extract",
-        "preprocess": "criteo_steps.preprocess.preprocess",
-        TRAIN_STEP[PYTORCH]: "criteo_steps.train.train",
-        TRAIN_STEP[HUGECTR]: "criteo_steps.hugectr.train_hugectr",
-        "export": "criteo_steps.export.export",
-        "evaluate": "criteo_steps.export.evaluate",
+    "criteo_merlin": Package({
+        "synth": "criteo_merlin.ingest.synth",
+        "extract": "criteo_merlin.ingest.extract",
+        "preprocess": "criteo_merlin.preprocess.preprocess",
+        TRAIN_STEP[PYTORCH]: "criteo_merlin.train.train",
+        TRAIN_STEP[HUGECTR]: "criteo_merlin.hugectr.train_hugectr",
+        "export": "criteo_merlin.export.export",
+        "evaluate": "criteo_merlin.export.evaluate",
     }),
-    # images/validator. `python -m criteo_validate --input ...` (no command) validates, as it always has.
-    "criteo_validate": Package({
-        "validate": "criteo_validate.validate",
-        "reference": "criteo_validate.profile",
+    # images/validator. `python -m criteo_validator --input ...` (no command) validates, as it always has.
+    "criteo_validator": Package({
+        "validate": "criteo_validator.validate",
+        "reference": "criteo_validator.profile",
     }, default="validate"),
     # images/monitoring: two steps and the long-running exporter (monitor)
     "criteo_monitoring": Package(

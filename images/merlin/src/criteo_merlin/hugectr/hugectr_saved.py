@@ -227,7 +227,7 @@ def plan(layers: list[dict]) -> Plan:
             widths[tops[0]] = 1
         else:
             raise HugeCTRFileError(f"graph.json: layer type {kind!r} is not handled by "
-                                   "criteo_steps.hugectr.hugectr_onnx (the DCN's layers only)")
+                                   "criteo_merlin.hugectr.hugectr_onnx (the DCN's layers only)")
     if slots is None or not embeddings or layers[-1].get("type") != "BinaryCrossEntropyLoss":
         raise HugeCTRFileError("graph.json: not the DCN's graph (Data, an embedding, ..., BinaryCrossEntropyLoss)")
     return Plan(layers, widths, dense, embeddings, slots, num_dense)

@@ -17,7 +17,7 @@ Package layout (exactly what deploy copies into MODEL_REPOSITORY/criteo_dcn/<ver
 
 The export fails if ONNX and PyTorch disagree on a probe batch by more than --tolerance.
 
-    python -m criteo_steps export --checkpoint .../train/checkpoint.pt --workflow .../workflows/wf \
+    python -m criteo_merlin export --checkpoint .../train/checkpoint.pt --workflow .../workflows/wf \
         --output .../candidates/KEY/package
 """
 from __future__ import annotations
@@ -175,7 +175,7 @@ def _package_hugectr(trained, onnx_path, pkg, probe_cats, probe_dense) -> tuple[
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(prog="criteo_steps export", description=__doc__,
+    p = argparse.ArgumentParser(prog="criteo_merlin export", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", required=True,
                    help="the train step's checkpoint: checkpoint.pt (pytorch) or train_hugectr's output (hugectr)")

@@ -1,6 +1,6 @@
 """The served ONNX signature (criteo_kernel.signature), checked on every model a version ships,
-whichever trainer made it: PyTorch's export (criteo_steps.export.export) or HugeCTR's saved files converted
-by criteo_steps.hugectr.hugectr_onnx.
+whichever trainer made it: PyTorch's export (criteo_merlin.export.export) or HugeCTR's saved files converted
+by criteo_merlin.hugectr.hugectr_onnx.
 """
 from __future__ import annotations
 

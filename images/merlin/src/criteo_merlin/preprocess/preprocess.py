@@ -1,6 +1,6 @@
 """preprocess: the NVTabular workflow over extracted days.
 
-Full retrain (`--fit-workflow OUT`): fit the workflow (criteo_steps.preprocess.workflow) on the window's
+Full retrain (`--fit-workflow OUT`): fit the workflow (criteo_merlin.preprocess.workflow) on the window's
 training rows, save it with its serving lookup tables, then transform every day.
 Incremental (`--workflow URL`): load the saved workflow and only transform.
 
@@ -10,7 +10,7 @@ Outputs, each published atomically:
 
 The result declares `partitions` (the day partitions written, in input order) and `workflow`.
 
-    python -m criteo_steps preprocess --extracted .../extracted/day=0 .../extracted/day=1 \
+    python -m criteo_merlin preprocess --extracted .../extracted/day=0 .../extracted/day=1 \
         --output-root .../processed/wf-abc --fit-workflow .../workflows/wf-abc
 """
 from __future__ import annotations
@@ -41,11 +41,11 @@ def preprocess(extracted: list[str], output_root: str, fit_workflow: str | None,
                device_memory_limit: str = "0.8", hugectr: bool = False) -> dict:
     """Fit (full retrain) or load (incremental) the workflow, then transform every day.
 
-    `hugectr`: write each split the way HugeCTR's Parquet reader reads it (criteo_steps.hugectr.hugectr_data):
+    `hugectr`: write each split the way HugeCTR's Parquet reader reads it (criteo_merlin.hugectr.hugectr_data):
     the continuous features and the label as float32, and `_metadata.json` + `_file_list.txt` beside
     the files. HugeCTR reads no gs://, so the output must be a local or mounted folder.
 
-    `workers` (criteo_steps.preprocess.scale_out): "auto" runs on a dask-cuda cluster over the pod's GPUs when
+    `workers` (criteo_merlin.preprocess.scale_out): "auto" runs on a dask-cuda cluster over the pod's GPUs when
     it has more than one; N > 1 runs N dask workers (GPUs if the pod has N, else processes), each
     partition about `part_size` of input, GPU workers spilling past `device_memory_limit`. One
     worker without a GPU is the in-process path (in_process).
@@ -54,7 +54,7 @@ def preprocess(extracted: list[str], output_root: str, fit_workflow: str | None,
     fit over a lazy dask collection with one partition per file), transform and write one output
     file per input file (per WRITE_ROWS rows of it). `cache_mb` bounds
     the decoded files kept in memory between the fit and the transform (others are decoded again).
-    `engine`: "fast" fits from the decoded files' value counts (criteo_steps.preprocess.dictionary_fit:
+    `engine`: "fast" fits from the decoded files' value counts (criteo_merlin.preprocess.dictionary_fit:
     NVTabular's own vocabulary writer and moments, no pass over the rows) and transforms with
     lookups compiled from the fitted workflow, spot-checked against Workflow.transform on rows of
     every file before anything is published; "nvt" runs Workflow.fit and Workflow.transform on
@@ -187,7 +187,7 @@ def _keep_only_parquet(url: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(prog="criteo_steps preprocess", description=__doc__,
+    p = argparse.ArgumentParser(prog="criteo_merlin preprocess", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--extracted", nargs="+", required=True, help="published extract partitions (day=N)")
     p.add_argument("--output-root", required=True, help="processed/<workflow id>; one day=N partition per input")

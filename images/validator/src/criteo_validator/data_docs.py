@@ -48,7 +48,7 @@ def build_docs(runner: gxr.Runner, suites: list, outcome: Outcome, part: Partiti
         meta.update({
             "run_id": run_id, "validation_time": run_id.run_time,
             "batch_parameters": {"input": part.label},
-            "criteo_validate": {"input": part.label, "source": part.stats.get("source"),
+            "criteo_validator": {"input": part.label, "source": part.stats.get("source"),
                                 "rows_validated": outcome.rows_validated, "rows_in_partition": part.parquet_rows,
                                 "sampled": outcome.plan.sampled, "rows_mode": outcome.plan.description,
                                 "chunks": outcome.chunks, "gate": "passed" if hard_ok else "failed",

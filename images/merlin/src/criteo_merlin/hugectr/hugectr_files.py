@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass
 
 GRAPH = "graph.json"
-CONFIG = "config.json"      # the architecture (criteo_steps.hugectr.hugectr_dcn.DCNGraph's fields), ours
+CONFIG = "config.json"      # the architecture (criteo_merlin.hugectr.hugectr_dcn.DCNGraph's fields), ours
 PREFIX = "dcn"
 _DENSE = re.compile(r"^(?P<prefix>.+?)_dense_(?P<iter>\d+)\.model$")
 

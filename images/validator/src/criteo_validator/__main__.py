@@ -1,7 +1,7 @@
-"""`python -m criteo_validate [validate] ARGS`: the validation step (validate.py); the command is
+"""`python -m criteo_validator [validate] ARGS`: the validation step (validate.py); the command is
 optional, validation being what this image is for.
 
-`python -m criteo_validate reference --profiles P.json ... --output REF.json` merges day profiles
+`python -m criteo_validator reference --profiles P.json ... --output REF.json` merges day profiles
 into the reference profile a full retrain saves with its model (profile.py).
 """
 import logging
@@ -13,4 +13,4 @@ from criteo_kernel.result import dispatch
 logging.getLogger("great_expectations").setLevel(logging.WARNING)
 
 if __name__ == "__main__":
-    sys.exit(dispatch("criteo_validate"))
+    sys.exit(dispatch("criteo_validator"))

@@ -1,6 +1,6 @@
 """validate: the data-quality gate. Check published partitions against Great Expectations suites.
 
-    python -m criteo_validate --input PART [PART ...] --suite raw_day --suite drift \
+    python -m criteo_validator --input PART [PART ...] --suite raw_day --suite drift \
         --data-docs URL --run-name NAME [--reference REF.json] [--profile-out URL] \
         [--sample-rows 200000] [--min-rows 1000] [--expectations-dir DIR]
 
@@ -57,7 +57,7 @@ def failure_detail(part) -> dict:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m criteo_validate", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m criteo_validator", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--input", required=True, nargs="+",
                    help="published partition folder(s): …/extracted/day=N, or processed days")

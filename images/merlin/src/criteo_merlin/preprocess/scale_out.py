@@ -4,11 +4,11 @@ A real Criteo day is ~195M rows (45-55 GB of text). With more than one GPU in th
 preprocess step fits and applies the NVTabular workflow on a dask-cuda LocalCUDACluster over all of
 them; `--workers N` with no GPU runs the same graph on a CPU LocalCluster of N processes (that is
 how this path is tested on machines without a GPU). One worker and no GPU keeps the in-process path
-of criteo_steps.preprocess.preprocess.
+of criteo_merlin.preprocess.preprocess.
 
 The input is read in place (a folder or gs:// through fsspec), never downloaded first: each dask
 partition is a run of whole parquet row groups of one extracted file, about `part_size` bytes of
-text, decoded by criteo_steps.preprocess.decoding (the same rules and errors as the in-process path) and handed
+text, decoded by criteo_merlin.preprocess.decoding (the same rules and errors as the in-process path) and handed
 to the GPU as a cudf frame.
 
     plan = ClusterPlan.choose("auto")                   # from the GPUs the pod sees

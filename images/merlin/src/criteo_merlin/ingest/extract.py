@@ -19,7 +19,7 @@ naming the file and the fix: a directory, an unreadable file, a `.gz` name on te
 gzip content without the `.gz` name is read as gzip, with a warning to rename it. Storage errors
 (the bucket unreachable) still fail the step with exit 1, to be retried.
 
-    python -m criteo_steps extract --input gs://b/raw/day_3.gz --output gs://b/work/extracted/day=3
+    python -m criteo_merlin extract --input gs://b/raw/day_3.gz --output gs://b/work/extracted/day=3
 """
 from __future__ import annotations
 
@@ -317,7 +317,7 @@ def _rest_hashed(stored) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(prog="criteo_steps extract", description=__doc__,
+    p = argparse.ArgumentParser(prog="criteo_merlin extract", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--input", required=True,
                    help="raw day file URL (day_N or day_N.gz), or with --day the folder holding it")

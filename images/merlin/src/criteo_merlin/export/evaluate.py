@@ -5,7 +5,7 @@ onnxruntime), i.e. exactly as Triton will serve them, on the raw held-out slice 
 days. Scoring the baseline on the candidate's evaluation rows is what makes the blessing's
 "no worse than production" comparison fair (TFX Evaluator's change threshold).
 
-    python -m criteo_steps evaluate --eval .../extracted/day=5 --candidate .../package \
+    python -m criteo_merlin evaluate --eval .../extracted/day=5 --candidate .../package \
         [--baseline .../model_repository/criteo_dcn/3] --output .../candidates/KEY/evaluation
 """
 from __future__ import annotations
@@ -101,7 +101,7 @@ def evaluate(eval_parts: list[str], candidate: str, baseline: str | None, output
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(prog="criteo_steps evaluate", description=__doc__,
+    p = argparse.ArgumentParser(prog="criteo_merlin evaluate", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--eval", nargs="+", required=True, help="extracted partitions whose eval/ slice is scored")
     p.add_argument("--candidate", required=True, help="candidate package (export output)")

@@ -1,23 +1,24 @@
 """train_hugectr: the DCN trained by HugeCTR (the merlin image's `hugectr` target, GPUs only).
 
-The same contract as `train` (criteo_steps.train.train): processed day partitions in, a published
+The same contract as `train` (criteo_merlin.train.train): processed day partitions in, a published
 training partition out, whose result names the `checkpoint` export packages; the next incremental
 run warm-starts from what it keeps.
 
     OUTPUT/model.onnx       the saved files converted to the served signature, embeddings
-                            included (criteo_steps.hugectr.hugectr_onnx: numpy reads them, no hugectr2onnx)
+                            included (criteo_merlin.hugectr.hugectr_onnx: numpy reads them, no hugectr2onnx)
     OUTPUT/hugectr/         graph.json + the saved dense/sparse weights and optimizer states
-                            (criteo_steps.hugectr.hugectr_files): the next run's warm start
+                            (criteo_merlin.hugectr.hugectr_files): the next run's warm start
     OUTPUT/_train.json      metrics, trainer "hugectr", config, hyperparameters, the warm start
 
-Steps: stage the partitions for the Parquet reader (criteo_steps.hugectr.hugectr_data: one file list and
+Steps: stage the partitions for the Parquet reader (criteo_merlin.hugectr.hugectr_data: one file list and
 metadata over the window, slot_size_array from the workflow), build the graph
-(criteo_steps.hugectr.hugectr_dcn) on all visible GPUs (`vvgpu`), load the parent's files after
+(criteo_merlin.hugectr.hugectr_dcn) on all visible GPUs (`vvgpu`), load the parent's files after
 `compile()` for an incremental run, `fit` for epochs x rows / batch iterations, save, convert
-(criteo_steps.hugectr.hugectr_onnx: graph.json, the dense file and the sparse folder -> model.onnx).
+(criteo_merlin.hugectr.hugectr_onnx: graph.json, the dense file and the sparse folder -> model.onnx).
 HugeCTR reads no gs://: the partitions must be local or mounted (criteo_pod_data=gcsfuse or pvc).
 
-    python -m criteo_steps train_hugectr --train /mnt/gcs/b/processed/wf/day=0 --output /mnt/gcs/b/candidates/K/train \\
+    python -m criteo_merlin train_hugectr --train /mnt/gcs/b/processed/wf/day=0 \\
+        --output /mnt/gcs/b/candidates/K/train \\
         [--warm-start /mnt/gcs/b/model_repository/criteo_dcn/3/hugectr] --epochs 1 --batch-size 16384 --lr 0.001
 """
 from __future__ import annotations
@@ -192,7 +193,7 @@ def _eval_metrics(model) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(prog="criteo_steps train_hugectr", description=__doc__,
+    p = argparse.ArgumentParser(prog="criteo_merlin train_hugectr", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     add_training_arguments(p, train_help="processed day partitions (preprocess --hugectr)",
                            output_help="where to publish model.onnx, hugectr/ and _train.json",

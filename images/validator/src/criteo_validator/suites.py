@@ -1,7 +1,7 @@
 """The expectation suites, written once here and committed as GX 1.x JSON in expectations/.
 
-    python -m criteo_validate.suites --write expectations/expectations   # regenerate the JSON
-    python -m criteo_validate.suites --check expectations/expectations   # CI: JSON == this file
+    python -m criteo_validator.suites --write expectations/expectations   # regenerate the JSON
+    python -m criteo_validator.suites --check expectations/expectations   # CI: JSON == this file
 
 Why generated: the raw-day suite has ~150 expectations that differ only by column; writing them
 by hand invites a column being forgotten. The JSON in git is still what GX loads and what a
@@ -228,7 +228,7 @@ def render(name: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m criteo_validate.suites", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m criteo_validator.suites", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--write", metavar="DIR", help="write <suite>.json files into DIR")
@@ -242,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
         elif not path.exists() or path.read_text() != render(name):
             stale.append(str(path))
     if stale:
-        print(f"out of date (run python -m criteo_validate.suites --write): {', '.join(stale)}", file=sys.stderr)
+        print(f"out of date (run python -m criteo_validator.suites --write): {', '.join(stale)}", file=sys.stderr)
         return 1
     return 0
 

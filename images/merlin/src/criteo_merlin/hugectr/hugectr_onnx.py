@@ -1,7 +1,7 @@
 """HugeCTR's saved DCN -> the served ONNX model (criteo_kernel.signature), with no hugectr2onnx.
 
 train_hugectr saves `graph.json` (model.graph_to_json), the dense weights (`*_dense_N.model`) and
-one sparse folder per embedding (`*0_sparse_N.model/{key,emb_vector}`; criteo_steps.hugectr.hugectr_files).
+one sparse folder per embedding (`*0_sparse_N.model/{key,emb_vector}`; criteo_merlin.hugectr.hugectr_files).
 hugectr_saved reads them with numpy; this module writes the same function the PyTorch export serves: inputs
 `cat_ids` INT64 [N,26] (per-column ids) and `dense` FLOAT [N,13], output `ctr` FLOAT [N,1].
 
@@ -126,7 +126,7 @@ def _model(nodes: list, inits: list):
         [helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, ["batch", 1])],
         inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
-                              producer_name="criteo_steps.hugectr.hugectr_onnx")
+                              producer_name="criteo_merlin.hugectr.hugectr_onnx")
     model.ir_version = IR_VERSION
     onnx.checker.check_model(model)
     return model

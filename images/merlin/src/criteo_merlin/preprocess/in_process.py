@@ -236,7 +236,7 @@ def _write_piece(cols: dict, names: list[str], path: str, upload) -> None:
 
 
 def _fit_from_dictionaries(workflow, files: list[str], decoder: Decoder) -> None:
-    """The workflow's statistics from the decoded files' value counts (criteo_steps.preprocess.dictionary_fit)."""
+    """The workflow's statistics from the decoded files' value counts (criteo_merlin.preprocess.dictionary_fit)."""
     counts = dictionary_fit.ValueCounts(list(typed_meta().columns))
     for f in files:
         counts.add(decoder.load(f))

@@ -1,7 +1,7 @@
 """The DCN as HugeCTR's layer graph, declared as data, then added to a `hugectr.Model`.
 
 The declaration is plain Python (no hugectr import) so that its shapes, layer chain and parameter
-counts are checked against the PyTorch DCN (criteo_steps.train.dcn) wherever the tests run; only
+counts are checked against the PyTorch DCN (criteo_merlin.train.dcn) wherever the tests run; only
 `add_to` needs HugeCTR. It follows HugeCTR's samples/dcn/dcn_parquet.py (v25.03), with the
 PyTorch model's concatenation order ([dense, embeddings] and [cross, deep]) so that the two
 trainers build the same function:
@@ -33,7 +33,7 @@ class Layer:
 
 @dataclass(frozen=True)
 class DCNGraph:
-    """The architecture both trainers share (criteo_steps.train.dcn.DCNConfig's fields)."""
+    """The architecture both trainers share (criteo_merlin.train.dcn.DCNConfig's fields)."""
 
     slot_sizes: list[int]         # vocabulary per categorical column: HugeCTR's slot_size_array
     embedding_dim: int = 16

@@ -6,13 +6,13 @@ OUTPUT/checkpoint.pt + OUTPUT/_train.json.
 
 The same CLI runs in the GPU image (torch uses CUDA when present) and on the embedded default's
 CPU. The model has the architecture of HugeCTR's DCN sample; the other trainer, HugeCTR itself, is
-criteo_steps.hugectr.train_hugectr (the same graph: criteo_steps.hugectr.hugectr_dcn).
+criteo_merlin.hugectr.train_hugectr (the same graph: criteo_merlin.hugectr.hugectr_dcn).
 
-    python -m criteo_steps train --train .../processed/wf/day=0 --output .../candidates/KEY/train \
+    python -m criteo_merlin train --train .../processed/wf/day=0 --output .../candidates/KEY/train \
         [--warm-start .../model_repository/criteo_dcn/3/checkpoint.pt] --epochs 1 --batch-size 4096 \
         [--precision fp32|bf16]
 
-Train mode runs the model's fast path (criteo_steps.train.dcn: the same function and parameters as the
+Train mode runs the model's fast path (criteo_merlin.train.dcn: the same function and parameters as the
 plain modules, with fused ReLU+dropout, a closed-form cross stack and cheap dropout masks).
 --precision bf16 (opt-in) runs forward and backward under bf16 autocast; the master weights, the
 optimizers' state and the checkpoint stay float32. It pays only where the hardware multiplies bf16
@@ -156,7 +156,7 @@ def _model(vocab: list[int], warm_start: str | None, embedding_dim, cross_layers
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(prog="criteo_steps train", description=__doc__,
+    p = argparse.ArgumentParser(prog="criteo_merlin train", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     add_training_arguments(p, train_help="processed day partitions to train on",
                            output_help="where to publish checkpoint.pt and _train.json",

@@ -9,7 +9,7 @@ counts, (c) one categorical x categorical and one categorical x count interactio
 something to learn beyond a bias. A drift switch changes, from a chosen day on, both the feature
 distributions (count scale, category popularity) and the click function.
 
-    python -m criteo_steps synth --out DIR --days 0-4 --rows 200000 [--gz] [--drift-from-day 3]
+    python -m criteo_merlin synth --out DIR --days 0-4 --rows 200000 [--gz] [--drift-from-day 3]
 """
 from __future__ import annotations
 
@@ -160,7 +160,7 @@ def parse_days(spec: str) -> list[int]:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(prog="criteo_steps synth", description=__doc__,
+    p = argparse.ArgumentParser(prog="criteo_merlin synth", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True, help="folder to write day_N files into")
     p.add_argument("--days", default="0-2", help="days to write, e.g. 0-4 or 0,3,5")

@@ -1,7 +1,7 @@
 """Fitting the NVTabular workflow from the decoded files' dictionaries, without its row passes.
 
 A decoded file keeps every column as (distinct values, row indices) per Arrow chunk
-(criteo_steps.preprocess.decoding), so a column's value counts are one `np.bincount` over its indices. From
+(criteo_merlin.preprocess.decoding), so a column's value counts are one `np.bincount` over its indices. From
 those counts alone come both statistics the workflow needs:
 
 - Categorify: the (value, count) frame NVTabular's own groupby would produce, handed to NVTabular's

@@ -35,7 +35,7 @@ def default_expectations_dir() -> Path:
     if env:
         return Path(env)
     here = Path(__file__).resolve()
-    for parent in here.parents:  # repo checkout: <repo>/images/validator/src/criteo_validate
+    for parent in here.parents:  # repo checkout: <repo>/images/validator/src/criteo_validator
         if (parent / "expectations" / "great_expectations.yml").exists():
             return parent / "expectations"
     return Path("/app/expectations")  # the image's copy

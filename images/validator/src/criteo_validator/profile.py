@@ -35,7 +35,7 @@ causes, not drift):
   `min(ref max + 0.5, 1 - (1 - ref max) / 5)`: half of the column's values newly piled onto one
   value, or the other values' share shrunk fivefold; soft: outside the reference range +- 0.1.
 
-    python -m criteo_validate reference --profiles P1.json P2.json ... --output REF.json
+    python -m criteo_validator reference --profiles P1.json P2.json ... --output REF.json
 """
 from __future__ import annotations
 
@@ -356,7 +356,7 @@ def main(argv: list[str] | None = None) -> dict | int:
 
     from criteo_kernel.result import UNREADABLE_INPUT
 
-    a = argparse.ArgumentParser(prog="python -m criteo_validate reference",
+    a = argparse.ArgumentParser(prog="python -m criteo_validator reference",
                                 description="Merge day profiles (validate --profile-out) into a reference profile.")
     a.add_argument("--profiles", nargs="+", required=True, help="day profile JSON files or URLs")
     a.add_argument("--output", required=True, help="where to write the reference profile")

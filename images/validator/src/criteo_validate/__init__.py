@@ -1,5 +1,0 @@
-"""criteo_validate: the Criteo pipeline's data-validation step (Great Expectations 1.x, no Airflow).
-
-Run as `python -m criteo_validate --input PART --suite raw_day --data-docs DIR --run-name NAME`;
-see `criteo_validate.validate` for the design.
-"""
