@@ -144,8 +144,9 @@ def test_a_step_over_its_memory_limit_fails_as_oomkilled_naming_the_limit_withou
     settings(af, criteo_pod_deferrable="false", criteo_step_resources=json.dumps({"synth": {"memory": "64Mi"}}))
     run_id = trigger(af, "pod_step_synth_retry", {"rows": 2_000_000})
     run = af.finished_run("pod_step_synth_retry", run_id)
-    tis = af.call("GET", f"/api/v2/dags/pod_step_synth_retry/dagRuns/{run_id}/taskInstances")["task_instances"]
-    assert run["state"] == "failed" and tis[0]["try_number"] == 1, tis   # retries > 0, none taken
+    tis = {ti["task_id"]: ti for ti in
+           af.call("GET", f"/api/v2/dags/pod_step_synth_retry/dagRuns/{run_id}/taskInstances")["task_instances"]}
+    assert run["state"] == "failed" and tis["synth"]["try_number"] == 1, tis   # retries > 0, none taken
     log = af.task_log("pod_step_synth_retry", run_id, "synth")
     assert "OOMKilled" in log and "limit of 64Mi" in log and "criteo_step_resources" in log, log[-3000:]
 
@@ -167,8 +168,9 @@ def test_an_evicted_pod_is_retried_and_writes_the_same_output(af_pods, tmp_path)
         "apiVersion": "policy/v1beta1", "kind": "Eviction",
         "metadata": {"name": pod.metadata.name, "namespace": NAMESPACE}})
     run = af.finished_run("pod_step_synth_retry", run_id)
-    tis = af.call("GET", f"/api/v2/dags/pod_step_synth_retry/dagRuns/{run_id}/taskInstances")["task_instances"]
-    assert run["state"] == "success" and tis[0]["try_number"] == 2, (tis, af.logs())
+    tis = {ti["task_id"]: ti for ti in
+           af.call("GET", f"/api/v2/dags/pod_step_synth_retry/dagRuns/{run_id}/taskInstances")["task_instances"]}
+    assert run["state"] == "success" and tis["synth"]["try_number"] == 2, (tis, af.logs())
     first = af.task_log("pod_step_synth_retry", run_id, "synth", try_number=1)
     assert pod.metadata.name in first and "STEP_RESULT" not in first   # the evicted attempt never finished
     LocalProcessRuntime().run(STEPS["synth"], ["--out", str(tmp_path), "--days", "0", "--rows", str(rows)])
