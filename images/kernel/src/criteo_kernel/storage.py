@@ -143,13 +143,15 @@ def publish(fs, staging: str, final: str, replace: bool) -> bool:
     staging, final = staging.rstrip("/"), final.rstrip("/")
     if is_local(fs):
         return _publish_local(fs, staging, final, replace)
-    if fs.exists(final):
+    # The objects under `final`, not fs.exists(final): an object store has no folders, and some
+    # fsspec versions (2022.5, Merlin's) answer False for a prefix that holds only objects.
+    if fs.find(final):
         if not replace:
             fs.rm(staging, recursive=True)
             return False
         if fs.exists(join(final, SUCCESS)):  # the old marker first: a half-deleted folder is never "present"
             fs.rm(join(final, SUCCESS))
-        fs.rm(final, recursive=True)
+        fs.rm(fs.find(final))
     for src in fs.find(staging):
         rel = src[len(staging) + 1:]
         if rel != SUCCESS:
