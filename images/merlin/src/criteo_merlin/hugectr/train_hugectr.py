@@ -23,7 +23,6 @@ HugeCTR reads no gs://: the partitions must be local or mounted (criteo_pod_data
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -36,7 +35,7 @@ from criteo_kernel.artifacts import HUGECTR_FILES, MODEL_ONNX, PREPROCESS_META, 
 from criteo_kernel.trainers import HUGECTR
 
 from ..preprocess.scale_out import visible_gpus
-from ..train.trainer_cli import add_training_arguments, mlp_dims
+from ..train.trainer_cli import mlp_dims, training_parser
 from . import hugectr_data, hugectr_files
 from .hugectr_dcn import DCNGraph, workspace_mb
 
@@ -193,11 +192,10 @@ def _eval_metrics(model) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(prog="criteo_merlin train_hugectr", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_training_arguments(p, train_help="processed day partitions (preprocess --hugectr)",
-                           output_help="where to publish model.onnx, hugectr/ and _train.json",
-                           warm_start_help="the parent version's hugectr/ folder (incremental)")
+    p = training_parser("criteo_merlin train_hugectr", __doc__,
+                        train_help="processed day partitions (preprocess --hugectr)",
+                        output_help="where to publish model.onnx, hugectr/ and _train.json",
+                        warm_start_help="the parent version's hugectr/ folder (incremental)")
     p.add_argument("--gpus", default="auto", help="auto (every visible GPU) or comma-separated GPU ids")
     p.add_argument("--workers", type=int, default=0, help="Parquet reader workers (0: one per GPU)")
     a = p.parse_args(argv)

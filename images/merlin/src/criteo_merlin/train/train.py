@@ -21,7 +21,6 @@ in float32 (bf16's numbers at about float32's speed: no gain there).
 """
 from __future__ import annotations
 
-import argparse
 import os
 import time
 
@@ -31,7 +30,7 @@ from criteo_kernel import storage
 from criteo_kernel.artifacts import CHECKPOINT, PREPROCESS_META, SUCCESS, TRAIN_META
 from criteo_kernel.schema import CAT_COLUMNS, INT_COLUMNS, LABEL
 
-from .trainer_cli import add_training_arguments, mlp_dims
+from .trainer_cli import mlp_dims, training_parser
 
 PRECISIONS = ("fp32", "bf16")
 
@@ -156,11 +155,9 @@ def _model(vocab: list[int], warm_start: str | None, embedding_dim, cross_layers
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(prog="criteo_merlin train", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_training_arguments(p, train_help="processed day partitions to train on",
-                           output_help="where to publish checkpoint.pt and _train.json",
-                           warm_start_help="checkpoint to continue from (incremental); its architecture is kept")
+    p = training_parser("criteo_merlin train", __doc__, train_help="processed day partitions to train on",
+                        output_help="where to publish checkpoint.pt and _train.json",
+                        warm_start_help="checkpoint to continue from (incremental); its architecture is kept")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--precision", choices=PRECISIONS, default="fp32",

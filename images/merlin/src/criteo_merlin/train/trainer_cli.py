@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 
 
-def add_training_arguments(p: argparse.ArgumentParser, *, train_help: str, output_help: str,
-                           warm_start_help: str) -> None:
+def training_parser(prog: str, doc: str, *, train_help: str, output_help: str,
+                    warm_start_help: str) -> argparse.ArgumentParser:
+    """A trainer's parser with the flags both trainers take; each adds its own."""
+    p = argparse.ArgumentParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--train", nargs="+", required=True, help=train_help)
     p.add_argument("--output", required=True, help=output_help)
     p.add_argument("--warm-start", default=None, help=warm_start_help)
@@ -19,6 +21,7 @@ def add_training_arguments(p: argparse.ArgumentParser, *, train_help: str, outpu
     arch.add_argument("--cross-layers", type=int)
     arch.add_argument("--mlp-dims", help="comma-separated hidden sizes, e.g. 1024,1024")
     arch.add_argument("--dropout", type=float, default=None, help="default: the model's (0.5, HugeCTR's sample)")
+    return p
 
 
 def mlp_dims(p: argparse.ArgumentParser, a: argparse.Namespace) -> list[int] | None:
