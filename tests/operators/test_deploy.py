@@ -273,7 +273,8 @@ def test_a_replica_that_appears_during_the_promotion_loads_the_version_too(serve
         assert served(late, packages)[:2] == ([1], 1)
         answers = iter([[server.grpc_url], [server.grpc_url, late.grpc_url]])
         monkeypatch.setattr(deploy_module, "triton_replicas",
-                            lambda: [TritonHook(url) for url in next(answers, [server.grpc_url, late.grpc_url])])
+                            lambda settings: [TritonHook(url) for url in
+                                              next(answers, [server.grpc_url, late.grpc_url])])
         result = deploy(packages, 1, "run-b", smoke_file(tmp_path / "s1.npz", packages, 1))
         assert result["version"] == 2 and result["smoke"]["replicas"] == [server.grpc_url, late.grpc_url]
         for replica in (server, late):

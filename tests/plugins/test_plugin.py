@@ -91,6 +91,7 @@ def published(bucket, tmp_path_factory):
 
     from operators.pipeline.layout import safe_run_id
     from operators.step import CriteoStepOperator
+    from operators.tasks.defaults import run_settings
 
     work = tmp_path_factory.mktemp("validate")
     rows = [["1" if i % 4 == 0 else "0", *[str(i % 97)] * 13, *[f"{(i * 7919) % 2**32:08x}"] * 26]
@@ -102,7 +103,7 @@ def published(bucket, tmp_path_factory):
     root = bucket / "data_docs"
     safe = "{{ run_id | replace(':', '_') | replace('+', '_') }}"  # safe_run_id() of a manual run id
     with DAG(DAG_ID, schedule=None, start_date=datetime(2026, 1, 1, tzinfo=UTC)) as dag:
-        CriteoStepOperator(task_id="validate", step="validate", retries=0, arguments={
+        CriteoStepOperator(task_id="validate", step="validate", retries=0, settings=run_settings(), arguments={
             "--input": str(part), "--suite": "raw_day", "--run-name": "{{ run_id }}.day3",
             "--data-docs": f"{root}/{DAG_ID}/{safe}/day=3",
             "--expectations-dir": str(gx_dir), "--min-rows": 10, "--sample-rows": 0})
