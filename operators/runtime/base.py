@@ -1,6 +1,7 @@
 """What every runtime shares: the interface a step runs through, and how a run ended."""
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -28,7 +29,7 @@ class StepOutcome:
         return (self.result or {}).get("summary") or self.log_tail or "(no log)"
 
 
-class StepRuntime:
+class StepRuntime(ABC):
     """Where steps run: built from the run's settings, one instance per task attempt.
 
     `start` runs a step to its exit and returns the outcome; a runtime that waits elsewhere (pods,
@@ -45,11 +46,12 @@ class StepRuntime:
         """What in `settings` would stop this runtime, each naming the setting."""
         return []
 
+    @abstractmethod
     def start(self, spec: StepSpec, argv: list[str], *, task_id: str, context: Any = None) -> StepOutcome:
-        raise NotImplementedError
+        """Run the step to its exit (or raise TaskDeferred to wait in the triggerer)."""
 
     def resume(self, spec: StepSpec, argv: list[str], *, task_id: str, context: Any, event: dict) -> StepOutcome:
-        raise NotImplementedError(f"the {self.name} runtime does not defer")
+        raise RuntimeError(f"the {self.name} runtime never defers, so there is no deferred step to resume")
 
     def kill(self) -> None:
         """Stop the step started by this instance (the task is being killed)."""
