@@ -53,6 +53,7 @@ class StepRuntime(ABC):
     def resume(self, spec: StepSpec, argv: list[str], *, task_id: str, context: Any, event: dict) -> StepOutcome:
         raise RuntimeError(f"the {self.name} runtime never defers, so there is no deferred step to resume")
 
+    @abstractmethod
     def kill(self) -> None:
         """Stop the step started by this instance (the task is being killed)."""
 
