@@ -286,11 +286,6 @@ def terminated_of(pod: k8s.V1Pod | None) -> k8s.V1ContainerStateTerminated | Non
     return None
 
 
-def exit_code_of(pod: k8s.V1Pod | None) -> int | None:
-    terminated = terminated_of(pod)
-    return terminated.exit_code if terminated else None
-
-
 def pod_outcome(pod: k8s.V1Pod | None, client, limit: str | None) -> StepOutcome | None:
     """How the step container of a finished pod ended, from its status and its log; None when it
     never ran (its image missing, the pod unschedulable): the provider's own error says why."""
