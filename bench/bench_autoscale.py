@@ -6,13 +6,14 @@ Prometheus scraping it every second, and replays another synthetic day (--traffi
 inference client (criteo_monitoring replay, --clock wall) at each --rates requests/s of
 --batch-size rows, for --step-s seconds each. After each step it reads:
 
-- the HPA's metric: prometheus-adapter's rule (k8s/serving.py adapter_query) over the step's
-  last 30 s, its templates filled for this one Triton;
+- the HPA's metric: prometheus-adapter's rule (k8s/prometheus-adapter/config.yaml) over the step's
+  last 30 s, its templates filled for this one Triton (k8s/adapter.py fill: its scrape target's
+  instance label stands for namespace and pod, which only Kubernetes discovery gives);
 - Triton's own statistics for the step (queue ns / requests), as a cross-check;
 - the rate the client achieved.
 
 Then it reports the highest rate whose queue time stayed under the HPA target
-(k8s/values.yaml autoscaling.queueTimeTargetUs, or --target-us) and what that implies for
+(k8s/serving/base/hpa.yaml's averageValue, or --target-us) and what that implies for
 replicas per 1,000 requests/s. The client runs on the same 2 cores as Triton here, so the
 capacity is this machine's, not a GPU node's.
 
@@ -36,7 +37,9 @@ from bench_serving import build_version  # noqa: E402
 
 
 def main() -> None:
-    from k8s.serving import adapter_query, load_values
+    import yaml
+
+    from k8s.adapter import fill
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rates", default="40,80,120,160,200,240,320", help="requests/s, one step each")
@@ -44,14 +47,16 @@ def main() -> None:
     p.add_argument("--concurrency", type=int, default=16, help="requests the client keeps in flight at most")
     p.add_argument("--step-s", type=float, default=35.0, help="seconds per rate (the rule's window is 30 s)")
     p.add_argument("--target-us", type=float, default=None,
-                   help="the HPA target (default: k8s/values.yaml autoscaling.queueTimeTargetUs)")
+                   help="the HPA target (default: k8s/serving/base/hpa.yaml averageValue)")
     p.add_argument("--rows", type=int, default=100_000, help="rows of the synthetic day the model trains on")
     p.add_argument("--mlp-dims", default="1024,1024")
     p.add_argument("--traffic-rows", type=int, default=600_000,
                    help="rows of the synthetic day replayed (enough for the highest rate's step)")
     p.add_argument("--work", default=None, help="work folder; a version already built there is reused")
     a = p.parse_args()
-    target = a.target_us if a.target_us is not None else float(load_values()["autoscaling"]["queueTimeTargetUs"])
+    hpa = yaml.safe_load((REPO / "k8s" / "serving" / "base" / "hpa.yaml").read_text())
+    target = a.target_us if a.target_us is not None else float(
+        hpa["spec"]["metrics"][0]["pods"]["target"]["averageValue"])
     rates = [float(r) for r in a.rates.split(",")]
     work = Path(a.work or tempfile.mkdtemp(prefix="bench-autoscale-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -84,7 +89,7 @@ def main() -> None:
         promote(repo, TritonHook(stack.triton.grpc_url), version)
         prom = PrometheusHook(stack.prometheus.url)
         triton = f'instance="{urlsplit(stack.triton.metrics_url).netloc}"'
-        query = adapter_query(triton, "instance")
+        query = fill(triton, "instance")
         stats = TritonHook(stack.triton.grpc_url)
         print(f"HPA target {target:,.0f} us; {a.batch_size} rows per request, at most {a.concurrency} in flight, "
               f"{a.step_s:.0f} s per rate", flush=True)

@@ -4,7 +4,7 @@ its own, or from its own unit; no two modules import each other, directly or in 
     bench, scripts             5   demos and benchmarks: anything below
     local_servers              4   the local stand-ins of production's servers (tests, demos, benches)
     dags, plugins              3   what Airflow loads
-    k8s                        3   the serving stack's Kubernetes manifests (rendered by k8s/serving.py)
+    k8s                        3   the serving stack's Kustomize manifests; adapter.py reads the autoscaler's rule
     operators                  2   the Airflow side, floored inside (OPERATOR_FLOORS)
     criteo_merlin, criteo_validator, criteo_monitoring   1   the images' step code: the kernel only
     criteo_kernel              0   the contract every image and the Airflow side share

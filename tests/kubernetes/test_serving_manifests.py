@@ -45,7 +45,8 @@ CUSTOM = {"monitoring.googleapis.com/v1": "monitoring.googleapis.com_podmonitori
 def kubectl() -> str:
     path = kube_cache() / "bin" / "kubectl"
     if not path.is_file():
-        pytest.fail(f"{path} is missing: run `make kube-build` (it builds Debian's kubectl 1.20.2 with the control plane)")
+        pytest.fail(f"{path} is missing: run `make kube-build` (it builds Debian's kubectl 1.20.2 with the "
+                    "control plane)")
     return str(path)
 
 

@@ -140,32 +140,78 @@ def test_monitor_metrics_are_scraped_by_prometheus(served):
     assert len(up) == 2 and set(up.values()) == {"1"}
 
 
-def test_the_autoscaler_queue_time_query_returns_a_number_from_triton_s_metrics(served):
-    """prometheus-adapter's rule (k8s/serving.py), its templates filled the way the adapter fills
-    them for one Triton pod (here the scrape target's instance label stands for namespace and pod):
-    a number of microseconds per request, over requests Triton answered in the window."""
+def test_the_autoscaler_rule_returns_the_queue_time_of_a_pod_from_triton_s_metrics(served):
+    """The HPA's metric end to end, on a real Prometheus scraping the real Triton:
+    - scraped by the fallback scrape config (k8s/scraping/annotations/scrape-config.yaml), its
+      relabelling as written, with what Kubernetes pod discovery would give it for a Triton pod of
+      k8s/serving/base (its namespace, name, label and prometheus.io annotations) standing in as
+      static labels: discovery itself needs a cluster (and Debian's Prometheus is built without it);
+    - queried by prometheus-adapter's rule (k8s/prometheus-adapter/config.yaml) filled as the
+      adapter fills it for that pod (k8s/adapter.py): one series, the pod's, a finite number of
+      microseconds per request after traffic."""
     import math
     from urllib.parse import urlsplit
 
-    from k8s.serving import ADAPTER_QUERY, adapter_query, adapter_rules
+    import yaml
+
+    from k8s.adapter import metrics_query, rule
+    from local_servers.prometheus import LocalPrometheus
     from operators.hooks.prometheus import PrometheusHook
     from operators.runtime.catalogue import STEPS
 
-    rule = adapter_rules()["rules"][0]
-    assert rule["metricsQuery"] == ADAPTER_QUERY and rule["seriesQuery"].startswith("nv_inference_queue_duration_us{")
-    stack = served["stack"]
-    prom = PrometheusHook(stack.prometheus.url)
-    triton = f'instance="{urlsplit(stack.triton.metrics_url).netloc}"'
-    # A sample before the traffic: the increase is measured between scrapes.
-    wait_for(prom, f"nv_inference_request_success{{{triton}}}", lambda v: True)
-    served["rt"].run(STEPS["replay"], replay_args(served, served["root"] / "log_hpa", 0, "--concurrency", "4",
-                                                  "--batch-size", "16"))
-    wait_for(prom, f"delta(nv_inference_request_success{{{triton}}}[30s])", lambda v: v > 0)
-    rows = prom.query(adapter_query(triton, "instance"))
-    assert len(rows) == 1 and f'instance="{rows[0]["metric"]["instance"]}"' == triton, rows
-    value = float(rows[0]["value"][1])
-    assert math.isfinite(value) and value >= 0, rows
-    print(f"triton_queue_avg_us: {value:.1f}")
+    base = REPO / "k8s" / "serving" / "base"
+    namespace = yaml.safe_load((base / "kustomization.yaml").read_text())["namespace"]
+    deployment = next(d for d in yaml.safe_load_all((base / "triton.yaml").read_text()) if d["kind"] == "Deployment")
+    template = deployment["spec"]["template"]
+    metrics_port = next(p["containerPort"] for p in template["spec"]["containers"][0]["ports"]
+                        if p["name"] == "metrics")
+    annotations = template["metadata"]["annotations"]
+    assert annotations["prometheus.io/port"] == str(metrics_port)
+    triton = urlsplit(served["stack"].triton.metrics_url)
+    pod = "triton-7f9c4b-x2x9q"
+
+    def discovered(name, scrape, port):
+        """What role: pod discovery sets for one container port of a pod (Prometheus's
+        kubernetes_sd_config docs: __meta_kubernetes_pod_annotation_<name>, ..._label_<name>)."""
+        labels = {"__meta_kubernetes_namespace": namespace, "__meta_kubernetes_pod_name": name,
+                  "__meta_kubernetes_pod_label_app_kubernetes_io_name": template["metadata"]["labels"][
+                      "app.kubernetes.io/name"]}
+        for k, v in {**annotations, "prometheus.io/scrape": scrape, "prometheus.io/port": str(port)}.items():
+            labels["__meta_kubernetes_pod_annotation_" + k.replace(".", "_").replace("/", "_")] = v
+        return {"targets": [f"{triton.hostname}:{template['spec']['containers'][0]['ports'][0]['containerPort']}"],
+                "labels": labels}
+
+    job = yaml.safe_load((REPO / "k8s" / "scraping" / "annotations" / "scrape-config.yaml").read_text())[
+        "scrape_configs"][0]
+    assert set(job.pop("kubernetes_sd_configs")[0]) == {"role"}
+    # The annotation port is the local Triton's (the manifest's, 8002, is asserted above); a pod
+    # annotated scrape "false" must not be scraped.
+    job["static_configs"] = [discovered(pod, "true", triton.port), discovered("monitor-off", "false", triton.port)]
+    job["scrape_interval"] = "1s"
+
+    class AnnotationPrometheus(LocalPrometheus):
+        def config(self):
+            return {**super().config(), "scrape_configs": [job]}
+
+    with AnnotationPrometheus([], served["root"] / "prometheus-annotations") as local:
+        prom = PrometheusHook(local.url)
+        up = wait_for(prom, f'up{{namespace="{namespace}",pod="{pod}"}}', lambda v: v == 1)
+        assert up == 1 and len(prom.query("up")) == 1
+        # A sample before the traffic: the increase is measured between scrapes.
+        wait_for(prom, f'nv_inference_request_success{{pod="{pod}"}}', lambda v: True)
+        served["rt"].run(STEPS["replay"], replay_args(served, served["root"] / "log_hpa", 0, "--concurrency", "4",
+                                                      "--batch-size", "16"))
+        wait_for(prom, f'delta(nv_inference_request_success{{pod="{pod}"}}[30s])', lambda v: v > 0)
+        for pods in ([pod], [pod, "triton-7f9c4b-gone1"]):   # pod="..." and pod=~"...|..."
+            query = metrics_query(namespace, pods)
+            assert f'namespace="{namespace}",pod=' in query and "<<" not in query and rule()["name"]["as"]
+            rows = prom.query(query)
+            assert [r["metric"] for r in rows] == [{"pod": pod}], (query, rows)
+            value = float(rows[0]["value"][1])
+            assert math.isfinite(value) and value >= 0, rows
+        assert prom.query(metrics_query(namespace, ["triton-7f9c4b-other"])) == []
+        assert prom.query(metrics_query("elsewhere", [pod])) == []
+    print(f"triton_queue_avg_us: {value:.1f} ({query})")
 
 
 def dashboard_queries(path) -> list[tuple[str, str]]:
