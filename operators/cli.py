@@ -78,12 +78,13 @@ def _settings():
 
 
 def _hook(promoting: bool = False):
-    """The model repository the settings name; one that promotes writes their queue delay."""
+    """The model repository the settings name; one that promotes writes their queue delay and instance kind."""
     from .hooks.model_repository import ModelRepositoryHook
     from .pipeline.layout import Layout
 
     layout = Layout(_settings())
-    return ModelRepositoryHook(layout, _settings().serving.max_queue_delay_us) if promoting else \
+    serving = _settings().serving
+    return ModelRepositoryHook(layout, serving.max_queue_delay_us, serving.instance_kind) if promoting else \
         ModelRepositoryHook(layout)
 
 

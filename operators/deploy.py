@@ -53,11 +53,12 @@ def triton_replicas(settings) -> list:
 
 
 def repository(settings):
-    """The model repository the run's settings name, writing their queue delay at each promotion."""
+    """The model repository the run's settings name, writing their queue delay and instance kind at each
+    promotion."""
     from .hooks.model_repository import ModelRepositoryHook
     from .pipeline.layout import Layout
 
-    return ModelRepositoryHook(Layout(settings), settings.serving.max_queue_delay_us)
+    return ModelRepositoryHook(Layout(settings), settings.serving.max_queue_delay_us, settings.serving.instance_kind)
 
 
 class DeployModelOperator(BaseOperator):

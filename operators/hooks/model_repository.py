@@ -44,12 +44,16 @@ class ModelRepositoryHook:
     :param layout: where the repository lies (Layout of the pipeline's settings).
     :param max_queue_delay_us: the dynamic batcher's queue delay `set_production` writes (the
         caller's setting criteo_triton_max_queue_delay_us; default: the exported config's, none).
+    :param instance_kind: the instance kind `set_production` writes (criteo_triton_instance_kind;
+        default KIND_CPU, the exported config's).
     """
 
-    def __init__(self, layout: Layout, max_queue_delay_us: int = triton_config.DEFAULT_QUEUE_DELAY_US):
+    def __init__(self, layout: Layout, max_queue_delay_us: int = triton_config.DEFAULT_QUEUE_DELAY_US,
+                 instance_kind: str = triton_config.DEFAULT_INSTANCE_KIND):
         self.layout = layout
         self.model_dir = storage_path(layout.model_dir())
         self.max_queue_delay_us = triton_config.parse_queue_delay(max_queue_delay_us)
+        self.instance_kind = triton_config.parse_instance_kind(instance_kind)
 
     def versions(self) -> list[int]:
         if not self.model_dir.exists():
@@ -81,6 +85,7 @@ class ModelRepositoryHook:
         previous = self.production_version()
         text = triton_config.with_version_policy((self.model_dir / str(version) / CONFIG).read_text(), version)
         text = triton_config.with_queue_delay(text, self.max_queue_delay_us)
+        text = triton_config.with_instance_group(text, self.instance_kind)
         write_text_atomic(self.model_dir / CONFIG, text)
         log.info("production pointer of %s: %s -> %s", self.layout.model_name, previous, version)
         return previous

@@ -143,11 +143,15 @@ REGISTRY: dict[str, Setting] = {s.name: s for s in [
         criteo_triton_replicas=("", "every Triton replica deploy and rollback load through (explicit model control "
                                 "is per server): host:port entries, comma-separated, each name standing for every "
                                 "address it resolves to, e.g. the headless Service triton-replicas.NS.svc:8001 "
-                                "(k8s/serving.py). Empty: the one server at criteo_triton_grpc_url"),
+                                "(k8s/serving/base/triton.yaml). Empty: the one server at criteo_triton_grpc_url"),
         criteo_triton_max_queue_delay_us=("0", "the model's dynamic_batching max_queue_delay_microseconds, written "
                                           "into config.pbtxt at deploy (a whole number of microseconds, 0 to "
                                           "1000000). 0: a request that finds the model idle runs at once; requests "
                                           "that queued while it was busy are still batched together"),
+        criteo_triton_instance_kind=("KIND_CPU", "where Triton runs the model, written into config.pbtxt's "
+                                     "instance_group at deploy: KIND_GPU (onnxruntime's CUDA provider on the GPU or "
+                                     "MIG slice of k8s/serving/overlays/gpu, mig-gke, mig-device-plugin) or KIND_CPU "
+                                     "(its CPU provider: the embedded default and the cpu overlay)"),
     ),
     *_settings(
         "monitoring",
@@ -319,6 +323,7 @@ class Serving:
     triton_grpc_url: str
     triton_replicas: str
     max_queue_delay_us: str  # checked by criteo_kernel's config.pbtxt contract where it is written
+    instance_kind: str       # likewise
 
 
 @dataclass(frozen=True)
@@ -423,7 +428,7 @@ class Settings:
         v = self.values
         return Serving(v["criteo_model_name"], self._typed("criteo_keep_versions"),
                        v["criteo_triton_grpc_url"], v["criteo_triton_replicas"],
-                       v["criteo_triton_max_queue_delay_us"].strip())
+                       v["criteo_triton_max_queue_delay_us"].strip(), v["criteo_triton_instance_kind"].strip())
 
     @cached_property
     def monitoring(self) -> Monitoring:

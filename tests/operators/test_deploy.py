@@ -102,6 +102,15 @@ def test_deploy_rejects_a_bad_queue_delay_before_pushing(bucket, packages, tmp_p
     assert list((bucket / "model_repository").iterdir()) == []   # nothing pushed
 
 
+def test_deploy_rejects_a_bad_instance_kind_before_pushing(bucket, packages, tmp_path, monkeypatch):
+    from airflow.sdk.exceptions import AirflowFailException
+
+    monkeypatch.setenv("AIRFLOW_VAR_CRITEO_TRITON_INSTANCE_KIND", "GPU")
+    with pytest.raises(AirflowFailException, match="criteo_triton_instance_kind='GPU': expected one of"):
+        deploy(packages, 0, "run-a", smoke_file(tmp_path / "s0.npz", packages, 0))
+    assert list((bucket / "model_repository").iterdir()) == []   # nothing pushed
+
+
 def test_deploy_rejects_a_bad_replicas_setting_before_pushing(bucket, packages, tmp_path, monkeypatch):
     from airflow.sdk.exceptions import AirflowFailException
 

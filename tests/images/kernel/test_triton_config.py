@@ -61,3 +61,31 @@ def test_an_invalid_queue_delay_names_the_setting(value):
 
 def test_valid_queue_delays():
     assert parse_queue_delay(0) == 0 and parse_queue_delay(" 250 ") == 250 and parse_queue_delay("1000000") == 1_000_000
+
+
+def test_the_instance_kind_rewrites_only_the_instance_group():
+    """Export writes KIND_CPU (the embedded default's); deploy writes the setting
+    criteo_triton_instance_kind over it, e.g. KIND_GPU for the GPU overlays."""
+    assert triton_config.instance_kind(CONFIG) == "KIND_CPU" == triton_config.DEFAULT_INSTANCE_KIND
+    gpu = triton_config.with_instance_group(CONFIG, "KIND_GPU")
+    assert triton_config.instance_kind(gpu) == "KIND_GPU"
+    assert gpu == CONFIG.replace("instance_group [ { kind: KIND_CPU count: 1 } ]",
+                                 "instance_group [ { kind: KIND_GPU count: 1 } ]")
+    assert triton_config.with_instance_group(gpu, " KIND_CPU ") == CONFIG
+    deployed = with_queue_delay(with_version_policy(triton_config.with_instance_group(CONFIG, "KIND_GPU"), 4), 100)
+    assert (triton_config.instance_kind(deployed), pinned_version(deployed), queue_delay(deployed)) == \
+        ("KIND_GPU", 4, 100)
+    # Another exporter's group (several entries, gpus listed) is replaced whole, the rest kept.
+    other = ('name: "m"\ninstance_group [\n  { kind: KIND_GPU count: 2 gpus: [ 0, 1 ] },\n  { kind: KIND_CPU }\n]\n'
+             'x: 1\n')
+    assert triton_config.with_instance_group(other, "KIND_CPU") == \
+        'name: "m"\ninstance_group [ { kind: KIND_CPU count: 1 } ]\nx: 1\n'
+    assert triton_config.with_instance_group('name: "m"', "KIND_GPU") == \
+        'name: "m"\ninstance_group [ { kind: KIND_GPU count: 1 } ]\n'
+    assert triton_config.instance_kind('name: "m"') is None
+
+
+@pytest.mark.parametrize("value", ["GPU", "kind_gpu", "KIND_MODEL", "", "KIND_AUTO"])
+def test_an_invalid_instance_kind_names_the_setting(value):
+    with pytest.raises(ValueError, match=r"criteo_triton_instance_kind=.*expected one of KIND_CPU, KIND_GPU"):
+        triton_config.with_instance_group(CONFIG, value)

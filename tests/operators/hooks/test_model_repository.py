@@ -56,6 +56,19 @@ def test_the_queue_delay_given_reaches_config_pbtxt(hook, tmp_path, monkeypatch)
         with_version_policy(CONFIG, v1).replace("max_queue_delay_microseconds: 0", "max_queue_delay_microseconds: 250")
 
 
+def test_the_instance_kind_given_reaches_config_pbtxt(hook, tmp_path):
+    """KIND_GPU for the GPU overlays; the package as exported (and the default) stays KIND_CPU."""
+    v1 = hook.push(package(tmp_path), {"run_key": "a"})
+    hook.set_production(v1)
+    assert "instance_group [ { kind: KIND_CPU count: 1 } ]" in (hook.model_dir / "config.pbtxt").read_text()
+    ModelRepositoryHook(hook.layout, instance_kind="KIND_GPU").set_production(v1)
+    assert (hook.model_dir / "config.pbtxt").read_text() == with_version_policy(CONFIG, v1).replace(
+        "kind: KIND_CPU", "kind: KIND_GPU")
+    assert "kind: KIND_CPU" in (hook.model_dir / str(v1) / "config.pbtxt").read_text()  # the version's own
+    with pytest.raises(ValueError, match=r"criteo_triton_instance_kind='GPU': expected one of KIND_CPU, KIND_GPU"):
+        ModelRepositoryHook(hook.layout, instance_kind="GPU")
+
+
 @pytest.mark.parametrize("value", ["-1", "500us", "0.5", "", "1000001", "1e3"])
 def test_an_invalid_queue_delay_is_rejected_naming_the_setting(hook, value):
     with pytest.raises(ValueError, match=r"criteo_triton_max_queue_delay_us=.*expected a whole number of micro"):
