@@ -81,3 +81,25 @@ def test_evaluate_scores_through_the_served_package(trained):
     assert cm["rows"] == 3000 and cm == bm
     assert cm["auc"] > 0.6, cm  # a trained model beats chance on held-out rows of an unseen day
     assert (out / "evaluation" / "evaluation.json").exists()
+
+
+def test_a_gpu_instance_without_the_cuda_provider_fails_naming_the_setting(trained):
+    """A KIND_GPU instance (model.py passes the instance's device) runs onnxruntime's CUDA provider
+    or refuses to load: never the CPU silently on a pod that holds a GPU. This onnxruntime has no
+    CUDA provider (as the embedded default's), so it refuses, naming the setting and the package."""
+    import onnxruntime as ort
+
+    root, out, res = trained
+    pkg = out / "package"
+    if not pkg.exists():
+        export.export(res["checkpoint"], str(root / "workflow"), str(pkg))
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("criteo_serving_gpu_test", pkg / "criteo_serving.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert "CUDAExecutionProvider" not in ort.get_available_providers()
+    with pytest.raises(RuntimeError, match="KIND_GPU .device 0. but this onnxruntime .* has no CUDAExecutionProvider"
+                                           ".*onnxruntime-gpu.*criteo_triton_instance_kind=KIND_CPU"):
+        module.CTRModel(str(pkg), gpu=0)
+    assert module.CTRModel(str(pkg)).session.get_providers() == ["CPUExecutionProvider"]

@@ -51,15 +51,30 @@ class Preprocessor:
 class CTRModel:
     """One exported model version: preprocessing tables + model.onnx."""
 
-    def __init__(self, version_dir: str, threads: int = 0):
+    def __init__(self, version_dir: str, threads: int = 0, gpu: int | None = None):
+        """:param gpu: the CUDA device to run the model on (Triton's KIND_GPU instance's device),
+        through onnxruntime's CUDA execution provider; None: the CPU provider."""
         import onnxruntime as ort
 
         self.pre = Preprocessor(os.path.join(version_dir, PREPROCESSING, SERVING_TABLES))
         opts = ort.SessionOptions()
         if threads:
             opts.intra_op_num_threads = threads
-        self.session = ort.InferenceSession(os.path.join(version_dir, MODEL_ONNX), opts,
-                                            providers=["CPUExecutionProvider"])
+        providers = ["CPUExecutionProvider"]
+        if gpu is not None:
+            if "CUDAExecutionProvider" not in ort.get_available_providers():
+                raise RuntimeError(f"the model instance is KIND_GPU (device {gpu}) but this onnxruntime "
+                                   f"{ort.__version__} has no CUDAExecutionProvider (providers: "
+                                   f"{', '.join(ort.get_available_providers())}): install onnxruntime-gpu in the "
+                                   "Triton image, or set criteo_triton_instance_kind=KIND_CPU")
+            providers = [("CUDAExecutionProvider", {"device_id": int(gpu)}), "CPUExecutionProvider"]
+        self.session = ort.InferenceSession(os.path.join(version_dir, MODEL_ONNX), opts, providers=providers)
+        # onnxruntime falls back to the CPU, with a logged error only, when the CUDA provider cannot
+        # start (CUDA or cuDNN missing): the pod would hold a GPU and compute on its CPUs.
+        if gpu is not None and self.session.get_providers()[0] != "CUDAExecutionProvider":
+            raise RuntimeError(f"onnxruntime could not start its CUDA provider on device {gpu} (session providers: "
+                               f"{self.session.get_providers()}): see the server log for the CUDA/cuDNN library "
+                               "it did not find, or set criteo_triton_instance_kind=KIND_CPU")
 
     def predict(self, dense_raw: np.ndarray, cat_hash: np.ndarray) -> np.ndarray:
         cat_ids, dense = self.pre.transform(dense_raw, cat_hash)

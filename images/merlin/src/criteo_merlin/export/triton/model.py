@@ -3,13 +3,23 @@
 Inputs: dense_raw FP32 [13] (NaN = missing), cat_hash INT64 [26] (the 32-bit hash as an integer,
 -1 = missing). Output: ctr FP32 [1]. Preprocessing runs from the version's exported lookup tables
 and the DCN through onnxruntime (the pytriton tritonserver ships the python backend only; the same
-version folder loads in production Triton).
+version folder loads in production Triton): its CPU provider for a KIND_CPU instance, its CUDA
+provider on the instance's GPU for a KIND_GPU one.
 """
 import os
 import sys
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
+
+
+def instance_gpu(args):
+    """The GPU this instance runs on, or None. The python backend passes (both strings) the
+    instance group's kind, "GPU" for KIND_GPU or "CPU", and the instance's device id: one instance
+    per GPU of the group (config.pbtxt's instance_group; deploy writes criteo_triton_instance_kind)."""
+    if args.get("model_instance_kind") == "GPU":
+        return int(args["model_instance_device_id"])
+    return None
 
 
 class TritonPythonModel:
@@ -24,7 +34,8 @@ class TritonPythonModel:
         from criteo_kernel import signature
 
         self.signature = signature
-        self.model = CTRModel(version_dir, threads=int(os.environ.get("CRITEO_ORT_THREADS", "1")))
+        self.model = CTRModel(version_dir, threads=int(os.environ.get("CRITEO_ORT_THREADS", "1")),
+                              gpu=instance_gpu(args))
 
     def execute(self, requests):
         """One onnxruntime run for all the requests the dynamic batcher hands over at once (that
