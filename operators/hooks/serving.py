@@ -15,7 +15,7 @@ Promotion:
 If 2 or 3 fails, the pointer goes back to the previous version and Triton reloads it, so the
 previous version keeps serving and the repository stays consistent.
 
-Several Triton replicas (`replicas`, e.g. the headless Service of k8s/serving.py): each is a server
+Several Triton replicas (`replicas`, e.g. the headless Service of k8s/serving/base/triton.yaml): each is a server
 of its own, so all must answer before step 2, and steps 2-3 run on each in turn; a failure on any
 restores the previous version on every replica it reached. Then the replicas are listed again: one
 that appeared meanwhile may have read the old pointer at start, so it loads and passes the smoke

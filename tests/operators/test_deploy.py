@@ -220,7 +220,7 @@ def test_triton_unreachable_fails_retryably_and_the_retry_promotes(server, packa
 @pytest.fixture
 def second_replica(bucket, tmp_path, server, monkeypatch):
     """Another tritonserver on the same repository; criteo_triton_replicas names both, as the
-    headless Service's addresses would (k8s/serving.py)."""
+    headless Service's addresses would (k8s/serving/base/triton.yaml)."""
     from local_servers.triton import LocalTriton
 
     other = LocalTriton(str(bucket / "model_repository"), work_dir=tmp_path / "triton-2")
