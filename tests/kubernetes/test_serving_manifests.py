@@ -353,3 +353,32 @@ def test_each_client_run_is_a_job_of_its_own_name(cluster, tmp_path):
     for job in jobs:
         assert job["spec"]["template"]["spec"]["containers"][0]["args"][-1] == "8"
         assert job["metadata"]["annotations"]["cronjob.kubernetes.io/instantiate"] == "manual"
+
+
+def test_each_scraper_selects_one_workload_on_a_port_it_names():
+    """PodMonitoring selects pods by label and names a container port; ServiceMonitor selects
+    Services and names a Service port. Each must find exactly its workload (the ServiceMonitor not
+    the headless triton-replicas too, which would scrape every pod twice), on a port it has."""
+    serving = kustomize(K8S / "serving" / "overlays" / "cpu")
+
+    def matches(labels, selector):
+        return all(labels.get(k) == v for k, v in selector["matchLabels"].items())
+
+    found = {}
+    for mon in kustomize(K8S / "scraping" / "gmp"):
+        pods = [d for d in serving if d["kind"] == "Deployment"
+                and matches(d["spec"]["template"]["metadata"]["labels"], mon["spec"]["selector"])]
+        assert len(pods) == 1, (mon["metadata"]["name"], [key(d) for d in pods])
+        ports = {p["name"] for c in pods[0]["spec"]["template"]["spec"]["containers"] for p in c["ports"]}
+        assert {e["port"] for e in mon["spec"]["endpoints"]} <= ports
+        found[key(mon)] = key(pods[0])
+    for mon in kustomize(K8S / "scraping" / "prometheus-operator"):
+        services = [d for d in serving
+                    if d["kind"] == "Service" and matches(d["metadata"]["labels"], mon["spec"]["selector"])]
+        assert len(services) == 1, (mon["metadata"]["name"], [key(d) for d in services])
+        assert {e["port"] for e in mon["spec"]["endpoints"]} <= {p["name"] for p in services[0]["spec"]["ports"]}
+        found[key(mon)] = key(services[0])
+    assert found == {"monitoring.googleapis.com/v1 PodMonitoring triton": "apps/v1 Deployment triton",
+                     "monitoring.googleapis.com/v1 PodMonitoring monitor": "apps/v1 Deployment monitor",
+                     "monitoring.coreos.com/v1 ServiceMonitor triton": "v1 Service triton",
+                     "monitoring.coreos.com/v1 ServiceMonitor monitor": "v1 Service monitor"}
