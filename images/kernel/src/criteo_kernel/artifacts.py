@@ -13,7 +13,8 @@ A model version (the export step's package, then `<model>/<N>/` in the Triton re
 
     model.onnx (+ model.onnx.data past protobuf's 2 GiB: criteo_kernel.onnx_size), model.py,
     criteo_serving.py, criteo_kernel/, config.pbtxt, checkpoint.pt (PyTorch) or hugectr/ (HugeCTR),
-    preprocessing/ (the workflow folder), reference_profile.json, export.json, and once deployed: smoke.npz, lineage.json, _SUCCESS
+    preprocessing/ (the workflow folder), reference_profile.json, export.json,
+    and once deployed: smoke.npz, lineage.json, _SUCCESS
 """
 
 SUCCESS = "_SUCCESS"                      # a partition or version is complete
