@@ -122,7 +122,7 @@ def _export_pytorch(checkpoint, onnx_path, pkg, vocab, probe_cats, probe_dense, 
     from ..train.dcn import ServingDCN, load_checkpoint
 
     local_checkpoint = storage.local_copy(checkpoint)
-    model, _ = load_checkpoint(local_checkpoint)
+    model = load_checkpoint(local_checkpoint)[0]  # the checkpoint's own copy of the weights freed at once
     model.eval()
     if list(model.cfg.vocab_sizes) != vocab:
         raise SystemExit(f"export: checkpoint {checkpoint} has the vocabulary sizes of another workflow "
