@@ -147,9 +147,10 @@ REGISTRY: dict[str, Setting] = {s.name: s for s in [
         criteo_max_model_gib=("3", "the largest model a full retrain may train, in GiB of float32 embedding tables "
                               "(26 x max_vocab rows x embedding_dim): a run whose max_vocab allows more is refused "
                               "at plan time. Past protobuf's 2 GiB the export writes ONNX external data "
-                              "(model.onnx.data), so this is a memory bound, not a format one: each Triton replica "
-                              "holds the whole model, twice while a new version replaces the old "
-                              "(k8s/values.yaml triton.memory: 8Gi). max_vocab=0 (every value) has no bound to check"),
+                              "(model.onnx.data), so this is a memory bound, not a format one: the export step needs "
+                              "about 3x the model in memory, and each Triton replica maps it (up to all of it "
+                              "resident, twice while a new version replaces the old; k8s/values.yaml "
+                              "triton.memory: 8Gi). max_vocab=0 (every value) has no bound to check"),
         criteo_triton_max_queue_delay_us=("0", "the model's dynamic_batching max_queue_delay_microseconds, written "
                                           "into config.pbtxt at deploy (a whole number of microseconds, 0 to "
                                           "1000000). 0: a request that finds the model idle runs at once; requests "
