@@ -79,7 +79,9 @@ with DAG(
         "embedding_dim": Param(16, type="integer", minimum=2, maximum=256, title="Embedding size"),
         "cross_layers": Param(6, type="integer", minimum=0, maximum=16, title="Cross layers"),
         "max_vocab": Param(0, type="integer", minimum=0, title="Max vocabulary per column",
-                           description="Categorify max_size; 0 keeps every value seen in the window."),
+                           description="Categorify max_size; 0 keeps every value seen in the window. A bound "
+                                       "whose model (26 x max_vocab x embedding_dim float32) is past the "
+                                       "criteo_max_model_gib Variable is refused before the run starts."),
     },
     doc_md=__doc__,
     tags=["criteo", "training", "full-retrain"],

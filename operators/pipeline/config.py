@@ -144,6 +144,13 @@ REGISTRY: dict[str, Setting] = {s.name: s for s in [
                                 "is per server): host:port entries, comma-separated, each name standing for every "
                                 "address it resolves to, e.g. the headless Service triton-replicas.NS.svc:8001 "
                                 "(k8s/serving/base/triton.yaml). Empty: the one server at criteo_triton_grpc_url"),
+        criteo_max_model_gib=("3", "the largest model a full retrain may train, in GiB of float32 embedding tables "
+                              "(26 x max_vocab rows x embedding_dim): a run whose max_vocab allows more is refused "
+                              "at plan time. Past protobuf's 2 GiB the export writes ONNX external data "
+                              "(model.onnx.data), so this is a memory bound, not a format one: the export step needs "
+                              "about 3x the model in memory, and each Triton replica maps it (up to all of it "
+                              "resident, twice while a new version replaces the old; k8s/serving/base/triton.yaml "
+                              "asks 8Gi). max_vocab=0 (every value) has no bound to check"),
         criteo_triton_max_queue_delay_us=("0", "the model's dynamic_batching max_queue_delay_microseconds, written "
                                           "into config.pbtxt at deploy (a whole number of microseconds, 0 to "
                                           "1000000). 0: a request that finds the model idle runs at once; requests "
@@ -324,6 +331,7 @@ class Serving:
     triton_replicas: str
     max_queue_delay_us: str  # checked by criteo_kernel's config.pbtxt contract where it is written
     instance_kind: str       # likewise
+    max_model_gib: float     # the plan refuses a full retrain whose vocabulary bound is larger
 
 
 @dataclass(frozen=True)
@@ -338,6 +346,7 @@ TYPED: dict[str, tuple[Callable[[str], object], str]] = {
     "criteo_day0_date": (date.fromisoformat, "a date, YYYY-MM-DD"),
     "criteo_num_days": (int, "a whole number of days"),
     "criteo_keep_versions": (int, "a whole number >= 1"),
+    "criteo_max_model_gib": (float, "a size in GiB > 0"),
 }
 
 
@@ -428,7 +437,8 @@ class Settings:
         v = self.values
         return Serving(v["criteo_model_name"], self._typed("criteo_keep_versions"),
                        v["criteo_triton_grpc_url"], v["criteo_triton_replicas"],
-                       v["criteo_triton_max_queue_delay_us"].strip(), v["criteo_triton_instance_kind"].strip())
+                       v["criteo_triton_max_queue_delay_us"].strip(), v["criteo_triton_instance_kind"].strip(),
+                       self._typed("criteo_max_model_gib"))
 
     @cached_property
     def monitoring(self) -> Monitoring:
@@ -457,6 +467,8 @@ class Settings:
             bad.append(f"criteo_num_days={self.landing.num_days}: expected at least 1")
         if self.serving.keep_versions < 1:
             bad.append(f"criteo_keep_versions={self.serving.keep_versions}: expected at least 1")
+        if not self.serving.max_model_gib > 0:
+            bad.append(f"criteo_max_model_gib={self.serving.max_model_gib}: expected a size in GiB > 0")
         return bad + self.runtime.preprocess.problems()
 
 

@@ -13,6 +13,8 @@ from datetime import date, datetime
 from typing import Protocol
 
 from criteo_kernel.artifacts import CHECKPOINT, HUGECTR_FILES, PREPROCESSING, REFERENCE_PROFILE
+from criteo_kernel.onnx_size import model_bytes
+from criteo_kernel.signature import NUM_CATEGORICAL
 from criteo_kernel.trainers import HUGECTR, LEGACY, PYTORCH, TRAIN_STEP
 
 from .config import Settings
@@ -172,6 +174,31 @@ def plan_incremental(settings: Settings, logical_date: date | datetime, params: 
     return plan
 
 
+class ModelTooLarge(ValueError):
+    """The vocabulary the run's params allow makes a model too large to serve (no retry can change that)."""
+
+
+def check_model_size(max_vocab: int, embedding_dim: int, max_model_gib: float) -> int | None:
+    """The bytes of the largest model a full retrain with these params can train, refused past
+    criteo_max_model_gib, naming what to change. Only max_vocab bounds the vocabulary before the
+    workflow is fit: with 0 (every value seen in the window) nothing is known here, and None is
+    returned. An incremental run keeps its parent's workflow, so its model is the size of one that
+    already served."""
+    if max_vocab <= 0:
+        return None
+    size = model_bytes(NUM_CATEGORICAL * max_vocab, embedding_dim)
+    limit = int(max_model_gib * 2**30)
+    if size > limit:
+        fits = limit // model_bytes(NUM_CATEGORICAL, embedding_dim)
+        raise ModelTooLarge(
+            f"max_vocab={max_vocab} with embedding_dim={embedding_dim} allows {NUM_CATEGORICAL} x {max_vocab} "
+            f"embedding rows, {size / 2**30:.2f} GiB of float32 tables: more than criteo_max_model_gib="
+            f"{max_model_gib:g}, the largest model Triton's replicas are sized to hold. Lower the max_vocab param "
+            f"to at most {fits} (or embedding_dim), or raise the criteo_max_model_gib Variable with the Triton "
+            "pods' memory (k8s/serving/base/triton.yaml resources)")
+    return size
+
+
 def window_days(settings: Settings, logical_date: date | datetime, end_day: int, window: int) -> list[int]:
     if end_day < 0:
         end_day = day_for_date(logical_date, settings.landing.day0, settings.landing.num_days)
@@ -190,6 +217,7 @@ def plan_full(settings: Settings, logical_date: date | datetime, params: dict, h
                                     "cross_layers", "max_vocab")}
     trainer = _trainer_plan(choose_trainer(str(params.get("trainer", "auto")), settings.runtime.name), None,
                             str(params.get("precision", "fp32")))
+    check_model_size(int(params["max_vocab"]), int(params["embedding_dim"]), settings.serving.max_model_gib)
     if trainer["trainer"] != PYTORCH:  # PyTorch's run keys stay those of the releases before HugeCTR
         hyper["trainer"] = trainer["trainer"]
     if trainer["precision"] != "fp32":  # likewise fp32's run keys stay those from before the choice

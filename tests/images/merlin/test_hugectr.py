@@ -222,9 +222,11 @@ def hugectr_model(tmp_path_factory, fitted):
     return model, path, slots
 
 
-def test_export_packages_a_hugectr_model_in_the_same_version_layout(hugectr_model, fitted, tmp_path):
+@pytest.mark.parametrize("external", [False, True], ids=["inline", "external-data"])
+def test_export_packages_a_hugectr_model_in_the_same_version_layout(hugectr_model, fitted, tmp_path, external):
     import onnx
 
+    from criteo_merlin.export import onnx_files
     from criteo_merlin.export.triton.criteo_serving import CTRModel
 
     model, path, slots = hugectr_model
@@ -232,7 +234,9 @@ def test_export_packages_a_hugectr_model_in_the_same_version_layout(hugectr_mode
     trained = str(tmp_path / "train")
     with storage.staged_partition(trained) as staging:
         os.makedirs(os.path.join(staging, "hugectr"))
-        onnx.save(onnx.load(str(path)), os.path.join(staging, "model.onnx"))
+        # as train_hugectr writes it; threshold 0: the weights in model.onnx.data, as past 2 GiB
+        assert onnx_files.save(onnx.load(str(path)), os.path.join(staging, "model.onnx"),
+                               threshold=0 if external else None) == external
         files = tmp_path / "files"
         files.mkdir()
         (files / "graph.json").write_text("{}")
@@ -255,6 +259,16 @@ def test_export_packages_a_hugectr_model_in_the_same_version_layout(hugectr_mode
     p = served.predict(rng.normal(size=(64, 13)).astype(np.float32) ** 2,
                        rng.integers(-1, 2**31, size=(64, 26)).astype(np.int64))
     assert p.shape == (64,) and np.all((p >= 0) & (p <= 1))
+    assert ("model.onnx.data" in have) == external and info["onnx_files"] == onnx_files.files(str(pkg))
+    if external:  # the package's model is the trained one, its weights read from the data file
+        assert (pkg / "model.onnx").stat().st_size < 100_000 < (pkg / "model.onnx.data").stat().st_size
+        cats = rng.integers(0, 2, size=(32, 26)).astype(np.int64)
+        dense = rng.normal(size=(32, 13)).astype(np.float32)
+        with torch.no_grad():
+            want = ServingDCN(model)(torch.from_numpy(cats), torch.from_numpy(dense)).numpy()
+        (got,) = served.session.run(["ctr"], {"cat_ids": cats, "dense": dense})
+        assert np.abs(got - want).max() < 1e-5
+        return
     # a model that is not the served signature is refused, naming it
     from onnx import TensorProto, helper
 

@@ -274,3 +274,58 @@ def test_the_pytorch_dcn_with_the_same_weights_is_the_same_model(tmp_path):
     with torch.no_grad():
         want = ServingDCN(model)(torch.from_numpy(cats), torch.from_numpy(dense)).numpy()
     assert np.abs(got - want).max() < 1e-5 and 0.05 < want.std()
+
+
+def test_past_the_threshold_the_weights_go_to_one_data_file_beside_the_model(tmp_path, monkeypatch):
+    """train_hugectr's save (criteo_merlin.export.onnx_files), the threshold lowered from protobuf's 2 GiB
+    to 0 through its environment variable: what a model past 2 GiB gets."""
+    from criteo_kernel.onnx_size import EXTERNAL_DATA_ENV
+    from criteo_merlin.export import onnx_files
+
+    weights = random_weights(GRAPH)
+    files = write_hugectr_files(tmp_path / "hugectr", weights)
+    out = tmp_path / "out"
+    out.mkdir()
+    path = str(out / "model.onnx")
+    monkeypatch.setenv(EXTERNAL_DATA_ENV, "0")
+    assert onnx_files.save(convert(GRAPH, files["dense"], files["sparse"], graph_json=files["graph"]), path)
+    assert sorted(p.name for p in out.iterdir()) == ["model.onnx", "model.onnx.data"]
+    assert (out / "model.onnx.data").stat().st_size >= VOCAB * E * 4          # the table at least
+    graph_only = onnx.load(path, load_external_data=False).graph
+    external = {t.name for t in graph_only.initializer if t.data_location == onnx.TensorProto.EXTERNAL}
+    assert {e.value for t in graph_only.initializer for e in t.external_data if e.key == "location"} == \
+        {"model.onnx.data"}
+    # every tensor of 1 KiB or more (the table among them), none inline
+    assert external == {t.name for t in graph_only.initializer if not t.raw_data} and len(external) >= 1
+    assert all(len(t.raw_data) < 1024 for t in graph_only.initializer)
+    cats, dense = batch(300)
+    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])   # by path: finds the data file
+    (got,) = sess.run(["ctr"], {"cat_ids": cats, "dense": dense})
+    assert np.abs(got - reference(weights, cats, dense)).max() < 1e-5
+    assert np.abs(run(onnx.load(path), cats, dense) - got).max() == 0    # onnx.load reads it back too
+    # saved again under the threshold: one file, the old data file gone (onnx would append to it)
+    monkeypatch.delenv(EXTERNAL_DATA_ENV)
+    assert not onnx_files.save(convert(GRAPH, files["dense"], files["sparse"]), path)
+    assert [p.name for p in out.iterdir()] == ["model.onnx"]
+    assert np.abs(run(onnx.load(path), cats, dense) - got).max() < 1e-6
+
+
+def test_rewrite_gathers_one_file_per_tensor_into_the_data_file(tmp_path):
+    """What torch.onnx.export writes past 2 GiB: one external file per tensor, named after it, beside
+    the model (torch/csrc/jit/serialization/export.cpp, CreateExternalFile); here written by onnx's own
+    all_tensors_to_one_file=False, the same layout. rewrite leaves model.onnx + model.onnx.data."""
+    from criteo_merlin.export import onnx_files
+
+    weights = random_weights(GRAPH)
+    files = write_hugectr_files(tmp_path / "hugectr", weights)
+    scratch, pkg = tmp_path / "scratch", tmp_path / "pkg"
+    scratch.mkdir()
+    pkg.mkdir()
+    onnx.save_model(convert(GRAPH, files["dense"], files["sparse"]), str(scratch / "model.onnx"),
+                    save_as_external_data=True, all_tensors_to_one_file=False, size_threshold=1024)
+    assert len(list(scratch.iterdir())) > 2
+    assert onnx_files.rewrite(str(scratch / "model.onnx"), str(pkg / "model.onnx"), threshold=0)
+    assert sorted(p.name for p in pkg.iterdir()) == ["model.onnx", "model.onnx.data"]
+    cats, dense = batch(100)
+    (got,) = ort.InferenceSession(str(pkg / "model.onnx")).run(["ctr"], {"cat_ids": cats, "dense": dense})
+    assert np.abs(got - reference(weights, cats, dense)).max() < 1e-5

@@ -103,3 +103,30 @@ def test_a_gpu_instance_without_the_cuda_provider_fails_naming_the_setting(train
                                            ".*onnxruntime-gpu.*criteo_triton_instance_kind=KIND_CPU"):
         module.CTRModel(str(pkg), gpu=0)
     assert module.CTRModel(str(pkg)).session.get_providers() == ["CPUExecutionProvider"]
+
+
+def test_past_the_threshold_the_export_writes_external_data_that_serves_the_same(trained, tmp_path, monkeypatch):
+    """The threshold lowered from protobuf's 2 GiB to 0 (CRITEO_ONNX_EXTERNAL_DATA_BYTES): the package's
+    weights go to model.onnx.data, the parity check and evaluate read them by path."""
+    import onnxruntime as ort
+
+    from criteo_kernel.onnx_size import EXTERNAL_DATA_ENV
+
+    root, out, res = trained
+    inline = out / "package"
+    if not inline.exists():
+        export.export(res["checkpoint"], str(root / "workflow"), str(inline))
+    monkeypatch.setenv(EXTERNAL_DATA_ENV, "0")
+    pkg = tmp_path / "package"
+    info = export.export(res["checkpoint"], str(root / "workflow"), str(pkg))
+    assert info["parity_max_abs_diff"] < 1e-4
+    assert (pkg / "model.onnx").stat().st_size < 100_000 < (pkg / "model.onnx.data").stat().st_size
+    assert not (inline / "model.onnx.data").exists()
+    assert info["onnx_bytes"] == (pkg / "model.onnx").stat().st_size + (pkg / "model.onnx.data").stat().st_size
+    t = pq.read_table(root / "processed" / "day=2" / "eval").to_pandas()
+    cats, dense = t[CAT_COLUMNS].to_numpy(np.int64), t[INT_COLUMNS].to_numpy(np.float32)
+    (want,) = ort.InferenceSession(str(inline / "model.onnx")).run(["ctr"], {"cat_ids": cats, "dense": dense})
+    (got,) = ort.InferenceSession(str(pkg / "model.onnx")).run(["ctr"], {"cat_ids": cats, "dense": dense})
+    assert np.abs(got - want).max() == 0
+    result = evaluate.evaluate([str(root / "extracted" / "day=2")], str(pkg), str(inline), str(tmp_path / "ev"))
+    assert result["candidate_metrics"] == result["baseline_metrics"]

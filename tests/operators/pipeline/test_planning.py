@@ -195,3 +195,29 @@ def test_bf16_is_refused_for_the_hugectr_trainer(cfg):
                      repo(k8s))["precision"] == "fp32"
     with pytest.raises(TrainerChoiceError, match="precision='fp16': expected fp32 or bf16"):
         plan_full(cfg, date(2026, 1, 3), {**PARAMS, "end_day": 2, "precision": "fp16"}, repo(cfg))
+
+
+# -- the model's size: what max_vocab allows must fit the serving replicas ------------------------
+
+def test_a_full_retrain_whose_vocabulary_bound_is_too_large_to_serve_is_refused_naming_what_to_change(cfg):
+    from operators.pipeline.config import Settings
+    from operators.pipeline.planning import ModelTooLarge, check_model_size
+
+    # the default 3 GiB: 26 x 1.9M rows x 16 float32 is 2.94 GiB (past protobuf's 2 GiB: external data)
+    assert check_model_size(1_900_000, 16, cfg.serving.max_model_gib) == 26 * 1_900_000 * 16 * 4
+    assert plan_full(cfg, date(2026, 1, 3), {**PARAMS, "end_day": 2, "max_vocab": 1_900_000}, repo(cfg))
+    with pytest.raises(ModelTooLarge, match=r"max_vocab=2000000 with embedding_dim=16 allows 26 x 2000000 embedding "
+                                            r"rows, 3.10 GiB .* criteo_max_model_gib=3,.* max_vocab param to at "
+                                            r"most 1935832 .* criteo_max_model_gib Variable"):
+        plan_full(cfg, date(2026, 1, 3), {**PARAMS, "end_day": 2, "max_vocab": 2_000_000}, repo(cfg))
+    # a lowered limit refuses what the default allows; max_vocab=0 has no bound before the fit
+    small = Settings.with_values(**{**cfg.to_dict(), "criteo_max_model_gib": "0.001"})
+    assert small.problems() == []
+    with pytest.raises(ModelTooLarge, match="max_vocab=1000 with embedding_dim=16 .* at most 645 "):
+        plan_full(small, date(2026, 1, 3), {**PARAMS, "end_day": 2, "max_vocab": 1000}, repo(small))
+    assert plan_full(small, date(2026, 1, 3), {**PARAMS, "end_day": 2, "max_vocab": 0}, repo(small))
+    assert check_model_size(0, 16, 0.001) is None
+    assert Settings.with_values(criteo_max_model_gib="0").problems() == [
+        "criteo_max_model_gib=0.0: expected a size in GiB > 0"]
+    assert Settings.with_values(criteo_max_model_gib="lots").problems() == [
+        "criteo_max_model_gib='lots': expected a size in GiB > 0"]

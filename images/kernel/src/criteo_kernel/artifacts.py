@@ -11,8 +11,9 @@ Partitions (published whole, see `storage`):
 
 A model version (the export step's package, then `<model>/<N>/` in the Triton repository):
 
-    model.onnx, model.py, criteo_serving.py, criteo_kernel/, config.pbtxt, checkpoint.pt (PyTorch)
-    or hugectr/ (HugeCTR), preprocessing/ (the workflow folder), reference_profile.json, export.json,
+    model.onnx (+ model.onnx.data past protobuf's 2 GiB: criteo_kernel.onnx_size), model.py,
+    criteo_serving.py, criteo_kernel/, config.pbtxt, checkpoint.pt (PyTorch) or hugectr/ (HugeCTR),
+    preprocessing/ (the workflow folder), reference_profile.json, export.json,
     and once deployed: smoke.npz, lineage.json, _SUCCESS
 """
 
@@ -25,6 +26,7 @@ EVALUATION = "evaluation.json"
 CHECKPOINT = "checkpoint.pt"
 HUGECTR_FILES = "hugectr"                 # a HugeCTR-trained version's graph, weights and optimizer states
 MODEL_ONNX = "model.onnx"
+MODEL_ONNX_DATA = "model.onnx.data"       # model.onnx's weights as ONNX external data, beside it (onnx_size)
 TRITON_CONFIG = "config.pbtxt"
 PREPROCESSING = "preprocessing"           # the workflow folder inside a version
 WORKFLOW_NVT = "nvt"                      # Workflow.save() inside a workflow folder

@@ -3,6 +3,8 @@
 Package layout (exactly what deploy copies into MODEL_REPOSITORY/criteo_dcn/<version>/):
 
     model.onnx             the DCN, inputs cat_ids INT64 [B,26] + dense FP32 [B,13], output ctr [B,1]
+    model.onnx.data        its weights as ONNX external data, when the model passes protobuf's 2 GiB
+                           (criteo_kernel.onnx_size; $CRITEO_ONNX_EXTERNAL_DATA_BYTES lowers the threshold)
     model.py               Triton python-backend entry point
     criteo_serving.py      numpy + onnxruntime preprocessing and inference (no NVTabular needed)
     criteo_kernel/         the shared kernel criteo_serving reads the schema and signature from
@@ -45,6 +47,8 @@ from criteo_kernel.artifacts import (
 )
 from criteo_kernel.schema import CAT_COLUMNS
 from criteo_kernel.trainers import PYTORCH, TRAINERS
+
+from . import onnx_files
 
 TRITON_DIR = os.path.join(os.path.dirname(__file__), "triton")
 
@@ -97,7 +101,8 @@ def export(checkpoint: str, workflow: str, output: str, tolerance: float = 1e-4,
             "outputs": {signature.OUTPUT: ["FP32", [-1, 1]]},
             "trainer": trainer, "parity_max_abs_diff": max_diff, "parity_rows": probe_rows, "tolerance": tolerance,
             "checkpoint": checkpoint, "workflow": workflow, "model_config": model_config,
-            "onnx_bytes": os.path.getsize(onnx_path), "reference_profile": reference,
+            "onnx_bytes": onnx_files.total_bytes(pkg), "onnx_files": onnx_files.files(pkg),
+            "reference_profile": reference,
         }
         with storage.staged_partition(output) as staging:
             storage.upload_dir(pkg, staging)
@@ -117,29 +122,40 @@ def _export_pytorch(checkpoint, onnx_path, pkg, vocab, probe_cats, probe_dense, 
     from ..train.dcn import ServingDCN, load_checkpoint
 
     local_checkpoint = storage.local_copy(checkpoint)
-    model, _ = load_checkpoint(local_checkpoint)
+    model = load_checkpoint(local_checkpoint)[0]  # the checkpoint's own copy of the weights freed at once
     model.eval()
     if list(model.cfg.vocab_sizes) != vocab:
         raise SystemExit(f"export: checkpoint {checkpoint} has the vocabulary sizes of another workflow "
                          "than --workflow")
     wrapped = ServingDCN(model).eval()
+    config = model.cfg.to_dict()
     cat_in, dense_in, out = signature.ONNX_CATEGORICAL_INPUT, signature.ONNX_DENSE_INPUT, signature.OUTPUT
-    torch.onnx.export(
-        wrapped, (torch.from_numpy(probe_cats[:2]), torch.from_numpy(probe_dense[:2])), onnx_path,
-        input_names=[cat_in, dense_in], output_names=[out],
-        dynamic_axes={cat_in: {0: "batch"}, dense_in: {0: "batch"}, out: {0: "batch"}},
-        opset_version=17, **torch_compat.onnx_export_kwargs(),
-    )
     with torch.no_grad():
         ref = wrapped(torch.from_numpy(probe_cats), torch.from_numpy(probe_dense)).numpy()
-    sess = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
+    # torch writes its own external files past 2 GiB, one per tensor (onnx_files.rewrite): into a
+    # scratch folder, then into the package as model.onnx (+ model.onnx.data)
+    scratch = tempfile.mkdtemp(prefix="torch-onnx-", dir=os.path.dirname(pkg))
+    try:
+        torch_path = os.path.join(scratch, MODEL_ONNX)
+        torch.onnx.export(
+            wrapped, (torch.from_numpy(probe_cats[:2]), torch.from_numpy(probe_dense[:2])), torch_path,
+            input_names=[cat_in, dense_in], output_names=[out],
+            dynamic_axes={cat_in: {0: "batch"}, dense_in: {0: "batch"}, out: {0: "batch"}},
+            opset_version=17, **torch_compat.onnx_export_kwargs(),
+        )
+        del model, wrapped  # the ONNX copy of the weights comes next: one copy in memory at a time
+        onnx_files.rewrite(torch_path, onnx_path)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    sess = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])  # by path: finds model.onnx.data
     (got,) = sess.run([out], {cat_in: probe_cats, dense_in: probe_dense})
+    del sess
     max_diff = float(np.max(np.abs(ref - got)))
     if not max_diff <= tolerance:
         raise SystemExit(f"export: ONNX and PyTorch disagree by {max_diff:.2e} > {tolerance:.0e} "
                          "on the probe batch")
     shutil.copy(local_checkpoint, os.path.join(pkg, CHECKPOINT))
-    return model.cfg.to_dict(), max_diff
+    return config, max_diff
 
 
 def _package_hugectr(trained, onnx_path, pkg, probe_cats, probe_dense) -> tuple[dict, None]:
@@ -152,11 +168,11 @@ def _package_hugectr(trained, onnx_path, pkg, probe_cats, probe_dense) -> tuple[
     if not storage.is_published(trained):
         raise SystemExit(f"export: {trained} is not a published train_hugectr output (no {SUCCESS})")
     local = storage.download_dir(trained, os.path.join(os.path.dirname(pkg), "trained"))
-    try:
-        check_served_signature(onnx.load(os.path.join(local, MODEL_ONNX)))
+    try:  # the graph alone: the weights may be gigabytes in model.onnx.data
+        check_served_signature(onnx.load(os.path.join(local, MODEL_ONNX), load_external_data=False))
     except SignatureError as exc:
         raise SystemExit(f"export: {trained}/{MODEL_ONNX}: {exc}") from None
-    shutil.copy(os.path.join(local, MODEL_ONNX), onnx_path)
+    onnx_files.copy(local, pkg)
     sess = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
     (got,) = sess.run([signature.OUTPUT], {signature.ONNX_CATEGORICAL_INPUT: probe_cats,
                                            signature.ONNX_DENSE_INPUT: probe_dense})

@@ -115,7 +115,8 @@ def build(p: Plan, weights: dict, tables: list[np.ndarray], slot_sizes: Sequence
 
 
 def _model(nodes: list, inits: list):
-    """The checked ModelProto of the graph's nodes and initializers, with the served signature."""
+    """The ModelProto of the graph's nodes and initializers, with the served signature; checked here
+    when it can be serialized (under 2 GiB), else by onnx_files.save once written."""
     import onnx
     from onnx import TensorProto, helper
 
@@ -128,7 +129,13 @@ def _model(nodes: list, inits: list):
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
                               producer_name="criteo_merlin.hugectr.hugectr_onnx")
     model.ir_version = IR_VERSION
-    onnx.checker.check_model(model)
+    from criteo_kernel.onnx_size import PROTOBUF_LIMIT
+
+    from ..export.onnx_files import serialized_bytes
+
+    # past 2 GiB onnx can check the model only by path: onnx_files.save checks it once written
+    if serialized_bytes(model) <= PROTOBUF_LIMIT:
+        onnx.checker.check_model(model)
     return model
 
 

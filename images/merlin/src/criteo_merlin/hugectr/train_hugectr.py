@@ -6,6 +6,7 @@ run warm-starts from what it keeps.
 
     OUTPUT/model.onnx       the saved files converted to the served signature, embeddings
                             included (criteo_merlin.hugectr.hugectr_onnx: numpy reads them, no hugectr2onnx)
+                            (their bytes in OUTPUT/model.onnx.data past protobuf's 2 GiB: criteo_kernel.onnx_size)
     OUTPUT/hugectr/         graph.json + the saved dense/sparse weights and optimizer states
                             (criteo_merlin.hugectr.hugectr_files): the next run's warm start
     OUTPUT/_train.json      metrics, trainer "hugectr", config, hyperparameters, the warm start
@@ -78,8 +79,7 @@ def train(train_parts: list[str], output: str, warm_start: str | None, epochs: i
     except ImportError as exc:
         raise SystemExit(f"train_hugectr: {exc}: HugeCTR runs only in the merlin image's hugectr target (NVIDIA's "
                          "Merlin HugeCTR container, on GPUs); use trainer=pytorch elsewhere") from None
-    import onnx
-
+    from ..export import onnx_files
     from .hugectr_onnx import convert
     from .hugectr_saved import HugeCTRFileError
 
@@ -127,7 +127,8 @@ def train(train_parts: list[str], output: str, warm_start: str | None, epochs: i
             served = convert(graph, saved.dense, list(saved.sparse), graph_json=saved.graph)
         except HugeCTRFileError as exc:
             raise SystemExit(f"train_hugectr: converting {saved.describe()} to ONNX: {exc}") from None
-        onnx.save(served, os.path.join(out, MODEL_ONNX))
+        onnx_files.save(served, os.path.join(out, MODEL_ONNX))  # + model.onnx.data past protobuf's 2 GiB
+        del served
         samples = max_iter * batch_size
         metrics = {"device": f"cuda x{len(gpus)}", "samples": samples, "steps": max_iter, "epochs": epochs,
                    "seconds": round(seconds, 3), "samples_per_s": round(samples / seconds, 1) if seconds else None,
