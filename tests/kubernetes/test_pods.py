@@ -202,8 +202,8 @@ def test_pods_read_and_write_gs_themselves(kube, pod_settings, pod_dagbag, gcs, 
 
 def test_steps_on_a_persistent_volume_write_files_the_next_step_reads(kube, pod_settings, pod_dagbag, monkeypatch,
                                                                       tmp_path):
-    """criteo_pod_data=pvc: a local PersistentVolume (a node folder) bound to the claim the pods mount.
-    extract writes its partition as the images' user; validate, the next pod, reads it."""
+    """criteo_pod_data=pvc: a local PersistentVolume (a node folder) bound to the ReadWriteMany claim the
+    pods mount. extract writes its partition as the images' user; validate, the next pod, reads it."""
     from kubernetes import client
 
     from local_servers.kube_fixtures import bucket_folder
@@ -214,14 +214,14 @@ def test_steps_on_a_persistent_volume_write_files_the_next_step_reads(kube, pod_
     kube.core.create_persistent_volume(client.V1PersistentVolume(
         metadata=client.V1ObjectMeta(name=name),
         spec=client.V1PersistentVolumeSpec(
-            capacity={"storage": "1Gi"}, access_modes=["ReadWriteOnce"], storage_class_name="local",
+            capacity={"storage": "1Gi"}, access_modes=["ReadWriteMany"], storage_class_name="local",
             persistent_volume_reclaim_policy="Retain", local=client.V1LocalVolumeSource(path=str(root)),
             node_affinity=client.V1VolumeNodeAffinity(required=client.V1NodeSelector(node_selector_terms=[
                 client.V1NodeSelectorTerm(match_expressions=[client.V1NodeSelectorRequirement(
                     key="kubernetes.io/hostname", operator="In", values=sorted(kube.nodes))])])))))
     kube.core.create_namespaced_persistent_volume_claim(NAMESPACE, client.V1PersistentVolumeClaim(
         metadata=client.V1ObjectMeta(name=name),
-        spec=client.V1PersistentVolumeClaimSpec(access_modes=["ReadWriteOnce"], storage_class_name="local",
+        spec=client.V1PersistentVolumeClaimSpec(access_modes=["ReadWriteMany"], storage_class_name="local",
                                                 volume_name=name, resources={"requests": {"storage": "1Gi"}})))
     bucket = root / "bucket"
     LocalProcessRuntime().run(STEPS["synth"], ["--out", str(bucket / "raw"), "--days", "0", "--rows", "3000"])
@@ -238,3 +238,34 @@ def test_steps_on_a_persistent_volume_write_files_the_next_step_reads(kube, pod_
         kube.delete_all_pods()
         kube.core.delete_namespaced_persistent_volume_claim(name, NAMESPACE)
         kube.core.delete_persistent_volume(name)
+
+
+def test_the_plan_refuses_a_claim_that_is_not_read_write_many(kube, pod_settings, monkeypatch):
+    """The run's first task reads the claim through the run's connection: a ReadWriteOnce claim
+    (one node at a time) is refused naming criteo_pod_volume_claim, a ReadWriteMany one accepted."""
+    from kubernetes import client
+
+    from operators.pipeline.config import Settings
+    from operators.runtime import problems
+
+    monkeypatch.setenv("AIRFLOW_VAR_CRITEO_POD_DATA", "pvc")
+    monkeypatch.setenv("AIRFLOW_VAR_CRITEO_POD_MOUNT_PATH", str(pod_settings.parent))
+    names = {"ReadWriteOnce": "criteo-rwo", "ReadWriteMany": "criteo-rwx"}
+    for mode, name in names.items():
+        kube.core.create_namespaced_persistent_volume_claim(NAMESPACE, client.V1PersistentVolumeClaim(
+            metadata=client.V1ObjectMeta(name=name),
+            spec=client.V1PersistentVolumeClaimSpec(access_modes=[mode], storage_class_name="none",
+                                                    resources={"requests": {"storage": "1Gi"}})))
+    try:
+        monkeypatch.setenv("AIRFLOW_VAR_CRITEO_POD_VOLUME_CLAIM", "criteo-rwo")
+        assert problems(Settings.load()) == [
+            "criteo_pod_volume_claim='criteo-rwo' is ReadWriteOnce: the step pods run on several nodes (GPU and CPU "
+            "pools) and need a ReadWriteMany claim (e.g. Filestore)"]
+        monkeypatch.setenv("AIRFLOW_VAR_CRITEO_POD_VOLUME_CLAIM", "criteo-rwx")
+        assert problems(Settings.load()) == []
+        monkeypatch.setenv("AIRFLOW_VAR_CRITEO_POD_VOLUME_CLAIM", "criteo-none")
+        assert problems(Settings.load()) == [
+            "criteo_pod_volume_claim='criteo-none': no such PersistentVolumeClaim in namespace 'criteo'"]
+    finally:
+        for name in names.values():
+            kube.core.delete_namespaced_persistent_volume_claim(name, NAMESPACE)

@@ -1,0 +1,149 @@
+"""Pods that wait for their node, and pods that never start, on the real local control plane and
+its real kubelets (local_servers.kubelet).
+
+- A GPU pool scaling up from zero: the GPU node leaves the cluster (kubelet stopped, its Node
+  deleted, as the autoscaler removes an idle node), a GPU step's pod stays Pending and
+  Unschedulable; with a short schedule timeout the task fails naming
+  criteo_pod_gpu_schedule_timeout_s and the scheduler's reason (deferrable: the provider's real
+  trigger, run here); with a longer one the node registers again while the pod waits (a new node
+  joining, its GPUs advertised) and the step runs there and succeeds.
+- An image that cannot be pulled (a registry address with nothing listening on loopback): the
+  kubelet reports ErrImagePull, refuses the log read of the container with HTTP 400, and the task
+  fails naming the image and the kubelet's message.
+
+What is not emulated: a slow pull (the nodes have no registry: images are imported into
+containerd, docs/kubernetes-gke.md), the GPU driver install, and the autoscaler itself.
+"""
+import asyncio
+import threading
+import time
+
+import pytest
+
+from operators.runtime.catalogue import STEPS
+
+pytestmark = pytest.mark.kubernetes
+
+GPU_NODE = "criteo-gpu-0"
+
+
+class TI:
+    def __init__(self):
+        self.pushed = {}
+
+    def xcom_push(self, key, value):
+        self.pushed[key] = value
+
+
+def runtime():
+    from operators.pipeline.config import Settings
+    from operators.runtime.kubernetes import PodRuntime
+
+    return PodRuntime(Settings.load())
+
+
+def first_event(trigger) -> dict:
+    """What the provider's trigger sends the task: its first event, as the triggerer runs it."""
+    async def run():
+        async for event in trigger.run():
+            return event.payload
+    return asyncio.run(run())
+
+
+def start_deferred(step, argv):
+    """A deferrable step: its pod created, then the trigger run here, then the task resumed with
+    the trigger's event, as the triggerer and a new worker would."""
+    from airflow.sdk.exceptions import TaskDeferred
+
+    ti = TI()
+    with pytest.raises(TaskDeferred) as deferred:
+        runtime().start(STEPS[step], argv, task_id=step, context={"ti": ti})
+    event = first_event(deferred.value.trigger)
+    return event, lambda: runtime().resume(STEPS[step], argv, task_id=step, context={"ti": ti}, event=event)
+
+
+def pod_state(kube, prefix):
+    pods = [p for p in kube.pods() if p.metadata.name.startswith(prefix)]
+    return pods[0] if pods else None
+
+
+@pytest.fixture
+def gpu_pool_at_zero(kube, pod_settings):
+    """The GPU node gone from the cluster; put back (re-registered, Ready, GPUs advertised) after."""
+    node = kube.nodes[GPU_NODE]
+    node.stop()
+    kube.core.delete_node(GPU_NODE)
+    try:
+        yield node
+    finally:
+        if not node.running:
+            node.start()
+
+
+def test_a_gpu_step_waits_for_a_late_gpu_node_within_its_schedule_timeout(kube, pod_settings, gpu_pool_at_zero,
+                                                                          monkeypatch):
+    from airflow.sdk.exceptions import AirflowException
+
+    # too short: the deferrable task fails naming the setting and what the scheduler said
+    monkeypatch.setenv("AIRFLOW_VAR_CRITEO_POD_DEFERRABLE", "true")
+    monkeypatch.setenv("AIRFLOW_VAR_CRITEO_POD_GPU_SCHEDULE_TIMEOUT_S", "4")
+    event, resume = start_deferred("train", ["--help"])
+    assert event["status"] == "timeout", event
+    with pytest.raises(AirflowException) as err:
+        resume()
+    message = str(err.value)
+    assert message.startswith("step train: its pod was not scheduled within 4 s (criteo_pod_gpu_schedule_timeout_s)")
+    assert "the scheduler said: Unschedulable:" in message and "returned a failure" not in message, message
+    assert not kube.pods()   # deleted
+
+    # long enough: the node joins while the pod waits, and the step runs there (waiting, not deferred)
+    monkeypatch.setenv("AIRFLOW_VAR_CRITEO_POD_DEFERRABLE", "false")
+    monkeypatch.setenv("AIRFLOW_VAR_CRITEO_POD_GPU_SCHEDULE_TIMEOUT_S", "240")
+    done = {}
+
+    def step():
+        try:
+            done["outcome"] = runtime().start(STEPS["train"], ["--help"], task_id="train", context={"ti": TI()})
+        except BaseException as exc:  # noqa: BLE001 - handed to the test's thread
+            done["error"] = exc
+
+    worker = threading.Thread(target=step)
+    worker.start()
+    deadline = time.monotonic() + 30
+    while not (pod := pod_state(kube, "criteo-train-")) or not any(
+            c.type == "PodScheduled" and c.reason == "Unschedulable" for c in pod.status.conditions or []):
+        assert time.monotonic() < deadline, "the GPU pod was never found Unschedulable"
+        time.sleep(0.2)
+    waited_from = time.monotonic()
+    gpu_pool_at_zero.start()   # the new node: kubelet registers, its GPUs are advertised
+    node_of_pod = None
+    while worker.is_alive() and node_of_pod is None:
+        pod = pod_state(kube, "criteo-train-")
+        node_of_pod = pod.spec.node_name if pod else None
+        time.sleep(0.2)
+    worker.join(timeout=240)
+    assert "error" not in done, done.get("error")
+    assert done["outcome"].exit_code == 0 and node_of_pod == GPU_NODE
+    assert time.monotonic() - waited_from < 240
+
+
+def test_an_image_that_cannot_be_pulled_fails_naming_it_and_the_kubelets_reason(kube, pod_settings, monkeypatch):
+    from airflow.sdk.exceptions import AirflowException
+    from kubernetes.client.rest import ApiException
+
+    image = "127.0.0.1:9/criteo/merlin:0.10.0"   # the discard port: nothing listens there
+    monkeypatch.setenv("AIRFLOW_VAR_CRITEO_IMAGE_MERLIN", image)
+    monkeypatch.setenv("AIRFLOW_VAR_CRITEO_POD_IMAGE_PULL_POLICY", "IfNotPresent")
+    monkeypatch.setenv("AIRFLOW_VAR_CRITEO_POD_DEFERRABLE", "true")
+    event, resume = start_deferred("synth", ["--out", str(pod_settings / "raw"), "--days", "0", "--rows", "10"])
+    assert event["status"] == "error" and "ErrImagePull" in event["message"], event
+    pod = pod_state(kube, "criteo-synth-")
+    with pytest.raises(ApiException) as refused:   # what a real kubelet answers for a container never started
+        kube.core.read_namespaced_pod_log(pod.metadata.name, pod.metadata.namespace, container="base")
+    assert refused.value.status == 400
+    with pytest.raises(AirflowException) as err:
+        resume()
+    message = str(err.value)
+    assert message.startswith(f"step synth: its container never started, image {image}: "), message
+    assert ("ErrImagePull: " in message or "ImagePullBackOff: " in message) and "127.0.0.1:9" in message
+    assert not kube.pods()
