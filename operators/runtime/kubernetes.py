@@ -346,8 +346,9 @@ def pod_operator(spec: StepSpec, argv: list[str], *, task_id: str, settings: Pod
     from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
 
     if settings.in_cluster:
-        # the service account of Airflow's own pod (KubernetesHook: in_cluster and a connection's
-        # kube_config are mutually exclusive), so no connection is read
+        # the service account of Airflow's own pod. KubernetesHook still falls back to the connection
+        # kubernetes_default ("self.conn_id = conn_id or kubernetes_conn_id"), and refuses one that
+        # holds a kube_config beside in_cluster ("mutually exclusive"): docs/kubernetes-gke.md says so.
         return KubernetesPodOperator(kubernetes_conn_id=None, in_cluster=True, **kwargs)
     return KubernetesPodOperator(kubernetes_conn_id=settings.conn_id, **kwargs)
 

@@ -28,11 +28,20 @@ GPU_NODE = "criteo-gpu-0"
 
 
 class TI:
-    def __init__(self):
+    """The task instance fields the provider's operator reads (its pod's labels, the pod's name pushed)."""
+
+    dag_id, map_index, try_number = "pod_launch", -1, 1
+
+    def __init__(self, task_id):
+        self.task_id = task_id
         self.pushed = {}
 
     def xcom_push(self, key, value):
         self.pushed[key] = value
+
+
+def context(task_id):
+    return {"ti": TI(task_id), "run_id": f"manual__{time.time_ns()}", "dag": None}
 
 
 def runtime():
@@ -55,11 +64,11 @@ def start_deferred(step, argv):
     the trigger's event, as the triggerer and a new worker would."""
     from airflow.sdk.exceptions import TaskDeferred
 
-    ti = TI()
+    ctx = context(step)
     with pytest.raises(TaskDeferred) as deferred:
-        runtime().start(STEPS[step], argv, task_id=step, context={"ti": ti})
+        runtime().start(STEPS[step], argv, task_id=step, context=ctx)
     event = first_event(deferred.value.trigger)
-    return event, lambda: runtime().resume(STEPS[step], argv, task_id=step, context={"ti": ti}, event=event)
+    return event, lambda: runtime().resume(STEPS[step], argv, task_id=step, context=ctx, event=event)
 
 
 def pod_state(kube, prefix):
@@ -103,7 +112,7 @@ def test_a_gpu_step_waits_for_a_late_gpu_node_within_its_schedule_timeout(kube, 
 
     def step():
         try:
-            done["outcome"] = runtime().start(STEPS["train"], ["--help"], task_id="train", context={"ti": TI()})
+            done["outcome"] = runtime().start(STEPS["train"], ["--help"], task_id="train", context=context("train"))
         except BaseException as exc:  # noqa: BLE001 - handed to the test's thread
             done["error"] = exc
 
@@ -146,4 +155,4 @@ def test_an_image_that_cannot_be_pulled_fails_naming_it_and_the_kubelets_reason(
     message = str(err.value)
     assert message.startswith(f"step synth: its container never started, image {image}: "), message
     assert ("ErrImagePull: " in message or "ImagePullBackOff: " in message) and "127.0.0.1:9" in message
-    assert not kube.pods()
+    assert all(p.metadata.deletion_timestamp for p in kube.pods())   # being deleted (its grace period)
