@@ -413,8 +413,8 @@ def pod_outcome(pod: k8s.V1Pod | None, client, limit: str | None) -> StepOutcome
 
 def outcome_recorder(outcomes: list, limit: str) -> type[KubernetesPodOperatorCallback]:
     """A completion callback that appends the pod's StepOutcome (or NotStarted) to `outcomes`
-    (either mode; the provider calls it in the worker, never in the triggerer). It never raises:
-    an exception here would replace the provider's own, and the cause with it."""
+    (either mode; the provider calls it in the worker, never in the triggerer). A refused log read
+    does not raise: an exception here would replace the provider's own, and the cause with it."""
 
     class Recorder(KubernetesPodOperatorCallback):
         @staticmethod
