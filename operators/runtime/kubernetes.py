@@ -132,7 +132,7 @@ class PodSettings:
         if values["gke_cluster"] and not values["gke_location"]:
             problems.append("criteo_gke_cluster is set but criteo_gke_location is not")
         numbers = {}
-        for key, name in (("gpus", "criteo_pod_gpus"), *((key, setting) for key, setting in TIMEOUT_SETTINGS.items()),
+        for key, name in (("gpus", "criteo_pod_gpus"), *TIMEOUT_SETTINGS.items(),
                           ("active_deadline_s", "criteo_pod_active_deadline_s"),
                           ("poll_interval_s", "criteo_pod_poll_interval_s")):
             raw = get(name)
@@ -210,8 +210,8 @@ def _connection_problems(values: dict, flags: dict) -> list[str]:
                         "cluster it runs in; criteo_gke_cluster reaches a cluster through the GCP connection: "
                         "set one of them")
     if flags.get("in_cluster") and values["conn_id"] not in ("", "kubernetes_default"):
-        problems.append(f"criteo_kubernetes_in_cluster=true reads no connection, but criteo_kubernetes_conn_id="
-                        f"{values['conn_id']!r} is set: unset one of them")
+        problems.append(f"criteo_kubernetes_in_cluster=true uses the service account of Airflow's own pod, not "
+                        f"the connection criteo_kubernetes_conn_id={values['conn_id']!r}: unset one of them")
     if flags.get("gke_use_internal_ip") and flags.get("gke_use_dns_endpoint"):
         problems.append("criteo_gke_use_internal_ip and criteo_gke_use_dns_endpoint are both true: the cluster has "
                         "one endpoint per connection (GKEStartPodOperator takes the DNS one and ignores the other); "

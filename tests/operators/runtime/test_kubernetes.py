@@ -197,7 +197,7 @@ def test_a_named_gke_cluster_uses_gke_start_pod_operator(settings_env):
     ({"criteo_kubernetes_in_cluster": "true", "criteo_gke_cluster": "c", "criteo_gke_location": "europe-west4"},
      "criteo_kubernetes_in_cluster=true uses the service account of Airflow's own pod"),
     ({"criteo_kubernetes_in_cluster": "true", "criteo_kubernetes_conn_id": "kubernetes_prod"},
-     "criteo_kubernetes_conn_id='kubernetes_prod' is set"),
+     "the connection criteo_kubernetes_conn_id='kubernetes_prod'"),
     ({"criteo_gke_use_internal_ip": "true", "criteo_gke_use_dns_endpoint": "true", "criteo_gke_cluster": "c",
       "criteo_gke_location": "europe-west4"}, "both true"),
     ({"criteo_gke_use_internal_ip": "true"}, "criteo_gke_use_internal_ip=true applies to a GKE cluster"),
