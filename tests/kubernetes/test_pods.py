@@ -269,3 +269,28 @@ def test_the_plan_refuses_a_claim_that_is_not_read_write_many(kube, pod_settings
     finally:
         for name in names.values():
             kube.core.delete_namespaced_persistent_volume_claim(name, NAMESPACE)
+
+
+def test_the_hugectr_trainers_container_gets_sys_nice_and_nothing_else(kube, pod_settings):
+    """The trainer's security context on a real kubelet (containerd 1.6, runc): SYS_NICE is the one
+    capability in the container's bounding set. Its user is not root (uid 50000), and exec gives a
+    non-root process nothing from the bounding set: /proc/self/status shows what it really holds."""
+    body = pod_request(kube, "train_hugectr", ["--help"])
+    container = body["spec"]["containers"][0]
+    # the stand-in HugeCTR image is not on the nodes: the merlin image, with the trainer's security context
+    container["image"] = IMAGES["merlin"]
+    container["command"], container["args"] = ["sh", "-c", "grep ^Cap /proc/self/status"], []
+    # its catalogue memory (32Gi per GPU) does not fit these nodes
+    container["resources"]["requests"]["memory"] = container["resources"]["limits"]["memory"] = "1Gi"
+    created = kube.core.create_namespaced_pod(NAMESPACE, body)
+    name = created.metadata.name
+    wait_for("the pod to finish", lambda: kube.core.read_namespaced_pod(name, NAMESPACE).status.phase in (
+        "Succeeded", "Failed"), timeout_s=60)
+    log = kube.core.read_namespaced_pod_log(name, NAMESPACE, _preload_content=False).data.decode()
+    caps = {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in log.splitlines()) if v}
+    assert {"CapBnd", "CapEff"} <= set(caps), log
+    sys_nice = 1 << 23   # CAP_SYS_NICE, linux/capability.h
+    assert int(caps["CapBnd"], 16) == sys_nice, caps
+    # measured: as uid 50000 the process holds none of it (no ambient capabilities from the CRI);
+    # docs/kubernetes-gke.md says what that means for HugeCTR
+    assert int(caps["CapEff"], 16) == int(caps["CapPrm"], 16) == 0, caps
