@@ -11,10 +11,19 @@ its real kubelets (local_servers.kubelet).
   kubelet reports ErrImagePull, refuses the log read of the container with HTTP 400, and the task
   fails naming the image and the kubelet's message.
 
-What is not emulated: a slow pull (the nodes have no registry: images are imported into
-containerd, docs/kubernetes-gke.md), the GPU driver install, and the autoscaler itself.
+- A slow pull: the step's image from a loopback registry (local_servers.registry) whose blobs go
+  out at PULL_BANDWIDTH, pulled by the node's real containerd (imagePullPolicy Always). Past the
+  startup timeout the task fails naming criteo_pod_gpu_startup_timeout_s and the image; within
+  criteo_pod_startup_timeout_s the step runs, and the test prints how long the kubelet says the pull
+  took. The image is the node's own plus one new layer of random bytes: only that layer is fetched
+  (the node has the others unpacked), so PULL_BYTES is what goes through the throttle.
+
+What is not emulated: the GPU driver install, the autoscaler itself, GKE's image streaming and a
+registry with authentication.
 """
 import asyncio
+import re
+import subprocess
 import threading
 import time
 
@@ -25,6 +34,9 @@ from operators.runtime.catalogue import STEPS
 pytestmark = pytest.mark.kubernetes
 
 GPU_NODE = "criteo-gpu-0"
+CPU_NODE = "criteo-cpu-0"
+PULL_BYTES = 24_000_000
+PULL_BANDWIDTH = 1_000_000   # bytes/s: the pull takes ~24 s
 
 
 class TI:
@@ -156,3 +168,75 @@ def test_an_image_that_cannot_be_pulled_fails_naming_it_and_the_kubelets_reason(
     assert message.startswith(f"step synth: its container never started, image {image}: "), message
     assert ("ErrImagePull: " in message or "ImagePullBackOff: " in message) and "127.0.0.1:9" in message
     assert all(p.metadata.deletion_timestamp for p in kube.pods())   # being deleted (its grace period)
+
+
+@pytest.fixture
+def slow_registry(kube):
+    """A throttled loopback registry; what the nodes pulled from it is removed after."""
+    from local_servers.registry import Registry
+
+    with Registry(bandwidth=PULL_BANDWIDTH) as registry:
+        yield registry
+    for node in kube.nodes.values():
+        rows = [line.split() for line in subprocess.run([*node.ctr, "images", "ls"], capture_output=True, text=True,
+                                                        check=True).stdout.splitlines()[1:]]
+        pulled = {row[2] for row in rows if row[0].startswith(registry.host + "/")}
+        refs = [row[0] for row in rows if row[2] in pulled]   # with the image's ID and digest references
+        if refs:
+            subprocess.run([*node.ctr, "images", "rm", "--sync", *refs], capture_output=True, check=True)
+
+
+def slow_image(kube, registry, node: str, monkeypatch) -> str:
+    """The merlin image of `node`, served slowly under a new tag, as the steps' merlin image."""
+    from local_servers.kubelet import step_image
+
+    image = registry.add_image(kube.nodes[node], step_image("merlin"), "criteo/merlin", f"slow-{time.time_ns()}",
+                               PULL_BYTES)
+    monkeypatch.setenv("AIRFLOW_VAR_CRITEO_IMAGE_MERLIN", image)
+    monkeypatch.setenv("AIRFLOW_VAR_CRITEO_POD_IMAGE_PULL_POLICY", "Always")
+    return image
+
+
+def test_a_pull_slower_than_the_startup_timeout_fails_naming_the_setting_and_the_image(kube, pod_settings,
+                                                                                   slow_registry, monkeypatch):
+    from airflow.sdk.exceptions import AirflowException
+
+    image = slow_image(kube, slow_registry, GPU_NODE, monkeypatch)
+    monkeypatch.setenv("AIRFLOW_VAR_CRITEO_POD_DEFERRABLE", "true")
+    monkeypatch.setenv("AIRFLOW_VAR_CRITEO_POD_GPU_STARTUP_TIMEOUT_S", "6")
+    event, resume = start_deferred("train", ["--help"])
+    assert event["status"] == "timeout", event
+    layer = slow_registry.transfer_of(slow_registry.added_layers[image])
+    assert layer is None or layer.finished is None, layer   # the pull was not done
+    with pytest.raises(AirflowException) as err:
+        resume()
+    message = str(err.value)
+    assert message.startswith(f"step train: its pod was scheduled but its container did not start within 6 s "
+                              f"(criteo_pod_gpu_startup_timeout_s), image {image}"), message
+    assert "raise criteo_pod_gpu_startup_timeout_s" in message
+    # kubelet goes on pulling for the deleted pod, one image at a time: end it, as a dropped connection
+    slow_registry.cut(image)
+
+
+def test_a_slow_pull_within_the_startup_timeout_runs_the_step(kube, pod_settings, slow_registry, monkeypatch):
+    from local_servers.kube_fixtures import NAMESPACE
+
+    image = slow_image(kube, slow_registry, CPU_NODE, monkeypatch)
+    monkeypatch.setenv("AIRFLOW_VAR_CRITEO_POD_DEFERRABLE", "false")
+    monkeypatch.setenv("AIRFLOW_VAR_CRITEO_POD_STARTUP_TIMEOUT_S", "180")
+    started = time.monotonic()
+    outcome = runtime().start(STEPS["synth"], ["--help"], task_id="synth", context=context("synth"))
+    took = time.monotonic() - started
+    assert outcome.exit_code == 0
+    layer = slow_registry.transfer_of(slow_registry.added_layers[image])
+    assert layer is not None and layer.finished is not None and layer.sent >= PULL_BYTES, layer
+    assert layer.seconds >= 0.9 * PULL_BYTES / PULL_BANDWIDTH, layer   # the throttle held
+    pulled = [e for e in kube.core.list_namespaced_event(NAMESPACE).items
+              if e.reason == "Pulled" and image in (e.message or "")]
+    assert pulled, "no Pulled event for the image"
+    said = re.search(r"Successfully pulled image .* in ([0-9.]+)(ms|s)", pulled[-1].message)
+    assert said, pulled[-1].message
+    kubelet_s = float(said[1]) / (1000 if said[2] == "ms" else 1)
+    assert kubelet_s >= layer.seconds * 0.9, (kubelet_s, layer)
+    print(f"\nslow pull of {image}: kubelet {kubelet_s:.1f} s, the new layer ({layer.sent / 1e6:.0f} MB) "
+          f"{layer.seconds:.1f} s at {PULL_BANDWIDTH / 1e6:g} MB/s; the step took {took:.1f} s in all")
