@@ -6,7 +6,8 @@ its real kubelets (local_servers.kubelet).
   Unschedulable; with a short schedule timeout the task fails naming
   criteo_pod_gpu_schedule_timeout_s and the scheduler's reason (deferrable: the provider's real
   trigger, run here); with a longer one the node registers again while the pod waits (a new node
-  joining, its GPUs advertised) and the step runs there and succeeds.
+  joining, its GPUs advertised), pulls the step's image slowly (below) and the step runs there and
+  succeeds.
 - An image that cannot be pulled (a registry address with nothing listening on loopback): the
   kubelet reports ErrImagePull, refuses the log read of the container with HTTP 400, and the task
   fails naming the image and the kubelet's message.
@@ -101,8 +102,8 @@ def gpu_pool_at_zero(kube, pod_settings):
             node.start()
 
 
-def test_a_gpu_step_waits_for_a_late_gpu_node_within_its_schedule_timeout(kube, pod_settings, gpu_pool_at_zero,
-                                                                          monkeypatch):
+def test_a_gpu_step_waits_for_a_late_gpu_node_then_a_slow_pull_within_its_timeouts(kube, pod_settings, slow_registry,
+                                                                                  gpu_pool_at_zero, monkeypatch):
     from airflow.sdk.exceptions import AirflowException
 
     # too short: the deferrable task fails naming the setting and what the scheduler said
@@ -117,7 +118,10 @@ def test_a_gpu_step_waits_for_a_late_gpu_node_within_its_schedule_timeout(kube, 
     assert "the scheduler said: Unschedulable:" in message and "returned a failure" not in message, message
     assert not kube.pods()   # deleted
 
-    # long enough: the node joins while the pod waits, and the step runs there (waiting, not deferred)
+    # long enough: the node joins while the pod waits, pulls the image slowly (a cold node: its last
+    # layer is new to it; the CPU node's copy of the image is the GPU node's, both imported from the
+    # engine) and the step runs there (waiting, not deferred)
+    image = slow_image(kube, slow_registry, CPU_NODE, monkeypatch)
     monkeypatch.setenv("AIRFLOW_VAR_CRITEO_POD_DEFERRABLE", "false")
     monkeypatch.setenv("AIRFLOW_VAR_CRITEO_POD_GPU_SCHEDULE_TIMEOUT_S", "240")
     done = {}
@@ -145,7 +149,12 @@ def test_a_gpu_step_waits_for_a_late_gpu_node_within_its_schedule_timeout(kube, 
     worker.join(timeout=240)
     assert "error" not in done, done.get("error")
     assert done["outcome"].exit_code == 0 and node_of_pod == GPU_NODE
-    assert time.monotonic() - waited_from < 240
+    took = time.monotonic() - waited_from
+    layer = slow_registry.transfer_of(slow_registry.added_layers[image])
+    assert layer is not None and layer.finished is not None and layer.sent >= PULL_BYTES, layer
+    assert layer.started > waited_from and layer.seconds >= 0.9 * PULL_BYTES / PULL_BANDWIDTH, layer
+    print(f"\nlate GPU node: the step ran {took:.1f} s after the node was started, "
+          f"{layer.started - waited_from:.1f} s of it before its pull began, {layer.seconds:.1f} s pulling")
 
 
 def test_an_image_that_cannot_be_pulled_fails_naming_it_and_the_kubelets_reason(kube, pod_settings, monkeypatch):
@@ -178,6 +187,8 @@ def slow_registry(kube):
     with Registry(bandwidth=PULL_BANDWIDTH) as registry:
         yield registry
     for node in kube.nodes.values():
+        if not node.running:   # a node a failed test left stopped: nothing to remove from it now
+            continue
         rows = [line.split() for line in subprocess.run([*node.ctr, "images", "ls"], capture_output=True, text=True,
                                                         check=True).stdout.splitlines()[1:]]
         pulled = {row[2] for row in rows if row[0].startswith(registry.host + "/")}
