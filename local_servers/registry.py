@@ -59,7 +59,7 @@ class Registry:
     """`with Registry(bandwidth=bytes_per_s):` serving on 127.0.0.1:`port` until the block ends."""
 
     bandwidth: float
-    manifests: dict[tuple[str, str], tuple[str, bytes]] = field(default_factory=dict)   # (name, tag|digest)
+    manifests: dict[tuple[str, str], tuple[str, bytes]] = field(default_factory=dict)   # (name, tag): type, body
     blobs: dict[str, bytes | Path] = field(default_factory=dict)
     transfers: list[Transfer] = field(default_factory=list)
 
@@ -105,7 +105,7 @@ class Registry:
                                    else "application/vnd.oci.image.layer.v1.tar",
                                    "digest": layer_digest, "size": len(layer)})
         manifest_bytes = json.dumps(manifest).encode()
-        self.manifests[(name, tag)] = self.manifests[(name, _digest(manifest_bytes))] = (media_type, manifest_bytes)
+        self.manifests[(name, tag)] = (media_type, manifest_bytes)
         reference = f"{self.host}/{name}:{tag}"
         self.added_layers[reference] = layer_digest
         return reference
@@ -189,7 +189,8 @@ def _handler(registry: Registry):
                 return self._error(404, "NAME_UNKNOWN")
             name, kind, ref = match["name"], match["kind"], match["ref"]
             if kind == "manifests":
-                found = registry.manifests.get((name, ref))
+                found = registry.manifests.get((name, ref)) or next(   # by digest, as containerd fetches it
+                    (m for (n, _), m in registry.manifests.items() if n == name and _digest(m[1]) == ref), None)
                 if found is None:
                     return self._error(404, "MANIFEST_UNKNOWN")
                 media_type, body = found
