@@ -99,19 +99,35 @@ REGISTRY: dict[str, Setting] = {s.name: s for s in [
         "pods",
         criteo_kubernetes_conn_id=("kubernetes_default", "the Airflow connection of the cluster (no GKE cluster "
                                    "named)"),
+        criteo_kubernetes_in_cluster=("false", "true: Airflow runs in the step pods' cluster and reaches it with its "
+                                      "own pod's service account (KubernetesPodOperator in_cluster), no connection"),
         criteo_kubernetes_namespace=("", "required: the namespace the step pods run in"),
         criteo_kubernetes_service_account=("", "required: the pods' Kubernetes service account (Workload Identity)"),
         criteo_gke_cluster=("", "a GKE cluster name: pods go through GKEStartPodOperator and the GCP connection"),
         criteo_gke_location=("", "the GKE cluster's region or zone"),
         criteo_gcp_project=("", "the GKE cluster's project (default: the GCP connection's)"),
+        criteo_gke_use_internal_ip=("false", "reach the GKE cluster's control plane at its private endpoint "
+                                    "(a private cluster, Airflow in its VPC)"),
+        criteo_gke_use_dns_endpoint=("false", "reach the GKE cluster's control plane at its DNS-based endpoint "
+                                     "(private clusters without VPC access; IAM decides who may call it)"),
+        criteo_gke_impersonation_chain=("", "service accounts to impersonate for GKE, comma-separated; the last is "
+                                        "used, each granting Token Creator to the one before"),
         criteo_gpu_accelerator=("nvidia-tesla-a100", "the GKE accelerator node label GPU steps select"),
         criteo_pod_gpus=("1", "GPUs per GPU step (requested and limited: nvidia.com/gpu)"),
         criteo_pod_data=("gcsfs", "how pods reach the data: gcsfs (gs:// in the step), gcsfuse (CSI mount), "
                          "pvc (criteo_pod_volume_claim at criteo_pod_mount_path), host (local control plane only)"),
-        criteo_pod_volume_claim=("", "the PersistentVolumeClaim, with criteo_pod_data=pvc"),
+        criteo_pod_volume_claim=("", "the PersistentVolumeClaim, with criteo_pod_data=pvc: ReadWriteMany (e.g. "
+                                 "Filestore), since step pods on different nodes share it; checked by the run's "
+                                 "first task"),
         criteo_pod_mount_path=("/data", "where the claim is mounted, with criteo_pod_data=pvc"),
         criteo_pod_shm_size=("16Gi", "the /dev/shm memory volume of GPU steps (dask, NCCL)"),
-        criteo_pod_startup_timeout_s=("600", "seconds a pod may take to be scheduled and start (image pull)"),
+        criteo_pod_schedule_timeout_s=("600", "seconds a CPU step's pod may wait to be scheduled (a node for it)"),
+        criteo_pod_startup_timeout_s=("600", "seconds a CPU step's pod may take to start once scheduled (image pull)"),
+        criteo_pod_gpu_schedule_timeout_s=("1200", "seconds a GPU step's pod may wait to be scheduled: a GPU pool "
+                                           "scaling up from zero takes 4-7 min for the node, then the GPU driver "
+                                           "install and device plugin before nvidia.com/gpu is allocatable"),
+        criteo_pod_gpu_startup_timeout_s=("1200", "seconds a GPU step's pod may take to start once scheduled: a "
+                                          "new node pulls the multi-GB merlin/HugeCTR image cold"),
         criteo_pod_active_deadline_s=("21600", "seconds a step pod may run before Kubernetes stops it"),
         criteo_pod_keep_failed=("false", "keep failed pods for debugging (succeeded ones are always deleted)"),
         criteo_pod_deferrable=("true", "wait for pods in the triggerer, freeing the worker slot"),

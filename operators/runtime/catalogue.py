@@ -34,6 +34,7 @@ class StepSpec:
     reads_gcs: bool = True          # False: the step needs its data as files (a mount), not gs:// URLs
     cpu: str = "2"
     memory: str = "8Gi"
+    capabilities: tuple[str, ...] = ()  # Linux capabilities added to the container (all others dropped)
 
     @property
     def module(self) -> str:
@@ -69,9 +70,11 @@ STEPS = {
     "reference": StepSpec("reference", "validator", outputs=("output",), memory="1Gi"),
     "preprocess": StepSpec("preprocess", "merlin", outputs=("partitions", "workflow"), gpu=True, memory="32Gi"),
     "train": StepSpec("train", "merlin", outputs=("checkpoint",), gpu=True, memory="32Gi"),
-    # HugeCTR trains on all the pod's GPUs and reads no gs:// (criteo_merlin.hugectr.train_hugectr)
+    # HugeCTR trains on all the pod's GPUs and reads no gs:// (criteo_merlin.hugectr.train_hugectr);
+    # it binds its threads and memory to the GPUs' NUMA nodes, which needs CAP_SYS_NICE: HugeCTR's
+    # docs run every container with `--cap-add SYS_NICE` (README.md, docs/source/hugectr_user_guide.md)
     "train_hugectr": StepSpec("train_hugectr", "hugectr", outputs=("checkpoint",), gpu=True, memory="32Gi",
-                              reads_gcs=False),
+                              reads_gcs=False, capabilities=("SYS_NICE",)),
     "export": StepSpec("export", "merlin", outputs=("package",)),
     "evaluate": StepSpec("evaluate", "merlin", outputs=("candidate", "smoke_rows")),
     "synth": StepSpec("synth", "merlin"),

@@ -202,8 +202,8 @@ def test_pods_read_and_write_gs_themselves(kube, pod_settings, pod_dagbag, gcs, 
 
 def test_steps_on_a_persistent_volume_write_files_the_next_step_reads(kube, pod_settings, pod_dagbag, monkeypatch,
                                                                       tmp_path):
-    """criteo_pod_data=pvc: a local PersistentVolume (a node folder) bound to the claim the pods mount.
-    extract writes its partition as the images' user; validate, the next pod, reads it."""
+    """criteo_pod_data=pvc: a local PersistentVolume (a node folder) bound to the ReadWriteMany claim the
+    pods mount. extract writes its partition as the images' user; validate, the next pod, reads it."""
     from kubernetes import client
 
     from local_servers.kube_fixtures import bucket_folder
@@ -214,14 +214,14 @@ def test_steps_on_a_persistent_volume_write_files_the_next_step_reads(kube, pod_
     kube.core.create_persistent_volume(client.V1PersistentVolume(
         metadata=client.V1ObjectMeta(name=name),
         spec=client.V1PersistentVolumeSpec(
-            capacity={"storage": "1Gi"}, access_modes=["ReadWriteOnce"], storage_class_name="local",
+            capacity={"storage": "1Gi"}, access_modes=["ReadWriteMany"], storage_class_name="local",
             persistent_volume_reclaim_policy="Retain", local=client.V1LocalVolumeSource(path=str(root)),
             node_affinity=client.V1VolumeNodeAffinity(required=client.V1NodeSelector(node_selector_terms=[
                 client.V1NodeSelectorTerm(match_expressions=[client.V1NodeSelectorRequirement(
                     key="kubernetes.io/hostname", operator="In", values=sorted(kube.nodes))])])))))
     kube.core.create_namespaced_persistent_volume_claim(NAMESPACE, client.V1PersistentVolumeClaim(
         metadata=client.V1ObjectMeta(name=name),
-        spec=client.V1PersistentVolumeClaimSpec(access_modes=["ReadWriteOnce"], storage_class_name="local",
+        spec=client.V1PersistentVolumeClaimSpec(access_modes=["ReadWriteMany"], storage_class_name="local",
                                                 volume_name=name, resources={"requests": {"storage": "1Gi"}})))
     bucket = root / "bucket"
     LocalProcessRuntime().run(STEPS["synth"], ["--out", str(bucket / "raw"), "--days", "0", "--rows", "3000"])
@@ -238,3 +238,59 @@ def test_steps_on_a_persistent_volume_write_files_the_next_step_reads(kube, pod_
         kube.delete_all_pods()
         kube.core.delete_namespaced_persistent_volume_claim(name, NAMESPACE)
         kube.core.delete_persistent_volume(name)
+
+
+def test_the_plan_refuses_a_claim_that_is_not_read_write_many(kube, pod_settings, monkeypatch):
+    """The run's first task reads the claim through the run's connection: a ReadWriteOnce claim
+    (one node at a time) is refused naming criteo_pod_volume_claim, a ReadWriteMany one accepted."""
+    from kubernetes import client
+
+    from operators.pipeline.config import Settings
+    from operators.runtime import problems
+
+    monkeypatch.setenv("AIRFLOW_VAR_CRITEO_POD_DATA", "pvc")
+    monkeypatch.setenv("AIRFLOW_VAR_CRITEO_POD_MOUNT_PATH", str(pod_settings.parent))
+    names = {"ReadWriteOnce": "criteo-rwo", "ReadWriteMany": "criteo-rwx"}
+    for mode, name in names.items():
+        kube.core.create_namespaced_persistent_volume_claim(NAMESPACE, client.V1PersistentVolumeClaim(
+            metadata=client.V1ObjectMeta(name=name),
+            spec=client.V1PersistentVolumeClaimSpec(access_modes=[mode], storage_class_name="none",
+                                                    resources={"requests": {"storage": "1Gi"}})))
+    try:
+        monkeypatch.setenv("AIRFLOW_VAR_CRITEO_POD_VOLUME_CLAIM", "criteo-rwo")
+        assert problems(Settings.load()) == [
+            "criteo_pod_volume_claim='criteo-rwo' is ReadWriteOnce: the step pods run on several nodes (GPU and CPU "
+            "pools) and need a ReadWriteMany claim (e.g. Filestore)"]
+        monkeypatch.setenv("AIRFLOW_VAR_CRITEO_POD_VOLUME_CLAIM", "criteo-rwx")
+        assert problems(Settings.load()) == []
+        monkeypatch.setenv("AIRFLOW_VAR_CRITEO_POD_VOLUME_CLAIM", "criteo-none")
+        assert problems(Settings.load()) == [
+            "criteo_pod_volume_claim='criteo-none': no such PersistentVolumeClaim in namespace 'criteo'"]
+    finally:
+        for name in names.values():
+            kube.core.delete_namespaced_persistent_volume_claim(name, NAMESPACE)
+
+
+def test_the_hugectr_trainers_container_gets_sys_nice_and_nothing_else(kube, pod_settings):
+    """The trainer's security context on a real kubelet (containerd 1.6, runc): SYS_NICE is the one
+    capability in the container's bounding set. Its user is not root (uid 50000), and exec gives a
+    non-root process nothing from the bounding set: /proc/self/status shows what it really holds."""
+    body = pod_request(kube, "train_hugectr", ["--help"])
+    container = body["spec"]["containers"][0]
+    # the stand-in HugeCTR image is not on the nodes: the merlin image, with the trainer's security context
+    container["image"] = IMAGES["merlin"]
+    container["command"], container["args"] = ["sh", "-c", "grep ^Cap /proc/self/status"], []
+    # its catalogue memory (32Gi per GPU) does not fit these nodes
+    container["resources"]["requests"]["memory"] = container["resources"]["limits"]["memory"] = "1Gi"
+    created = kube.core.create_namespaced_pod(NAMESPACE, body)
+    name = created.metadata.name
+    wait_for("the pod to finish", lambda: kube.core.read_namespaced_pod(name, NAMESPACE).status.phase in (
+        "Succeeded", "Failed"), timeout_s=60)
+    log = kube.core.read_namespaced_pod_log(name, NAMESPACE, _preload_content=False).data.decode()
+    caps = {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in log.splitlines()) if v}
+    assert {"CapBnd", "CapEff"} <= set(caps), log
+    sys_nice = 1 << 23   # CAP_SYS_NICE, linux/capability.h
+    assert int(caps["CapBnd"], 16) == sys_nice, caps
+    # measured: as uid 50000 the process holds none of it (no ambient capabilities from the CRI);
+    # docs/kubernetes-gke.md says what that means for HugeCTR
+    assert int(caps["CapEff"], 16) == int(caps["CapPrm"], 16) == 0, caps

@@ -176,3 +176,33 @@ def test_a_step_reads_no_variable_it_gets_every_setting_from_the_plan(monkeypatc
     with pytest.raises(AirflowException, match="pod failed"):      # never started: the provider's error
         op.execute({"ti": TI()})
     assert built[0]["settings"].namespace == "ns" and lookups == []
+
+
+def test_a_resumed_pod_step_takes_the_runs_settings_not_the_variables(monkeypatch):
+    """A deferred step resumes in a new worker process: the pod operator it rebuilds to take the
+    trigger's event comes from the plan's settings (the operator's `settings`), even when the
+    Variables changed meanwhile."""
+    from operators.runtime import kubernetes
+
+    plan = Settings.with_values(
+        criteo_runtime="kubernetes", criteo_base_url="gs://planned-bucket/pipeline", criteo_pod_data="gcsfuse",
+        criteo_kubernetes_namespace="criteo", criteo_kubernetes_service_account="criteo-steps", **PINNED).to_dict()
+    for key, value in {"BASE_URL": "gs://variable-bucket/pipeline", "KUBERNETES_NAMESPACE": "other",
+                       "POD_DATA": "gcsfs", "RUNTIME": "local"}.items():
+        monkeypatch.setenv(f"AIRFLOW_VAR_CRITEO_{key}", value)
+    resumed = []
+
+    def drive(self, spec, outcomes, call, *args):
+        resumed.append((self._operator, call, args))
+        return StepOutcome(0, {"days": []})
+
+    monkeypatch.setattr(kubernetes.PodRuntime, "_drive", drive)
+    op = CriteoStepOperator(task_id="synth", step="synth", settings=plan,
+                            arguments={"--out": "gs://planned-bucket/pipeline/raw"})
+    event = {"status": "success", "name": "criteo-synth-abc", "namespace": "criteo"}
+    assert op.resume({"ti": TI()}, event) == {"days": []}
+    ((pod, call, args),) = resumed
+    assert call == pod.trigger_reentry and args[1] == event
+    (bucket,) = [v for v in pod.volumes if v.name == "bucket"]
+    assert bucket.csi.volume_attributes["bucketName"] == "planned-bucket" and pod.namespace == "criteo"
+    assert pod.arguments == ["--out", "/mnt/gcs/planned-bucket/pipeline/raw"]

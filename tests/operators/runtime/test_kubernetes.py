@@ -191,6 +191,21 @@ def test_a_named_gke_cluster_uses_gke_start_pod_operator(settings_env):
     ({"criteo_gke_cluster": "c"}, "criteo_gke_cluster is set but criteo_gke_location is not"),
     ({"criteo_pod_gpus": "0"}, "criteo_pod_gpus='0'"),
     ({"criteo_pod_deferrable": "yes"}, "criteo_pod_deferrable='yes'"),
+    ({"criteo_pod_gpu_schedule_timeout_s": "0"}, "criteo_pod_gpu_schedule_timeout_s='0'"),
+    ({"criteo_pod_schedule_timeout_s": "soon"}, "criteo_pod_schedule_timeout_s='soon'"),
+    # contradictory ways to reach the cluster
+    ({"criteo_kubernetes_in_cluster": "true", "criteo_gke_cluster": "c", "criteo_gke_location": "europe-west4"},
+     "criteo_kubernetes_in_cluster=true uses the service account of Airflow's own pod"),
+    ({"criteo_kubernetes_in_cluster": "true", "criteo_kubernetes_conn_id": "kubernetes_prod"},
+     "the connection criteo_kubernetes_conn_id='kubernetes_prod'"),
+    ({"criteo_gke_use_internal_ip": "true", "criteo_gke_use_dns_endpoint": "true", "criteo_gke_cluster": "c",
+      "criteo_gke_location": "europe-west4"}, "both true"),
+    ({"criteo_gke_use_internal_ip": "true"}, "criteo_gke_use_internal_ip=true applies to a GKE cluster"),
+    ({"criteo_gke_use_dns_endpoint": "true"}, "criteo_gke_use_dns_endpoint=true applies to a GKE cluster"),
+    ({"criteo_gke_impersonation_chain": "sa@p.iam.gserviceaccount.com"}, "criteo_gke_impersonation_chain applies"),
+    ({"criteo_gke_impersonation_chain": "airflow", "criteo_gke_cluster": "c", "criteo_gke_location": "l"},
+     "'airflow' is not a service account"),
+    ({"criteo_kubernetes_in_cluster": "maybe"}, "criteo_kubernetes_in_cluster='maybe'"),
 ])
 def test_bad_settings_fail_naming_the_setting_without_retry(settings_env, change, named):
     from airflow.sdk.exceptions import AirflowFailException
@@ -210,3 +225,75 @@ def test_a_digest_pins_an_image(settings_env):
 
     settings_env.setenv("AIRFLOW_VAR_CRITEO_IMAGE_MERLIN", "europe-docker.pkg.dev/p/criteo/merlin@sha256:" + "a" * 64)
     assert PodSettings.of(Settings.load()).images["merlin"].endswith("a" * 64)
+
+
+def test_gpu_steps_wait_longer_to_be_scheduled_and_to_start_than_cpu_steps(settings_env):
+    """A GPU pool scaling up from zero: a new node (4-7 min), its driver and device plugin, then a
+    cold pull of a multi-GB image; the provider's operator gets both timeouts, each its own."""
+    from operators.runtime.kubernetes import PodSettings, pod_operator
+
+    def timeouts(step):
+        op = pod_operator(STEPS[step], [], task_id=step, settings=PodSettings.of(Settings.load()))
+        return op.schedule_timeout_seconds, op.startup_timeout_seconds
+
+    assert timeouts("extract") == (600, 600) and timeouts("train") == (1200, 1200)
+    for key, value in {"SCHEDULE": "30", "STARTUP": "40", "GPU_SCHEDULE": "1800", "GPU_STARTUP": "900"}.items():
+        settings_env.setenv(f"AIRFLOW_VAR_CRITEO_POD_{key}_TIMEOUT_S", value)
+    assert timeouts("validate") == (30, 40)
+    assert timeouts("preprocess") == timeouts("train") == (1800, 900)
+
+
+def test_a_private_gke_cluster_is_reached_as_the_settings_say(settings_env):
+    """The real GKEStartPodOperator receives the endpoint and the impersonation chain."""
+    from airflow.providers.google.cloud.operators.kubernetes_engine import GKEStartPodOperator
+
+    from operators.runtime.kubernetes import PodSettings, pod_operator
+
+    settings_env.setenv("AIRFLOW_VAR_CRITEO_GKE_CLUSTER", "criteo-gpu")
+    settings_env.setenv("AIRFLOW_VAR_CRITEO_GKE_LOCATION", "europe-west4")
+
+    def operator():
+        op = pod_operator(STEPS["train"], [], task_id="train", settings=PodSettings.of(Settings.load()))
+        assert isinstance(op, GKEStartPodOperator)
+        return op
+
+    op = operator()   # the defaults: the public endpoint, the connection's own identity
+    assert (op.use_internal_ip, op.use_dns_endpoint, op.impersonation_chain) == (False, False, None)
+    settings_env.setenv("AIRFLOW_VAR_CRITEO_GKE_USE_INTERNAL_IP", "true")
+    settings_env.setenv("AIRFLOW_VAR_CRITEO_GKE_IMPERSONATION_CHAIN", "criteo-airflow@p.iam.gserviceaccount.com")
+    op = operator()
+    assert (op.use_internal_ip, op.use_dns_endpoint) == (True, False)
+    assert op.impersonation_chain == "criteo-airflow@p.iam.gserviceaccount.com"
+    settings_env.setenv("AIRFLOW_VAR_CRITEO_GKE_USE_INTERNAL_IP", "false")
+    settings_env.setenv("AIRFLOW_VAR_CRITEO_GKE_USE_DNS_ENDPOINT", "true")
+    settings_env.setenv("AIRFLOW_VAR_CRITEO_GKE_IMPERSONATION_CHAIN",
+                        "hop@p.iam.gserviceaccount.com, criteo-gke@p.iam.gserviceaccount.com")
+    op = operator()
+    assert (op.use_internal_ip, op.use_dns_endpoint) == (False, True)
+    assert op.impersonation_chain == ["hop@p.iam.gserviceaccount.com", "criteo-gke@p.iam.gserviceaccount.com"]
+
+
+def test_in_cluster_reads_no_connection(settings_env):
+    from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+
+    from operators.runtime.kubernetes import PodSettings, pod_operator
+
+    settings_env.setenv("AIRFLOW_VAR_CRITEO_KUBERNETES_IN_CLUSTER", "true")
+    op = pod_operator(STEPS["extract"], [], task_id="extract", settings=PodSettings.of(Settings.load()))
+    assert type(op) is KubernetesPodOperator
+    assert op.in_cluster is True and op.kubernetes_conn_id is None
+    # the provider's fallback: kubernetes_default, which in-cluster must leave without a kube_config
+    assert op.hook.in_cluster is True and op.hook.conn_id == "kubernetes_default"
+
+
+def test_only_the_hugectr_trainer_gets_sys_nice_and_no_pod_is_privileged(settings_env):
+    from operators.runtime.kubernetes import PodSettings
+
+    settings_env.setenv("AIRFLOW_VAR_CRITEO_POD_DATA", "gcsfuse")
+    settings = PodSettings.of(Settings.load())
+    for step in STEPS:
+        (c,) = request(step, settings).spec.containers
+        caps = c.security_context.capabilities
+        assert caps.drop == ["ALL"] and c.security_context.privileged is False
+        assert c.security_context.allow_privilege_escalation is False
+        assert caps.add == (["SYS_NICE"] if step == "train_hugectr" else None), step
