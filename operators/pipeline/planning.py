@@ -210,7 +210,7 @@ def plan_full(settings: Settings, logical_date: date | datetime, params: dict, h
     run_key = f"full-day{days[0]}-{days[-1]}-{fingerprint(hyper)}"
     parent = _parent(hook, run_key)
     parent_dir = layout.version_dir(parent) if parent is not None else None
-    reference = _artifacts(layout, parent, hook.lineage(parent)).get("reference_profile") if parent is not None else None
+    reference = None if parent is None else _artifacts(layout, parent, hook.lineage(parent)).get("reference_profile")
     plan = _common(layout, run_key, days, params, parent_dir, docs_run, reference)
     cand = layout.candidate(run_key)
     plan.update({

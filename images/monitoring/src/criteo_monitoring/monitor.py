@@ -16,7 +16,7 @@ Metrics (`/metrics`), labels `model`, `version`:
     criteo_rolling_auc, criteo_rolling_logloss       over the last --window-rows labelled rows
     criteo_rolling_predicted_ctr, criteo_rolling_observed_ctr, criteo_calibration_ratio (predicted / observed)
     criteo_rolling_labelled_requests                 rows in that window
-    criteo_feature_psi{feature}, criteo_max_feature_psi   requests vs the version's reference profile (its lineage names it)
+    criteo_feature_psi{feature}, criteo_max_feature_psi   requests vs the version's reference profile (lineage)
     criteo_drift_window_requests                     rows in the drift window
     criteo_requests_logged_total, criteo_labels_joined_total
     criteo_reference_profile_loaded                  1 when the version's reference profile was found
