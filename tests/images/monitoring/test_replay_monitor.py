@@ -56,7 +56,7 @@ def served(tmp_path_factory, packages):
     cfg = Settings.with_values(criteo_base_url=str(base), criteo_model_name=MODEL)
     hook = ModelRepositoryHook(Layout(cfg))
     for i in (0, 1):
-        pkg = packages.packages[i]
+        pkg = shutil.copytree(packages.packages[i], root / f"package{i}")  # the session's packages stay as built
         (pkg / "_SUCCESS").touch()
         smoke = root / f"smoke{i}.npz"
         np.savez(smoke, dense_raw=packages.dense_raw[:64], cat_hash=packages.cat_hash[:64],
