@@ -404,7 +404,7 @@ def test_a_corrected_day_after_later_days_deployed_fails_and_leaves_production(s
 
 def test_a_triton_load_from_gcs_downloads_the_serving_set_only(gcs, packages, tmp_path, monkeypatch):
     """Triton localizes the model's whole folder, every kept version, on each load (triton core
-    backend_model.cc, LocalizeDirectory(model_path)): measured on the wire, through a counting proxy
+    backend_model.cc, LocalizePath(model_path, ...)): measured on the wire, through a counting proxy
     in front of the emulator, a load fetches the serving set of each version and nothing of the
     training artifacts, which stay in the artifact store where the lineage names them."""
     from google.cloud import storage
