@@ -143,7 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     v.add_argument("--data-docs", default=None,
                    help="folder for the GX Data Docs site (default ./criteo-data-docs/<file name>)")
     v.add_argument("--reference", default=None,
-                   help="reference profile (reference_profile.json of a model version): learned bounds + drift")
+                   help="reference profile (a version's lineage names it: artifacts.reference_profile): "
+                        "learned bounds + drift")
     v.add_argument("--min-rows", type=int, default=None, help="fewest rows a day may have (the validator's "
                                                                "default: 1000)")
     v.add_argument("--sample-rows", type=int, default=None,

@@ -4,6 +4,11 @@ Versions are integer folders `<model>/<N>/`. A version is complete when its `_SU
 present: on a local disk the whole folder appears in one rename; on GCS the marker is the last
 object copied. Each version folder carries `lineage.json`.
 
+A version holds only what Triton loads and the served model reads (criteo_kernel.artifacts.SERVED):
+Triton copies a model's whole folder, every kept version, on each load and pod start. The
+package's training artifacts (checkpoint, HugeCTR files with their optimizer states, the workflow,
+the reference profile) stay in the artifact store, and the lineage's `artifacts` name their URLs.
+
 The production version is named by the model's own `config.pbtxt`
 (`version_policy: { specific: { versions: [N] } }`), so the repository itself says what serves:
 any Triton that (re)loads the model, a restarted one included, serves exactly that version, and a
@@ -26,7 +31,7 @@ import time
 import uuid
 
 from criteo_kernel import triton_config
-from criteo_kernel.artifacts import LINEAGE, REJECTED, ROLLED_BACK, SUCCESS
+from criteo_kernel.artifacts import LINEAGE, REJECTED, ROLLED_BACK, STORED, SUCCESS, served
 from criteo_kernel.artifacts import TRITON_CONFIG as CONFIG
 from criteo_kernel.storage import publish
 
@@ -175,11 +180,14 @@ class ModelRepositoryHook:
         """Copy a package in as the next version; return its number. Visible only when complete.
 
         Pushing does not change what serves: `set_production` does. extra_files: {name in the
-        version: source URL}, e.g. the smoke rows with their offline predictions.
+        version: source URL}, e.g. the smoke rows with their offline predictions. The lineage gets
+        `artifacts`: {role: URL in the package} of the training artifacts the version leaves out.
         """
         package = storage_path(package_url)
         if not (package / SUCCESS).exists():
             raise FileNotFoundError(f"{package_url}: package is not published (no {SUCCESS})")
+        lineage = {**lineage, "artifacts": {role: f"{package_url.rstrip('/')}/{entry}" for role, entry in STORED.items()
+                                            if (package / entry).exists()}}
         self.model_dir.mkdir(parents=True, exist_ok=True)
         for _ in range(max_attempts):
             version = (max(self._all_numeric(), default=0)) + 1
@@ -206,9 +214,8 @@ class ModelRepositoryHook:
     def _stage(self, package, staging, lineage: dict, version: int, extra_files: dict[str, str]) -> None:
         for src in package.rglob("*"):
             rel = str(src.relative_to(package))
-            # The package's own marker is replaced by the version's; nested ones (the
-            # workflow's) are part of the content.
-            if src.is_file() and rel != SUCCESS:
+            # Only the serving entries: the rest stays in the package (the lineage names it).
+            if src.is_file() and served(rel):
                 dst = staging / rel
                 dst.parent.mkdir(parents=True, exist_ok=True)
                 src.copy(dst)

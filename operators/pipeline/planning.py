@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Protocol
 
-from criteo_kernel.artifacts import CHECKPOINT, HUGECTR_FILES, PREPROCESSING, REFERENCE_PROFILE
+from criteo_kernel.artifacts import REFERENCE_PROFILE, stored_artifacts
 from criteo_kernel.onnx_size import model_bytes
 from criteo_kernel.signature import NUM_CATEGORICAL
 from criteo_kernel.trainers import HUGECTR, LEGACY, PYTORCH, TRAIN_STEP
@@ -35,8 +35,9 @@ class NoProductionModel(RuntimeError):
     pass
 
 
-# trainer -> (its step in operators/runtime/catalogue.py, what of a version it warm-starts from)
-TRAINERS = {PYTORCH: (TRAIN_STEP[PYTORCH], CHECKPOINT), HUGECTR: (TRAIN_STEP[HUGECTR], HUGECTR_FILES)}
+# trainer -> (its step in operators/runtime/catalogue.py, the artifact of a version it warm-starts
+# from: its role in criteo_kernel.artifacts.STORED)
+TRAINERS = {PYTORCH: (TRAIN_STEP[PYTORCH], "checkpoint"), HUGECTR: (TRAIN_STEP[HUGECTR], "hugectr")}
 # Runtimes with the HugeCTR image: the embedded default runs local processes, which have no HugeCTR.
 HUGECTR_RUNTIMES = ("kubernetes", "docker")
 
@@ -87,11 +88,22 @@ def choose_precision(requested: str, trainer: str) -> str:
     return requested
 
 
-def _trainer_plan(trainer: str, parent_dir: str | None, precision: str = "fp32") -> dict:
-    """The plan's entries that depend on the trainer (and its precision)."""
+def _trainer_plan(trainer: str, parent_artifacts: dict | None, precision: str = "fp32") -> dict:
+    """The plan's entries that depend on the trainer (and its precision); `parent_artifacts`: the
+    parent version's training artifacts (`_artifacts`), None for a run from scratch."""
     step, warm = TRAINERS[trainer]
+    if parent_artifacts is not None and not parent_artifacts.get(warm):
+        raise NoProductionModel(f"the production version's lineage names no {warm} to warm-start trainer={trainer} "
+                                f"from (its artifacts: {parent_artifacts}); trigger criteo_full_retrain")
     return {"trainer": trainer, "train_step": step, "precision": choose_precision(precision, trainer),
-            "warm_start": f"{parent_dir}/{warm}" if parent_dir else None}
+            "warm_start": parent_artifacts[warm] if parent_artifacts is not None else None}
+
+
+def _artifacts(layout: Layout, version: int, lineage: dict) -> dict:
+    """A deployed version's training artifacts in the artifact store, {role: URL}: the Triton
+    repository holds only what serves (operators/hooks/model_repository.py), so the warm start,
+    the workflow and the reference profile are read where its lineage says."""
+    return stored_artifacts(lineage, layout.version_dir(version))
 
 
 def _precision_args(trainer: dict) -> dict:
@@ -148,12 +160,13 @@ def plan_incremental(settings: Settings, logical_date: date | datetime, params: 
     parent_lineage = hook.lineage(parent)
     workflow_id = parent_lineage["workflow_id"]
     parent_dir = layout.version_dir(parent)
+    stored = _artifacts(layout, parent, parent_lineage)
     # versions from before the HugeCTR trainer record none: PyTorch made them
     trainer = _trainer_plan(choose_trainer(str(params.get("trainer", "auto")), settings.runtime.name,
-                                           parent_lineage.get("trainer", LEGACY)), parent_dir,
+                                           parent_lineage.get("trainer", LEGACY)), stored,
                             str(params.get("precision", "fp32")))
     # The day is validated against, and the new version ships, the window it descends from.
-    plan = _common(layout, run_key, [day], params, parent_dir, docs_run, f"{parent_dir}/{REFERENCE_PROFILE}")
+    plan = _common(layout, run_key, [day], params, parent_dir, docs_run, stored.get("reference_profile"))
     plan.update({
         "day": day,
         "mode": "incremental",
@@ -161,7 +174,7 @@ def plan_incremental(settings: Settings, logical_date: date | datetime, params: 
         "workflow_id": workflow_id,
         **trainer,
         "preprocess_args": {"--output-root": layout.processed_root(workflow_id),
-                            "--workflow": f"{parent_dir}/{PREPROCESSING}", **settings.runtime.preprocess.args(),
+                            "--workflow": stored["workflow"], **settings.runtime.preprocess.args(),
                             "--hugectr": trainer["trainer"] == HUGECTR},
         "train_args": {"--output": f"{layout.candidate(run_key)}/train",
                        "--warm-start": trainer["warm_start"], "--epochs": int(params["epochs"]),
@@ -225,7 +238,7 @@ def plan_full(settings: Settings, logical_date: date | datetime, params: dict, h
     run_key = f"full-day{days[0]}-{days[-1]}-{fingerprint(hyper)}"
     parent = _parent(hook, run_key)
     parent_dir = layout.version_dir(parent) if parent is not None else None
-    reference = f"{parent_dir}/{REFERENCE_PROFILE}" if parent_dir else None
+    reference = None if parent is None else _artifacts(layout, parent, hook.lineage(parent)).get("reference_profile")
     plan = _common(layout, run_key, days, params, parent_dir, docs_run, reference)
     cand = layout.candidate(run_key)
     plan.update({

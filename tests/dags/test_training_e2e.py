@@ -88,13 +88,25 @@ def test_full_retrain_then_two_incremental_days(dagbag, bucket):
         lin = lineage(bucket, expected)
         assert lin["mode"] == "incremental" and lin["days"] == [day] and lin["parent_version"] == expected - 1
         assert lin["workflow_id"] == first["workflow_id"] and lin["trainer"] == "pytorch"
-        assert lin["training"]["warm_start"].endswith(f"criteo_dcn/{expected - 1}/checkpoint.pt")
+        # warm start from the parent's checkpoint in the artifact store (its package), as its lineage names it
+        parent = lineage(bucket, expected - 1)
+        assert lin["training"]["warm_start"] == parent["artifacts"]["checkpoint"] == \
+            f"{parent['package']}/checkpoint.pt"
+        assert "/work/candidates/" in parent["package"] and Path(parent["artifacts"]["checkpoint"]).exists()
         assert lin["evaluation"]["candidate_metrics"]["auc"] > 0.6
         assert "baseline_metrics" in lin["evaluation"]
+    from tests.fixtures.model_repository import assert_serving_only, version_files
+
+    # the versions hold only what Triton loads; the training artifacts stay in the package
     version_dir = Path(bucket) / "model_repository" / "criteo_dcn" / "3"
-    for name in ("model.onnx", "model.py", "criteo_serving.py", "checkpoint.pt", "preprocessing/nvt/workflow.pkl",
-                 "preprocessing/serving/categories.npz", "lineage.json", "_SUCCESS"):
+    for name in ("model.onnx", "model.py", "criteo_serving.py", "preprocessing/serving/categories.npz",
+                 "lineage.json", "_SUCCESS"):
         assert (version_dir / name).exists(), name
+    for v in (1, 2, 3):
+        assert_serving_only(version_files(version_dir.parent / str(v)))
+    stored = lineage(bucket, 3)["artifacts"]
+    assert sorted(stored) == ["checkpoint", "reference_profile", "workflow"]
+    assert Path(stored["workflow"], "nvt", "workflow.pkl").exists() and Path(stored["checkpoint"]).exists()
     config = (Path(bucket) / "model_repository" / "criteo_dcn" / "config.pbtxt").read_text()
     assert "specific: { versions: [ 3 ] }" in config
     # Triton serves exactly the production version; the deploy's smoke inference matched offline
@@ -107,13 +119,12 @@ def test_full_retrain_then_two_incremental_days(dagbag, bucket):
 
     # data quality: the window's reference profile ships with v1 and is inherited by v2, v3;
     # the daily runs were validated (and drift-checked) against it; processed output was gated too
-    model = Path(bucket) / "model_repository" / "criteo_dcn"
-    ref = json.loads((model / "1" / "reference_profile.json").read_text())
+    profiles = {v: Path(lineage(bucket, v)["artifacts"]["reference_profile"]) for v in (1, 2, 3)}
+    ref = json.loads(profiles[1].read_text())
     assert ref["kind"] == "reference" and ref["days"] == 2 and ref["rows"]["min"] == ROWS
-    assert (model / "3" / "reference_profile.json").read_bytes() == \
-        (model / "1" / "reference_profile.json").read_bytes()
+    assert profiles[3].read_bytes() == profiles[1].read_bytes()
     (daily,) = lineage(bucket, 3)["validation"]
-    assert daily["success"] and daily["reference"].endswith("criteo_dcn/2/reference_profile.json")
+    assert daily["success"] and daily["reference"] == str(profiles[2])
     assert "drift" not in daily["skipped"] and daily["max_psi"] < 0.25
     assert lineage(bucket, 3)["processed_validation"]["success"]
     assert "drift" in first["validation"][0]["skipped"]  # nothing to compare the first window with

@@ -79,9 +79,19 @@ def test_a_full_retrain_and_a_daily_run_on_gs(dagbag, bucket, monkeypatch):
     assert versions == [1, 2]
     lineage = json.loads(fs.cat_file(f"{model}/2/lineage.json"))
     assert lineage["mode"] == "incremental" and lineage["parent_version"] == 1
-    assert lineage["training"]["warm_start"] == f"{model}/1/checkpoint.pt"
-    for name in ("model.onnx", "model.py", "checkpoint.pt", "preprocessing/nvt/workflow.pkl", "_SUCCESS"):
+    # warm start from the parent's checkpoint in the artifact store, where its lineage names it
+    parent = json.loads(fs.cat_file(f"{model}/1/lineage.json"))
+    assert lineage["training"]["warm_start"] == parent["artifacts"]["checkpoint"] == \
+        f"{BASE}/work/candidates/{parent['run_key']}/package/checkpoint.pt"
+    assert fs.exists(parent["artifacts"]["checkpoint"])
+    assert fs.exists(f"{parent['artifacts']['workflow']}/nvt/workflow.pkl")
+    for name in ("model.onnx", "model.py", "preprocessing/serving/categories.npz", "_SUCCESS"):
         assert fs.exists(f"{model}/2/{name}"), name
+    from tests.fixtures.model_repository import assert_serving_only
+
+    for v in versions:  # only what Triton loads: it localizes every kept version on each load
+        prefix = f"{model.removeprefix('gs://')}/{v}/"
+        assert_serving_only({p[len(prefix):]: info["size"] for p, info in fs.find(prefix, detail=True).items()})
     # Triton serves the bucket's model repository: the production version, and nothing else
     assert TritonHook(TRITON["grpc_url"]).ready_versions("criteo_dcn") == [2]
     deploy = dr.get_task_instance("deploy").xcom_pull(task_ids="deploy")

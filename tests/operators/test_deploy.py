@@ -409,3 +409,81 @@ def test_a_corrected_day_after_later_days_deployed_fails_and_leaves_production(s
                                                    r"since .* production is version 2, deployed after it"):
         deploy(packages, 0, "incremental-day3", smoke_file(tmp_path / "s0.npz", packages, 0), day_read("b", 100))
     assert repository().versions() == [1, 2] and served(server, packages)[:2] == ([2], 2)
+
+
+def test_a_triton_load_from_gcs_downloads_the_serving_set_only(gcs, packages, tmp_path, monkeypatch):
+    """Triton localizes the model's whole folder, every kept version, on each load (triton core
+    backend_model.cc, LocalizePath(model_path, ...)): measured on the wire, through a counting proxy
+    in front of the emulator, a load fetches the serving set of each version and nothing of the
+    training artifacts, which stay in the artifact store where the lineage names them."""
+    from google.cloud import storage
+
+    from criteo_kernel.artifacts import DEPLOYED, TRITON_CONFIG, served
+    from local_servers.triton import LocalTriton
+    from operators.deploy import DeployModelOperator
+    from operators.hooks.triton import TritonHook
+    from tests.fixtures.counting_proxy import CountingProxy
+    from tests.fixtures.model_repository import assert_serving_only
+
+    for key, value in gcs.env().items():
+        monkeypatch.setenv(key, value)
+    gcs.create_bucket("criteo-load")  # a bucket of its own: the module's emulator serves other tests
+    gcs_bucket = "gs://criteo-load/prod"
+    monkeypatch.setenv("AIRFLOW_VAR_CRITEO_BASE_URL", gcs_bucket)
+    client = storage.Client()
+    bucket = client.bucket("criteo-load")
+    bucket.blob("prod/model_repository/README").upload_from_string("models\n")
+    # the packages in the artifact store (the bucket), as export leaves them there
+    stored_bytes = []
+    for i in (0, 1):
+        published(packages, i)
+        files = [p for p in packages.packages[i].rglob("*") if p.is_file()]
+        for p in files:
+            bucket.blob(f"prod/work/candidates/run-{i}/package/{p.relative_to(packages.packages[i])}"
+                        ).upload_from_filename(str(p))
+        stored_bytes.append(sum(p.stat().st_size for p in files
+                                if not served(p.relative_to(packages.packages[i]).as_posix())))
+    assert min(stored_bytes) > 0  # the packages hold training artifacts (checkpoint, workflow) to leave out
+
+    model = "prod/model_repository/criteo_dcn/"
+    with CountingProxy(gcs.endpoint.removeprefix("http://"), "criteo-load") as proxy:
+        triton = LocalTriton(f"{gcs_bucket}/model_repository", work_dir=tmp_path / "triton",
+                             env={**gcs.env(), "CLOUD_STORAGE_EMULATOR_ENDPOINT": proxy.endpoint})
+        triton.start()
+        try:
+            monkeypatch.setenv("AIRFLOW_VAR_CRITEO_TRITON_GRPC_URL", triton.grpc_url)
+            for i in (0, 1):
+                blessing = {"blessed": True, "package": f"{gcs_bucket}/work/candidates/run-{i}/package",
+                            "smoke_rows": smoke_file(tmp_path / f"s{i}.npz", packages, i)}
+                op = DeployModelOperator(task_id="deploy", settings=settings(), blessing=blessing,
+                                         run_key=f"run-{i}", lineage={"mode": "full", "days": [0]})
+                if i == 1:
+                    proxy.reset()  # measure the second promotion's load: two versions in the folder
+                result = op.execute({"dag": SimpleNamespace(dag_id="criteo_full_retrain"), "run_id": f"manual__{i}"})
+            assert result["version"] == 2 and result["promoted"]
+            assert TritonHook(triton.grpc_url).ready_versions(MODEL) == [2]
+        finally:
+            triton.stop()
+        downloads = list(proxy.downloads)
+
+    sizes = {b.name: b.size for b in client.list_blobs("criteo-load", prefix=model)}
+    per_version = {v: {n[len(f"{model}{v}/"):]: s for n, s in sizes.items() if n.startswith(f"{model}{v}/")}
+                   for v in (1, 2)}
+    bound = sum(assert_serving_only(files) for files in per_version.values())
+    names = [n for n, _ in downloads]
+    assert f"{model}2/model.onnx" in names, names  # the proxy saw the load (Triton went through it)
+    for name in names:
+        assert name.startswith(model), f"a load fetched {name}, outside the model's folder"
+        rel = name[len(model):]
+        inner = rel.split("/", 1)[1] if "/" in rel else None
+        assert rel == TRITON_CONFIG or (inner is not None and (served(inner) or inner in DEPLOYED)), \
+            f"a load fetched {name}, which Triton never needs"
+    fetched = sum(n for _, n in downloads)
+    # every file of both versions, once each, and the model's config.pbtxt (read more than once)
+    assert fetched <= bound + sizes[f"{model}{TRITON_CONFIG}"] * names.count(f"{model}{TRITON_CONFIG}")
+    artifacts = repository().lineage(2)["artifacts"]
+    assert artifacts["checkpoint"] == f"{gcs_bucket}/work/candidates/run-1/package/checkpoint.pt"
+    assert bucket.blob(artifacts["checkpoint"].removeprefix("gs://criteo-load/")).exists()
+    print(f"\ntritonserver load of {MODEL} version 2 (2 versions in the folder) fetched {len(downloads)} objects, "
+          f"{fetched} bytes from the GCS emulator ({proxy.requests} requests in all); the training artifacts "
+          f"left in the artifact store: {sum(stored_bytes)} bytes")

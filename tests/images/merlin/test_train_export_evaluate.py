@@ -83,6 +83,31 @@ def test_evaluate_scores_through_the_served_package(trained):
     assert (out / "evaluation" / "evaluation.json").exists()
 
 
+def test_the_serving_set_alone_serves_the_package_and_the_package_keeps_the_rest(trained, tmp_path):
+    """A Triton version holds only the package's SERVED entries (deploy copies those): they must be
+    all criteo_serving reads. The training artifacts (STORED) stay in the package for the lineage."""
+    import shutil
+
+    from criteo_kernel.artifacts import STORED, served
+
+    root, out, res = trained
+    pkg = out / "package"
+    if not pkg.exists():
+        export.export(res["checkpoint"], str(root / "workflow"), str(pkg))
+    version = tmp_path / "version"
+    for f in pkg.rglob("*"):
+        rel = f.relative_to(pkg).as_posix()
+        if f.is_file() and served(rel):
+            (version / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(f, version / rel)
+    (version / "_SUCCESS").touch()   # deploy's marker
+    left = [e for e in STORED.values() if (pkg / e).exists()]
+    assert left == ["checkpoint.pt", "preprocessing"] and not (version / "checkpoint.pt").exists()
+    assert not (version / "preprocessing" / "nvt").exists()
+    result = evaluate.evaluate([str(root / "extracted" / "day=2")], str(pkg), str(version), str(tmp_path / "ev"))
+    assert result["candidate_metrics"] == result["baseline_metrics"]   # the same predictions, row for row
+
+
 def test_a_gpu_instance_without_the_cuda_provider_fails_naming_the_setting(trained):
     """A KIND_GPU instance (model.py passes the instance's device) runs onnxruntime's CUDA provider
     or refuses to load: never the CPU silently on a pod that holds a GPU. This onnxruntime has no

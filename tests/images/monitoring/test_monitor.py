@@ -64,7 +64,11 @@ def test_versions_are_kept_apart_and_psi_needs_the_reference(raw_days, tmp_path)
 
     repo = tmp_path / "repo"
     (repo / MODEL / "2").mkdir(parents=True)
-    (repo / MODEL / "2" / "reference_profile.json").write_text(json.dumps(day_profile(raw_days / "day_0")))
+    # The profile lies in the artifact store (the version's package), where the version's lineage says.
+    profile = tmp_path / "store" / "package" / "reference_profile.json"
+    profile.parent.mkdir(parents=True)
+    profile.write_text(json.dumps(day_profile(raw_days / "day_0")))
+    (repo / MODEL / "2" / "lineage.json").write_text(json.dumps({"artifacts": {"reference_profile": str(profile)}}))
     log_day(raw_days / "day_0", 0, tmp_path / "log", version=1)
     log_day(raw_days / "day_1", 1, tmp_path / "log", version=2)
     monitor = RequestLogMonitor(str(tmp_path / "log"), str(repo), window_rows=5000, min_rows=500)

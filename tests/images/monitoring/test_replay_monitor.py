@@ -2,6 +2,7 @@
 serving two deployed versions, the monitor process, Prometheus scraping it and Triton, and the GCS
 emulator for a gs:// request log. The steps run as the pipeline runs them (LocalProcessRuntime)."""
 import os
+import shutil
 import subprocess
 import threading
 import time
@@ -55,13 +56,14 @@ def served(tmp_path_factory, packages):
     cfg = Settings.with_values(criteo_base_url=str(base), criteo_model_name=MODEL)
     hook = ModelRepositoryHook(Layout(cfg))
     for i in (0, 1):
-        pkg = packages.packages[i]
+        pkg = shutil.copytree(packages.packages[i], root / f"package{i}")  # the session's packages stay as built
         (pkg / "_SUCCESS").touch()
         smoke = root / f"smoke{i}.npz"
         np.savez(smoke, dense_raw=packages.dense_raw[:64], cat_hash=packages.cat_hash[:64],
                  prediction=packages.predictions[i][:64], label=np.zeros(64, np.int8))
-        hook.push(str(pkg), {"run_key": f"v{i}"}, extra_files={"smoke.npz": str(smoke),
-                                                               "reference_profile.json": str(root / "reference.json")})
+        # the package is the artifact store: the version's lineage names the profile there
+        shutil.copy(root / "reference.json", pkg / "reference_profile.json")
+        hook.push(str(pkg), {"run_key": f"v{i}"}, extra_files={"smoke.npz": str(smoke)})
     with ServingStack(base, root / "services", window_rows=WINDOW, min_rows=200) as stack:
         triton = TritonHook(stack.triton.grpc_url)
         promote(hook, triton, 1)

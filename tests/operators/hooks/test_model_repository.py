@@ -122,9 +122,65 @@ def test_lineage_records_the_version(hook, tmp_path):
     assert json.loads((hook.model_dir / str(v) / "lineage.json").read_text())["version"] == v
 
 
+def full_package(tmp_path, trainer: str) -> Path:
+    """A package as export writes it for `trainer`, with training artifacts far bigger than the model."""
+    big = b"\0" * (3 << 20)
+    pkg = Path(package(tmp_path, f"pkg-{trainer}"))
+    (pkg / "model.onnx").write_bytes(b"o" * 200_000)
+    for name in ("model.py", "criteo_serving.py", "criteo_kernel/__init__.py", "criteo_kernel/schema.py",
+                 "export.json", "reference_profile.json", "preprocessing/meta.json", "preprocessing/_SUCCESS",
+                 "preprocessing/serving/continuous.json"):
+        (pkg / name).parent.mkdir(parents=True, exist_ok=True)
+        (pkg / name).write_text("{}")
+    (pkg / "preprocessing/serving/categories.npz").write_bytes(b"t" * 100_000)
+    (pkg / "preprocessing/nvt").mkdir()
+    (pkg / "preprocessing/nvt/workflow.pkl").write_bytes(big)
+    if trainer == "pytorch":
+        (pkg / "checkpoint.pt").write_bytes(big)
+    else:  # the HugeCTR graph, dense and sparse weights, and both Adam states of each
+        (pkg / "hugectr/criteo_dcn0_sparse_0.model").mkdir(parents=True)
+        for name in ("criteo_dcn.json", "criteo_dcn_dense_0.model", "criteo_dcn_opt_dense_0.model",
+                     "criteo_dcn0_sparse_0.model/emb_vector", "criteo_dcn0_sparse_0.model/Adam.m",
+                     "criteo_dcn0_sparse_0.model/Adam.v"):
+            (pkg / "hugectr" / name).write_bytes(big)
+    return pkg
+
+
+@pytest.mark.parametrize("trainer", ["pytorch", "hugectr"])
+def test_a_version_holds_what_triton_loads_and_the_lineage_names_the_rest(hook, tmp_path, trainer):
+    """Triton localizes a model's whole folder on each load: the training artifacts stay in the package."""
+    from criteo_kernel.artifacts import stored_artifacts
+    from tests.fixtures.model_repository import assert_serving_only, version_files
+
+    pkg = full_package(tmp_path, trainer)
+    v = hook.push(str(pkg), {"run_key": "a"}, extra_files={"smoke.npz": str(pkg / "export.json")})
+    files = version_files(hook.model_dir.path + f"/{v}")
+    total = assert_serving_only(files)
+    assert total < 400_000 and sum(p.stat().st_size for p in pkg.rglob("*") if p.is_file()) > 6 << 20
+    assert sorted(files) == sorted([
+        "config.pbtxt", "model.onnx", "model.py", "criteo_serving.py", "criteo_kernel/__init__.py",
+        "criteo_kernel/schema.py", "export.json", "preprocessing/serving/continuous.json",
+        "preprocessing/serving/categories.npz", "smoke.npz", "lineage.json", "_SUCCESS"])
+    warm = {"pytorch": ("checkpoint", "checkpoint.pt"), "hugectr": ("hugectr", "hugectr")}[trainer]
+    expected = {warm[0]: f"{pkg}/{warm[1]}", "workflow": f"{pkg}/preprocessing",
+                "reference_profile": f"{pkg}/reference_profile.json"}
+    assert hook.lineage(v)["artifacts"] == expected
+    assert stored_artifacts(hook.lineage(v), "unused") == expected
+
+
+def test_a_version_deployed_before_the_artifact_store_keeps_its_folder_as_their_place():
+    from criteo_kernel.artifacts import stored_artifacts
+
+    assert stored_artifacts({"run_key": "a"}, "gs://b/model_repository/criteo_dcn/3") == {
+        "checkpoint": "gs://b/model_repository/criteo_dcn/3/checkpoint.pt",
+        "hugectr": "gs://b/model_repository/criteo_dcn/3/hugectr",
+        "workflow": "gs://b/model_repository/criteo_dcn/3/preprocessing",
+        "reference_profile": "gs://b/model_repository/criteo_dcn/3/reference_profile.json"}
+
+
 def test_a_push_that_fails_midway_leaves_no_version(hook, tmp_path, monkeypatch):
     pkg = package(tmp_path)
-    (Path(pkg) / "checkpoint.pt").write_bytes(b"weights")
+    (Path(pkg) / "model.py").write_text("# the python backend")
     v1 = hook.push(pkg, {"run_key": "a"})
     hook.set_production(v1)
     from airflow.sdk import ObjectStoragePath
@@ -163,11 +219,11 @@ def test_prune_removes_the_leftovers_of_a_killed_push_only_when_stale(hook, tmp_
 
 def test_model_repository_push_is_atomic_and_idempotent_by_key(cfg, tmp_path):
     pkg = tmp_path / "pkg"
-    (pkg / "preprocessing").mkdir(parents=True)
+    (pkg / "preprocessing" / "serving").mkdir(parents=True)
     (pkg / "model.onnx").write_bytes(b"onnx")
     (pkg / "config.pbtxt").write_text('name: "criteo_dcn"')
-    (pkg / "preprocessing" / "x.json").write_text("{}")
-    (pkg / "preprocessing" / "_SUCCESS").touch()
+    (pkg / "preprocessing" / "serving" / "x.json").write_text("{}")
+    (pkg / "preprocessing" / "serving" / "_SUCCESS").touch()
     hook = ModelRepositoryHook(Layout(cfg))
     with pytest.raises(FileNotFoundError, match="not published"):
         hook.push(str(pkg), {"run_key": "a"})
@@ -177,10 +233,10 @@ def test_model_repository_push_is_atomic_and_idempotent_by_key(cfg, tmp_path):
     assert hook.production_version() is None
     v = hook.push(str(pkg), {"run_key": "a"})
     assert v == 3 and hook.versions() == [3] and hook.find_by_run_key("a") == 3
-    assert (model_dir / "3" / "preprocessing" / "x.json").exists()
+    assert (model_dir / "3" / "preprocessing" / "serving" / "x.json").exists()
     assert hook.production_version() is None  # pushed, not promoted
     assert hook.set_production(3) is None and hook.production_version() == 3
     assert "specific: { versions: [ 3 ] }" in (model_dir / "config.pbtxt").read_text()
-    assert (model_dir / "3" / "preprocessing" / "_SUCCESS").exists()  # nested markers are content
+    assert (model_dir / "3" / "preprocessing" / "serving" / "_SUCCESS").exists()  # nested markers are content
     assert hook.lineage(3)["version"] == 3
     assert not [p for p in model_dir.iterdir() if p.name.startswith(".staging")]

@@ -58,6 +58,27 @@ def test_incremental_plan_warm_starts_from_production(cfg):
     assert plan["reference"] == plan["validate_args"]["--reference"] == f"{v2}/reference_profile.json"
 
 
+def test_a_plan_reads_the_parents_training_artifacts_where_its_lineage_names_them(cfg):
+    """The Triton repository holds only what serves: warm start, workflow and reference profile
+    are read from the artifact store (the parent's package), the baseline from its version."""
+    store = f"{cfg.storage.base_url}/work/candidates/full-x/package"
+    artifacts = {"checkpoint": f"{store}/checkpoint.pt", "workflow": f"{store}/preprocessing",
+                 "reference_profile": f"{store}/reference_profile.json"}
+    _fake_version(cfg, 1, workflow_id="full-x", run_key="full-x", artifacts=artifacts)
+    plan = plan_incremental(cfg, date(2026, 1, 5), PARAMS, repo(cfg))
+    assert plan["train_args"]["--warm-start"] == artifacts["checkpoint"]
+    assert plan["preprocess_args"]["--workflow"] == artifacts["workflow"]
+    assert plan["reference"] == plan["validate_args"]["--reference"] == artifacts["reference_profile"]
+    assert plan["evaluate_args"]["--baseline"] == Layout(cfg).version_dir(1)
+    full = plan_full(cfg, date(2026, 1, 5), PARAMS, repo(cfg))
+    assert full["reference"] == artifacts["reference_profile"] and full["train_args"].get("--warm-start") is None
+    # a parent whose lineage names no warm start for its trainer: a clear refusal, not a missing file later
+    _fake_version(cfg, 2, workflow_id="full-x", run_key="full-y", trainer="hugectr", artifacts=artifacts)
+    k8s = _on(cfg, "kubernetes")
+    with pytest.raises(NoProductionModel, match="lineage names no hugectr to warm-start trainer=hugectr"):
+        plan_incremental(k8s, date(2026, 1, 6), PARAMS, repo(k8s))
+
+
 def test_rerun_of_a_deployed_day_keeps_its_original_parent(cfg):
     _fake_version(cfg, 1, workflow_id="w", run_key="full")
     _fake_version(cfg, 2, workflow_id="w", run_key="incremental-day3", parent_version=1)

@@ -9,12 +9,15 @@ Partitions (published whole, see `storage`):
     package/             a complete Triton model version (below), export.json
     evaluation/          evaluation.json, smoke.npz
 
-A model version (the export step's package, then `<model>/<N>/` in the Triton repository):
+A model package (the export step's output, kept in the artifact store under the base URL):
 
-    model.onnx (+ model.onnx.data past protobuf's 2 GiB: criteo_kernel.onnx_size), model.py,
-    criteo_serving.py, criteo_kernel/, config.pbtxt, checkpoint.pt (PyTorch) or hugectr/ (HugeCTR),
-    preprocessing/ (the workflow folder), reference_profile.json, export.json,
-    and once deployed: smoke.npz, lineage.json, _SUCCESS
+    model.onnx (+ model.onnx.data past 2 GiB), model.py, criteo_serving.py, criteo_kernel/,
+    config.pbtxt, checkpoint.pt (PyTorch) or hugectr/ (HugeCTR), preprocessing/ (the workflow folder),
+    reference_profile.json, export.json
+
+A model version (`<model>/<N>/` in the Triton repository) holds only the package's `SERVED` entries,
+and once deployed `DEPLOYED`'s: Triton localizes a model's whole folder, every kept version, on each
+load. The rest (`STORED`) stays in the package, and the version's lineage names its URLs.
 """
 
 SUCCESS = "_SUCCESS"                      # a partition or version is complete
@@ -26,7 +29,7 @@ EVALUATION = "evaluation.json"
 CHECKPOINT = "checkpoint.pt"
 HUGECTR_FILES = "hugectr"                 # a HugeCTR-trained version's graph, weights and optimizer states
 MODEL_ONNX = "model.onnx"
-MODEL_ONNX_DATA = "model.onnx.data"       # model.onnx's weights as ONNX external data, beside it (onnx_size)
+MODEL_ONNX_DATA = "model.onnx.data"       # model.onnx's external data (a model past protobuf's 2 GiB)
 TRITON_CONFIG = "config.pbtxt"
 PREPROCESSING = "preprocessing"           # the workflow folder inside a version
 WORKFLOW_NVT = "nvt"                      # Workflow.save() inside a workflow folder
@@ -39,3 +42,27 @@ SMOKE_ROWS = "smoke.npz"                  # held-out rows + offline predictions,
 LINEAGE = "lineage.json"
 REJECTED = "_REJECTED"                    # a version whose promotion failed (the reason inside)
 ROLLED_BACK = "_ROLLED_BACK"              # a version left by a rollback: never promoted again by a rerun
+
+# What Triton loads and the served model reads (triton/model.py, criteo_serving.py): the only package
+# entries deploy copies into a version folder. Paths relative to the package, `/`-separated.
+SERVED = (MODEL_ONNX, MODEL_ONNX_DATA, "model.py", "criteo_serving.py", "criteo_kernel",
+          f"{PREPROCESSING}/{SERVING_TABLES}", TRITON_CONFIG, EXPORT_META)
+# What deploy and promotion write into a version beside them.
+DEPLOYED = (SMOKE_ROWS, LINEAGE, SUCCESS, REJECTED, ROLLED_BACK)
+# What stays in the artifact store (the package), by role: the lineage's `artifacts` name their URLs.
+STORED = {"checkpoint": CHECKPOINT, "hugectr": HUGECTR_FILES, "workflow": PREPROCESSING,
+          "reference_profile": REFERENCE_PROFILE}
+
+
+def served(path: str) -> bool:
+    """Whether a package file (its path relative to the package) belongs in a served version."""
+    return any(path == entry or path.startswith(entry + "/") for entry in SERVED)
+
+
+def stored_artifacts(lineage: dict, version_dir: str) -> dict[str, str]:
+    """{role: URL} of a deployed version's training artifacts (`STORED`): its lineage's `artifacts`.
+    A version deployed before they moved to the artifact store records none: its folder holds them."""
+    recorded = lineage.get("artifacts")
+    if recorded is not None:
+        return dict(recorded)
+    return {role: f"{version_dir}/{entry}" for role, entry in STORED.items()}

@@ -29,7 +29,7 @@ def families(snap: dict):
     psi = gauge(M.FEATURE_PSI, "PSI of a feature: recent requests vs the version's training reference",
                 labels=[*mv, "feature"])
     max_psi = gauge(M.MAX_FEATURE_PSI, "Largest feature PSI vs the version's training reference")
-    loaded = gauge(M.REFERENCE_PROFILE_LOADED, "1 when the version's reference_profile.json was found")
+    loaded = gauge(M.REFERENCE_PROFILE_LOADED, "1 when the version's reference profile was found")
     logged = CounterMetricFamily(M.REQUESTS_LOGGED, "Request rows read from the request log", labels=mv)
     joined = CounterMetricFamily(M.LABELS_JOINED, "Request rows joined with their label", labels=mv)
     for (model, version), v in snap["versions"].items():

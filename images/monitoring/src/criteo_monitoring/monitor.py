@@ -16,7 +16,7 @@ Metrics (`/metrics`), labels `model`, `version`:
     criteo_rolling_auc, criteo_rolling_logloss       over the last --window-rows labelled rows
     criteo_rolling_predicted_ctr, criteo_rolling_observed_ctr, criteo_calibration_ratio (predicted / observed)
     criteo_rolling_labelled_requests                 rows in that window
-    criteo_feature_psi{feature}, criteo_max_feature_psi   requests vs the version's reference_profile.json
+    criteo_feature_psi{feature}, criteo_max_feature_psi   requests vs the version's reference profile (lineage)
     criteo_drift_window_requests                     rows in the drift window
     criteo_requests_logged_total, criteo_labels_joined_total
     criteo_reference_profile_loaded                  1 when the version's reference profile was found
@@ -48,8 +48,8 @@ from datetime import datetime, timedelta
 
 import numpy as np
 
-from criteo_kernel import profiles, retrain_log
-from criteo_kernel.artifacts import REFERENCE_PROFILE
+from criteo_kernel import profiles, retrain_log, storage
+from criteo_kernel.artifacts import LINEAGE, stored_artifacts
 from criteo_kernel.schema import CAT_COLUMNS, INT_COLUMNS
 from criteo_kernel.storage import fs_root
 
@@ -243,19 +243,29 @@ class RequestLogMonitor:
         return self.windows[key]
 
     # -- reference profiles ---------------------------------------------------------------------
+    def reference_url(self, model: str, version: int) -> str | None:
+        """Where the version's reference profile lies: the artifact store URL its lineage names
+        (the Triton repository holds only what serves); None when it has none."""
+        version_dir = f"{self.model_repository}/{model}/{version}"
+        lineage_url = f"{version_dir}/{LINEAGE}"
+        lineage = storage.read_json(lineage_url) if storage.exists(lineage_url) else {}
+        return stored_artifacts(lineage, version_dir).get("reference_profile")
+
     def reference(self, model: str, version: int) -> dict | None:
-        """The version's reference_profile.json, looked up again every 30 s while missing."""
+        """The version's reference profile, looked up again every 30 s while missing."""
         key = (model, version)
         cached = self.references.get(key)
         if cached and (cached[0] is not None or time.monotonic() - cached[1] < REFERENCE_RETRY_S):
             return cached[0]
         profile = None
         if self.model_repository:
-            url = f"{self.model_repository}/{model}/{version}/{REFERENCE_PROFILE}"
+            url = None
             try:
+                url = self.reference_url(model, version)
                 profile = profiles.load(url)
-            except (OSError, ValueError) as exc:
-                log.error("cannot read %s: %s", url, exc)
+            except (OSError, ValueError, KeyError) as exc:
+                log.error("cannot read the reference profile of %s version %s (%s): %s", model, version,
+                          url or "lineage", exc)
             if profile is None and cached is None:
                 log.warning("%s not found: no drift metrics for %s version %s (quality metrics still are)",
                             url, model, version)
@@ -335,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--request-log", required=True, help="request log URL: a folder or gs://bucket/prefix")
     p.add_argument("--model-repository", default=None,
-                   help="the Triton model repository (for each version's reference_profile.json)")
+                   help="the Triton model repository (each version's lineage.json names its reference profile)")
     p.add_argument("--model", default=None, help="only this model (default: every model in the log)")
     p.add_argument("--retrain-log", default=None,
                    help="model_monitoring's retrain log (<base>/retrain_log), counted as "

@@ -15,7 +15,8 @@ A *day profile* is what the validator saw in one day:
   not collapsed).
 
 A *reference profile* merges the day profiles of a window (`merge`): the full retrain saves the
-one of its training window next to the model (`reference_profile.json` in the model version),
+one of its training window with the model (`reference_profile.json` in the model's package, which
+the version's lineage names),
 and later validations derive their learned bounds (`parameters`; `day_parameters` for the column
 shapes, whose bounds depend on the day's sample size) and drift (`psi`) from it. A reference
 saved before the column shapes were profiled has no `distinct`/`top_share`/`zero_share`: their

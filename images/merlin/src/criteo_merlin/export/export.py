@@ -1,6 +1,10 @@
-"""export: a trained checkpoint + its workflow -> a self-contained Triton model version package.
+"""export: a trained checkpoint + its workflow -> a model package: a Triton model version and the
+training artifacts it came from.
 
-Package layout (exactly what deploy copies into MODEL_REPOSITORY/criteo_dcn/<version>/):
+Package layout. Deploy copies only the serving set (criteo_kernel.artifacts.SERVED: model.onnx,
+model.py, criteo_serving.py, criteo_kernel/, preprocessing/serving/, config.pbtxt, export.json) into
+MODEL_REPOSITORY/criteo_dcn/<version>/; the rest stays here, in the artifact store, and the version's
+lineage names it (checkpoint.pt or hugectr/, preprocessing/, reference_profile.json):
 
     model.onnx             the DCN, inputs cat_ids INT64 [B,26] + dense FP32 [B,13], output ctr [B,1]
     model.onnx.data        its weights as ONNX external data, when the model passes protobuf's 2 GiB
