@@ -139,11 +139,17 @@ def _read_commit(fs, path: str) -> dict | None:
     return commit
 
 
-def resolve_on(fs, path: str) -> str | None:
-    """The committed attempt folder of partition `path` on filesystem `fs` (any fsspec filesystem,
-    Airflow's ObjectStoragePath's `.fs` included), None when the partition is not published."""
+def committed_attempt(fs, path: str) -> str | None:
+    """The name of the attempt folder the commit of partition `path` on filesystem `fs` names (any
+    fsspec filesystem, Airflow's ObjectStoragePath's `.fs` included); None when not published."""
     commit = _read_commit(fs, path)
-    return None if commit is None else f"{path.rstrip('/')}/{commit['attempt']}"
+    return None if commit is None else commit["attempt"]
+
+
+def resolve_on(fs, path: str) -> str | None:
+    """The committed attempt folder's path of partition `path` on `fs`; None when not published."""
+    attempt = committed_attempt(fs, path)
+    return None if attempt is None else f"{path.rstrip('/')}/{attempt}"
 
 
 def resolve(url: str) -> str:
@@ -153,6 +159,8 @@ def resolve(url: str) -> str:
     content under one commit, never a mix of two. Raises NotPublished (a FileNotFoundError) naming
     the commit object when there is none.
     """
+    if _ATTEMPT.match(url.rstrip("/").rsplit("/", 1)[-1]):
+        return url  # already an attempt's (a result naming a file inside one): never changed once committed
     fs, path = fs_root(url)
     commit = _read_commit(fs, path)
     if commit is None:
@@ -161,6 +169,8 @@ def resolve(url: str) -> str:
 
 
 def is_published(url: str) -> bool:
+    if _ATTEMPT.match(url.rstrip("/").rsplit("/", 1)[-1]):
+        return exists(join(url, SUCCESS))
     fs, path = fs_root(url)
     return _read_commit(fs, path) is not None
 
