@@ -159,13 +159,13 @@ def open_partitions(paths: list, kind: str = "extracted") -> Partition:
         committed = resolve_on(fs, part)  # the commit's attempt: never a mix of two publishes
         if committed is None:
             raise InputError(f"{label}/{COMMIT}: missing, the partition was not published")
-        part = committed
+        logical, part = part, committed
         metas.append(_read_meta(fs, part, kind))
         found = [p for split in SPLITS for p in sorted(fs.glob(f"{part}/{split}/*.parquet"))]
         if not found:
             raise InputError(f"{label}: no parquet files under {'/, '.join(SPLITS)}/")
         for p in found:
-            shown = _shown(raw, part, p)
+            shown = _shown(raw, logical, p)  # the file itself, its attempt folder included
             try:
                 pf = pq.ParquetFile(fs.open(p, "rb") if not is_local(fs) else p)
             except Exception as exc:  # ArrowInvalid, OSError, ...: anything means unreadable
