@@ -9,6 +9,7 @@ from criteo_kernel.schema import CAT_COLUMNS, INT_COLUMNS  # noqa: E402
 from criteo_merlin.export import evaluate, export  # noqa: E402
 from criteo_merlin.train import train  # noqa: E402
 from criteo_merlin.train.dcn import DCN, DCNConfig, ServingDCN, load_checkpoint  # noqa: E402
+from tests.fixtures.partitions import committed  # noqa: E402
 
 pytestmark = pytest.mark.steps
 SMALL = dict(epochs=2, batch_size=1024, lr=0.003, embedding_dim=8, cross_layers=3, mlp_dims=[64, 64],
@@ -59,15 +60,15 @@ def test_onnx_export_matches_pytorch_on_real_rows(trained):
     assert info["parity_max_abs_diff"] < 1e-4
     for name in ("model.onnx", "model.py", "criteo_serving.py", "config.pbtxt", "checkpoint.pt",
                  "preprocessing/nvt/workflow.pkl", "preprocessing/serving/categories.npz", "export.json", "_SUCCESS"):
-        assert (pkg / name).exists(), name
+        assert (committed(pkg) / name).exists(), name
     import onnxruntime as ort
 
-    t = pq.read_table(root / "processed" / "day=2" / "eval").to_pandas()
+    t = pq.read_table(committed(root / "processed" / "day=2") / "eval").to_pandas()
     cats, dense = t[CAT_COLUMNS].to_numpy(np.int64), t[INT_COLUMNS].to_numpy(np.float32)
     model, _ = load_checkpoint(res["checkpoint"])
     with torch.no_grad():
         ref = ServingDCN(model.eval())(torch.from_numpy(cats), torch.from_numpy(dense)).numpy()
-    (got,) = ort.InferenceSession(str(pkg / "model.onnx")).run(["ctr"], {"cat_ids": cats, "dense": dense})
+    (got,) = ort.InferenceSession(str(committed(pkg) / "model.onnx")).run(["ctr"], {"cat_ids": cats, "dense": dense})
     assert np.abs(ref - got).max() < 1e-4
 
 
@@ -76,8 +77,11 @@ def test_evaluate_scores_through_the_served_package(trained):
     pkg = out / "package"
     if not pkg.exists():
         export.export(res["checkpoint"], str(root / "workflow"), str(pkg))
-    result = evaluate.evaluate([str(root / "extracted" / "day=2")], str(pkg), str(pkg), str(out / "evaluation"))
+    # the candidate is a package partition; the baseline a version folder (here: the package's own files)
+    result = evaluate.evaluate([str(root / "extracted" / "day=2")], str(pkg), str(committed(pkg)),
+                               str(out / "evaluation"))
     cm, bm = result["candidate_metrics"], result["baseline_metrics"]
     assert cm["rows"] == 3000 and cm == bm
     assert cm["auc"] > 0.6, cm  # a trained model beats chance on held-out rows of an unseen day
-    assert (out / "evaluation" / "evaluation.json").exists()
+    assert (committed(out / "evaluation") / "evaluation.json").exists()
+    assert result["smoke_rows"] == str(committed(out / "evaluation") / "smoke.npz")  # a file: inside the attempt
