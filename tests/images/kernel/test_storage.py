@@ -177,3 +177,14 @@ def _staged(fs, staging: str, files: dict[str, bytes]) -> str:
 def test_one_rule_for_local():
     assert storage.is_local("/data/bucket") and storage.is_local("file:///data/bucket")
     assert not storage.is_local("gs://bucket/base")
+
+
+@pytest.mark.unit
+def test_under_criteo_fake_gcsfuse_every_test_folder_refuses_folder_renames(tmp_path):
+    """What `make test-steps` relies on for its second pass: the session's folders are a gcsfuse mount."""
+    if os.environ.get("CRITEO_FAKE_GCSFUSE") != "1":
+        pytest.skip("only under CRITEO_FAKE_GCSFUSE=1")
+    (tmp_path / "d").mkdir()
+    with pytest.raises(OSError) as exc:
+        os.rename(tmp_path / "d", tmp_path / "e")
+    assert exc.value.errno == errno.EMFILE
