@@ -250,13 +250,23 @@ def publish_by_copy(fs, staging: str, final: str) -> bool:
     """Make the folder `staging` visible whole as the new folder `final` on `fs` without renaming a
     folder: its files are copied in, `_SUCCESS` last, then `staging` is deleted. For a reader that
     takes a folder as complete by its `_SUCCESS` (the model repository's versions, which Triton
-    reads in place). A `final` already holding anything (taken meanwhile) is left alone: staging is
-    deleted and False returned.
+    reads in place). A `final` already there (taken meanwhile) is left alone: staging is deleted
+    and False returned. On a local disk `final` is claimed by mkdir, which only one writer wins; on
+    an object store a `final` holding any object counts as taken (two writers checking at the same
+    moment both go on: the version-number race of the model repository, not settled here).
     """
     staging, final = staging.rstrip("/"), final.rstrip("/")
-    # The objects under `final`, not fs.exists(final): an object store has no folders, and some
-    # fsspec versions (2022.5, Merlin's) answer False for a prefix that holds only objects.
-    if fs.find(final):
+    if is_local(fs):
+        try:
+            os.mkdir(final)
+            taken = False
+        except FileExistsError:
+            taken = True
+    else:
+        # The objects under `final`, not fs.exists(final): an object store has no folders, and some
+        # fsspec versions (2022.5, Merlin's) answer False for a prefix that holds only objects.
+        taken = bool(fs.find(final))
+    if taken:
         fs.rm(staging, recursive=True)
         return False
     for src in sorted(fs.find(staging)):
