@@ -87,8 +87,8 @@ def test_a_full_retrain_and_a_daily_run_on_gs(dagbag, bucket, monkeypatch):
     deploy = dr.get_task_instance("deploy").xcom_pull(task_ids="deploy")
     assert deploy["promoted"] and deploy["smoke"]["served_version"] == 2 and deploy["smoke"]["max_abs_diff"] <= 1e-4
     # every artifact went to the bucket: extracted and processed partitions, data docs sites
-    assert fs.exists(f"{BASE}/work/extracted/day=2/_SUCCESS")
-    summaries = fs.glob(f"{BASE}/data_docs/*/*/*/_summary.json")
+    assert fs.exists(f"{BASE}/work/extracted/day=2/_COMMITTED")   # published by a commit, no folder rename
+    summaries = fs.glob(f"{BASE}/data_docs/*/*/*/.attempt-*/_summary.json")
     assert len(summaries) >= 5, summaries   # day 0, 1, processed; day 2 + processed
     assert all(json.loads(fs.cat_file(s))["success"] for s in summaries)
 
@@ -103,9 +103,10 @@ def test_the_plugin_serves_the_data_docs_from_the_bucket(dagbag, bucket):
         client = client_for(app)
         index = client.get(f"{PREFIX}/")
         assert index.status_code == 200 and "criteo_incremental_training" in index.text
-        (summary,) = [s for s in bucket.glob(f"{BASE}/data_docs/criteo_incremental_training/*/*/_summary.json")
-                      if "processed" not in s][:1]
-        site = summary[len(BASE.removeprefix("gs://")) + len("/data_docs/"):].rsplit("/", 1)[0]
+        (summary,) = [s for s in bucket.glob(
+            f"{BASE}/data_docs/criteo_incremental_training/*/*/.attempt-*/_summary.json") if "processed" not in s][:1]
+        # the site's logical path (what links carry); the plugin reads it inside the committed attempt
+        site = summary[len(BASE.removeprefix("gs://")) + len("/data_docs/"):].rsplit("/", 2)[0]
         page = json.loads(bucket.cat_file(summary))["page"]
         resp = client.get(f"{PREFIX}/site/{site}/{page}")
         assert resp.status_code == 200 and "<html" in resp.text.lower()
