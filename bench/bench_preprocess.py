@@ -99,7 +99,8 @@ def _polars(root: str, k: int) -> dict:
     for name, args in (("full", ["--fit", f"{out}/vocab"]), ("incremental", ["--vocab", f"{out}/vocab"])):
         day = 0 if name == "full" else 1
         cmd = [BENCH_PYTHON, os.path.join(REPO, "bench", "polars_preprocess.py"),
-               "--extracted", storage.resolve(f"{root}/extracted/day={day}"), "--output", f"{out}/processed/day={day}", *args]
+               "--extracted", storage.resolve(f"{root}/extracted/day={day}"),
+               "--output", f"{out}/processed/day={day}", *args]
         stdout, rss = _rusage_run(cmd, None)
         result = json.loads(stdout.strip().splitlines()[-1])
         runs[name] = {"rows": result["rows"], "total_s": result["total_s"], "transform_s": result["transform_s"],
