@@ -110,6 +110,7 @@ def test_the_fake_refuses_folder_renames_as_gcsfuse_does(tmp_path):
     (tmp_path / "d" / "sub").mkdir(parents=True)
     (tmp_path / "d" / "sub" / "f").write_bytes(b"f")
     (tmp_path / "x").write_bytes(b"x")
+    outer = os.rename
     gcsfuse.install(tmp_path)
     try:
         with pytest.raises(OSError) as exc:
@@ -123,7 +124,7 @@ def test_the_fake_refuses_folder_renames_as_gcsfuse_does(tmp_path):
         assert (tmp_path / "e" / "sub" / "f").read_bytes() == b"f"
     finally:
         gcsfuse.uninstall()
-    os.rename(tmp_path / "e", tmp_path / "d")                        # uninstalled: a real rename again
+    assert os.rename is outer                                        # uninstalled: what was there before
 
 
 @pytest.mark.unit
