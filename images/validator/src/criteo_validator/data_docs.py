@@ -75,6 +75,7 @@ def build_docs(runner: gxr.Runner, suites: list, outcome: Outcome, part: Partiti
 
 
 def publish_dir(local: Path, url: str) -> None:
-    """Replace the site at url (local path or fsspec URL) with local's contents in one move."""
+    """Replace the site at url (local path or fsspec URL) with local's contents whole: a new attempt
+    committed (criteo_kernel.storage), which the Airflow side's data docs hook serves."""
     with storage.staged_partition(url) as staging:
         storage.upload_dir(str(local), staging)
