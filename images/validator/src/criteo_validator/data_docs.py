@@ -2,7 +2,7 @@
 
 Each evaluated suite becomes one GX validation result, rendered into a Data Docs site with
 `_summary.json` (written by the caller) beside `index.html` for the Airflow plugin's index of
-runs; the site is published to its URL (a folder or gs://) in one move, like every partition.
+runs; the site is published to its URL (a folder or gs://) by a commit, like every partition.
 """
 from __future__ import annotations
 
