@@ -78,6 +78,16 @@ def test_a_stale_uncommitted_attempt_is_collected_but_a_live_one_is_not(base, mo
     assert _read(day) == {"a.bin": b"new", "_SUCCESS": b""}
 
 
+def test_a_folder_complete_in_itself_resolves_to_itself(base):
+    """A model version (and what is inside it, e.g. the workflow an incremental run reads) carries its
+    own `_SUCCESS` and is read in place; without it and without a commit, a folder is not published."""
+    version = storage.join(base, "model_repository", "criteo_dcn", "3", "preprocessing")
+    storage.write_bytes(storage.join(version, "nvt", "workflow.pkl"), b"w")
+    assert not storage.is_published(version)
+    storage.write_bytes(storage.join(version, "_SUCCESS"), b"")
+    assert storage.is_published(version) and storage.resolve(version) == version
+
+
 def test_a_commit_object_that_is_not_one_is_refused(base):
     day = storage.join(base, "day=1")
     storage.write_json(storage.join(day, "_COMMITTED"), {"attempt": "../elsewhere"})

@@ -152,27 +152,35 @@ def resolve_on(fs, path: str) -> str | None:
     return None if attempt is None else f"{path.rstrip('/')}/{attempt}"
 
 
+def _resolved(url: str) -> str | None:
+    if _ATTEMPT.match(url.rstrip("/").rsplit("/", 1)[-1]):
+        return url if exists(join(url, SUCCESS)) else None  # an attempt's own URL: never changed once complete
+    fs, path = fs_root(url)
+    commit = _read_commit(fs, path)
+    if commit is not None:
+        return join(url, commit["attempt"])
+    # A folder complete in itself, read in place: a model version or a folder inside one (a version's
+    # preprocessing/, the workflow an incremental run reads), or a partition written before commits.
+    return url if fs.exists(f"{path}/{SUCCESS}") else None
+
+
 def resolve(url: str) -> str:
     """The URL of the folder holding partition `url`'s current content (its committed attempt).
 
     Every reader of a partition goes through this once and reads only below what it returns: the
-    content under one commit, never a mix of two. Raises NotPublished (a FileNotFoundError) naming
-    the commit object when there is none.
+    content under one commit, never a mix of two. A folder that carries its own `_SUCCESS` and no
+    commit (a model version, what is inside one) resolves to itself, as does an attempt's own URL.
+    Raises NotPublished (a FileNotFoundError) naming the commit object otherwise.
     """
-    if _ATTEMPT.match(url.rstrip("/").rsplit("/", 1)[-1]):
-        return url  # already an attempt's (a result naming a file inside one): never changed once committed
-    fs, path = fs_root(url)
-    commit = _read_commit(fs, path)
-    if commit is None:
+    resolved = _resolved(url)
+    if resolved is None:
         raise NotPublished(f"{join(url, COMMIT)}: missing, the partition {url} is not published")
-    return join(url, commit["attempt"])
+    return resolved
 
 
 def is_published(url: str) -> bool:
-    if _ATTEMPT.match(url.rstrip("/").rsplit("/", 1)[-1]):
-        return exists(join(url, SUCCESS))
-    fs, path = fs_root(url)
-    return _read_commit(fs, path) is not None
+    """Whether `resolve(url)` finds complete content."""
+    return _resolved(url) is not None
 
 
 def _attempt_name() -> str:
