@@ -8,6 +8,7 @@ What needs HugeCTR itself (its container, a GPU) is in test_hugectr_gpu.py.
 """
 import json
 import os
+import shutil
 
 import numpy as np
 import pyarrow as pa
@@ -240,7 +241,7 @@ def test_export_packages_a_hugectr_model_in_the_same_version_layout(hugectr_mode
         (files / "graph.json").write_text("{}")
         _save_like_hugectr(files, "dcn", 40)
         for f in files.iterdir():
-            os.rename(f, os.path.join(staging, "hugectr", f.name))
+            shutil.move(f, os.path.join(staging, "hugectr", f.name))  # a folder: no rename on gcsfuse
         config = {"slot_sizes": slots, "embedding_dim": 4, "cross_layers": 2, "mlp_dims": [16], "dropout": 0.5}
         with open(os.path.join(staging, "hugectr", "config.json"), "w") as fh:
             json.dump(config, fh)
