@@ -11,6 +11,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from criteo_kernel import storage
+
 pytestmark = pytest.mark.e2e
 DAY0 = datetime(2026, 1, 1, tzinfo=UTC)
 ROWS = 20_000
@@ -69,7 +71,7 @@ def test_a_full_retrain_and_a_daily_run_on_gs(dagbag, bucket, monkeypatch):
     assert dr.state == "success", states
     preprocess = dr.get_task_instance("preprocess").xcom_pull(task_ids="preprocess")
     assert preprocess["cluster"]["workers"] == 2 and preprocess["partitions"][0].startswith("gs://")
-    parts = bucket.ls(f"{preprocess['partitions'][0]}/train")
+    parts = bucket.ls(f"{storage.resolve(preprocess['partitions'][0])}/train")  # the result names the partition
     assert parts and all(p.endswith(".parquet") for p in parts), parts
     dr, states = run(dagbag, "criteo_incremental_training", 2, {"auc_floor": 0.55})
     assert dr.state == "success", states
