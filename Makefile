@@ -120,6 +120,9 @@ test: setup kube-build node-images .tools/chromium.ok $(LANE_A_HOME)/airflow.db 
 
 test-steps:
 	env -u PYTHONPATH .venv-steps/bin/python -m pytest -q tests/images/kernel tests/images/merlin $(PYTEST_ARGS)
+	# again with every test folder acting as a gcsfuse mount (tests/fixtures/gcsfuse.py)
+	env -u PYTHONPATH CRITEO_FAKE_GCSFUSE=1 .venv-steps/bin/python -m pytest -q tests/images/kernel tests/images/merlin \
+	  $(PYTEST_ARGS)
 
 # The HugeCTR trainer with HugeCTR itself: only inside the merlin image's hugectr target on a GPU
 # machine (HugeCTR has no wheel; CI has neither), with the repository mounted:

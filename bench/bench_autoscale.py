@@ -61,6 +61,7 @@ def main() -> None:
     work = Path(a.work or tempfile.mkdtemp(prefix="bench-autoscale-"))
     work.mkdir(parents=True, exist_ok=True)
 
+    from criteo_kernel import storage
     from criteo_kernel.artifacts import SMOKE_ROWS
     from local_servers.stack import ServingStack
     from operators.hooks.model_repository import ModelRepositoryHook
@@ -83,7 +84,7 @@ def main() -> None:
     cfg = Settings.with_values(criteo_base_url=str(base), criteo_model_name="criteo_dcn")
     repo = ModelRepositoryHook(Layout(cfg))
     version = repo.push(str(package), {"run_key": "bench"},
-                        extra_files={SMOKE_ROWS: str(work / "evaluation" / SMOKE_ROWS)})
+                        extra_files={SMOKE_ROWS: storage.join(storage.resolve(str(work / "evaluation")), SMOKE_ROWS)})
     rows = []
     with ServingStack(base, work / "services", monitor=False) as stack:
         promote(repo, TritonHook(stack.triton.grpc_url), version)

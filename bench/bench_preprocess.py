@@ -38,6 +38,7 @@ REPO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 SOURCES = [os.path.join(REPO, "images", image, "src") for image in ("kernel", "merlin")]
 sys.path[:0] = SOURCES  # the merlin image's sources, as its Dockerfile copies them
 
+from criteo_kernel import storage  # noqa: E402
 from criteo_merlin.ingest import extract, synth  # noqa: E402
 
 STEPS_PYTHON = os.path.join(REPO, ".venv-steps", "bin", "python")
@@ -58,7 +59,7 @@ def main() -> None:
     root = a.keep or tempfile.mkdtemp(prefix="bench-preprocess-")
     try:
         t0 = time.time()
-        if not os.path.exists(f"{root}/extracted/day=1/_SUCCESS"):  # --keep: generated once
+        if not storage.is_published(f"{root}/extracted/day=1"):  # --keep: generated once
             synth.main(["--out", f"{root}/raw", "--days", "0-1", "--rows", str(a.rows)])
             for d in (0, 1):
                 extract.extract(f"{root}/raw/day_{d}", f"{root}/extracted/day={d}")
@@ -98,7 +99,8 @@ def _polars(root: str, k: int) -> dict:
     for name, args in (("full", ["--fit", f"{out}/vocab"]), ("incremental", ["--vocab", f"{out}/vocab"])):
         day = 0 if name == "full" else 1
         cmd = [BENCH_PYTHON, os.path.join(REPO, "bench", "polars_preprocess.py"),
-               "--extracted", f"{root}/extracted/day={day}", "--output", f"{out}/processed/day={day}", *args]
+               "--extracted", storage.resolve(f"{root}/extracted/day={day}"),
+               "--output", f"{out}/processed/day={day}", *args]
         stdout, rss = _rusage_run(cmd, None)
         result = json.loads(stdout.strip().splitlines()[-1])
         runs[name] = {"rows": result["rows"], "total_s": result["total_s"], "transform_s": result["transform_s"],
@@ -130,7 +132,8 @@ def same_encoding(project_day: str, polars_day: str) -> str:
 
     worst = 0.0
     for split in ("train", "eval"):
-        a = pa.concat_tables(pq.read_table(f) for f in sorted(glob.glob(f"{project_day}/{split}/*.parquet")))
+        project = storage.resolve(project_day)  # the project's output is a committed partition
+        a = pa.concat_tables(pq.read_table(f) for f in sorted(glob.glob(f"{project}/{split}/*.parquet")))
         b = pa.concat_tables(pq.read_table(f) for f in sorted(glob.glob(f"{polars_day}/{split}/*.parquet")))
         if a.num_rows != b.num_rows:
             raise SystemExit(f"{split}: {a.num_rows} rows against polars' {b.num_rows}")

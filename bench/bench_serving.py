@@ -84,12 +84,14 @@ class TritonPythonModel:
 
 
 def build_version(work: Path, rows: int, mlp_dims: str) -> tuple[Path, Path]:
-    """A trained, exported package and the raw day it came from (reused when `work` has them)."""
+    """The committed files of a trained, exported package and the raw day it came from (reused when
+    `work` has them published)."""
+    from criteo_kernel import storage
     from operators.runtime.catalogue import STEPS
     from operators.runtime.local import LocalProcessRuntime
 
-    if (work / "package" / "_SUCCESS").exists() and (work / "evaluation").exists():
-        return work / "package", work / "raw" / "day_0"
+    if storage.is_published(str(work / "package")) and storage.is_published(str(work / "evaluation")):
+        return Path(storage.resolve(str(work / "package"))), work / "raw" / "day_0"
     rt = LocalProcessRuntime()
     rt.run(STEPS["synth"], ["--out", str(work / "raw"), "--days", "0", "--rows", str(rows)])
     rt.run(STEPS["extract"], ["--input", str(work / "raw"), "--day", "0", "--output", str(work / "extracted/day=0")])
@@ -99,11 +101,12 @@ def build_version(work: Path, rows: int, mlp_dims: str) -> tuple[Path, Path]:
     rt.run(STEPS["train"], ["--train", str(work / "processed/day=0"), "--output", str(work / "train"),
                             "--mlp-dims", mlp_dims, "--embedding-dim", "16", "--cross-layers", "6",
                             "--epochs", "1", "--batch-size", "4096", "--lr", "0.001"])
-    rt.run(STEPS["export"], ["--checkpoint", str(work / "train/checkpoint.pt"), "--workflow", str(work / "workflow"),
+    checkpoint = storage.join(storage.resolve(str(work / "train")), "checkpoint.pt")
+    rt.run(STEPS["export"], ["--checkpoint", checkpoint, "--workflow", str(work / "workflow"),
                              "--output", str(work / "package")])
     rt.run(STEPS["evaluate"], ["--eval", str(work / "extracted/day=0"), "--candidate", str(work / "package"),
                                "--output", str(work / "evaluation")])
-    return work / "package", work / "raw" / "day_0"
+    return Path(storage.resolve(str(work / "package"))), work / "raw" / "day_0"
 
 
 def held_out_rows(raw_day: Path, n: int, work: Path) -> Path:
@@ -288,6 +291,7 @@ def main() -> None:
 
     import tritonclient.grpc as grpcclient
 
+    from criteo_kernel import storage
     from criteo_kernel.artifacts import SMOKE_ROWS
     from local_servers.stack import ServingStack
     from operators.hooks.model_repository import ModelRepositoryHook
@@ -309,7 +313,7 @@ def main() -> None:
     delay = Settings.load().serving.max_queue_delay_us if a.queue_delay_us is None else a.queue_delay_us
     repo = ModelRepositoryHook(Layout(cfg), max_queue_delay_us=delay)
     version = repo.push(str(package), {"run_key": "bench"},
-                        extra_files={SMOKE_ROWS: str(work / "evaluation" / SMOKE_ROWS)})
+                        extra_files={SMOKE_ROWS: storage.join(storage.resolve(str(work / "evaluation")), SMOKE_ROWS)})
     model = cfg.serving.model_name
     with ServingStack(base, work / "services", monitor=False, prometheus=False) as stack:
         url = stack.triton.grpc_url

@@ -170,6 +170,8 @@ class DeployModelOperator(BaseOperator):
 
         from criteo_kernel.artifacts import SMOKE_ROWS
 
+        from .hooks.storage import resolve_partition
+
         lineage = plain(self.lineage)
         if isinstance(lineage.get("validation"), dict):  # one day (incremental): same shape as a window
             lineage["validation"] = [lineage["validation"]]
@@ -183,7 +185,8 @@ class DeployModelOperator(BaseOperator):
         }
         extra = {SMOKE_ROWS: blessing["smoke_rows"]} if blessing.get("smoke_rows") else None
         try:
-            version = hook.push(blessing["package"], manifest, extra_files=extra)
+            # the package partition's committed attempt: what export published, read whole
+            version = hook.push(resolve_partition(blessing["package"]), manifest, extra_files=extra)
         except OSError as exc:
             raise AirflowException(
                 f"could not publish the new version into {hook.model_dir}: {type(exc).__name__}: {exc} "

@@ -192,12 +192,14 @@ def run_pipeline(a, base: Path, bag, stack) -> int:
 
     print(f"\n== data quality (GX data docs under {layout.data_docs}; in the Airflow UI: Browse -> "
           "Data docs (make airflow), or each validate task's 'Data docs' link)")
-    for site in sorted(DataDocsHook(layout.data_docs).list_runs(), key=lambda r: r["site"]):
+    hook = DataDocsHook(layout.data_docs)
+    for site in sorted(hook.list_runs(), key=lambda r: r["site"]):
         verdict = "PASSED" if site.get("success") else "FAILED"
         print(f"  {site['site']:<70} {verdict}  {site['failed_count']} hard failed, "
-              f"{site['warning_count']} soft  -> {layout.data_docs}/{site['page']}")
+              f"{site['warning_count']} soft  -> {hook.resolve(site['page'])}")  # inside the committed attempt
     print(f"== lineage:     {layout.model_dir()}/<version>/lineage.json")
-    print(f"== candidates:  {base}/work/candidates/<run key>/evaluation/evaluation.json")
+    print(f"== candidates:  {base}/work/candidates/<run key>/evaluation/<the attempt its _COMMITTED names>/"
+          "evaluation.json")
     ok = all(state in ("success", "blocked") for _, state, _ in runs) and blocked
     print("\nDEMO " + ("OK" if ok else "FAILED"))
     return 0 if ok else 1

@@ -51,3 +51,16 @@ def pytest_collection_modifyitems(config, items):
     unlayered = [item.nodeid for item in items if sum(item.get_closest_marker(m) is not None for m in LAYERS) != 1]
     if unlayered:
         raise pytest.UsageError(f"tests need exactly one of the markers {LAYERS}: {unlayered[:10]}")
+
+
+def pytest_sessionstart(session):
+    """CRITEO_FAKE_GCSFUSE=1: every test's temporary folder acts as a gcsfuse mount of a flat bucket
+    (tests/fixtures/gcsfuse.py: folder renames refused with EMFILE), in this process and in the step
+    subprocesses it starts (through the environment, unless a test replaces PYTHONPATH)."""
+    if os.environ.get("CRITEO_FAKE_GCSFUSE") != "1":
+        return
+    from .fixtures import gcsfuse
+
+    root = str(session.config._tmp_path_factory.getbasetemp())
+    gcsfuse.install(root)
+    os.environ.update({k: v for k, v in gcsfuse.subprocess_env(root).items() if k in (gcsfuse.ENV, "PYTHONPATH")})

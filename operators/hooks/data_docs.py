@@ -5,6 +5,11 @@ Each validation publishes one GX Data Docs site folder (see operators/pipeline/l
     {data_docs_root}/{dag_id}/{safe_run_id}/{name}/index.html, static/..., validations/.../<batch>.html
                                                  /_summary.json   (verdict, failed expectations, "page")
 
+Each site folder is a partition published by a commit (criteo_kernel.storage): its files lie in
+`<site>/.attempt-*/`, and `<site>/_COMMITTED` names the current one. Paths given to and returned by
+this hook are the logical ones above (what links and the result's `data_docs_page` carry); the
+hook reads them inside the committed attempt, so a rerun that replaces a site is served whole.
+
 This hook reads that tree through Airflow's ObjectStoragePath, and refuses any path that would
 leave it. The plugin serves what it finds (plugins/criteo_mlops_plugin.py); the "Data docs"
 extra link points at it (operators/links/data_docs.py).
@@ -19,11 +24,15 @@ import os
 import re
 from functools import cached_property
 
+from criteo_kernel.artifacts import COMMIT
+from criteo_kernel.storage import committed_attempt
+
 from .storage import is_local, normalise, storage_path
 
 log = logging.getLogger(__name__)
 
 SUMMARY = "_summary.json"
+SITE_DEPTH = 3  # {dag_id}/{safe_run_id}/{name}: one site, published as one partition
 
 
 class InvalidPath(ValueError):
@@ -71,11 +80,18 @@ class DataDocsHook:
         return storage_path(self.root_url)
 
     def resolve(self, rel: str):
-        """The ObjectStoragePath of `rel` under the root; InvalidPath when it would escape it."""
+        """The ObjectStoragePath of `rel` under the root (inside its site's committed attempt);
+        InvalidPath when it would escape the root, FileNotFoundError when its site is not published."""
         parts = safe_parts(rel)
         if not parts:
             raise InvalidPath("empty path")
         path = self.root.joinpath(*parts)
+        if len(parts) >= SITE_DEPTH:  # a site or a file of one: inside the attempt its commit names
+            site = self.root.joinpath(*parts[:SITE_DEPTH])
+            attempt = committed_attempt(site.fs, site.path)
+            if attempt is None:
+                raise FileNotFoundError(f"{site}/{COMMIT}: missing, the site is not published")
+            path = site.joinpath(attempt, *parts[SITE_DEPTH:])
         if is_local(self.root_url):
             root_real = os.path.realpath(self.root.path)
             real = os.path.realpath(path.path)
@@ -86,13 +102,16 @@ class DataDocsHook:
     def find(self, rel: str):
         """The file at `rel`, or None. GX 1.x validation pages link their favicon one folder short
         (validations/static/...): a missing `.../static/...` falls back to the site's own static/."""
-        path = self.resolve(rel)
+        try:
+            path = self.resolve(rel)
+        except FileNotFoundError:
+            return None
         if path.is_file():
             return path
         parts = safe_parts(rel)
-        if "static" in parts[3:]:
+        if "static" in parts[SITE_DEPTH:]:
             i = len(parts) - 1 - parts[::-1].index("static")
-            fallback = self.resolve("/".join(parts[:3] + parts[i:]))
+            fallback = self.resolve("/".join(parts[:SITE_DEPTH] + parts[i:]))
             if fallback.is_file():
                 return fallback
         return None
@@ -108,16 +127,20 @@ class DataDocsHook:
         try:
             if not root.exists():
                 return []
-            summaries = list(root.glob(f"*/*/*/{SUMMARY}"))
+            commits = list(root.glob(f"{'/'.join(['*'] * SITE_DEPTH)}/{COMMIT}"))
         except FileNotFoundError:
             return []
         runs = []
-        for path in summaries:
+        for commit in commits:
             try:
-                parts = safe_parts(str(path.parent.relative_to(root)))
+                parts = safe_parts(str(commit.parent.relative_to(root)))
             except (InvalidPath, ValueError):
-                continue  # a hidden (staging) folder
+                continue  # a hidden folder
             try:
+                attempt = committed_attempt(commit.parent.fs, commit.parent.path)
+                if attempt is None:
+                    continue  # gone since the listing (a rerun's garbage collection)
+                path = commit.parent / attempt / SUMMARY
                 summary = json.loads(path.read_text())
                 if not isinstance(summary, dict) or len(parts) != 3:
                     raise ValueError("not a site summary")

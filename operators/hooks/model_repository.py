@@ -33,7 +33,7 @@ import uuid
 from criteo_kernel import triton_config
 from criteo_kernel.artifacts import LINEAGE, REJECTED, ROLLED_BACK, STORED, SUCCESS, served
 from criteo_kernel.artifacts import TRITON_CONFIG as CONFIG
-from criteo_kernel.storage import publish
+from criteo_kernel.storage import publish_by_copy
 
 from ..pipeline.layout import Layout
 from .storage import storage_path, write_text_atomic
@@ -225,8 +225,11 @@ class ModelRepositoryHook:
 
     @staticmethod
     def _publish(staging, final) -> bool:
-        """Make the staged version visible whole (the steps' publish); False if its number was taken meanwhile."""
-        return publish(staging.fs, staging.path, final.path, replace=False)
+        """Make the staged version complete in its final folder without renaming a folder (gcsfuse
+        refuses that in a flat bucket): its files copied in, `_SUCCESS` last, so neither `versions()`
+        nor a Triton pinned by config.pbtxt takes a half-copied one; False if its number was taken
+        meanwhile (criteo_kernel.storage.publish_by_copy)."""
+        return publish_by_copy(staging.fs, staging.path, final.path)
 
     def _all_numeric(self) -> list[int]:
         if not self.model_dir.exists():

@@ -11,7 +11,8 @@ import uuid
 
 from criteo_kernel.storage import is_local  # one rule for what a local URL is, both seams
 
-__all__ = ["BucketUnavailable", "check_bucket", "is_local", "normalise", "storage_path", "write_text_atomic"]
+__all__ = ["BucketUnavailable", "check_bucket", "is_local", "normalise", "resolve_partition", "storage_path",
+           "write_text_atomic"]
 
 
 def storage_path(url: str):
@@ -19,6 +20,20 @@ def storage_path(url: str):
     from airflow.sdk import ObjectStoragePath
 
     return ObjectStoragePath(url if "://" in url else f"file://{url}")
+
+
+def resolve_partition(url: str) -> str:
+    """The URL of the folder holding partition `url`'s current content: the attempt its commit object
+    names (criteo_kernel.storage's protocol, read here through Airflow's filesystems). A step result
+    names a partition by its logical URL; whoever reads its files on this side reads below this."""
+    from criteo_kernel.artifacts import COMMIT
+    from criteo_kernel.storage import committed_attempt
+
+    path = storage_path(url)
+    attempt = committed_attempt(path.fs, path.path)
+    if attempt is None:
+        raise FileNotFoundError(f"{url.rstrip('/')}/{COMMIT}: missing, the partition {url} is not published")
+    return f"{url.rstrip('/')}/{attempt}"
 
 
 def normalise(url: str) -> str:

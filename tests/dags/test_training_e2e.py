@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.fixtures.partitions import committed
+
 pytestmark = pytest.mark.e2e
 DAY0 = datetime(2026, 1, 1, tzinfo=UTC)
 ROWS = 30_000
@@ -133,10 +135,12 @@ def test_full_retrain_then_two_incremental_days(dagbag, bucket):
     for site in sites:  # day=0, day=1, processed of the full retrain; day=N + processed of each daily run
         summary = json.loads((site / "_summary.json").read_text())
         assert summary["success"] and (site / summary["page"]).exists() and (site / "index.html").exists()
-    # every partition and version was published whole: no staging or replaced folder left behind
-    # (reruns of a day: tests/faults, identical rerun; tests/live, backfill --reprocess-behavior completed)
-    leftovers = [p for p in Path(bucket).rglob(".staging-*")] + [p for p in Path(bucket).rglob(".replaced-*")]
-    assert leftovers == []
+    # every partition and version was published whole: no staging folder, and no attempt but the
+    # one its partition's commit names (reruns of a day: tests/faults, identical rerun; tests/live,
+    # backfill --reprocess-behavior completed)
+    assert list(Path(bucket).rglob(".staging-*")) == []
+    attempts = list(Path(bucket).rglob(".attempt-*"))
+    assert attempts and all(committed(p.parent) == p for p in attempts)
 
 
 def test_a_malformed_day_stops_before_training(dagbag, bucket):
@@ -160,9 +164,10 @@ def test_a_malformed_day_stops_before_training(dagbag, bucket):
     failed = {(f["column"], f["expectation"]) for f in result["failed"]}
     assert ("label", "expect_column_values_to_be_in_set") in failed
     assert ("C26", "expect_column_values_to_match_regex") in failed
-    page = Path(result["data_docs_page"])
+    site = Path(result["data_docs_site"])
+    page = committed(site) / Path(result["data_docs_page"]).relative_to(site)
     assert page.exists() and "criteo_incremental_training" in page.parts
-    summary = json.loads((Path(result["data_docs_site"]) / "_summary.json").read_text())
+    summary = json.loads((committed(site) / "_summary.json").read_text())
     assert summary["success"] is False
     assert (Path(bucket) / "model_repository" / "criteo_dcn" / str(before[-1]) / "model.onnx").read_bytes() == prod
     from operators.hooks.triton import TritonHook

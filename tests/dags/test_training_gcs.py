@@ -11,6 +11,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from criteo_kernel import storage
+
 pytestmark = pytest.mark.e2e
 DAY0 = datetime(2026, 1, 1, tzinfo=UTC)
 ROWS = 20_000
@@ -69,7 +71,7 @@ def test_a_full_retrain_and_a_daily_run_on_gs(dagbag, bucket, monkeypatch):
     assert dr.state == "success", states
     preprocess = dr.get_task_instance("preprocess").xcom_pull(task_ids="preprocess")
     assert preprocess["cluster"]["workers"] == 2 and preprocess["partitions"][0].startswith("gs://")
-    parts = bucket.ls(f"{preprocess['partitions'][0]}/train")
+    parts = bucket.ls(f"{storage.resolve(preprocess['partitions'][0])}/train")  # the result names the partition
     assert parts and all(p.endswith(".parquet") for p in parts), parts
     dr, states = run(dagbag, "criteo_incremental_training", 2, {"auc_floor": 0.55})
     assert dr.state == "success", states
@@ -97,8 +99,8 @@ def test_a_full_retrain_and_a_daily_run_on_gs(dagbag, bucket, monkeypatch):
     deploy = dr.get_task_instance("deploy").xcom_pull(task_ids="deploy")
     assert deploy["promoted"] and deploy["smoke"]["served_version"] == 2 and deploy["smoke"]["max_abs_diff"] <= 1e-4
     # every artifact went to the bucket: extracted and processed partitions, data docs sites
-    assert fs.exists(f"{BASE}/work/extracted/day=2/_SUCCESS")
-    summaries = fs.glob(f"{BASE}/data_docs/*/*/*/_summary.json")
+    assert fs.exists(f"{BASE}/work/extracted/day=2/_COMMITTED")   # published by a commit, no folder rename
+    summaries = fs.glob(f"{BASE}/data_docs/*/*/*/.attempt-*/_summary.json")
     assert len(summaries) >= 5, summaries   # day 0, 1, processed; day 2 + processed
     assert all(json.loads(fs.cat_file(s))["success"] for s in summaries)
 
@@ -113,9 +115,10 @@ def test_the_plugin_serves_the_data_docs_from_the_bucket(dagbag, bucket):
         client = client_for(app)
         index = client.get(f"{PREFIX}/")
         assert index.status_code == 200 and "criteo_incremental_training" in index.text
-        (summary,) = [s for s in bucket.glob(f"{BASE}/data_docs/criteo_incremental_training/*/*/_summary.json")
-                      if "processed" not in s][:1]
-        site = summary[len(BASE.removeprefix("gs://")) + len("/data_docs/"):].rsplit("/", 1)[0]
+        (summary,) = [s for s in bucket.glob(
+            f"{BASE}/data_docs/criteo_incremental_training/*/*/.attempt-*/_summary.json") if "processed" not in s][:1]
+        # the site's logical path (what links carry); the plugin reads it inside the committed attempt
+        site = summary[len(BASE.removeprefix("gs://")) + len("/data_docs/"):].rsplit("/", 2)[0]
         page = json.loads(bucket.cat_file(summary))["page"]
         resp = client.get(f"{PREFIX}/site/{site}/{page}")
         assert resp.status_code == 200 and "<html" in resp.text.lower()

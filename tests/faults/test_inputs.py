@@ -27,8 +27,11 @@ from pathlib import Path
 
 import pytest
 
+from criteo_kernel import storage
+
 from ..conftest import REPO
 from ..dags.test_training_e2e import forget_earlier_runs
+from ..fixtures.partitions import committed
 from ..fixtures.processes import children, running
 
 pytestmark = pytest.mark.faults
@@ -136,8 +139,9 @@ def assert_nothing_half_visible(world: World) -> None:
             assert (p / "_SUCCESS").exists() or (p / "_REJECTED").exists(), f"version {p.name} is half there"
     partitions = [*(world.base / "work" / "extracted").glob("day=*"),
                   *(world.base / "work" / "processed").glob("*/day=*")]
-    for part in partitions:
-        assert (part / "_SUCCESS").exists(), f"the partition {part} is visible without its _SUCCESS"
+    for part in partitions:  # visible = committed; a committed attempt is complete
+        if storage.is_published(str(part)):
+            assert (committed(part) / "_SUCCESS").exists(), f"the partition {part} commits an incomplete attempt"
 
 
 def lineage(world: World, version: int) -> dict:
@@ -318,8 +322,8 @@ def test_crlf_and_a_bom_give_the_same_partition_as_clean_input(world, tmp_path, 
                                                  "--output", str(tmp_path / "clean")])
     ours = world.base / "work" / "extracted" / "day=10"
     for split in ("train", "eval"):
-        assert (ours / split / "part-00000.parquet").read_bytes() == \
-            (tmp_path / "clean" / split / "part-00000.parquet").read_bytes()
+        assert (committed(ours) / split / "part-00000.parquet").read_bytes() == \
+            (committed(tmp_path / "clean") / split / "part-00000.parquet").read_bytes()
     fault_table("CRLF line ends and a UTF-8 BOM", "pass; the extracted partition is byte-identical to the clean "
                 "file's", "")
 
@@ -449,7 +453,7 @@ def test_kill_9_of_the_run_while_train_runs_stops_the_step(world, tmp_path, faul
             proc.kill()
         log.close()
     candidate = world.base / "work" / "candidates" / "incremental-day15" / "train"
-    assert not candidate.exists() or (candidate / "_SUCCESS").exists()
+    assert not storage.is_published(str(candidate)) or (committed(candidate) / "_SUCCESS").exists()
     assert production(world) == before
     assert_nothing_half_visible(world)
     fault_table("kill -9 of the DAG run while `train` runs",
@@ -478,19 +482,23 @@ def test_kill_9_of_a_step_then_its_retry_gives_identical_output(world, tmp_path,
     thread = threading.Thread(target=attempt)
     thread.start()
     deadline = time.time() + 60
-    while not (out.parent.exists() and list(out.parent.glob(".staging-*"))):
+    while not (out.exists() and list(out.glob(".attempt-*"))):
         assert time.time() < deadline, "extract never started writing"
         time.sleep(0.02)
     os.kill(runtime._proc.pid, signal.SIGKILL)
     thread.join(30)
     assert failed and "exited with code -9" in str(failed[0])
-    assert not out.exists()  # nothing visible: only the hidden staging folder
+    assert not storage.is_published(str(out))  # nothing visible: only an uncommitted attempt
+    killed = list(out.glob(".attempt-*"))
     runtime.run(STEPS["extract"], ["--input", str(big), "--output", str(out)])
     LocalProcessRuntime().run(STEPS["extract"], ["--input", str(big), "--output", str(tmp_path / "clean")])
+    # the killed attempt is young: it could be a live writer's, so the retry's commit leaves it be
+    assert all(p.exists() for p in killed) and committed(out) not in killed
     for split in ("train", "eval"):
-        clean = tmp_path / "clean" / split
-        assert sorted(p.name for p in (out / split).iterdir()) == sorted(p.name for p in clean.iterdir())
-        for part in (out / split).iterdir():
+        clean = committed(tmp_path / "clean") / split
+        got = committed(out) / split
+        assert sorted(p.name for p in got.iterdir()) == sorted(p.name for p in clean.iterdir())
+        for part in got.iterdir():
             assert part.read_bytes() == (clean / part.name).read_bytes()
     fault_table("kill -9 of a step (extract), then its retry", "the retry's output is byte-identical; the killed "
-                "attempt left only a hidden staging folder", "")
+                "attempt left only an uncommitted attempt folder, never read", "")

@@ -191,7 +191,7 @@ def test_pods_read_and_write_gs_themselves(kube, pod_settings, pod_dagbag, gcs, 
     fs.pipe_file(f"{base}/raw/day_0", ("\n".join([good] * 1500 + [bad] * 20) + "\n").encode())
     dr, tis = run_dag(pod_dagbag, "pod_step_bad_data")
     assert tis["extract"].state == "success"                       # read gs:// raw, published gs:// partition
-    assert fs.exists(f"{base}/extracted/day=0/_SUCCESS")
+    assert fs.exists(f"{base}/extracted/day=0/_COMMITTED")
     validate = tis["validate"]                                      # read it back from gs://, found bad data
     assert validate.state == "failed" and validate.try_number == 1
     assert validate.xcom_pull(task_ids="validate", key="step_result")["success"] is False

@@ -19,6 +19,8 @@ from urllib.parse import quote, urljoin, urlsplit
 
 import pytest
 
+from tests.fixtures.partitions import committed
+
 REPO = Path(__file__).resolve().parents[2]
 COLUMNS = ["label", *[f"I{i}" for i in range(1, 14)], *[f"C{i}" for i in range(1, 27)]]
 DAG_ID = "test_criteo_data_docs"
@@ -43,22 +45,26 @@ def bucket(tmp_path_factory):
         os.environ["AIRFLOW_VAR_CRITEO_BASE_URL"] = old
 
 
-def write_partition(root: Path, rows: list[list[str]]) -> Path:
-    """A partition as the extract step publishes it: train/ + eval/ parquet of strings."""
+def write_partition(final: Path, rows: list[list[str]]) -> Path:
+    """A partition as the extract step publishes it: train/ + eval/ parquet of strings, committed."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    schema = pa.schema([(c, pa.string()) for c in COLUMNS])
-    for split, part in (("train", rows[:-20]), ("eval", rows[-20:])):
-        (root / split).mkdir(parents=True)
-        pq.write_table(pa.table({c: pa.array([r[j] for r in part], pa.string()) for j, c in enumerate(COLUMNS)},
-                                schema=schema), root / split / "part-00000.parquet")
-    (root / "_extract.json").write_text(json.dumps({
-        "source": "test", "rows": len(rows), "train_rows": len(rows) - 20, "eval_rows": 20,
-        "positives": sum(r[0] == "1" for r in rows), "malformed_rows": 0, "malformed_examples": [],
-        "num_fields_expected": 40}))
-    (root / "_SUCCESS").write_text("")
-    return root
+    from criteo_kernel import storage
+
+    with storage.staged_partition(str(final)) as attempt:
+        root = Path(attempt)
+
+        schema = pa.schema([(c, pa.string()) for c in COLUMNS])
+        for split, part in (("train", rows[:-20]), ("eval", rows[-20:])):
+            (root / split).mkdir(parents=True)
+            pq.write_table(pa.table({c: pa.array([r[j] for r in part], pa.string()) for j, c in enumerate(COLUMNS)},
+                                    schema=schema), root / split / "part-00000.parquet")
+        (root / "_extract.json").write_text(json.dumps({
+            "source": "test", "rows": len(rows), "train_rows": len(rows) - 20, "eval_rows": 20,
+            "positives": sum(r[0] == "1" for r in rows), "malformed_rows": 0, "malformed_examples": [],
+            "num_fields_expected": 40}))
+    return final
 
 
 def tiny_gx_project(root: Path) -> Path:
@@ -74,7 +80,15 @@ def tiny_gx_project(root: Path) -> Path:
     return root
 
 
-def write_fake_site(site: Path, summary: dict) -> None:
+def write_fake_site(final: Path, summary: dict) -> None:
+    """A data docs site published as the validator publishes one (a commit, criteo_kernel.storage)."""
+    from criteo_kernel import storage
+
+    with storage.staged_partition(str(final)) as attempt:
+        _fake_site_files(Path(attempt), summary)
+
+
+def _fake_site_files(site: Path, summary: dict) -> None:
     (site / "validations" / "raw_day").mkdir(parents=True)
     (site / "static" / "styles").mkdir(parents=True)
     (site / "index.html").write_text("<html><body>fake index</body></html>")
@@ -117,8 +131,8 @@ def published(bucket, tmp_path_factory):
     sync_bag_to_db(bag, "dags-folder", None)
     dr = dag.test(logical_date=datetime(2026, 1, 4, tzinfo=UTC))
     site = root / DAG_ID / safe_run_id(dr.run_id) / "day=3"
-    assert (site / "index.html").is_file(), f"the validator published no GX site at {site}"
-    assert (site / "_summary.json").is_file(), "the validator publishes _summary.json with its site"
+    assert (committed(site) / "index.html").is_file(), f"the validator published no GX site at {site}"
+    assert (committed(site) / "_summary.json").is_file(), "the validator publishes _summary.json with its site"
 
     # An older, passing site of another DAG, a hidden staging folder, and ways out of the root.
     write_fake_site(root / OTHER_DAG / OTHER_RUN / "processed", {
@@ -334,7 +348,7 @@ def test_a_failed_validation_pushes_its_result_and_gets_the_link(published, clie
     links = client.get(f"{base}/links")
     assert links.status_code == 200, links.text
     url = links.json()["extra_links"]["Data docs"]
-    summary = json.loads((site / "_summary.json").read_text())
+    summary = json.loads((committed(site) / "_summary.json").read_text())
     assert url == f"{PREFIX}/site/{DAG_ID}/{site.parent.name}/day=3/{quote(summary['page'], safe='/=')}"
     page = client.get(url)
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
@@ -366,7 +380,7 @@ def test_the_index_says_so_when_nothing_is_published(app, monkeypatch, tmp_path)
 @pytest.mark.integration
 def test_a_real_gx_page_and_its_relative_links_resolve(published, client):
     site, root = published["site"], published["root"]
-    summary = json.loads((site / "_summary.json").read_text())
+    summary = json.loads((committed(site) / "_summary.json").read_text())
     for rel in ("index.html", summary["page"]):
         url = f"{PREFIX}/site/{site.relative_to(root)}/{rel}"
         r = client.get(url)
@@ -408,8 +422,8 @@ def test_a_served_page_loads_nothing_from_another_origin(published, client):
     """GX's pages name bootstrap, jQuery, ... on public CDNs; served through the plugin, every
     resource they load is on the plugin's assets route and is there, and the CSP allows 'self' only."""
     site, root = published["site"], published["root"]
-    summary = json.loads((site / "_summary.json").read_text())
-    raw = (site / summary["page"]).read_text()
+    summary = json.loads((committed(site) / "_summary.json").read_text())
+    raw = (committed(site) / summary["page"]).read_text()
     assert "https://maxcdn.bootstrapcdn.com/" in raw and "https://code.jquery.com/" in raw   # as GX wrote it
     r = client.get(f"{PREFIX}/site/{site.relative_to(root)}/{summary['page']}")
     csp = r.headers["content-security-policy"]

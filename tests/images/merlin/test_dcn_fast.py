@@ -12,6 +12,7 @@ from torch import nn  # noqa: E402
 
 from criteo_merlin.train import dcn  # noqa: E402
 from criteo_merlin.train.dcn import DCN, DCNConfig, LinearReluDropout, dropout_mask, load_checkpoint, save_checkpoint  # noqa: E402
+from tests.fixtures.partitions import committed  # noqa: E402
 
 pytestmark = pytest.mark.steps
 
@@ -212,7 +213,7 @@ def test_bf16_training_writes_a_finite_float32_checkpoint(fitted, tmp_path):
                       lr=0.003, embedding_dim=8, cross_layers=3, mlp_dims=[64, 64], threads=2, seed=0,
                       precision="bf16")
     assert res["metrics"]["precision"] == "bf16" and np.isfinite(res["metrics"]["final_loss"])
-    meta = json.loads((tmp_path / "bf16" / "_train.json").read_text())
+    meta = json.loads((committed(tmp_path / "bf16") / "_train.json").read_text())
     assert meta["metrics"]["precision"] == "bf16" and meta["hyperparameters"]["precision"] == "bf16"
     model, ckpt = load_checkpoint(res["checkpoint"])
     init = DCN(DCNConfig(**{**model.cfg.to_dict()}))

@@ -9,6 +9,7 @@ import pytest
 pytest.importorskip("nvtabular", reason="the merlin image's code runs in the step environment: make test-steps")
 from criteo_kernel import storage  # noqa: E402
 from criteo_merlin.ingest import extract, synth  # noqa: E402
+from tests.fixtures.partitions import committed  # noqa: E402
 
 pytestmark = pytest.mark.steps
 
@@ -18,11 +19,12 @@ def test_extract_splits_and_publishes(tmp_path):
     out = tmp_path / "ex" / "day=0"
     res = extract.extract(storage.find_day_file(str(tmp_path / "raw"), 0), str(out))
     assert res["rows"] == 2000 and res["eval_rows"] == 200 and res["malformed_rows"] == 0
-    assert (out / "_SUCCESS").exists()
-    assert pq.read_table(out / "train").num_rows == 1800
-    assert pq.read_table(out / "eval").schema.names[:3] == ["label", "I1", "I2"]
-    # no staging folders left behind
+    assert storage.is_published(str(out)) and (committed(out) / "_SUCCESS").exists()
+    assert pq.read_table(committed(out) / "train").num_rows == 1800
+    assert pq.read_table(committed(out) / "eval").schema.names[:3] == ["label", "I1", "I2"]
+    # nothing beside the partition, and in it the commit and its one attempt
     assert [p.name for p in (tmp_path / "ex").iterdir()] == ["day=0"]
+    assert sorted(p.name for p in out.iterdir()) == sorted(["_COMMITTED", committed(out).name])
 
 
 def test_rerun_replaces_partition(tmp_path):
@@ -30,7 +32,8 @@ def test_rerun_replaces_partition(tmp_path):
     for _ in range(2):
         extract.extract(str(tmp_path / "raw" / "day_0"), str(tmp_path / "ex" / "day=0"))
     assert [p.name for p in (tmp_path / "ex").iterdir()] == ["day=0"]
-    assert pq.read_table(tmp_path / "ex" / "day=0" / "train").num_rows == 900
+    assert len(list((tmp_path / "ex" / "day=0").iterdir())) == 2  # the replaced attempt was collected
+    assert pq.read_table(committed(tmp_path / "ex" / "day=0") / "train").num_rows == 900
 
 
 def test_wrong_field_count_is_counted_not_guessed(tmp_path):
@@ -39,7 +42,7 @@ def test_wrong_field_count_is_counted_not_guessed(tmp_path):
     (tmp_path / "day_0").write_text("\n".join([good, bad, good]) + "\n")
     res = extract.extract(str(tmp_path / "day_0"), str(tmp_path / "ex"))
     assert res["rows"] == 2 and res["malformed_rows"] == 1
-    stats = json.loads((tmp_path / "ex" / "_extract.json").read_text())
+    stats = json.loads((committed(tmp_path / "ex") / "_extract.json").read_text())
     assert stats["malformed_examples"][0]["fields"] == 34
 
 
@@ -52,7 +55,7 @@ def test_unreadable_files_are_recorded_for_the_gate_not_crashed_on(tmp_path):
     res = extract.extract(str(tmp_path / "day_1.gz"), str(tmp_path / "ex1"))
     assert res["read_error"]["kind"] == "truncated_gzip" and "end-of-stream" in res["read_error"]["message"]
     assert res["read_error"]["after_rows"] == res["rows"]
-    assert (tmp_path / "ex1" / "_SUCCESS").exists()
+    assert storage.is_published(str(tmp_path / "ex1"))
 
     (tmp_path / "day_2").write_bytes(bytes((i * 7919 + 13) % 256 for i in range(100_000)))
     res = extract.extract(str(tmp_path / "day_2"), str(tmp_path / "ex2"))
@@ -92,7 +95,7 @@ def test_extract_records_what_it_read_and_the_manifest(tmp_path):
                             "sha256": hashlib.sha256(day.read_bytes()).hexdigest()}
     assert res["manifest"] == {"url": f"{day}.manifest.json", **manifest.to_dict()}
     assert res["read_error"] is None and res["compression"] == "none"
-    stats = json.loads((tmp_path / "ex" / "_extract.json").read_text())
+    stats = json.loads((committed(tmp_path / "ex") / "_extract.json").read_text())
     assert stats["source_sha256"] == manifest.sha256 and stats["source_mtime"] == pytest.approx(day.stat().st_mtime)
 
 

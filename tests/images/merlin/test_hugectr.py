@@ -8,6 +8,7 @@ What needs HugeCTR itself (its container, a GPU) is in test_hugectr_gpu.py.
 """
 import json
 import os
+import shutil
 
 import numpy as np
 import pyarrow as pa
@@ -24,6 +25,7 @@ from criteo_merlin.hugectr import hugectr_data, hugectr_files, train_hugectr  # 
 from criteo_merlin.hugectr.hugectr_dcn import DCNGraph  # noqa: E402
 from criteo_merlin.preprocess import preprocess  # noqa: E402
 from criteo_merlin.train.dcn import DCN, DCNConfig, ServingDCN  # noqa: E402
+from tests.fixtures.partitions import committed  # noqa: E402
 
 pytestmark = pytest.mark.steps
 try:
@@ -36,9 +38,9 @@ except ImportError:
 def test_each_split_has_the_file_list_and_metadata_the_reader_requires(for_hugectr):
     root, out, res = for_hugectr
     for day in ("day=0", "day=1"):
-        assert json.loads((out / day / "_preprocess.json").read_text())["hugectr"] is True
+        assert json.loads((committed(out / day) / "_preprocess.json").read_text())["hugectr"] is True
         for split in ("train", "eval"):
-            d = out / day / split
+            d = committed(out / day) / split
             lines = (d / "_file_list.txt").read_text().splitlines()
             files = sorted(f.name for f in d.glob("*.parquet"))
             assert int(lines[0]) == len(files) == len(lines) - 1 and sorted(lines[1:]) == files
@@ -61,9 +63,9 @@ def test_the_hugectr_output_holds_the_same_values_as_the_default(for_hugectr):
     root, out, _ = for_hugectr
     for day in ("day=0", "day=1"):
         for split in ("train", "eval"):
-            for f in sorted((out / day / split).glob("*.parquet")):
+            for f in sorted((committed(out / day) / split).glob("*.parquet")):
                 a = pq.read_table(f).to_pandas()
-                b = pq.read_table(root / "processed" / day / split / f.name).to_pandas()
+                b = pq.read_table(committed(root / "processed" / day) / split / f.name).to_pandas()
                 floats = [*INT_COLUMNS, LABEL]
                 assert (a[floats].dtypes == np.float32).all() and b[LABEL].dtype != np.float32
                 assert (a[floats].to_numpy() == b[floats].to_numpy().astype(np.float32)).all()
@@ -79,7 +81,7 @@ def test_hugectr_output_must_be_a_local_or_mounted_folder(fitted):
 
 def test_a_window_is_staged_under_unique_names_with_one_metadata(for_hugectr, tmp_path):
     _, out, _ = for_hugectr
-    splits = [str(out / d / "train") for d in ("day=0", "day=1")]
+    splits = [str(committed(out / d) / "train") for d in ("day=0", "day=1")]
     staged = hugectr_data.stage(splits, str(tmp_path / "train"))
     paths = hugectr_data.read_file_list(staged["file_list"])
     meta = json.loads((tmp_path / "train" / "_metadata.json").read_text())
@@ -95,9 +97,9 @@ def test_a_window_is_staged_under_unique_names_with_one_metadata(for_hugectr, tm
 def test_staging_refuses_what_the_reader_would_misread(for_hugectr, fitted, tmp_path):
     root, out, _ = for_hugectr
     with pytest.raises(hugectr_data.HugeCTRDataError, match="not preprocessed with --hugectr"):
-        hugectr_data.stage([str(root / "processed" / "day=0" / "train")], str(tmp_path / "a"))
+        hugectr_data.stage([str(committed(root / "processed" / "day=0") / "train")], str(tmp_path / "a"))
     with pytest.raises(hugectr_data.HugeCTRDataError, match="column I1 is double"):
-        hugectr_data.metadata_for(str(root / "processed" / "day=0" / "train"))
+        hugectr_data.metadata_for(str(committed(root / "processed" / "day=0") / "train"))
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(hugectr_data.HugeCTRDataError, match="no parquet files"):
@@ -105,7 +107,7 @@ def test_staging_refuses_what_the_reader_would_misread(for_hugectr, fitted, tmp_
     # a split whose metadata no longer describes its files (rewritten since)
     copy = tmp_path / "copy"
     import shutil
-    shutil.copytree(out / "day=0" / "train", copy)
+    shutil.copytree(committed(out / "day=0") / "train", copy)
     meta = json.loads((copy / "_metadata.json").read_text())
     meta["file_stats"][0]["num_rows"] += 1
     (copy / "_metadata.json").write_text(json.dumps(meta))
@@ -118,15 +120,16 @@ def test_staging_refuses_what_the_reader_would_misread(for_hugectr, fitted, tmp_
 
 def test_slot_size_array_comes_from_the_fitted_workflow(for_hugectr, fitted):
     root, out, res = for_hugectr
-    wf_sizes = json.loads((root / "workflow" / "meta.json").read_text())["embedding_sizes"]
+    wf_sizes = json.loads((committed(root / "workflow") / "meta.json").read_text())["embedding_sizes"]
     slots = hugectr_data.slot_size_array(res["embedding_sizes"])
     assert slots == [wf_sizes[c] for c in CAT_COLUMNS] and len(slots) == 26
     # preprocess --hugectr declares it with each partition; train_hugectr reads it from there
     for day in ("day=0", "day=1"):
-        assert json.loads((out / day / "_preprocess.json").read_text())["slot_size_array"] == slots
-    assert "slot_size_array" not in json.loads((root / "processed" / "day=0" / "_preprocess.json").read_text())
+        assert json.loads((committed(out / day) / "_preprocess.json").read_text())["slot_size_array"] == slots
+    plain = committed(root / "processed" / "day=0") / "_preprocess.json"
+    assert "slot_size_array" not in json.loads(plain.read_text())
     # every id stays inside its slot, so id + the cumulative offset lands in the slot's own rows
-    frame = pq.read_table(out / "day=0" / "train").to_pandas()
+    frame = pq.read_table(committed(out / "day=0") / "train").to_pandas()
     assert all(int(frame[c].max()) < s and int(frame[c].min()) >= 0 for c, s in zip(CAT_COLUMNS, slots, strict=True))
     with pytest.raises(hugectr_data.HugeCTRDataError, match="C26"):
         hugectr_data.slot_size_array({c: 3 for c in CAT_COLUMNS[:-1]})
@@ -242,12 +245,12 @@ def test_export_packages_a_hugectr_model_in_the_same_version_layout(hugectr_mode
         (files / "graph.json").write_text("{}")
         _save_like_hugectr(files, "dcn", 40)
         for f in files.iterdir():
-            os.rename(f, os.path.join(staging, "hugectr", f.name))
+            shutil.move(f, os.path.join(staging, "hugectr", f.name))  # a folder: no rename on gcsfuse
         config = {"slot_sizes": slots, "embedding_dim": 4, "cross_layers": 2, "mlp_dims": [16], "dropout": 0.5}
         with open(os.path.join(staging, "hugectr", "config.json"), "w") as fh:
             json.dump(config, fh)
     res = export.export(trained, str(root / "workflow"), str(tmp_path / "package"), trainer="hugectr")
-    pkg = tmp_path / "package"
+    pkg = committed(tmp_path / "package")
     have = {p.name for p in pkg.iterdir()}
     assert {"model.onnx", "model.py", "criteo_serving.py", "criteo_kernel", "config.pbtxt", "preprocessing",
             "hugectr", "export.json", "_SUCCESS"} <= have and "checkpoint.pt" not in have

@@ -8,6 +8,7 @@ import pytest
 
 pytest.importorskip("nvtabular", reason="the merlin image's code runs in the step environment: make test-steps")
 from criteo_kernel.schema import CAT_COLUMNS, INT_COLUMNS  # noqa: E402
+from tests.fixtures.partitions import committed  # noqa: E402
 
 pytestmark = pytest.mark.steps
 
@@ -20,17 +21,18 @@ def _serving(root):
     spec = importlib.util.spec_from_file_location("criteo_serving", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    return mod.Preprocessor(str(root / "workflow" / "serving"))
+    return mod.Preprocessor(str(committed(root / "workflow") / "serving"))
 
 
 def test_full_fit_then_incremental_transform(fitted):
     root, full, incr = fitted
     assert full["fitted"] and not incr["fitted"]
     assert sorted(full["days"]) == ["day=0", "day=1"] and list(incr["days"]) == ["day=2"]
-    assert (root / "workflow" / "_SUCCESS").exists() and (root / "workflow" / "nvt" / "workflow.pkl").exists()
+    assert (committed(root / "workflow") / "_SUCCESS").exists()
+    assert (committed(root / "workflow") / "nvt" / "workflow.pkl").exists()
     assert full["embedding_sizes"] == incr["embedding_sizes"]
     for day in ("day=0", "day=1", "day=2"):
-        part = root / "processed" / day
+        part = committed(root / "processed" / day)
         assert (part / "_SUCCESS").exists()
         meta = json.loads((part / "_preprocess.json").read_text())
         t = pq.read_table(part / "train")
@@ -41,8 +43,8 @@ def test_full_fit_then_incremental_transform(fitted):
         dense = np.stack([t.column(c).to_numpy() for c in INT_COLUMNS], 1)
         assert np.isfinite(dense).all()
     # normalised on the fitted days
-    t0 = pq.read_table(root / "processed" / "day=0" / "train")
-    t1 = pq.read_table(root / "processed" / "day=1" / "train")
+    t0 = pq.read_table(committed(root / "processed" / "day=0") / "train")
+    t1 = pq.read_table(committed(root / "processed" / "day=1") / "train")
     both = np.concatenate([np.stack([t.column(c).to_numpy() for c in INT_COLUMNS], 1) for t in (t0, t1)])
     assert np.allclose(both.mean(0), 0, atol=0.05) and np.allclose(both.std(0), 1, atol=0.05)
 
@@ -52,10 +54,10 @@ def test_serving_tables_reproduce_the_workflow_encoding(fitted):
     root, _, _ = fitted
     from criteo_merlin.preprocess.decoding import decode_extracted
 
-    raw = decode_extracted(str(next((root / "extracted" / "day=2" / "train").glob("*.parquet"))), "t")
+    raw = decode_extracted(str(next((committed(root / "extracted" / "day=2") / "train").glob("*.parquet"))), "t")
     pre = _serving(root)
     cat_ids, dense = pre.transform(raw[INT_COLUMNS].to_numpy(), raw[CAT_COLUMNS].to_numpy())
-    out = pq.read_table(root / "processed" / "day=2" / "train").to_pandas()
+    out = pq.read_table(committed(root / "processed" / "day=2") / "train").to_pandas()
     assert (cat_ids == out[CAT_COLUMNS].to_numpy()).all()
     assert np.allclose(dense, out[INT_COLUMNS].to_numpy(), atol=1e-5)
 
@@ -64,7 +66,7 @@ def test_saved_workflow_loads_in_a_new_process(fitted):
     root, _, _ = fitted
     code = ("import nvtabular as nvt, sys; w = nvt.Workflow.load(sys.argv[1]); "
             "print(sorted(w.output_schema.column_names)[:2])")
-    out = subprocess.run([sys.executable, "-c", code, str(root / "workflow" / "nvt")], capture_output=True,
+    out = subprocess.run([sys.executable, "-c", code, str(committed(root / "workflow") / "nvt")], capture_output=True,
                          text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "C1" in out.stdout

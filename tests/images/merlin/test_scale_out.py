@@ -11,18 +11,21 @@ import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
 pytest.importorskip("nvtabular", reason="the merlin image's code runs in the step environment: make test-steps")
+from criteo_kernel import storage  # noqa: E402
 from criteo_kernel.artifacts import CATEGORY_TABLES, CONTINUOUS_STATS, SERVING_TABLES  # noqa: E402
 from criteo_kernel.codecs import DecodeError  # noqa: E402
 from criteo_kernel.schema import CAT_COLUMNS, INT_COLUMNS  # noqa: E402
 from criteo_merlin.preprocess import scale_out  # noqa: E402
 from criteo_merlin.preprocess.scale_out import ClusterPlan, PieceReader, plan_pieces  # noqa: E402
 from tests.conftest import REPO  # noqa: E402
+from tests.fixtures.partitions import committed  # noqa: E402
 
 pytestmark = pytest.mark.steps
 ROW_GROUP = 4000
@@ -76,16 +79,17 @@ def regrouped(small_days, tmp_path_factory):
     """The shared extracted days, rewritten with small row groups so a file splits into pieces."""
     root = tmp_path_factory.mktemp("regrouped")
     for d in range(3):
-        src, dst = small_days / "extracted" / f"day={d}", root / f"day={d}"
-        shutil.copytree(src, dst)
-        for f in dst.glob("*/*.parquet"):
-            pq.write_table(pq.read_table(f), f, row_group_size=ROW_GROUP)
+        src, dst = committed(small_days / "extracted" / f"day={d}"), root / f"day={d}"
+        with storage.staged_partition(str(dst)) as attempt:  # published as extract publishes
+            shutil.copytree(src, attempt, dirs_exist_ok=True)
+            for f in Path(attempt).glob("*/*.parquet"):
+                pq.write_table(pq.read_table(f), f, row_group_size=ROW_GROUP)
     return root
 
 
 def test_pieces_are_whole_row_groups_of_one_file(regrouped):
-    files = scale_out.list_parquet(str(regrouped / "day=0" / "train")) + \
-        scale_out.list_parquet(str(regrouped / "day=0" / "eval"))
+    files = scale_out.list_parquet(str(committed(regrouped / "day=0") / "train")) + \
+        scale_out.list_parquet(str(committed(regrouped / "day=0") / "eval"))
     group = pq.ParquetFile(files[0]).metadata.row_group(0).total_byte_size
     pieces = plan_pieces(files, part_size=int(2.5 * group))
     train = [p for p in pieces if p.url == files[0]]
@@ -98,7 +102,7 @@ def test_pieces_are_whole_row_groups_of_one_file(regrouped):
 def test_a_bad_value_names_the_file_row_groups_and_column(regrouped, tmp_path):
     import pyarrow as pa
 
-    good = scale_out.list_parquet(str(regrouped / "day=0" / "eval"))[0]
+    good = scale_out.list_parquet(str(committed(regrouped / "day=0") / "eval"))[0]
     table = pq.read_table(good)
     cats = table.column("C3").to_pylist()
     cats[5] = "zz-not-hex"
@@ -144,16 +148,17 @@ def test_two_worker_processes_give_the_in_process_outputs(fitted, regrouped, tmp
     assert len(per_worker) == 2 and min(per_worker) > 0, per_worker
     assert res["embedding_sizes"] == ref_full["embedding_sizes"] and res["fit_rows"] == ref_full["fit_rows"]
 
-    mine, theirs = np.load(out / "workflow" / SERVING_TABLES / CATEGORY_TABLES), \
-        np.load(ref / "workflow" / SERVING_TABLES / CATEGORY_TABLES)
+    mine, theirs = np.load(committed(out / "workflow") / SERVING_TABLES / CATEGORY_TABLES), \
+        np.load(committed(ref / "workflow") / SERVING_TABLES / CATEGORY_TABLES)
     assert sorted(mine.files) == sorted(theirs.files)
     assert all((mine[k] == theirs[k]).all() for k in mine.files)
-    stats = [json.loads((r / "workflow" / SERVING_TABLES / CONTINUOUS_STATS).read_text()) for r in (out, ref)]
+    stats = [json.loads((committed(r / "workflow") / SERVING_TABLES / CONTINUOUS_STATS).read_text())
+             for r in (out, ref)]
     assert np.allclose([stats[0]["mean"][c] for c in INT_COLUMNS], [stats[1]["mean"][c] for c in INT_COLUMNS])
     assert np.allclose([stats[0]["std"][c] for c in INT_COLUMNS], [stats[1]["std"][c] for c in INT_COLUMNS])
 
     for day in ("day=0", "day=1", "day=2"):
-        mine_dir, ref_dir = out / "processed" / day, ref / "processed" / day
+        mine_dir, ref_dir = committed(out / "processed" / day), committed(ref / "processed" / day)
         assert (mine_dir / "_SUCCESS").exists()
         assert json.loads((mine_dir / "_preprocess.json").read_text())["rows"] == \
             json.loads((ref_dir / "_preprocess.json").read_text())["rows"]
@@ -172,7 +177,7 @@ def test_bad_data_on_a_worker_fails_the_step_naming_file_and_column(regrouped, t
 
     day = tmp_path / "day=7"
     shutil.copytree(regrouped / "day=0", day)
-    f = next((day / "train").glob("*.parquet"))
+    f = next((committed(day) / "train").glob("*.parquet"))
     table = pq.read_table(f)
     labels = table.column("label").to_pylist()
     labels[ROW_GROUP * 3 + 2] = "7"
@@ -182,4 +187,5 @@ def test_bad_data_on_a_worker_fails_the_step_naming_file_and_column(regrouped, t
                   str(tmp_path / "workflow"), "--max-vocab", "0", "--workers", "2", "--part-size", "1B"], tmp_path)
     assert proc.returncode != 0
     assert f"{f} (row group 3): column label: 1 value(s) are not 0 or 1 (first at row 2: '7')" in proc.stderr
-    assert not (tmp_path / "workflow").exists() and not (tmp_path / "processed" / "day=7").exists()
+    for folder in (tmp_path / "workflow", tmp_path / "processed" / "day=7"):  # nothing published, no attempt left
+        assert not folder.exists() or list(folder.iterdir()) == []

@@ -9,6 +9,7 @@ from criteo_kernel.schema import CAT_COLUMNS, INT_COLUMNS  # noqa: E402
 from criteo_merlin.export import evaluate, export  # noqa: E402
 from criteo_merlin.train import train  # noqa: E402
 from criteo_merlin.train.dcn import DCN, DCNConfig, ServingDCN, load_checkpoint  # noqa: E402
+from tests.fixtures.partitions import committed  # noqa: E402
 
 pytestmark = pytest.mark.steps
 SMALL = dict(epochs=2, batch_size=1024, lr=0.003, embedding_dim=8, cross_layers=3, mlp_dims=[64, 64],
@@ -59,15 +60,15 @@ def test_onnx_export_matches_pytorch_on_real_rows(trained):
     assert info["parity_max_abs_diff"] < 1e-4
     for name in ("model.onnx", "model.py", "criteo_serving.py", "config.pbtxt", "checkpoint.pt",
                  "preprocessing/nvt/workflow.pkl", "preprocessing/serving/categories.npz", "export.json", "_SUCCESS"):
-        assert (pkg / name).exists(), name
+        assert (committed(pkg) / name).exists(), name
     import onnxruntime as ort
 
-    t = pq.read_table(root / "processed" / "day=2" / "eval").to_pandas()
+    t = pq.read_table(committed(root / "processed" / "day=2") / "eval").to_pandas()
     cats, dense = t[CAT_COLUMNS].to_numpy(np.int64), t[INT_COLUMNS].to_numpy(np.float32)
     model, _ = load_checkpoint(res["checkpoint"])
     with torch.no_grad():
         ref = ServingDCN(model.eval())(torch.from_numpy(cats), torch.from_numpy(dense)).numpy()
-    (got,) = ort.InferenceSession(str(pkg / "model.onnx")).run(["ctr"], {"cat_ids": cats, "dense": dense})
+    (got,) = ort.InferenceSession(str(committed(pkg) / "model.onnx")).run(["ctr"], {"cat_ids": cats, "dense": dense})
     assert np.abs(ref - got).max() < 1e-4
 
 
@@ -76,11 +77,14 @@ def test_evaluate_scores_through_the_served_package(trained):
     pkg = out / "package"
     if not pkg.exists():
         export.export(res["checkpoint"], str(root / "workflow"), str(pkg))
-    result = evaluate.evaluate([str(root / "extracted" / "day=2")], str(pkg), str(pkg), str(out / "evaluation"))
+    # the candidate is a package partition; the baseline a version folder (here: the package's own files)
+    result = evaluate.evaluate([str(root / "extracted" / "day=2")], str(pkg), str(committed(pkg)),
+                               str(out / "evaluation"))
     cm, bm = result["candidate_metrics"], result["baseline_metrics"]
     assert cm["rows"] == 3000 and cm == bm
     assert cm["auc"] > 0.6, cm  # a trained model beats chance on held-out rows of an unseen day
-    assert (out / "evaluation" / "evaluation.json").exists()
+    assert (committed(out / "evaluation") / "evaluation.json").exists()
+    assert result["smoke_rows"] == str(committed(out / "evaluation") / "smoke.npz")  # a file: inside the attempt
 
 
 def test_the_serving_set_alone_serves_the_package_and_the_package_keeps_the_rest(trained, tmp_path):
@@ -95,13 +99,13 @@ def test_the_serving_set_alone_serves_the_package_and_the_package_keeps_the_rest
     if not pkg.exists():
         export.export(res["checkpoint"], str(root / "workflow"), str(pkg))
     version = tmp_path / "version"
-    for f in pkg.rglob("*"):
-        rel = f.relative_to(pkg).as_posix()
+    for f in committed(pkg).rglob("*"):
+        rel = f.relative_to(committed(pkg)).as_posix()
         if f.is_file() and served(rel):
             (version / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(f, version / rel)
     (version / "_SUCCESS").touch()   # deploy's marker
-    left = [e for e in STORED.values() if (pkg / e).exists()]
+    left = [e for e in STORED.values() if (committed(pkg) / e).exists()]
     assert left == ["checkpoint.pt", "preprocessing"] and not (version / "checkpoint.pt").exists()
     assert not (version / "preprocessing" / "nvt").exists()
     result = evaluate.evaluate([str(root / "extracted" / "day=2")], str(pkg), str(version), str(tmp_path / "ev"))
@@ -120,14 +124,14 @@ def test_a_gpu_instance_without_the_cuda_provider_fails_naming_the_setting(train
         export.export(res["checkpoint"], str(root / "workflow"), str(pkg))
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("criteo_serving_gpu_test", pkg / "criteo_serving.py")
+    spec = importlib.util.spec_from_file_location("criteo_serving_gpu_test", committed(pkg) / "criteo_serving.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     assert "CUDAExecutionProvider" not in ort.get_available_providers()
     with pytest.raises(RuntimeError, match="KIND_GPU .device 0. but this onnxruntime .* has no CUDAExecutionProvider"
                                            ".*onnxruntime-gpu.*criteo_triton_instance_kind=KIND_CPU"):
-        module.CTRModel(str(pkg), gpu=0)
-    assert module.CTRModel(str(pkg)).session.get_providers() == ["CPUExecutionProvider"]
+        module.CTRModel(str(committed(pkg)), gpu=0)
+    assert module.CTRModel(str(committed(pkg))).session.get_providers() == ["CPUExecutionProvider"]
 
 
 def test_past_the_threshold_the_export_writes_external_data_that_serves_the_same(trained, tmp_path, monkeypatch):
@@ -145,13 +149,14 @@ def test_past_the_threshold_the_export_writes_external_data_that_serves_the_same
     pkg = tmp_path / "package"
     info = export.export(res["checkpoint"], str(root / "workflow"), str(pkg))
     assert info["parity_max_abs_diff"] < 1e-4
-    assert (pkg / "model.onnx").stat().st_size < 100_000 < (pkg / "model.onnx.data").stat().st_size
-    assert not (inline / "model.onnx.data").exists()
-    assert info["onnx_bytes"] == (pkg / "model.onnx").stat().st_size + (pkg / "model.onnx.data").stat().st_size
-    t = pq.read_table(root / "processed" / "day=2" / "eval").to_pandas()
+    got_dir, inline_dir = committed(pkg), committed(inline)
+    assert (got_dir / "model.onnx").stat().st_size < 100_000 < (got_dir / "model.onnx.data").stat().st_size
+    assert not (inline_dir / "model.onnx.data").exists()
+    assert info["onnx_bytes"] == (got_dir / "model.onnx").stat().st_size + (got_dir / "model.onnx.data").stat().st_size
+    t = pq.read_table(committed(root / "processed" / "day=2") / "eval").to_pandas()
     cats, dense = t[CAT_COLUMNS].to_numpy(np.int64), t[INT_COLUMNS].to_numpy(np.float32)
-    (want,) = ort.InferenceSession(str(inline / "model.onnx")).run(["ctr"], {"cat_ids": cats, "dense": dense})
-    (got,) = ort.InferenceSession(str(pkg / "model.onnx")).run(["ctr"], {"cat_ids": cats, "dense": dense})
+    (want,) = ort.InferenceSession(str(inline_dir / "model.onnx")).run(["ctr"], {"cat_ids": cats, "dense": dense})
+    (got,) = ort.InferenceSession(str(got_dir / "model.onnx")).run(["ctr"], {"cat_ids": cats, "dense": dense})
     assert np.abs(got - want).max() == 0
-    result = evaluate.evaluate([str(root / "extracted" / "day=2")], str(pkg), str(inline), str(tmp_path / "ev"))
+    result = evaluate.evaluate([str(root / "extracted" / "day=2")], str(pkg), str(inline_dir), str(tmp_path / "ev"))
     assert result["candidate_metrics"] == result["baseline_metrics"]

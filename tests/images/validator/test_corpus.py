@@ -31,6 +31,7 @@ from local_servers.broken_days import (
     write,
 )
 from operators import cli
+from tests.fixtures.partitions import committed
 
 pytestmark = pytest.mark.integration
 
@@ -96,10 +97,10 @@ def test_broken_day_is_blocked_naming_the_rule(tmp_path, capsys, clean_lines, re
     assert "FAILED: suites raw_day" in out
     hard = [block for block in out.split("FAILED (hard) ")[1:]]
     assert any(f"column {c.fact(column)}\n" in b and c.rule in b for b in hard), out
-    summary = json.loads((tmp_path / "docs" / "_summary.json").read_text())
+    summary = json.loads((committed(tmp_path / "docs") / "_summary.json").read_text())
     assert summary["success"] is False
     assert c.blocked(summary["failed"], column)
-    assert (tmp_path / "docs" / summary["page"]).exists()
+    assert (committed(tmp_path / "docs") / summary["page"]).exists()
     CHECKS.get(case, lambda *_: None)(out, path, clean_lines)
 
 
@@ -167,4 +168,4 @@ def test_console_script_is_installed_and_exits_1_on_failure(tmp_path, clean_line
                           env={k: v for k, v in os.environ.items() if k != "STEP_RESULT_PATH"})
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "FAILED (hard) raw_day: expect_column_values_to_be_in_set column label" in proc.stdout
-    assert (tmp_path / "d" / "index.html").exists()
+    assert (committed(tmp_path / "d") / "index.html").exists()

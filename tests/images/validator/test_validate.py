@@ -1,7 +1,7 @@
 """Tests for the data-validation step (`python -m criteo_validator`).
 
 Fast tests write a partition the way the extract step does (pyarrow strings, "" = missing,
-_extract.json, _SUCCESS) and call `main()` in-process; integration tests run the real
+_extract.json, published by a commit) and call `main()` in-process; integration tests run the real
 `criteo_merlin synth/extract` (.venv-steps) and the validator CLI as subprocesses.
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from criteo_kernel import profiles
+from criteo_kernel import profiles, storage
 from criteo_validator import partition as vp
 from criteo_validator import validate as v
 from criteo_validator.suites import COLUMNS
@@ -40,7 +40,13 @@ def clean_rows(n: int, seed: int = 0) -> list[list[str]]:
 def write_partition(root: Path, rows: list[list[str]], malformed: int = 0, eval_every: int = 10,
                     extra: dict | None = None) -> Path:
     """A partition as extract publishes it: train/ + eval/ parquet, every column a string; `extra`
-    adds to (or overrides) its _extract.json."""
+    adds to (or overrides) its _extract.json. Published by the real writer (a commit)."""
+    with storage.staged_partition(str(root)) as attempt:
+        _fill_extracted(Path(attempt), rows, malformed, eval_every, extra)
+    return root
+
+
+def _fill_extracted(root: Path, rows, malformed, eval_every, extra) -> None:
     root.mkdir(parents=True, exist_ok=True)
     for split in ("train", "eval"):
         (root / split).mkdir(exist_ok=True)
@@ -58,8 +64,6 @@ def write_partition(root: Path, rows: list[list[str]], malformed: int = 0, eval_
              "malformed_examples": [{"line": 7, "fields": 30, "text": "0\t1\t2"}] if malformed else [],
              "num_fields_expected": 40, **(extra or {})}
     (root / "_extract.json").write_text(json.dumps(stats))
-    (root / "_SUCCESS").write_text("")
-    return root
 
 
 def run_main(tmp_path: Path, part: Path, capsys, *extra: str) -> tuple[int, dict, str]:
@@ -75,6 +79,12 @@ def run_main(tmp_path: Path, part: Path, capsys, *extra: str) -> tuple[int, dict
     assert out.strip().splitlines()[-1] == "STEP_RESULT " + json.dumps(result, default=str) or \
         out.strip().splitlines()[-1].startswith("STEP_RESULT ")
     return rc, result, out
+
+
+def in_site(result: dict, key: str) -> Path:
+    """Where a result's data docs URL (logical: what links carry) lies: inside the site's committed attempt."""
+    site, url = result["data_docs_site"], result[key]
+    return Path(storage.resolve(site)) / url[len(site) + 1:]
 
 
 def failed_by_column(result: dict) -> dict:
@@ -95,10 +105,10 @@ def test_clean_day_passes_and_builds_data_docs(tmp_path, capsys):
     assert set(result) >= {"success", "suites", "input", "rows_validated", "failed", "warnings", "summary",
                            "data_docs", "data_docs_site", "data_docs_page"}
     assert out.startswith("PASSED")
-    index = Path(result["data_docs"])
+    index = in_site(result, "data_docs")
     assert index.name == "index.html" and index.exists()
-    page = Path(result["data_docs_page"])
-    assert page.exists() and "test-run" in page.parts
+    page = in_site(result, "data_docs_page")
+    assert page.exists() and "test-run" in Path(result["data_docs_page"]).parts
     assert "values must match this regular expression" in page.read_text()
 
 
@@ -247,7 +257,7 @@ def test_sample_is_deterministic_and_spread(tmp_path, capsys):
 @pytest.mark.unit
 def test_unreadable_parquet_exits_2_naming_file(tmp_path, capsys):
     part = write_partition(tmp_path / "d", clean_rows(100))
-    bad = part / "train" / "part-00000.parquet"
+    bad = Path(storage.resolve(str(part))) / "train" / "part-00000.parquet"
     bad.write_bytes(b"not parquet at all")
     rc, result, _ = run_main(tmp_path, part, capsys)
     capsys.readouterr()
@@ -258,7 +268,7 @@ def test_unreadable_parquet_exits_2_naming_file(tmp_path, capsys):
 @pytest.mark.unit
 def test_missing_extract_json_exits_2(tmp_path, capsys):
     part = write_partition(tmp_path / "d", clean_rows(100))
-    (part / "_extract.json").unlink()
+    (Path(storage.resolve(str(part))) / "_extract.json").unlink()
     rc, result, _ = run_main(tmp_path, part, capsys)
     assert rc == 2 and "_extract.json" in result["summary"]
 
@@ -306,7 +316,7 @@ def test_cli_on_extracted_days(tmp_path):
     assert result["success"] and result["rows_validated"] == 20000
     assert proc.stdout.splitlines()[-1].startswith("STEP_RESULT ")
     assert json.loads(proc.stdout.splitlines()[-1][len("STEP_RESULT "):]) == result
-    assert Path(result["data_docs"]).exists()
+    assert in_site(result, "data_docs").exists()
 
     proc, result = _cli(tmp_path, ext / "day=9", "broken")
     assert proc.returncode == 1, proc.stdout + proc.stderr
@@ -314,9 +324,9 @@ def test_cli_on_extracted_days(tmp_path):
     assert set(failed) == {"label", "C1", "I3", "malformed_rows"}
     assert "25 fields" in failed["malformed_rows"]["observed"]
     assert "FAILED (hard) raw_day: expect_column_values_to_be_in_set column label" in proc.stdout
-    assert Path(result["data_docs"]).exists()
+    assert in_site(result, "data_docs").exists()
 
-    (ext / "day=9" / "eval" / "part-00000.parquet").write_bytes(b"garbage")
+    (Path(storage.resolve(str(ext / "day=9"))) / "eval" / "part-00000.parquet").write_bytes(b"garbage")
     proc, result = _cli(tmp_path, ext / "day=9", "unreadable")
     assert proc.returncode == 2
     assert "eval/part-00000.parquet" in proc.stderr
@@ -370,7 +380,7 @@ def test_reference_bounds_are_learned_and_severity_decides(tmp_path, capsys):
     assert rc == 0, result["summary"]
     assert result["success"] is True and result["failed"] == []
     assert "ctr" in [w["column"] for w in result["warnings"] if w["suite"] == "raw_day"]
-    summary = json.loads((Path(result["data_docs_site"]) / "_summary.json").read_text())
+    summary = json.loads((Path(storage.resolve(result["data_docs_site"])) / "_summary.json").read_text())
     assert summary["success"] is True and summary["warnings"]
 
 
@@ -384,6 +394,12 @@ def test_missing_reference_is_noted_not_fatal(tmp_path, capsys):
 
 
 def write_processed(root: Path, n: int = 3000, vocab: int = 50, seed: int = 0, **overrides) -> Path:
+    with storage.staged_partition(str(root)) as attempt:
+        _fill_processed(Path(attempt), n, vocab, seed, **overrides)
+    return root
+
+
+def _fill_processed(root: Path, n: int, vocab: int, seed: int, **overrides) -> None:
     rng = np.random.default_rng(seed)
     cols = {"label": pa.array(rng.integers(0, 2, n).astype(np.int8))}
     for c in [f"I{i}" for i in range(1, 14)]:
@@ -400,8 +416,6 @@ def write_processed(root: Path, n: int = 3000, vocab: int = 50, seed: int = 0, *
     (root / "_preprocess.json").write_text(json.dumps({
         "rows": {"train": n - n // 10, "eval": n // 10},
         "embedding_sizes": {f"C{i}": vocab for i in range(1, 27)}, "workflow": "wf"}))
-    (root / "_SUCCESS").write_text("")
-    return root
 
 
 def _processed(tmp_path, capsys, *parts: Path):
@@ -444,11 +458,12 @@ def test_processed_suite(tmp_path, capsys):
 def test_publish_replaces_the_previous_site(tmp_path, capsys):
     part = write_partition(tmp_path / "d", clean_rows(1200))
     rc, first, _ = run_main(tmp_path, part, capsys)
-    stale = Path(first["data_docs_site"]) / "stale.txt"
+    stale = Path(storage.resolve(first["data_docs_site"])) / "stale.txt"
     stale.write_text("from an older run")
     rc, second, _ = run_main(tmp_path, part, capsys)
-    assert rc == 0 and not stale.exists() and Path(second["data_docs_page"]).exists()
-    assert not list(Path(first["data_docs_site"]).parent.glob("*.staging-*"))
+    assert rc == 0 and not stale.exists() and in_site(second, "data_docs_page").exists()
+    site = Path(first["data_docs_site"])                             # the commit and the one attempt it names
+    assert sorted(p.name for p in site.iterdir()) == sorted(["_COMMITTED", Path(storage.resolve(str(site))).name])
 
 
 @pytest.mark.unit

@@ -10,6 +10,7 @@ from operators.hooks import model_repository
 from operators.hooks.model_repository import ModelRepositoryHook
 from operators.pipeline.config import Settings
 from operators.pipeline.layout import Layout
+from tests.fixtures import gcsfuse
 
 pytestmark = pytest.mark.unit
 CONFIG = triton_config.render()
@@ -75,9 +76,20 @@ def test_an_invalid_queue_delay_is_rejected_naming_the_setting(hook, value):
         ModelRepositoryHook(hook.layout, max_queue_delay_us=value)
 
 
-def test_the_repository_and_the_steps_share_one_publish():
-    """A version appears as a step's partition does (criteo_kernel.storage.publish), not by a protocol of its own."""
-    assert model_repository.publish is storage.publish
+def test_a_push_works_on_a_gcsfuse_mount(hook, tmp_path):
+    """gcsfuse refuses a folder rename in a flat bucket (EMFILE): a version is copied into its folder,
+    `_SUCCESS` last (criteo_kernel.storage.publish_by_copy, the kernel's one such publish)."""
+    assert model_repository.publish_by_copy is storage.publish_by_copy
+    pkg = package(tmp_path)
+    gcsfuse.install(tmp_path)
+    try:
+        v1 = hook.push(pkg, {"run_key": "a"})
+        v2 = hook.push(pkg, {"run_key": "b"})
+    finally:
+        gcsfuse.uninstall()
+    assert hook.versions() == [v1, v2] == [1, 2]
+    assert (hook.model_dir / "2" / "model.onnx").read_bytes() == b"onnx" and hook.lineage(2)["run_key"] == "b"
+    assert sorted(p.name for p in hook.model_dir.iterdir()) == ["1", "2"]  # no staging folder left
 
 
 def test_cannot_promote_an_incomplete_version(hook, tmp_path):

@@ -1,6 +1,7 @@
 """The names of the files the steps exchange, in one place.
 
-Partitions (published whole, see `storage`):
+Partitions (published whole by a commit, see `storage`: a partition `P/` holds `P/_COMMITTED` and
+`P/.attempt-*/`; the files below are those of the committed attempt, which readers resolve):
 
     extracted/day=N/     train/*.parquet, eval/*.parquet, _extract.json
     processed/.../day=N/ train/*.parquet, eval/*.parquet, _preprocess.json
@@ -20,7 +21,8 @@ and once deployed `DEPLOYED`'s: Triton localizes a model's whole folder, every k
 load. The rest (`STORED`) stays in the package, and the version's lineage names its URLs.
 """
 
-SUCCESS = "_SUCCESS"                      # a partition or version is complete
+SUCCESS = "_SUCCESS"                      # a partition attempt or a model version is complete
+COMMIT = "_COMMITTED"                     # a partition's commit object: which attempt is current
 EXTRACT_META = "_extract.json"            # whole-day facts counted by extract
 PREPROCESS_META = "_preprocess.json"      # rows per split, embedding sizes, workflow
 TRAIN_META = "_train.json"

@@ -1,21 +1,48 @@
 """The storage seam of the step code: one base URL, a local folder or gs://, through fsspec.
 
-Every output partition is built in a hidden staging folder next to its final place and published
-in one move. A partition counts as present only when its `_SUCCESS` marker is there, so readers
-never see half of one: on a local disk the move is one rename; on an object store the marker is
-the last object written. Single files appear whole too (`write_json`, `write_bytes`): a temporary
-name, then a rename; on an object store one upload.
+Partitions are published by a commit protocol that needs no folder rename and no delete in place,
+so it holds on a local disk, on gs:// through fsspec and on a GCS FUSE mount (gcsfuse renames a
+folder only in a hierarchical-namespace bucket; in a flat one it refuses, EMFILE, past
+`rename-dir-limit` or for a folder with subfolders: gcsfuse docs/semantics.md):
+
+    <partition>/.attempt-<start>-<id>/...   one writer's files, `_SUCCESS` last (`staged_partition`)
+    <partition>/_COMMITTED                  the commit object, written last: {"attempt": ..., "files": [...]}
+
+A partition URL is the logical name (`.../day=3`); the commit object says which attempt is its
+content. Writing it is the one step that changes what readers see: a file replace on a local disk
+or a FUSE mount (gcsfuse renames files), one object upload on an object store; either way a
+reader finds the old commit or the new one, whole. A published attempt is never changed: the
+attempt the previous commit named is deleted only after the new commit, and an uncommitted one
+only when older than STALE_ATTEMPT_S (a crashed writer's; a live writer's is younger).
+
+Readers resolve: `resolve(url)` gives the committed attempt's URL and they read only below it;
+`is_published(url)` says whether there is a commit. Step results and the Airflow side pass the
+logical partition URL (what the layout names), never an attempt's: each reader resolves when it
+reads, so a rerun that replaced a partition is read whole, and a URL stays the layout's.
+The Airflow side resolves with `resolve_on(fs, path)` on its own filesystems.
+
+Folders a reader takes as complete by their own `_SUCCESS`, read in place (the model repository's
+version folders, which Triton loads), are published by `publish_by_copy`: files copied in, the
+marker last. Single files appear whole too (`write_json`, `write_bytes`): a temporary file, then a
+file rename; on an object store one upload.
 """
 from __future__ import annotations
 
 import json
 import os
+import re
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from .artifacts import SUCCESS
+from .artifacts import COMMIT, SUCCESS
 from .schema import day_file_names
+
+ATTEMPT_PREFIX = ".attempt-"
+_ATTEMPT = re.compile(r"^\.attempt-(\d+)-[0-9a-f]{8}$")
+# An uncommitted attempt older than this is a crashed writer's: no step runs for a week.
+STALE_ATTEMPT_S = 7 * 24 * 3600
 
 
 def fs_path(url: str):
@@ -38,7 +65,8 @@ def join(base: str, *parts: str) -> str:
 def is_local(where) -> bool:
     """Whether `where` is on the local disk: a URL or path (no scheme, or file://), or anything with
     an fsspec `protocol` (a filesystem, Airflow's ObjectStoragePath). The one rule for every seam:
-    a local disk publishes by rename, an object store by marker-last copies."""
+    a local disk (a FUSE mount included) writes a file whole by a file rename, an object store by
+    one upload."""
     protocol = getattr(where, "protocol", None)
     if protocol is None:
         url = os.fspath(where)
@@ -54,10 +82,6 @@ def local_path(url: str) -> str:
 def exists(url: str) -> bool:
     fs, path = fs_path(url)
     return fs.exists(path)
-
-
-def is_published(url: str) -> bool:
-    return exists(join(url, SUCCESS))
 
 
 def find_day_file(folder: str, day: int) -> str:
@@ -77,18 +101,9 @@ def read_json(url: str) -> dict:
 
 
 def write_bytes(url: str, data: bytes) -> None:
-    """Write a file that appears whole: a hidden temporary name then a rename (one upload on GCS)."""
+    """Write a file that appears whole: a hidden temporary file then a file rename (one upload on GCS)."""
     fs, path = fs_path(url)
-    parent = path.rsplit("/", 1)[0]
-    fs.makedirs(parent, exist_ok=True)
-    if not is_local(fs):
-        with fs.open(path, "wb") as fh:
-            fh.write(data)
-        return
-    tmp = f"{parent}/.{path.rsplit('/', 1)[-1]}.tmp-{uuid.uuid4().hex[:8]}"
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-    os.replace(tmp, path)
+    _write(fs, path, data)
 
 
 def write_json(url: str, payload: dict, indent: int | None = 2) -> None:
@@ -107,80 +122,169 @@ def local_copy(url: str) -> str:
     return dst
 
 
+class NotPublished(FileNotFoundError):
+    """A partition URL with no commit object: never published, or its first attempt still running."""
+
+
+def _read_commit(fs, path: str) -> dict | None:
+    """The commit object of the partition folder `path` on `fs`, None when there is none."""
+    try:
+        raw = fs.cat_file(f"{path.rstrip('/')}/{COMMIT}")
+    except FileNotFoundError:
+        return None
+    commit = json.loads(raw)
+    attempt = commit.get("attempt") if isinstance(commit, dict) else None
+    if not isinstance(attempt, str) or not _ATTEMPT.match(attempt):
+        raise ValueError(f"{path}/{COMMIT}: not a commit object (no valid \"attempt\"): {raw[:200]!r}")
+    return commit
+
+
+def committed_attempt(fs, path: str) -> str | None:
+    """The name of the attempt folder the commit of partition `path` on filesystem `fs` names (any
+    fsspec filesystem, Airflow's ObjectStoragePath's `.fs` included); None when not published."""
+    commit = _read_commit(fs, path)
+    return None if commit is None else commit["attempt"]
+
+
+def resolve_on(fs, path: str) -> str | None:
+    """The committed attempt folder's path of partition `path` on `fs`; None when not published."""
+    attempt = committed_attempt(fs, path)
+    return None if attempt is None else f"{path.rstrip('/')}/{attempt}"
+
+
+def _resolved(url: str) -> str | None:
+    if _ATTEMPT.match(url.rstrip("/").rsplit("/", 1)[-1]):
+        return url if exists(join(url, SUCCESS)) else None  # an attempt's own URL: never changed once complete
+    fs, path = fs_root(url)
+    commit = _read_commit(fs, path)
+    if commit is not None:
+        return join(url, commit["attempt"])
+    # A folder complete in itself, read in place: a model version or a folder inside one (a version's
+    # preprocessing/, the workflow an incremental run reads), or a partition written before commits.
+    return url if fs.exists(f"{path}/{SUCCESS}") else None
+
+
+def resolve(url: str) -> str:
+    """The URL of the folder holding partition `url`'s current content (its committed attempt).
+
+    Every reader of a partition goes through this once and reads only below what it returns: the
+    content under one commit, never a mix of two. A folder that carries its own `_SUCCESS` and no
+    commit (a model version, what is inside one) resolves to itself, as does an attempt's own URL.
+    Raises NotPublished (a FileNotFoundError) naming the commit object otherwise.
+    """
+    resolved = _resolved(url)
+    if resolved is None:
+        raise NotPublished(f"{join(url, COMMIT)}: missing, the partition {url} is not published")
+    return resolved
+
+
+def is_published(url: str) -> bool:
+    """Whether `resolve(url)` finds complete content."""
+    return _resolved(url) is not None
+
+
+def _attempt_name() -> str:
+    # The start time in the name tells a crashed attempt's leftovers from one still being written.
+    return f"{ATTEMPT_PREFIX}{int(time.time())}-{uuid.uuid4().hex[:8]}"
+
+
 @contextmanager
 def staged_partition(final_url: str) -> Iterator[str]:
-    """Yield a staging folder; on success publish it atomically as `final_url`.
+    """Yield the folder of a new attempt at partition `final_url`; on success commit it.
 
-    A rerun replaces an existing partition whole (idempotent); a crash leaves only a hidden
-    `.staging-*` folder that no reader looks at.
+    The attempt is `<final_url>/.attempt-<start>-<id>/`, written by this writer alone. Committing
+    writes its `_SUCCESS`, then the commit object `<final_url>/_COMMITTED` (one file replace, one
+    object upload), which is what makes it current. Then the attempt the previous commit named
+    (replaced, a rerun's) and attempts older than STALE_ATTEMPT_S that no commit names (crashed
+    writers') are deleted. An exception removes the attempt; a process killed outright leaves only
+    an uncommitted attempt, never read, removed by a later commit.
     """
-    parent, name = final_url.rstrip("/").rsplit("/", 1)
-    staging = join(parent, f".staging-{name}-{uuid.uuid4().hex[:8]}")
-    fs, spath = fs_path(staging)
-    fs.makedirs(spath, exist_ok=True)
+    fs, root = fs_root(final_url)
+    name = _attempt_name()
+    attempt = f"{root}/{name}"
+    fs.makedirs(attempt, exist_ok=True)
     try:
-        yield staging
-        publish(fs, spath, fs_path(final_url)[1], replace=True)
+        yield join(final_url, name)
+        fs.touch(f"{attempt}/{SUCCESS}")
+        previous = _read_commit(fs, root)
+        files = sorted(p[len(attempt) + 1:] for p in fs.find(attempt))
+        _write(fs, f"{root}/{COMMIT}", json.dumps({
+            "attempt": name, "previous": previous and previous["attempt"], "files": files,
+            "committed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }, indent=2, sort_keys=True).encode())
     except BaseException:
         try:
-            fs.rm(spath, recursive=True)
-        except OSError as exc:  # a read-only or full bucket: the hidden staging folder stays, unread
-            print(f"WARNING: could not remove the staging folder {staging}: {exc}", flush=True)
+            fs.rm(attempt, recursive=True)
+        except OSError as exc:  # a read-only or full bucket: the uncommitted attempt stays, unread
+            print(f"WARNING: could not remove the uncommitted attempt {join(final_url, name)}: {exc}", flush=True)
         raise
+    _collect(fs, root, keep=name, replaced=previous and previous["attempt"])
 
 
-def publish(fs, staging: str, final: str, replace: bool) -> bool:
-    """Make the folder `staging` visible whole as `final` on filesystem `fs`, its `_SUCCESS` marker
-    included; the staging folder is gone afterwards. The one publish of the step code and of the
-    Airflow side's model repository (operators/hooks/model_repository.py).
+def _collect(fs, root: str, keep: str, replaced: str | None) -> None:
+    """Delete what no reader resolves to any more: the attempt the previous commit named, and
+    uncommitted attempts old enough that no writer is still at them. Best effort: a failure here
+    leaves garbage, never a wrong partition."""
+    doomed = {replaced} - {None, keep}
+    try:
+        for entry in fs.ls(root, detail=False):
+            m = _ATTEMPT.match(entry.rstrip("/").rsplit("/", 1)[-1])
+            if m and m.group(0) != keep and time.time() - int(m.group(1)) > STALE_ATTEMPT_S:
+                doomed.add(m.group(0))
+        for name in sorted(doomed):
+            if fs.find(f"{root}/{name}"):  # fs.exists on a prefix: False in some fsspec versions
+                fs.rm(f"{root}/{name}", recursive=True)
+            elif is_local(fs) and os.path.isdir(f"{root}/{name}"):
+                fs.rm(f"{root}/{name}", recursive=True)
+    except OSError as exc:
+        print(f"WARNING: could not delete old attempts under {root}: {exc}", flush=True)
 
-    Local disk: the marker goes into the staging folder, then one rename. Object store: everything
-    but the marker is copied, the marker last, so a reader never takes a half-copied folder.
-    `replace`: an existing `final` is replaced whole (a rerun of a step); else a `final` already
-    there (a concurrent deploy took this version number) leaves it alone, removes the staging
-    folder and returns False.
+
+def _write(fs, path: str, data: bytes) -> None:
+    """Write a file that appears whole: on a local disk (a FUSE mount included) a hidden temporary
+    file then os.replace of that FILE (gcsfuse renames files, not folders); elsewhere one upload."""
+    parent, name = path.rsplit("/", 1)
+    fs.makedirs(parent, exist_ok=True)
+    if not is_local(fs):
+        fs.pipe_file(path, data)
+        return
+    tmp = f"{parent}/.{name}.tmp-{uuid.uuid4().hex[:8]}"
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+    os.replace(tmp, path)
+
+
+def publish_by_copy(fs, staging: str, final: str) -> bool:
+    """Make the folder `staging` visible whole as the new folder `final` on `fs` without renaming a
+    folder: its files are copied in, `_SUCCESS` last, then `staging` is deleted. For a reader that
+    takes a folder as complete by its `_SUCCESS` (the model repository's versions, which Triton
+    reads in place). A `final` already there (taken meanwhile) is left alone: staging is deleted
+    and False returned. On a local disk `final` is claimed by mkdir, which only one writer wins; on
+    an object store a `final` holding any object counts as taken (two writers checking at the same
+    moment both go on: the version-number race of the model repository, not settled here).
     """
     staging, final = staging.rstrip("/"), final.rstrip("/")
     if is_local(fs):
-        return _publish_local(fs, staging, final, replace)
-    # The objects under `final`, not fs.exists(final): an object store has no folders, and some
-    # fsspec versions (2022.5, Merlin's) answer False for a prefix that holds only objects.
-    if fs.find(final):
-        if not replace:
-            fs.rm(staging, recursive=True)
-            return False
-        if fs.exists(join(final, SUCCESS)):  # the old marker first: a half-deleted folder is never "present"
-            fs.rm(join(final, SUCCESS))
-        fs.rm(fs.find(final))
-    for src in fs.find(staging):
-        rel = src[len(staging) + 1:]
-        if rel != SUCCESS:
-            fs.copy(src, join(final, rel))
-    fs.touch(join(final, SUCCESS))
-    fs.rm(staging, recursive=True)
-    return True
-
-
-def _publish_local(fs, staging: str, final: str, replace: bool) -> bool:
-    import errno
-
-    fs.touch(join(staging, SUCCESS))
-    old = None
-    if replace and os.path.exists(final):
-        old = f"{os.path.dirname(final)}/.replaced-{os.path.basename(final)}-{uuid.uuid4().hex[:8]}"
-        os.rename(final, old)
-    try:
-        # rename() of a folder onto a non-empty one fails: without `replace`, whoever renamed first wins.
-        os.rename(staging, final)
-    except OSError as exc:
-        if replace or exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
-            raise  # the disk (read-only, full): the caller's cleanup and message
+        try:
+            os.mkdir(final)
+            taken = False
+        except FileExistsError:
+            taken = True
+    else:
+        # The objects under `final`, not fs.exists(final): an object store has no folders, and some
+        # fsspec versions (2022.5, Merlin's) answer False for a prefix that holds only objects.
+        taken = bool(fs.find(final))
+    if taken:
         fs.rm(staging, recursive=True)
         return False
-    if old:
-        import shutil
-
-        shutil.rmtree(old, ignore_errors=True)
+    for src in sorted(fs.find(staging)):
+        rel = src[len(staging) + 1:]
+        if rel != SUCCESS:
+            if is_local(fs):
+                fs.makedirs(os.path.dirname(f"{final}/{rel}"), exist_ok=True)
+            fs.copy(src, f"{final}/{rel}")
+    fs.touch(f"{final}/{SUCCESS}")
+    fs.rm(staging, recursive=True)
     return True
 
 

@@ -2,7 +2,7 @@
 
 Each evaluated suite becomes one GX validation result, rendered into a Data Docs site with
 `_summary.json` (written by the caller) beside `index.html` for the Airflow plugin's index of
-runs; the site is published to its URL (a folder or gs://) in one move, like every partition.
+runs; the site is published to its URL (a folder or gs://) by a commit, like every partition.
 """
 from __future__ import annotations
 
@@ -75,6 +75,7 @@ def build_docs(runner: gxr.Runner, suites: list, outcome: Outcome, part: Partiti
 
 
 def publish_dir(local: Path, url: str) -> None:
-    """Replace the site at url (local path or fsspec URL) with local's contents in one move."""
+    """Replace the site at url (local path or fsspec URL) with local's contents whole: a new attempt
+    committed (criteo_kernel.storage), which the Airflow side's data docs hook serves."""
     with storage.staged_partition(url) as staging:
         storage.upload_dir(str(local), staging)

@@ -1,6 +1,7 @@
 """Reading what is validated: published partitions, the sample plan, and chunks of rows.
 
-Two kinds of partition, both published with `_SUCCESS` and holding `train/*.parquet` +
+Two kinds of partition, both published by a commit (criteo_kernel.storage: read below the attempt
+`_COMMITTED` names) and holding `train/*.parquet` +
 `eval/*.parquet`:
 
 * `extracted` (extract step): 40 text columns, "" = missing; facts in `_extract.json`
@@ -25,8 +26,8 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from criteo_kernel.artifacts import EXTRACT_META, PREPROCESS_META, SUCCESS
-from criteo_kernel.storage import is_local
+from criteo_kernel.artifacts import COMMIT, EXTRACT_META, PREPROCESS_META
+from criteo_kernel.storage import is_local, resolve_on
 
 SPLITS = ("train", "eval")
 SAMPLE_ROWS_PER_GROUP = 20_000  # sample: rows to take per selected row group, roughly
@@ -155,14 +156,16 @@ def open_partitions(paths: list, kind: str = "extracted") -> Partition:
         label = str(raw).rstrip("/")
         if not fs.isdir(part):
             raise InputError(f"{label}: input partition folder not found")
-        if not fs.exists(f"{part}/{SUCCESS}"):
-            raise InputError(f"{label}/{SUCCESS}: missing, the partition was not published")
+        committed = resolve_on(fs, part)  # the commit's attempt: never a mix of two publishes
+        if committed is None:
+            raise InputError(f"{label}/{COMMIT}: missing, the partition was not published")
+        logical, part = part, committed
         metas.append(_read_meta(fs, part, kind))
         found = [p for split in SPLITS for p in sorted(fs.glob(f"{part}/{split}/*.parquet"))]
         if not found:
             raise InputError(f"{label}: no parquet files under {'/, '.join(SPLITS)}/")
         for p in found:
-            shown = _shown(raw, part, p)
+            shown = _shown(raw, logical, p)  # the file itself, its attempt folder included
             try:
                 pf = pq.ParquetFile(fs.open(p, "rb") if not is_local(fs) else p)
             except Exception as exc:  # ArrowInvalid, OSError, ...: anything means unreadable

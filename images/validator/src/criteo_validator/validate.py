@@ -26,7 +26,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from criteo_kernel import profiles
+from criteo_kernel import profiles, storage
 from criteo_kernel.result import FAILED, OK, RETRYABLE, UNREADABLE_INPUT, emit
 from criteo_kernel.schema import CAT_COLUMNS
 
@@ -137,7 +137,10 @@ def main(argv: list[str] | None = None, *, result_line: bool = True) -> int:
     if args.profile_out and outcome.profile is not None:
         profiles.save(outcome.profile, args.profile_out)
     site = args.data_docs.rstrip("/")
-    summary += f"\ndata docs: {join_url(site, main_page)} (site {join_url(site, 'index.html')})"
+    # For a person: the files as they lie, in the committed attempt; the result keeps the site's
+    # logical URL (what the plugin and the links serve, through the commit).
+    files = storage.resolve(site)
+    summary += f"\ndata docs: {join_url(files, main_page)} (site {join_url(files, 'index.html')})"
     print(summary, flush=True)
     psis = {k[4:-1]: v for k, v in outcome.facts.items() if k.startswith("psi(")} if "drift" in names else {}
     emit({**base, "success": outcome.success, "rows_validated": outcome.rows_validated,

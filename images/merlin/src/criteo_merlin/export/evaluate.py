@@ -32,7 +32,7 @@ def raw_eval_rows(partitions: list[str], max_rows: int | None):
 
     dense, cats, labels, n = [], [], [], 0
     for part in partitions:
-        fs, path = storage.fs_path(storage.join(part, "eval"))
+        fs, path = storage.fs_path(storage.join(storage.resolve(part), "eval"))
         for f in sorted(fs.glob(path.rstrip("/") + "/*.parquet")):
             with fs.open(f, "rb") as fh:
                 for rb in pq.ParquetFile(fh).iter_batches(batch_size=100_000):
@@ -78,7 +78,7 @@ def score(model, dense, cats, label) -> dict:
 def evaluate(eval_parts: list[str], candidate: str, baseline: str | None, output: str,
              max_rows: int | None = None, smoke_rows: int = 256) -> dict:
     dense, cats, label = raw_eval_rows(eval_parts, max_rows)
-    prob = predict(load_package(candidate), dense, cats)
+    prob = predict(load_package(storage.resolve(candidate)), dense, cats)  # the baseline: a version folder
     result = {"eval_partitions": eval_parts, "candidate": candidate, "baseline": baseline,
               "candidate_metrics": metrics(label, prob)}
     if baseline:
@@ -90,7 +90,8 @@ def evaluate(eval_parts: list[str], candidate: str, baseline: str | None, output
         with fs.open(path, "wb") as fh:
             np.savez(fh, **{DENSE_INPUT: dense[:smoke_rows], CATEGORICAL_INPUT: cats[:smoke_rows]},
                      prediction=prob[:smoke_rows].astype(np.float32), label=label[:smoke_rows])
-    result["smoke_rows"] = storage.join(output, SMOKE_ROWS)
+    # A file has no commit of its own: it is named inside the attempt just committed.
+    result["smoke_rows"] = storage.join(storage.resolve(output), SMOKE_ROWS)
     cm = result["candidate_metrics"]
     line = f"candidate AUC {cm['auc']:.4f} logloss {cm['logloss']:.4f} on {cm['rows']} held-out rows"
     if baseline:

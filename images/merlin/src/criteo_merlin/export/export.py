@@ -40,12 +40,12 @@ import criteo_kernel
 from criteo_kernel import signature, storage, triton_config
 from criteo_kernel.artifacts import (
     CHECKPOINT,
+    COMMIT,
     EXPORT_META,
     HUGECTR_FILES,
     MODEL_ONNX,
     PREPROCESSING,
     REFERENCE_PROFILE,
-    SUCCESS,
     TRITON_CONFIG,
     WORKFLOW_META,
 )
@@ -66,8 +66,8 @@ def export(checkpoint: str, workflow: str, output: str, tolerance: float = 1e-4,
     if trainer not in TRAINERS:
         raise SystemExit(f"export: unknown --trainer {trainer!r} ({', '.join(TRAINERS)})")
     if not storage.is_published(workflow):
-        raise SystemExit(f"export: workflow {workflow} is not published (no {SUCCESS})")
-    meta = storage.read_json(storage.join(workflow, WORKFLOW_META))
+        raise SystemExit(f"export: workflow {workflow} is not published (no {COMMIT})")
+    meta = storage.read_json(storage.join(storage.resolve(workflow), WORKFLOW_META))
     vocab = [int(meta["embedding_sizes"][c]) for c in CAT_COLUMNS]
     rng = np.random.default_rng(0)
     probe_cats = np.stack([rng.integers(0, v, size=probe_rows) for v in vocab], 1).astype(np.int64)
@@ -97,7 +97,7 @@ def export(checkpoint: str, workflow: str, output: str, tolerance: float = 1e-4,
                 fs.get(path, os.path.join(pkg, REFERENCE_PROFILE))
             else:  # a parent exported before profiles existed: validation falls back to default bounds
                 print(f"WARNING: reference profile {reference_profile} not found; the package has none", flush=True)
-        wf_local = storage.download_dir(workflow, os.path.join(tmp, "wf"))
+        wf_local = storage.download_dir(storage.resolve(workflow), os.path.join(tmp, "wf"))
         shutil.copytree(wf_local, os.path.join(pkg, PREPROCESSING))
         info = {
             "inputs": {signature.ONNX_CATEGORICAL_INPUT: ["INT64", [-1, len(vocab)]],
@@ -170,8 +170,8 @@ def _package_hugectr(trained, onnx_path, pkg, probe_cats, probe_dense) -> tuple[
     from .onnx_adapter import SignatureError, check_served_signature
 
     if not storage.is_published(trained):
-        raise SystemExit(f"export: {trained} is not a published train_hugectr output (no {SUCCESS})")
-    local = storage.download_dir(trained, os.path.join(os.path.dirname(pkg), "trained"))
+        raise SystemExit(f"export: {trained} is not a published train_hugectr output (no {COMMIT})")
+    local = storage.download_dir(storage.resolve(trained), os.path.join(os.path.dirname(pkg), "trained"))
     try:  # the graph alone: the weights may be gigabytes in model.onnx.data
         check_served_signature(onnx.load(os.path.join(local, MODEL_ONNX), load_external_data=False))
     except SignatureError as exc:

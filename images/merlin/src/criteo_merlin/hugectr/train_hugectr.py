@@ -32,7 +32,7 @@ import tempfile
 import time
 
 from criteo_kernel import storage
-from criteo_kernel.artifacts import HUGECTR_FILES, MODEL_ONNX, PREPROCESS_META, SUCCESS, TRAIN_META
+from criteo_kernel.artifacts import COMMIT, HUGECTR_FILES, MODEL_ONNX, PREPROCESS_META, TRAIN_META
 from criteo_kernel.trainers import HUGECTR
 
 from ..preprocess.scale_out import visible_gpus
@@ -55,7 +55,7 @@ def _local(url: str, what: str) -> str:
 
 def graph_for(partition: str, warm: dict | None, embedding_dim, cross_layers, mlp_dims, dropout) -> DCNGraph:
     """The graph from the workflow's slot sizes and the flags, or the parent's config (warm start)."""
-    meta = storage.read_json(storage.join(partition, PREPROCESS_META))
+    meta = storage.read_json(storage.join(storage.resolve(partition), PREPROCESS_META))
     if "slot_size_array" not in meta:
         raise SystemExit(f"train_hugectr: {partition} was not preprocessed for HugeCTR (no slot_size_array in its "
                          f"{PREPROCESS_META}): run preprocess with --hugectr")
@@ -85,8 +85,8 @@ def train(train_parts: list[str], output: str, warm_start: str | None, epochs: i
 
     for p in train_parts:
         if not storage.is_published(p):
-            raise SystemExit(f"train_hugectr: {p} is not a published partition (no {SUCCESS})")
-    parts = [_local(p, "partition") for p in train_parts]
+            raise SystemExit(f"train_hugectr: {p} is not a published partition (no {COMMIT})")
+    parts = [_local(storage.resolve(p), "partition") for p in train_parts]
     gpus = gpus if gpus else list(range(visible_gpus()))
     if not gpus:
         raise SystemExit("train_hugectr: no GPU is visible (HugeCTR trains on GPUs only)")

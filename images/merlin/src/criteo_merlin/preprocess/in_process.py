@@ -75,7 +75,7 @@ def _list_inputs(extracted: list[str], tmp: str, decoder: Decoder) -> dict[str, 
     files: dict[str, dict[str, list[str]]] = {}
     for url in extracted:
         day = url.rstrip("/").rsplit("/", 1)[-1]
-        local = storage.download_dir(url, os.path.join(tmp, "in", day))
+        local = storage.download_dir(storage.resolve(url), os.path.join(tmp, "in", day))
         files[day] = {}
         for split in SPLITS:
             paths = sorted(glob.glob(os.path.join(local, split, "*.parquet")))

@@ -24,7 +24,7 @@ def hugectr_meta(hugectr: bool, sizes: dict) -> dict:
 
 def load_workflow(url: str, tmp: str, nvt):
     """The published workflow at `url` (incremental runs transform with it)."""
-    wdir = storage.download_dir(url, os.path.join(tmp, "workflow"))
+    wdir = storage.download_dir(storage.resolve(url), os.path.join(tmp, "workflow"))
     return nvt.Workflow.load(os.path.join(wdir, WORKFLOW_NVT))
 
 

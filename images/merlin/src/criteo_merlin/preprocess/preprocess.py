@@ -22,7 +22,7 @@ import time
 import warnings
 
 from criteo_kernel import storage
-from criteo_kernel.artifacts import PREPROCESS_META, SUCCESS
+from criteo_kernel.artifacts import COMMIT, PREPROCESS_META
 
 from ..hugectr.hugectr_data import FLOAT_COLUMNS as HUGECTR_FLOAT_COLUMNS
 from ..hugectr.hugectr_data import write_split_files
@@ -74,7 +74,7 @@ def preprocess(extracted: list[str], output_root: str, fit_workflow: str | None,
     limit, part = scale_out.device_memory_limit(device_memory_limit), scale_out.part_bytes(part_size)
     for url in extracted:
         if not storage.is_published(url):
-            raise SystemExit(f"preprocess: {url} is not a published extract (no {SUCCESS})")
+            raise SystemExit(f"preprocess: {url} is not a published extract (no {COMMIT})")
     print(f"preprocess: {plan.describe()}", flush=True)
     timings: dict[str, float] = {}
     tmp = tempfile.mkdtemp(prefix="preprocess-")
@@ -113,7 +113,7 @@ def _preprocess_distributed(extracted, output_root, fit_workflow, workflow_url, 
     pieces: dict[str, dict[str, list]] = {}
     for url in extracted:
         day = url.rstrip("/").rsplit("/", 1)[-1]
-        pieces[day] = {split: plan_pieces(list_parquet(storage.join(url, split)), part_size)
+        pieces[day] = {split: plan_pieces(list_parquet(storage.join(storage.resolve(url), split)), part_size)
                        for split in SPLITS}
     rows = sum(p.rows for splits in pieces.values() for ps in splits.values() for p in ps)
     timings["list_s"] = time.perf_counter() - t0

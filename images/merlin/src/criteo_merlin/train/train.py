@@ -27,7 +27,7 @@ import time
 import numpy as np
 
 from criteo_kernel import storage
-from criteo_kernel.artifacts import CHECKPOINT, PREPROCESS_META, SUCCESS, TRAIN_META
+from criteo_kernel.artifacts import CHECKPOINT, COMMIT, PREPROCESS_META, TRAIN_META
 from criteo_kernel.schema import CAT_COLUMNS, INT_COLUMNS, LABEL
 
 from .trainer_cli import mlp_dims, training_parser
@@ -42,7 +42,7 @@ def iter_batches(partitions: list[str], split: str, batch_size: int, chunk_rows:
 
     rng = np.random.default_rng(seed)
     for part in partitions:
-        fs, path = storage.fs_path(storage.join(part, split))
+        fs, path = storage.fs_path(storage.join(storage.resolve(part), split))
         for f in sorted(fs.glob(path.rstrip("/") + "/*.parquet")):
             with fs.open(f, "rb") as fh:
                 pf = pq.ParquetFile(fh)
@@ -58,7 +58,7 @@ def iter_batches(partitions: list[str], split: str, batch_size: int, chunk_rows:
 
 
 def embedding_sizes(partition: str) -> list[int]:
-    meta = storage.read_json(storage.join(partition, PREPROCESS_META))
+    meta = storage.read_json(storage.join(storage.resolve(partition), PREPROCESS_META))
     return [int(meta["embedding_sizes"][c]) for c in CAT_COLUMNS]
 
 
@@ -82,7 +82,7 @@ def train(train_parts: list[str], output: str, warm_start: str | None, epochs: i
         torch.set_num_threads(threads)
     for p in train_parts:
         if not storage.is_published(p):
-            raise SystemExit(f"train: {p} is not a published partition (no {SUCCESS})")
+            raise SystemExit(f"train: {p} is not a published partition (no {COMMIT})")
     vocab = embedding_sizes(train_parts[0])
     model, parent = _model(vocab, warm_start, embedding_dim, cross_layers, mlp_dims, dropout)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -132,7 +132,8 @@ def train(train_parts: list[str], output: str, warm_start: str | None, epochs: i
                                                 "precision": precision}})
     print(f"trained on {seen} samples in {seconds:.1f}s ({seen / seconds:,.0f} samples/s), "
           f"loss {metrics['final_loss']:.4f}", flush=True)
-    return {"output": output, "checkpoint": storage.join(output, CHECKPOINT),
+    # A file has no commit of its own: it is named inside the attempt just committed.
+    return {"output": output, "checkpoint": storage.join(storage.resolve(output), CHECKPOINT),
             "warm_start": parent, "metrics": metrics}
 
 
