@@ -1,8 +1,9 @@
 """A hook onto the Triton model repository in the bucket (a local folder or gs://).
 
 Versions are integer folders `<model>/<N>/`. A version is complete when its `_SUCCESS` marker is
-present: on a local disk the whole folder appears in one rename; on GCS the marker is the last
-object copied. Each version folder carries `lineage.json`.
+present: its files are copied in and the marker comes last, with no folder rename (gcsfuse refuses
+one in a flat bucket; criteo_kernel.storage.publish_by_copy). Each version folder carries
+`lineage.json`.
 
 A version holds only what Triton loads and the served model reads (criteo_kernel.artifacts.SERVED):
 Triton copies a model's whole folder, every kept version, on each load and pod start. The
