@@ -170,7 +170,7 @@ class DeployModelOperator(BaseOperator):
 
         from criteo_kernel.artifacts import SMOKE_ROWS
 
-        from .hooks.storage import resolve_partition
+        from .hooks.storage import resolve_partition, retain_partition
 
         lineage = plain(self.lineage)
         if isinstance(lineage.get("validation"), dict):  # one day (incremental): same shape as a window
@@ -185,8 +185,11 @@ class DeployModelOperator(BaseOperator):
         }
         extra = {SMOKE_ROWS: blessing["smoke_rows"]} if blessing.get("smoke_rows") else None
         try:
-            # the package partition's committed attempt: what export published, read whole
-            version = hook.push(resolve_partition(blessing["package"]), manifest, extra_files=extra)
+            # the package partition's committed attempt: what export published, read whole. The
+            # lineage names its training artifacts, so a rerun of export must not collect it.
+            package = resolve_partition(blessing["package"])
+            retain_partition(package, f"{hook.layout.model_name}-{self.run_key}")
+            version = hook.push(package, manifest, extra_files=extra)
         except OSError as exc:
             raise AirflowException(
                 f"could not publish the new version into {hook.model_dir}: {type(exc).__name__}: {exc} "

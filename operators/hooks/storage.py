@@ -36,6 +36,15 @@ def resolve_partition(url: str) -> str:
     return f"{url.rstrip('/')}/{attempt}"
 
 
+def retain_partition(attempt_url: str, holder: str) -> None:
+    """Pin a partition's committed attempt (what `resolve_partition` gave) against a later commit's
+    collection, through Airflow's filesystems: criteo_kernel.storage.retain's protocol."""
+    from criteo_kernel.storage import retain_on
+
+    path = storage_path(attempt_url)
+    retain_on(path.fs, path.path, holder)
+
+
 def normalise(url: str) -> str:
     """A comparable form of a location: the real path for a local one, a normalised key for a bucket."""
     if is_local(url):

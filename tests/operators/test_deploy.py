@@ -11,6 +11,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from tests.fixtures.partitions import committed
 from tests.fixtures.serving import MODEL, REPO
 
 pytestmark = pytest.mark.integration
@@ -122,11 +123,14 @@ def test_deploy_rejects_a_bad_replicas_setting_before_pushing(bucket, packages, 
 
 def test_deploy_promotes_then_rollback_and_roll_forward(server, packages, tmp_path):
     from criteo_kernel.artifacts import ROLLED_BACK
+    from criteo_kernel.storage import RETAINED
     from operators.hooks.serving import rollback
     from operators.hooks.triton import TritonHook
 
     first = deploy(packages, 0, "run-a", smoke_file(tmp_path / "s0.npz", packages, 0))
     assert first["version"] == 1 and first["created"] and first["promoted"] and first["previous_version"] is None
+    pkg = committed(Path(published(packages, 0)))  # the attempt the version's lineage names: pinned by deploy
+    assert [p.name for p in (pkg.parent / RETAINED / pkg.name).iterdir()] == [f"{MODEL}-run-a"]
     assert first["smoke"]["rows"] == 128 and first["smoke"]["max_abs_diff"] <= 1e-5
     ready, version, got = served(server, packages)
     assert ready == [1] and version == 1 and np.allclose(got, packages.predictions[0][:64], atol=1e-5)

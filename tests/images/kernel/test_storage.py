@@ -55,6 +55,24 @@ def test_a_rerun_replaces_the_partition_whole_and_collects_the_old_attempt(base)
     assert names == sorted(["_COMMITTED", storage.resolve(day).rsplit("/", 1)[-1]])
 
 
+def test_a_retained_attempt_outlives_the_rerun_that_replaces_it(base):
+    """A model version's lineage names files inside its package's attempt: once deploy retains it, a
+    rerun of the step commits a new attempt and readers of the partition get the new one, but the
+    retained attempt stays whole where the lineage points. An unretained one is still collected."""
+    day = storage.join(base, "day=1")
+    _write(day, {"checkpoint.pt": b"deployed"})
+    deployed = storage.resolve(day)
+    storage.retain(deployed, "criteo_dcn-run key/1")                # a holder name with odd characters
+    _write(day, {"checkpoint.pt": b"rerun"})
+    rerun = storage.resolve(day)
+    assert rerun != deployed and _read(day)["checkpoint.pt"] == b"rerun"
+    fs, _ = storage.fs_path(deployed)
+    assert fs.cat_file(storage.fs_path(storage.join(deployed, "checkpoint.pt"))[1]) == b"deployed"
+    _write(day, {"checkpoint.pt": b"third"})                         # the unretained rerun attempt goes
+    assert not fs.find(storage.fs_root(rerun)[1])
+    assert fs.cat_file(storage.fs_path(storage.join(deployed, "checkpoint.pt"))[1]) == b"deployed"
+
+
 def test_a_failure_midway_leaves_the_old_version(base):
     day = storage.join(base, "day=1")
     _write(day, {"a.bin": b"old"})

@@ -43,6 +43,7 @@ ATTEMPT_PREFIX = ".attempt-"
 _ATTEMPT = re.compile(r"^\.attempt-(\d+)-[0-9a-f]{8}$")
 # An uncommitted attempt older than this is a crashed writer's: no step runs for a week.
 STALE_ATTEMPT_S = 7 * 24 * 3600
+RETAINED = "_RETAINED"  # pins of attempts that something outside the partition names (`retain`)
 
 
 def fs_path(url: str):
@@ -223,8 +224,8 @@ def staged_partition(final_url: str) -> Iterator[str]:
 
 def _collect(fs, root: str, keep: str, replaced: str | None) -> None:
     """Delete what no reader resolves to any more: the attempt the previous commit named, and
-    uncommitted attempts old enough that no writer is still at them. Best effort: a failure here
-    leaves garbage, never a wrong partition."""
+    uncommitted attempts old enough that no writer is still at them; never a retained one (`retain`).
+    Best effort: a failure here leaves garbage, never a wrong partition."""
     doomed = {replaced} - {None, keep}
     try:
         for entry in fs.ls(root, detail=False):
@@ -232,12 +233,36 @@ def _collect(fs, root: str, keep: str, replaced: str | None) -> None:
             if m and m.group(0) != keep and time.time() - int(m.group(1)) > STALE_ATTEMPT_S:
                 doomed.add(m.group(0))
         for name in sorted(doomed):
+            if fs.find(f"{root}/{RETAINED}/{name}"):
+                continue
             if fs.find(f"{root}/{name}"):  # fs.exists on a prefix: False in some fsspec versions
                 fs.rm(f"{root}/{name}", recursive=True)
             elif is_local(fs) and os.path.isdir(f"{root}/{name}"):
                 fs.rm(f"{root}/{name}", recursive=True)
     except OSError as exc:
         print(f"WARNING: could not delete old attempts under {root}: {exc}", flush=True)
+
+
+def retain(attempt_url: str, holder: str) -> None:
+    """Keep the committed attempt `attempt_url` when a later commit replaces it: something outside
+    its partition names files inside it (a model version's lineage names its package's checkpoint,
+    which the next daily run warm-starts from), so a rerun of the step must not collect it."""
+    parent = attempt_url.rstrip("/").rsplit("/", 1)[0]
+    fs, root = fs_root(parent)
+    retain_on(fs, f"{root}/{attempt_url.rstrip('/').rsplit('/', 1)[1]}", holder)
+
+
+def retain_on(fs, attempt_path: str, holder: str) -> None:
+    """`retain` on any fsspec filesystem (Airflow's ObjectStoragePath's `.fs` included). The pin is one
+    small object beside the attempts, `<partition>/_RETAINED/<attempt>/<holder>`, never inside the
+    attempt (a published attempt is never changed). A folder complete in itself (not an attempt) is
+    never collected and needs none."""
+    root, name = attempt_path.rstrip("/").rsplit("/", 1)
+    if not _ATTEMPT.match(name):
+        return
+    holder = re.sub(r"[^A-Za-z0-9._=-]+", "_", holder).strip("_") or "holder"
+    _write(fs, f"{root}/{RETAINED}/{name}/{holder}", json.dumps(
+        {"holder": holder, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}).encode())
 
 
 def _write(fs, path: str, data: bytes) -> None:
