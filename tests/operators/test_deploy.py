@@ -441,9 +441,9 @@ def test_a_triton_load_from_gcs_downloads_the_serving_set_only(gcs, packages, tm
     for i in (0, 1):
         published(packages, i)
         files = [p for p in packages.packages[i].rglob("*") if p.is_file()]
-        for p in files:
-            bucket.blob(f"prod/work/candidates/run-{i}/package/{p.relative_to(packages.packages[i])}"
-                        ).upload_from_filename(str(p))
+        partition = packages.packages[i].parent  # the committed attempt with its commit object
+        for p in (p for p in partition.rglob("*") if p.is_file()):
+            bucket.blob(f"prod/work/candidates/run-{i}/package/{p.relative_to(partition)}").upload_from_filename(str(p))
         stored_bytes.append(sum(p.stat().st_size for p in files
                                 if not served(p.relative_to(packages.packages[i]).as_posix())))
     assert min(stored_bytes) > 0  # the packages hold training artifacts (checkpoint, workflow) to leave out
@@ -485,7 +485,10 @@ def test_a_triton_load_from_gcs_downloads_the_serving_set_only(gcs, packages, tm
     # every file of both versions, once each, and the model's config.pbtxt (read more than once)
     assert fetched <= bound + sizes[f"{model}{TRITON_CONFIG}"] * names.count(f"{model}{TRITON_CONFIG}")
     artifacts = repository().lineage(2)["artifacts"]
-    assert artifacts["checkpoint"] == f"{gcs_bucket}/work/candidates/run-1/package/checkpoint.pt"
+    # inside the package's committed attempt, which deploy retained
+    attempt = packages.packages[1].name
+    assert artifacts["checkpoint"] == f"{gcs_bucket}/work/candidates/run-1/package/{attempt}/checkpoint.pt"
+    assert bucket.blob(f"prod/work/candidates/run-1/package/_RETAINED/{attempt}/{MODEL}-run-1").exists()
     assert bucket.blob(artifacts["checkpoint"].removeprefix("gs://criteo-load/")).exists()
     print(f"\ntritonserver load of {MODEL} version 2 (2 versions in the folder) fetched {len(downloads)} objects, "
           f"{fetched} bytes from the GCS emulator ({proxy.requests} requests in all); the training artifacts "

@@ -8,6 +8,7 @@ import time
 import numpy as np
 import pytest
 
+from tests.fixtures.partitions import committed
 from tests.fixtures.serving import MODEL, set_policy
 
 pytestmark = pytest.mark.integration
@@ -23,9 +24,10 @@ def test_a_version_with_external_data_serves_the_same_predictions(packages, tmp_
 
     # package 0's checkpoint exported again, every weight of 1 KiB or more into model.onnx.data
     monkeypatch.setenv(EXTERNAL_DATA_ENV, "0")
-    pkg = tmp_path / "package"
-    LocalProcessRuntime().run(STEPS["export"], ["--checkpoint", str(packages.root / "train0/checkpoint.pt"),
-                                                "--workflow", str(packages.root / "workflow"), "--output", str(pkg)])
+    checkpoint = committed(packages.root / "train0") / "checkpoint.pt"
+    LocalProcessRuntime().run(STEPS["export"], ["--checkpoint", str(checkpoint), "--workflow",
+                                                str(packages.root / "workflow"), "--output", str(tmp_path / "package")])
+    pkg = committed(tmp_path / "package")               # the package partition's committed attempt
     onnx_bytes, data_bytes = (pkg / "model.onnx").stat().st_size, (pkg / "model.onnx.data").stat().st_size
     assert onnx_bytes < 100_000 < data_bytes          # the embedding table is in the data file
     repo = tmp_path / "model_repository"
