@@ -83,8 +83,11 @@ def test_a_full_retrain_and_a_daily_run_on_gs(dagbag, bucket, monkeypatch):
     assert lineage["mode"] == "incremental" and lineage["parent_version"] == 1
     # warm start from the parent's checkpoint in the artifact store, where its lineage names it
     parent = json.loads(fs.cat_file(f"{model}/1/lineage.json"))
-    assert lineage["training"]["warm_start"] == parent["artifacts"]["checkpoint"] == \
-        f"{BASE}/work/candidates/{parent['run_key']}/package/checkpoint.pt"
+    package = f"{BASE}/work/candidates/{parent['run_key']}/package"
+    attempt = json.loads(fs.cat_file(f"{package}/_COMMITTED"))["attempt"]
+    checkpoint = f"{package}/{attempt}/checkpoint.pt"
+    assert lineage["training"]["warm_start"] == parent["artifacts"]["checkpoint"] == checkpoint
+    assert fs.find(f"{package}/_RETAINED/{attempt}")  # deploy pinned the attempt the lineage names
     assert fs.exists(parent["artifacts"]["checkpoint"])
     assert fs.exists(f"{parent['artifacts']['workflow']}/nvt/workflow.pkl")
     for name in ("model.onnx", "model.py", "preprocessing/serving/categories.npz", "_SUCCESS"):
