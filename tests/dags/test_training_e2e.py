@@ -92,8 +92,11 @@ def test_full_retrain_then_two_incremental_days(dagbag, bucket):
         assert lin["workflow_id"] == first["workflow_id"] and lin["trainer"] == "pytorch"
         # warm start from the parent's checkpoint in the artifact store (its package), as its lineage names it
         parent = lineage(bucket, expected - 1)
+        package = Path(parent["package"])  # the partition; the lineage names its committed attempt, retained
+        attempt = json.loads((package / "_COMMITTED").read_text())["attempt"]
         assert lin["training"]["warm_start"] == parent["artifacts"]["checkpoint"] == \
-            f"{parent['package']}/checkpoint.pt"
+            f"{parent['package']}/{attempt}/checkpoint.pt"
+        assert (package / "_RETAINED" / attempt).is_dir()
         assert "/work/candidates/" in parent["package"] and Path(parent["artifacts"]["checkpoint"]).exists()
         assert lin["evaluation"]["candidate_metrics"]["auc"] > 0.6
         assert "baseline_metrics" in lin["evaluation"]
@@ -139,7 +142,7 @@ def test_full_retrain_then_two_incremental_days(dagbag, bucket):
     # one its partition's commit names (reruns of a day: tests/faults, identical rerun; tests/live,
     # backfill --reprocess-behavior completed)
     assert list(Path(bucket).rglob(".staging-*")) == []
-    attempts = list(Path(bucket).rglob(".attempt-*"))
+    attempts = [p for p in Path(bucket).rglob(".attempt-*") if p.parent.name != "_RETAINED"]  # not the pins
     assert attempts and all(committed(p.parent) == p for p in attempts)
 
 
