@@ -104,10 +104,18 @@ def test_a_cli_backfill_applies_the_days_in_order(live):
 
 
 def _digests(folder: Path) -> dict:
+    """Each file's digest by its place in its partition's committed content: a reprocessed partition
+    is a new attempt (a new folder name, a new commit object) holding the same bytes."""
     import hashlib
 
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    out = {}
+    for p in sorted(folder.rglob("*")):
+        if not p.is_file() or p.name == "_COMMITTED" or "_RETAINED" in p.parts:
+            continue
+        rel = "/".join("<attempt>" if part.startswith(".attempt-") else part for part in p.relative_to(folder).parts)
+        assert rel not in out, f"{p}: a second attempt beside the committed one"  # the replaced one was collected
+        out[rel] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
 
 
 def test_reprocessing_the_backfill_gives_the_same_artifacts_and_no_new_version(live):
