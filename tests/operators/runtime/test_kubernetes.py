@@ -4,21 +4,11 @@ The same pods are sent to a real API server in tests/kubernetes."""
 import pytest
 
 from operators.pipeline.config import Settings
-from operators.runtime.catalogue import IMAGES, STEPS
+from operators.runtime.catalogue import STEPS
+from tests.operators.runtime.conftest import PINNED
 
 pytestmark = pytest.mark.unit
 
-PINNED = {name: f"europe-docker.pkg.dev/p/criteo/{name}:0.10.0" for name in IMAGES}
-
-
-@pytest.fixture
-def settings_env(monkeypatch):
-    env = {"criteo_base_url": "gs://criteo-bucket/pipeline", "criteo_kubernetes_namespace": "criteo",
-           "criteo_kubernetes_service_account": "criteo-steps",
-           **{f"criteo_image_{name}": ref for name, ref in PINNED.items()}}
-    for key, value in env.items():
-        monkeypatch.setenv(f"AIRFLOW_VAR_{key.upper()}", value)
-    return monkeypatch
 
 
 def request(step, settings, argv=("--out", "gs://criteo-bucket/pipeline/x")):

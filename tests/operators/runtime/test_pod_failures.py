@@ -11,24 +11,16 @@ from kubernetes.client import models as k8s
 from kubernetes.client.rest import ApiException
 
 from operators.pipeline.config import Settings
-from operators.runtime.catalogue import IMAGES, STEPS
+from operators.runtime.catalogue import STEPS
+from tests.operators.runtime.conftest import PINNED
 
 pytestmark = pytest.mark.unit
 
-PINNED = {name: f"europe-docker.pkg.dev/p/criteo/{name}:0.10.0" for name in IMAGES}
 SCHEDULER_SAID = "0/2 nodes are available: 2 node(s) didn't match Pod's node affinity."
 PULL_ERROR = (f'rpc error: code = NotFound desc = failed to pull and unpack image "{PINNED["merlin"]}": '
               f'failed to resolve reference "{PINNED["merlin"]}": not found')
 
 
-@pytest.fixture
-def settings_env(monkeypatch):
-    env = {"criteo_base_url": "gs://criteo-bucket/pipeline", "criteo_kubernetes_namespace": "criteo",
-           "criteo_kubernetes_service_account": "criteo-steps",
-           **{f"criteo_image_{name}": ref for name, ref in PINNED.items()}}
-    for key, value in env.items():
-        monkeypatch.setenv(f"AIRFLOW_VAR_{key.upper()}", value)
-    return monkeypatch
 
 
 def pending_pod(*, scheduled: bool, waiting: k8s.V1ContainerStateWaiting | None = None) -> k8s.V1Pod:
