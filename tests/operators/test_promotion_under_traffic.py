@@ -99,5 +99,6 @@ def test_no_request_fails_while_versions_change(replicas, packages, tmp_path):
         packages, 1, "run-c", smoke_file(tmp_path / "wrong.npz", packages, 0)))
     assert isinstance(out, AirflowFailException) and "version 3 was rolled back" in str(out), out
     rejected = check(f"smoke failure 1->3->1, {len(replicas)} replica(s)", requests, at, 1, 3, 1)
-    print(f"rejected version 3 answered {rejected['by_version'].get(3, 0)} of {rejected['requests']} requests")
+    print(f"rejected version 3 answered {rejected['by_version'].get(3, 0)} of {rejected['requests']} requests "
+          f"over {rejected['new_served_s']} s")
     assert repository().production_version() == 1
