@@ -102,3 +102,22 @@ def test_no_request_fails_while_versions_change(replicas, packages, tmp_path):
     print(f"rejected version 3 answered {rejected['by_version'].get(3, 0)} of {rejected['requests']} requests "
           f"over {rejected['new_served_s']} s")
     assert repository().production_version() == 1
+
+
+def test_the_traffic_counts_the_requests_an_unload_drops(triton, packages):
+    """The counter can see failures: unloading and loading again (the order that would drop
+    traffic) under the same traffic fails requests, and they are counted."""
+    from operators.hooks.triton import TritonHook
+
+    hook = TritonHook(triton.grpc_url)
+    hook.load_model(MODEL)
+
+    def unload_then_load():
+        hook.unload_model(MODEL)
+        hook.load_model(MODEL)
+
+    requests, at, out = under_traffic([triton.grpc_url], packages, unload_then_load)
+    assert out is None, out
+    s = summary(requests, 1, 1, at)
+    print(f"\nunload then load, 1 replica: {s}")
+    assert s["failed"] > 0 and s["after"] == {1: s["after"][1]}, s
