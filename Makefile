@@ -183,7 +183,8 @@ endif
 # against the local runtime; and the compose stack's fault (tests/faults/test_database_restart.py:
 # PostgreSQL restarted mid-run, its row in the fault table). Then the engine is stopped and checked
 # to have left nothing behind.
-test-containers: .venv/.installed .venv-steps/.installed .venv-triton/.installed .tools/chromium.ok images
+test-containers: .venv/.installed .venv-steps/.installed .venv-triton/.installed .tools/chromium.ok images \
+                 $(AIRFLOW_HOME)/airflow.db
 	.venv/bin/python -m pytest -q -s -m containers --durations=10 tests/containers tests/faults/test_database_restart.py \
 	  $(PYTEST_ARGS); rc=$$?; \
 	bash scripts/containers/engine.sh down && bash scripts/containers/engine.sh check-stopped || rc=1; exit $$rc
