@@ -180,9 +180,13 @@ endif
 
 # The built images as containers (tests/containers): the image users, the bases' versions, SIGTERM
 # and memory limits, the step tests inside the merlin image, the DAGs with every step a container
-# against the local runtime. Then the engine is stopped and checked to have left nothing behind.
-test-containers: .venv/.installed .venv-steps/.installed .venv-triton/.installed .tools/chromium.ok images
-	.venv/bin/python -m pytest -q -s -m containers --durations=10 tests/containers $(PYTEST_ARGS); rc=$$?; \
+# against the local runtime; and the compose stack's fault (tests/faults/test_database_restart.py:
+# PostgreSQL restarted mid-run, its row in the fault table). Then the engine is stopped and checked
+# to have left nothing behind.
+test-containers: .venv/.installed .venv-steps/.installed .venv-triton/.installed .tools/chromium.ok images \
+                 $(AIRFLOW_HOME)/airflow.db
+	.venv/bin/python -m pytest -q -s -m containers --durations=10 tests/containers tests/faults/test_database_restart.py \
+	  $(PYTEST_ARGS); rc=$$?; \
 	bash scripts/containers/engine.sh down && bash scripts/containers/engine.sh check-stopped || rc=1; exit $$rc
 
 # Builds the control plane, kubelet and kubectl from Debian's source package once (about 12

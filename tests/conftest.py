@@ -41,7 +41,11 @@ os.environ["CRITEO_PREVIOUS_DAY_TIMEOUT_S"] = "4"
 os.environ["CRITEO_RETRY_DELAY_S"] = "1"
 
 # Real model versions, a real Triton and the GCS emulator, shared by the serving tests of the
-# hooks, deploy and the inference client (built on first use only).
+# hooks, deploy and the inference client (built on first use only). The container engine, the
+# built images and the compose stack: registered here, once, so that the stack is one per session
+# for tests/containers and the database-restart fault in tests/faults.
+from .fixtures.compose import compose_stack  # noqa: E402,F401
+from .fixtures.engine import engine, images  # noqa: E402,F401
 from .fixtures.prometheus import prom  # noqa: E402,F401
 from .fixtures.serving import gcs, local_repo, packages, triton  # noqa: E402,F401
 
@@ -51,6 +55,14 @@ def pytest_collection_modifyitems(config, items):
     unlayered = [item.nodeid for item in items if sum(item.get_closest_marker(m) is not None for m in LAYERS) != 1]
     if unlayered:
         raise pytest.UsageError(f"tests need exactly one of the markers {LAYERS}: {unlayered[:10]}")
+    # The shared compose stack's tests run back to back (the stack is not left idle beside the
+    # others), the one that takes it down (`compose_last`) right after them.
+    def stack_order(item) -> int:
+        if "compose_stack" not in item.fixturenames:
+            return 2
+        return 1 if item.get_closest_marker("compose_last") else 0
+
+    items.sort(key=stack_order)
 
 
 def pytest_sessionstart(session):

@@ -141,3 +141,14 @@ def test_the_variables_the_dags_need_are_set_and_accepted(config, monkeypatch):
     assert env["AIRFLOW_VAR_CRITEO_PROMETHEUS_URL"] == "http://prometheus:9090" and "prometheus" in config["services"]
     for service in ("airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer"):
         assert service in config["services"]
+
+
+def test_the_database_and_the_long_lived_airflow_services_restart_when_they_exit(config):
+    """The scheduler, DAG processor and triggerer exit when PostgreSQL goes away under them (a
+    restart, failover or crash); compose starts them again (tests/faults/test_database_restart.py
+    runs it). The one-shot services must not restart."""
+    services = config["services"]
+    for name in ("postgres", "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer"):
+        assert services[name].get("restart") == "unless-stopped", (name, services[name].get("restart"))
+    for name in ("volume-init", "airflow-init", "inference-client"):
+        assert services[name].get("restart") == "no", (name, services[name].get("restart"))
