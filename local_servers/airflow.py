@@ -186,7 +186,7 @@ class LocalAirflow:
                              headers={"Authorization": f"Bearer {self.token}"})
         if resp.status_code >= 300:
             raise RuntimeError(f"{method} {path}: {resp.status_code} {resp.text[:500]}")
-        return resp.json()
+        return resp.json() if resp.content else None      # DELETE answers 204, no body
 
 
 def dag_ids_in(folder: Path) -> list[str]:
