@@ -105,8 +105,19 @@ class ModelRepositoryHook:
         return sorted(out)
 
     def production_version(self) -> int | None:
+        return self._production_of(self._read_pointer()[0])
+
+    def _read_pointer(self) -> tuple[str | None, int]:
+        """The pointer's text (None: no pointer) and, on gs://, the generation it was read at (0: none).
+        On gs:// it is read through the same client that writes it conditionally, never through gcsfs'
+        per-process listing cache, which another deploy's write leaves stale."""
         config = self.model_dir / CONFIG
-        return self._production_of(config.read_text() if config.exists() else None)
+        if is_local(self.model_dir):
+            try:
+                return config.read_text(), 0
+            except FileNotFoundError:
+                return None, 0
+        return _read_with_generation(gcs_blob(config))
 
     def _production_of(self, text: str | None) -> int | None:
         """The version a pointer's text names (None: no pointer, nothing promoted yet)."""
@@ -171,6 +182,8 @@ class ModelRepositoryHook:
                 blob.delete(if_generation_match=generation)
         except (PreconditionFailed, NotFound):  # written (or deleted) by another deploy since our read
             raise ProductionMoved(self.layout.model_name, previous, self.production_version()) from None
+        finally:
+            self._fresh_listing()   # gcsfs' cache has not seen this client's write
         return previous
 
     def _check_expected(self, expected, actual: int | None) -> None:
@@ -348,8 +361,13 @@ class ModelRepositoryHook:
     def _fresh_listing(self) -> None:
         """gcsfs caches folder listings per process: versions pushed since by other deploys must show."""
         fs = self.model_dir.fs
-        if not is_local(self.model_dir) and hasattr(fs, "invalidate_cache"):
-            fs.invalidate_cache(self.model_dir.path)
+        if is_local(self.model_dir) or not hasattr(fs, "dircache"):
+            return
+        root = self.model_dir.path.rstrip("/")
+        # invalidate_cache(root) drops the root and its parents only: the version folders' listings too
+        for key in [k for k in list(fs.dircache) if k == root or k.startswith(root + "/")]:
+            fs.dircache.pop(key, None)
+        fs.invalidate_cache(root)
 
 
 def _read_with_generation(blob) -> tuple[str | None, int]:

@@ -73,7 +73,7 @@ def decide(blessing: dict | None, run_key: str, production: int | None, version:
     # (a corrected day replacing it: judged against the same parent). A blessing from before the
     # record (no key) promotes over what serves now, the pointer still moving by compare-and-swap.
     judged = blessing[BASELINE] if BASELINE in blessing else production
-    if production not in (judged, earlier):
+    if production != judged and (earlier is None or production != earlier):
         return Decision(SKIP_SUPERSEDED, superseded(run_key, judged, production), decision.version,
                         production_moved=True)
     return Decision(decision.action, decision.reason, decision.version, decision.replaces, production)
