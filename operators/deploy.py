@@ -23,6 +23,15 @@ DEPLOY_POOL = "criteo_deploy"
 DEPLOY_POOL_DESCRIPTION = "One deploy at a time across the training DAGs (operators/deploy.py)"
 
 
+def ensure_deploy_pool() -> None:
+    """Create (or reset to one slot) the pool DEPLOY_POOL in the metadata database AIRFLOW_HOME's
+    configuration names; every setup runs it after `airflow db migrate` (`python -m operators.deploy
+    create-pool`): a task whose pool does not exist is never scheduled."""
+    from airflow.models.pool import Pool
+
+    Pool.create_or_update_pool(DEPLOY_POOL, 1, DEPLOY_POOL_DESCRIPTION, include_deferred=False)
+
+
 def code_revision() -> str:
     """The git revision of the pipeline code (images bake it in as CRITEO_CODE_REVISION)."""
     if os.environ.get("CRITEO_CODE_REVISION"):
@@ -233,3 +242,12 @@ class DeployModelOperator(BaseOperator):
         given = plain(self.inputs)
         return run_inputs(given.get("raw") or [], given.get("workflow_id"), given.get("parent_version"),
                           given.get("hyperparameters"))
+
+
+if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1:] != ["create-pool"]:
+        sys.exit("usage: python -m operators.deploy create-pool")
+    ensure_deploy_pool()
+    print(f"pool {DEPLOY_POOL}: 1 slot")
