@@ -63,8 +63,9 @@ def main() -> int:
                 t = time.monotonic()
                 try:
                     with deploy_race.World(packages, run, backend, gcs) as world:
-                        outcomes = deploy_race.race(packages, run, world.env, backend)
-                        got = deploy_race.check(outcomes, world.repo_dir(), packages, world.triton.grpc_url)
+                        outcomes = deploy_race.race(packages, run, world.env, backend, world.partitions)
+                        got = deploy_race.check(outcomes, world.repo_dir(), packages, world.triton.grpc_url,
+                                                world.partitions)
                     passed += 1
                     winners[got["winner"]] = winners.get(got["winner"], 0) + 1
                     print(f"{backend} #{i + 1}: ok, {got['winner']} promoted as version {got['production']}, "

@@ -20,8 +20,8 @@ def test_two_deploys_at_once_promote_one_and_skip_the_other_as_superseded(backen
                                                                           fault_table):
     gcs = request.getfixturevalue("gcs") if backend == "gcs" else None
     with deploy_race.World(packages, tmp_path, backend, gcs) as world:
-        outcomes = deploy_race.race(packages, tmp_path, world.env, backend)
-        summary = deploy_race.check(outcomes, world.repo_dir(), packages, world.triton.grpc_url)
+        outcomes = deploy_race.race(packages, tmp_path, world.env, backend, world.partitions)
+        summary = deploy_race.check(outcomes, world.repo_dir(), packages, world.triton.grpc_url, world.partitions)
     loser = next(o for o in outcomes if o["outcome"] == "skipped")
     assert summary["loser_pushed"], "the barriers put both deploys at the pointer: the loser had pushed"
     fault_table(f"two deploys at once ({backend})", f"{summary['winner']} promoted, the other skipped",

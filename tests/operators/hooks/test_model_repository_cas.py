@@ -180,3 +180,21 @@ def test_two_processes_pushing_at_once_never_get_the_same_number(gcs, tmp_path):
         for v in numbers:
             claim = json.loads((hook.model_dir / str(v) / RESERVED).read_text())
             assert claim["run_id"] == owner and hook.lineage(v)["run_id"] == owner and hook.lineage(v)["version"] == v
+
+
+def test_a_failed_promotions_restore_leaves_a_pointer_another_deploy_moved(base, tmp_path):
+    """serving._restore puts the previous version back only while the pointer names the version this
+    promotion wrote: here another deploy moved it on, and its pointer stays."""
+    from operators.hooks import serving
+
+    hook = hook_on(base)
+    pkg = package(tmp_path)
+    v1, v2, v3 = (hook.push(pkg, {"run_key": k}) for k in "abc")
+    hook.set_production(v2, expected=None)          # this promotion wrote v2 over nothing...
+    hook.set_production(v3, expected=v2)            # ...and another deploy moved on to v3
+    serving._restore(hook, [], "criteo_dcn", None, v2)
+    assert hook.production_version() == v3
+    serving._restore(hook, [], "criteo_dcn", v1, v2)
+    assert hook.production_version() == v3
+    serving._restore(hook, [], "criteo_dcn", v1, v3)   # still the promotion's own: restored
+    assert hook.production_version() == v1
