@@ -78,6 +78,7 @@ $(UV):
 %/airflow.db: .venv/.installed
 	mkdir -p $*
 	AIRFLOW_HOME=$* .venv/bin/airflow db migrate > $*/db-migrate.log 2>&1 || (cat $*/db-migrate.log; exit 1)
+	AIRFLOW_HOME=$* .venv/bin/python -m operators.deploy create-pool >> $*/db-migrate.log 2>&1 || (cat $*/db-migrate.log; exit 1)
 
 # A real Airflow 3 (API server, scheduler, DAG processor, triggerer) with Triton, the monitor and
 # Prometheus, in the background; prints the login and URLs. AIRFLOW_PORT=8080 by default.

@@ -110,6 +110,11 @@ class LocalAirflow:
         out = subprocess.run([AIRFLOW, "db", "migrate"], env=self.env, capture_output=True, text=True, timeout=300)
         if out.returncode != 0:
             raise RuntimeError(f"airflow db migrate failed:\n{out.stdout[-2000:]}{out.stderr[-2000:]}")
+        # the deploy tasks' pool (operators/deploy.py): without it they are never scheduled
+        out = subprocess.run([sys.executable, "-m", "operators.deploy", "create-pool"], env=self.env,
+                             cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=120)
+        if out.returncode != 0:
+            raise RuntimeError(f"creating the deploy pool failed:\n{out.stdout[-2000:]}{out.stderr[-2000:]}")
         try:
             for name, argv in (("api-server", [AIRFLOW, "api-server", "--port", str(self.port)]),
                                ("scheduler", [AIRFLOW, "scheduler"]), ("dag-processor", [AIRFLOW, "dag-processor"]),

@@ -15,6 +15,22 @@ from typing import Any
 
 from airflow.sdk import BaseOperator
 
+# The Airflow pool every deploy task runs in, one slot: deploys of all DAGs take turns (created by the
+# project's setup: local_servers.airflow, docker-compose.yaml's airflow-init, the tests' fixtures).
+# Only a courtesy against wasted work: the compare-and-swap on the pointer and the create-only claim of a
+# version number (operators/hooks/model_repository.py) keep two deploys that do run at once correct.
+DEPLOY_POOL = "criteo_deploy"
+DEPLOY_POOL_DESCRIPTION = "One deploy at a time across the training DAGs (operators/deploy.py)"
+
+
+def ensure_deploy_pool() -> None:
+    """Create (or reset to one slot) the pool DEPLOY_POOL in the metadata database AIRFLOW_HOME's
+    configuration names; every setup runs it after `airflow db migrate` (`python -m operators.deploy
+    create-pool`): a task whose pool does not exist is never scheduled."""
+    from airflow.models.pool import Pool
+
+    Pool.create_or_update_pool(DEPLOY_POOL, 1, DEPLOY_POOL_DESCRIPTION, include_deferred=False)
+
 
 def code_revision() -> str:
     """The git revision of the pipeline code (images bake it in as CRITEO_CODE_REVISION)."""
@@ -70,6 +86,13 @@ class DeployModelOperator(BaseOperator):
     fails and retries; the version stays pushed but unpromoted, and the retry promotes it.
     After a promotion only the newest `criteo_keep_versions` versions are kept.
 
+    Production must still be the version the candidate was judged against (the blessing's
+    `baseline_version`; operators/pipeline/pusher.py says why): if another deploy promoted a
+    version meanwhile, the task ends skipped (superseded), naming both versions. The check is
+    repeated in the conditional write that moves the pointer; a version pushed before losing that
+    race is marked `_SUPERSEDED` (never promoted by a rerun) and Triton is not touched. Runs in the
+    pool DEPLOY_POOL (one slot).
+
     Idempotent: if a version with the same run key and the same inputs (`inputs`' fingerprint,
     operators/pipeline/identity.py) exists, nothing is copied; it is promoted only if it never
     served (newer than production, not rolled back), so a rerun or backfill of an old run never
@@ -94,6 +117,7 @@ class DeployModelOperator(BaseOperator):
 
     def __init__(self, *, settings: Any, blessing: dict[str, Any], run_key: str, lineage: dict[str, Any],
                  tolerance: float = 1e-4, inputs: dict[str, Any] | None = None, **kwargs):
+        kwargs.setdefault("pool", DEPLOY_POOL)
         super().__init__(**kwargs)
         self.settings = settings
         self.inputs = inputs
@@ -103,8 +127,9 @@ class DeployModelOperator(BaseOperator):
         self.tolerance = tolerance
 
     def execute(self, context) -> dict:
-        from airflow.sdk.exceptions import AirflowFailException
+        from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
+        from .hooks.model_repository import ProductionMoved
         from .hooks.serving import SmokeTestFailed, promote
         from .hooks.triton import TritonModelError
         from .pipeline import pusher
@@ -124,13 +149,22 @@ class DeployModelOperator(BaseOperator):
         if decision.action == pusher.REFUSE:
             raise AirflowFailException(decision.reason)
         version = decision.version
+        if decision.action == pusher.SKIP_SUPERSEDED and decision.production_moved:
+            raise AirflowSkipException(decision.reason)
         if decision.action == pusher.SKIP_SUPERSEDED:
             return {"version": version, "created": False, "promoted": False,
                     "version_dir": hook.layout.version_dir(version)}
         if decision.action == pusher.PUSH_NEW:
             version = self._push(hook, blessing, inputs, replaces, production, context)
+        expected = production if decision.action == pusher.REUSE else decision.expected
         try:
-            promoted = promote(hook, tritons, version, self.tolerance, resolve=lambda: triton_replicas(settings))
+            promoted = promote(hook, tritons, version, self.tolerance, resolve=lambda: triton_replicas(settings),
+                               expected=expected)
+        except ProductionMoved as moved:  # another deploy won the pointer after our read: Triton untouched
+            reason = pusher.superseded(self.run_key, moved.expected, moved.actual)
+            if decision.action != pusher.REUSE:
+                hook.supersede(version, f"deploy {context['run_id']}: {reason}")
+            raise AirflowSkipException(f"version {version}: {reason}") from None
         except (SmokeTestFailed, TritonModelError) as exc:
             if version != production:
                 hook.reject(version, f"deploy {context['run_id']}: {exc}")
@@ -171,6 +205,7 @@ class DeployModelOperator(BaseOperator):
         from criteo_kernel.artifacts import SMOKE_ROWS
 
         from .hooks.storage import resolve_partition, retain_partition
+        from .pipeline import pusher
 
         lineage = plain(self.lineage)
         if isinstance(lineage.get("validation"), dict):  # one day (incremental): same shape as a window
@@ -179,7 +214,7 @@ class DeployModelOperator(BaseOperator):
             **lineage, "run_key": self.run_key, "inputs": inputs, "replaces": replaces,
             "model": hook.layout.model_name, "package": blessing["package"],
             "blessing": {k: blessing.get(k) for k in ("blessed", "reasons", "candidate_auc", "baseline_auc",
-                                                      "auc_floor", "max_auc_drop")},
+                                                      "auc_floor", "max_auc_drop", pusher.BASELINE)},
             "code_revision": code_revision(), "dag_id": context["dag"].dag_id, "run_id": context["run_id"],
             "deployed_at": datetime.now(UTC).isoformat(),
         }
@@ -207,3 +242,12 @@ class DeployModelOperator(BaseOperator):
         given = plain(self.inputs)
         return run_inputs(given.get("raw") or [], given.get("workflow_id"), given.get("parent_version"),
                           given.get("hyperparameters"))
+
+
+if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1:] != ["create-pool"]:
+        sys.exit("usage: python -m operators.deploy create-pool")
+    ensure_deploy_pool()
+    print(f"pool {DEPLOY_POOL}: 1 slot")

@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 from datetime import UTC
 
+from .model_repository import CURRENT, ProductionMoved
 from .triton import TritonHook, TritonUnavailable, replica_urls
 
 log = logging.getLogger(__name__)
@@ -74,7 +75,8 @@ def smoke_check(hook, triton, model: str, version: int, tolerance: float) -> dic
     return {"rows": int(len(expected)), "max_abs_diff": diff, "served_version": served}
 
 
-def promote(hook, triton, version: int, tolerance: float = 1e-4, resolve=None, late_ready_s: float = 300.0) -> dict:
+def promote(hook, triton, version: int, tolerance: float = 1e-4, resolve=None, late_ready_s: float = 300.0,
+            expected=CURRENT) -> dict:
     """Make `version` the serving one (steps in the module doc); restore the previous on failure.
 
     `triton`: one TritonHook, or a list of them, one per replica (`replicas()`): explicit model
@@ -88,12 +90,17 @@ def promote(hook, triton, version: int, tolerance: float = 1e-4, resolve=None, l
     smoke inference like the others; one still not ready raises TritonUnavailable (retryable: the
     retry promotes again, reaching it) and changes nothing back, as every replica that answers
     serves the new version.
+
+    `expected`: the version that must still serve for this promotion to go ahead (None: none may
+    serve yet); checked in the conditional write that moves the pointer (hook.set_production), so a
+    deploy that lost a race raises ProductionMoved before any Triton is touched. Left out:
+    whatever serves when the pointer is read.
     """
     tritons = list(triton) if isinstance(triton, (list, tuple)) else [triton]
     model = hook.layout.model_name
     for t in tritons:
         t.ensure_ready()
-    previous = hook.set_production(version)
+    previous = hook.set_production(version, expected)
     done, current, smokes, late = [], None, [], []
     pending, seen = list(tritons), {t.url for t in tritons}
     try:
@@ -120,7 +127,7 @@ def promote(hook, triton, version: int, tolerance: float = 1e-4, resolve=None, l
                   getattr(current, "url", "?"), exc, previous)
         # A replica that could not be reached changed nothing; one that answered may hold the new version.
         touched = done + ([current] if current is not None and not isinstance(exc, TritonUnavailable) else [])
-        _restore(hook, touched, model, previous)
+        _restore(hook, touched, model, previous, version)
         raise
     smoke = {**smokes[0], "max_abs_diff": max(s["max_abs_diff"] for s in smokes),
              "replicas": [t.url for t in done]}
@@ -154,11 +161,19 @@ def replicas(spec: str, default_url: str) -> list[TritonHook]:
     return [TritonHook(url) for url in replica_urls(spec, default_url)]
 
 
-def _restore(hook, tritons: list, model: str, previous: int | None) -> None:
-    if previous is None:
-        hook.clear_production()
-    else:
-        hook.set_production(previous)
+def _restore(hook, tritons: list, model: str, previous: int | None, version: int) -> None:
+    """Point production back at `previous`, only if it is still the `version` this promotion wrote
+    (compare-and-swap): a deploy that moved it since owns the pointer and Triton's load, so nothing
+    here is undone over it."""
+    try:
+        if previous is None:
+            hook.clear_production(expected=version)
+        else:
+            hook.set_production(previous, expected=version)
+    except ProductionMoved as exc:
+        log.error("not restoring %s version %s: %s; the deploy that moved it loads its own version", model,
+                  previous, exc)
+        return
     # Replicas not in `tritons` keep what they had loaded, and read the restored pointer on their next load.
     for triton in tritons:
         try:
@@ -191,7 +206,7 @@ def rollback(hook, triton, to: int | None = None, reason: str = "rolled back by 
     if to == current:
         raise ValueError(f"version {to} already serves")
     try:
-        result = promote(hook, triton, to, resolve=resolve)
+        result = promote(hook, triton, to, resolve=resolve, expected=current)
     except LateReplicaNotReady:
         _mark_rolled_back(hook, current, to, reason)  # the pointer moved: the version left stays left
         raise

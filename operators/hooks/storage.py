@@ -11,8 +11,8 @@ import uuid
 
 from criteo_kernel.storage import is_local  # one rule for what a local URL is, both seams
 
-__all__ = ["BucketUnavailable", "check_bucket", "is_local", "normalise", "resolve_partition", "storage_path",
-           "write_text_atomic"]
+__all__ = ["BucketUnavailable", "check_bucket", "gcs_blob", "is_local", "normalise", "resolve_partition",
+           "storage_path", "write_text_atomic"]
 
 
 def storage_path(url: str):
@@ -63,6 +63,28 @@ def write_text_atomic(path, text: str) -> None:
         os.replace(tmp.path, path.path)
     else:
         path.write_text(text)
+
+
+def gcs_blob(path):
+    """The google-cloud-storage Blob of a gs:// ObjectStoragePath, for what gcsfs cannot do: a write
+    conditional on an object's generation (gcsfs offers only create-only, `mode="create"`). The
+    client reaches the endpoint and uses the credentials of the path's own gcsfs filesystem: a
+    connection's `gcs.endpoint` extra, else STORAGE_EMULATOR_HOST (the emulator; the client then
+    needs no credentials) or storage.googleapis.com; the credentials gcsfs resolved (a connection's,
+    or the environment's default ones)."""
+    from google.cloud import storage
+
+    fs = path.fs
+    endpoint = getattr(fs, "_endpoint", None)
+    credentials = getattr(getattr(fs, "credentials", None), "credentials", None)
+    options = {"api_endpoint": endpoint} if endpoint else None
+    if credentials is None and not (endpoint or os.environ.get("STORAGE_EMULATOR_HOST")):
+        client = storage.Client.create_anonymous_client()   # gcsfs fell back to anonymous access too
+    else:
+        client = storage.Client(project=getattr(fs, "project", None) or None, credentials=credentials,
+                                client_options=options)
+    bucket, _, key = path.path.lstrip("/").partition("/")
+    return client.bucket(bucket).blob(key)
 
 
 class BucketUnavailable(RuntimeError):

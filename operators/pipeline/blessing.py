@@ -20,12 +20,17 @@ class Blessing:
     max_auc_drop: float
     package: str | None = None      # the candidate package evaluated (evaluate's `candidate`)
     smoke_rows: str | None = None   # its held-out rows and offline predictions (evaluate's `smoke_rows`)
+    # The production version it was judged against (evaluate's baseline, the plan's parent_version;
+    # None: nothing served). Deploy promotes only while that version still serves (operators/pipeline/pusher.py).
+    baseline_version: int | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def judge(evaluation: dict, auc_floor: float, max_auc_drop: float) -> Blessing:
+def judge(evaluation: dict, auc_floor: float, max_auc_drop: float, baseline_version: int | None = None) -> Blessing:
+    """The verdict on evaluate's result; `baseline_version`: the production version evaluate's
+    baseline is (the plan's parent_version), recorded in the blessing."""
     cand = float(evaluation["candidate_metrics"]["auc"])
     base = evaluation.get("baseline_metrics")
     base_auc = float(base["auc"]) if base else None
@@ -43,4 +48,5 @@ def judge(evaluation: dict, auc_floor: float, max_auc_drop: float) -> Blessing:
                        + ("" if base_auc is None else f" and not below production's {base_auc:.4f} by more than "
                                                   f"{max_auc_drop:.4f}"))
     return Blessing(blessed, reasons, cand, base_auc, auc_floor, max_auc_drop,
-                    evaluation.get("candidate"), evaluation.get("smoke_rows"))
+                    evaluation.get("candidate"), evaluation.get("smoke_rows"),
+                    None if baseline_version is None else int(baseline_version))

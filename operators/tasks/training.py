@@ -157,17 +157,21 @@ def validate_args(pair) -> dict:
 
 
 @task.short_circuit
-def blessing_gate(evaluation: dict, gate: dict, mode: str = "incremental") -> dict | bool:
+def blessing_gate(evaluation: dict, gate: dict, mode: str = "incremental", baseline_version: int | None = None
+                  ) -> dict | bool:
     """Bless the candidate, or not: AUC floor, and no worse than production by more than the delta
     (TFX Evaluator). The blessing names the package and smoke rows deploy consumes.
 
     Not blessed: a daily run (`incremental`) skips deploy and ends green, so the next day goes on
     (it waits only for this run to end) and warm-starts from production. A full retrain fails here,
     without retry, naming the AUC and the floor: the run was asked for to make a new production
-    version, and a green run with nothing deployed hides that it made none."""
+    version, and a green run with nothing deployed hides that it made none.
+
+    `baseline_version`: the production version evaluate compared with (the plan's parent_version),
+    recorded in the blessing so deploy promotes only while it still serves."""
     from ..pipeline.blessing import judge
 
-    verdict = judge(evaluation, gate["auc_floor"], gate["max_auc_drop"])
+    verdict = judge(evaluation, gate["auc_floor"], gate["max_auc_drop"], baseline_version)
     for reason in verdict.reasons:
         print(("BLESSED: " if verdict.blessed else "NOT BLESSED: ") + reason)
     if verdict.blessed:
@@ -215,7 +219,7 @@ def train_evaluate_deploy(plan, extracted, raw_inputs, validation, reference_pro
     evaluate = CriteoStepOperator(task_id="evaluate", step="evaluate", settings=settings,
                                   arguments=plan["evaluate_args"],
                                   inputs={"--candidate": export.output["package"], "--eval": extracted})
-    blessed = blessing_gate(evaluate.output, plan["gate"], mode)
+    blessed = blessing_gate(evaluate.output, plan["gate"], mode, plan["parent_version"])
     DeployModelOperator(
         task_id="deploy",
         settings=settings,

@@ -166,3 +166,13 @@ def test_the_shared_tail_is_a_task_group_and_artifacts_flow_from_upstream(dagbag
 
     assert {"partitions", "workflow"} <= set(STEPS["preprocess"].outputs)
     assert {"candidate", "smoke_rows"} <= set(STEPS["evaluate"].outputs)
+
+
+def test_every_deploy_task_runs_in_the_deploy_pool(dagbag):
+    """Deploys of all DAGs take turns (one slot); the compare-and-swap keeps a race correct anyway."""
+    from operators.deploy import DEPLOY_POOL, DeployModelOperator
+
+    deploys = [(dag_id, t.task_id, t.pool) for dag_id in dagbag.dag_ids for t in dagbag.get_dag(dag_id).tasks
+               if isinstance(t, DeployModelOperator)]
+    assert {dag_id for dag_id, _, _ in deploys} >= {"criteo_incremental_training", "criteo_full_retrain"}
+    assert all(pool == DEPLOY_POOL for _, _, pool in deploys), deploys

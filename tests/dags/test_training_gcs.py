@@ -55,6 +55,9 @@ def bucket(tmp_path_factory):
 
 
 def run(dagbag, dag_id, day, conf=None):
+    from operators.deploy import ensure_deploy_pool
+
+    ensure_deploy_pool()   # the deploy task's pool, as every setup creates it
     dr = dagbag.get_dag(dag_id).test(logical_date=DAY0 + timedelta(days=day), run_conf=conf)
     return dr, {ti.task_id + (f"[{ti.map_index}]" if ti.map_index >= 0 else ""): ti.state
                 for ti in dr.get_task_instances()}

@@ -42,7 +42,8 @@ def test_pushed_version_serves_only_once_promoted(hook, tmp_path):
     assert hook.set_production(v2) == v1 and hook.production_version() == v2
     config = (hook.model_dir / "config.pbtxt").read_text()
     assert "specific: { versions: [ 2 ] }" in config and 'name: "criteo_dcn"' in config
-    assert not [p for p in hook.model_dir.iterdir() if p.name.startswith(".")]  # no temp files left
+    # no temp files left; the lock file is the local pointer's compare-and-swap (it stays, empty)
+    assert [p.name for p in hook.model_dir.iterdir() if p.name.startswith(".")] == [model_repository.POINTER_LOCK]
 
 
 def test_the_queue_delay_given_reaches_config_pbtxt(hook, tmp_path, monkeypatch):
@@ -78,8 +79,8 @@ def test_an_invalid_queue_delay_is_rejected_naming_the_setting(hook, value):
 
 def test_a_push_works_on_a_gcsfuse_mount(hook, tmp_path):
     """gcsfuse refuses a folder rename in a flat bucket (EMFILE): a version is copied into its folder,
-    `_SUCCESS` last (criteo_kernel.storage.publish_by_copy, the kernel's one such publish)."""
-    assert model_repository.publish_by_copy is storage.publish_by_copy
+    claimed first (criteo_kernel.storage.reserve_folder, the kernel's one such claim), `_SUCCESS` last."""
+    assert model_repository.reserve_folder is storage.reserve_folder
     pkg = package(tmp_path)
     gcsfuse.install(tmp_path)
     try:
@@ -172,7 +173,7 @@ def test_a_version_holds_what_triton_loads_and_the_lineage_names_the_rest(hook, 
     assert sorted(files) == sorted([
         "config.pbtxt", "model.onnx", "model.py", "criteo_serving.py", "criteo_kernel/__init__.py",
         "criteo_kernel/schema.py", "export.json", "preprocessing/serving/continuous.json",
-        "preprocessing/serving/categories.npz", "smoke.npz", "lineage.json", "_SUCCESS"])
+        "preprocessing/serving/categories.npz", "smoke.npz", "lineage.json", "_RESERVED", "_SUCCESS"])
     warm = {"pytorch": ("checkpoint", "checkpoint.pt"), "hugectr": ("hugectr", "hugectr")}[trainer]
     expected = {warm[0]: f"{pkg}/{warm[1]}", "workflow": f"{pkg}/preprocessing",
                 "reference_profile": f"{pkg}/reference_profile.json"}
@@ -210,7 +211,8 @@ def test_a_push_that_fails_midway_leaves_no_version(hook, tmp_path, monkeypatch)
         hook.push(pkg, {"run_key": "b"})
     monkeypatch.undo()
     assert hook.versions() == [v1] and hook.production_version() == v1
-    assert sorted(p.name for p in hook.model_dir.iterdir()) == ["1", "config.pbtxt"]  # nothing half-copied
+    # nothing half-copied (the hidden lock file is the local pointer's compare-and-swap)
+    assert sorted(p.name for p in hook.model_dir.iterdir()) == [model_repository.POINTER_LOCK, "1", "config.pbtxt"]
     assert hook.push(pkg, {"run_key": "b"}) == 2
 
 

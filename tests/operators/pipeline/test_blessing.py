@@ -23,3 +23,9 @@ def test_the_blessing_names_what_deploy_ships():
     blessing = judge(evaluation, 0.7, 0.01).to_dict()
     assert blessing["blessed"] and blessing["package"] == evaluation["candidate"]
     assert blessing["smoke_rows"] == evaluation["smoke_rows"]
+
+
+def test_the_blessing_records_the_production_version_it_was_judged_against():
+    evaluation = {"candidate_metrics": {"auc": 0.8}, "baseline_metrics": {"auc": 0.79}, "candidate": "p"}
+    assert judge(evaluation, 0.7, 0.01, baseline_version=5).to_dict()["baseline_version"] == 5
+    assert judge({"candidate_metrics": {"auc": 0.8}}, 0.7, 0.01).to_dict()["baseline_version"] is None

@@ -49,3 +49,44 @@ def test_other_inputs_after_later_deploys_are_refused():
     assert d.reason.startswith("run day-7 made version 4, and its inputs changed since (raw day 7: rows 10 -> 12); "
                                "but production is version 6, deployed after it")
     assert "Production stays at version 6. Retrain instead: trigger criteo_full_retrain" in d.reason
+
+
+def judged(baseline):
+    return {**BLESSED, pusher.BASELINE: baseline}
+
+
+@pytest.mark.parametrize("baseline, production, version", [(1, 2, None), (None, 1, None), (1, None, None),
+                                                           (2, 3, 4)])
+def test_a_candidate_judged_against_a_version_that_no_longer_serves_is_skipped(baseline, production, version):
+    """Production moved since evaluation (a full retrain promoted meanwhile): skipped, naming both versions."""
+    d = decide(judged(baseline), "incremental-day5", production=production, version=version)
+    assert (d.action, d.production_moved) == (SKIP_SUPERSEDED, True)
+    name = {None: "none"}
+    assert (f"judged against (and descends from) production version {name.get(baseline, baseline)}, but "
+            f"production is now version {name.get(production, production)}") in d.reason
+    assert d.version == version
+
+
+@pytest.mark.parametrize("baseline, production, version, action", [(1, 1, None, PUSH_NEW), (None, None, None, PUSH_NEW),
+                                                                   (2, 2, 3, PROMOTE)])
+def test_a_candidate_judged_against_what_serves_goes_ahead_expecting_it(baseline, production, version, action):
+    d = decide(judged(baseline), "r", production=production, version=version)
+    assert (d.action, d.expected, d.production_moved) == (action, production, False)
+
+
+def test_a_corrected_day_replacing_its_own_serving_version_is_not_superseded():
+    """The run's own earlier version serves (judged against its parent, as this candidate was)."""
+    d = decide(judged(3), "day-7", production=4, version=None, earlier=4, changes=["raw day 7: sha256 a -> b"])
+    assert (d.action, d.replaces, d.expected) == (PUSH_NEW, 4, 4)
+
+
+def test_a_blessing_without_the_record_promotes_over_what_serves_now():
+    """A blessing made before baseline_version was recorded: the pointer still moves by compare-and-swap."""
+    d = decide(BLESSED, "r", production=4, version=None)
+    assert (d.action, d.expected) == (PUSH_NEW, 4)
+
+
+def test_reuse_and_old_reruns_are_not_re_judged():
+    assert decide(judged(1), "r", production=4, version=4).action == REUSE
+    d = decide(judged(1), "r", production=5, version=3)
+    assert (d.action, d.production_moved) == (SKIP_SUPERSEDED, False)

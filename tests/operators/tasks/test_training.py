@@ -97,3 +97,12 @@ def test_a_daily_run_that_blesses_nothing_skips_deploy_and_a_blessed_one_names_t
     for mode in ("incremental", "full"):
         blessing = blessing_gate.function(good, GATE, mode)
         assert blessing["blessed"] is True and (blessing["package"], blessing["smoke_rows"]) == ("pkg", "s")
+
+
+def test_the_blessing_records_the_production_version_evaluate_compared_with():
+    """The plan's parent_version reaches the blessing: deploy promotes only while it still serves."""
+    from operators.tasks.training import blessing_gate
+
+    good = {**EVALUATION, "candidate_metrics": {"auc": 0.81}}
+    assert blessing_gate.function(good, GATE, "incremental", 4)["baseline_version"] == 4
+    assert blessing_gate.function(good, GATE, "full", None)["baseline_version"] is None

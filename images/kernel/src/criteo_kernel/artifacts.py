@@ -44,13 +44,15 @@ SMOKE_ROWS = "smoke.npz"                  # held-out rows + offline predictions,
 LINEAGE = "lineage.json"
 REJECTED = "_REJECTED"                    # a version whose promotion failed (the reason inside)
 ROLLED_BACK = "_ROLLED_BACK"              # a version left by a rollback: never promoted again by a rerun
+SUPERSEDED = "_SUPERSEDED"                # a pushed version whose production moved before its promotion
+RESERVED = "_RESERVED"                    # a version number claimed by one deploy (written before any file)
 
 # What Triton loads and the served model reads (triton/model.py, criteo_serving.py): the only package
 # entries deploy copies into a version folder. Paths relative to the package, `/`-separated.
 SERVED = (MODEL_ONNX, MODEL_ONNX_DATA, "model.py", "criteo_serving.py", "criteo_kernel",
           f"{PREPROCESSING}/{SERVING_TABLES}", TRITON_CONFIG, EXPORT_META)
 # What deploy and promotion write into a version beside them.
-DEPLOYED = (SMOKE_ROWS, LINEAGE, SUCCESS, REJECTED, ROLLED_BACK)
+DEPLOYED = (SMOKE_ROWS, LINEAGE, SUCCESS, REJECTED, ROLLED_BACK, SUPERSEDED, RESERVED)
 # What stays in the artifact store (the package), by role: the lineage's `artifacts` name their URLs.
 STORED = {"checkpoint": CHECKPOINT, "hugectr": HUGECTR_FILES, "workflow": PREPROCESSING,
           "reference_profile": REFERENCE_PROFILE}

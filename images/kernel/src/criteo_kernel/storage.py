@@ -22,8 +22,9 @@ reads, so a rerun that replaced a partition is read whole, and a URL stays the l
 The Airflow side resolves with `resolve_on(fs, path)` on its own filesystems.
 
 Folders a reader takes as complete by their own `_SUCCESS`, read in place (the model repository's
-version folders, which Triton loads), are published by `publish_by_copy`: files copied in, the
-marker last. Single files appear whole too (`write_json`, `write_bytes`): a temporary file, then a
+version folders, which Triton loads), are claimed first by `reserve_folder` (a create-only write of
+`<folder>/_RESERVED`: one writer wins a name), then filled, the `_SUCCESS` marker last.
+Single files appear whole too (`write_json`, `write_bytes`): a temporary file, then a
 file rename; on an object store one upload.
 """
 from __future__ import annotations
@@ -36,7 +37,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from .artifacts import COMMIT, SUCCESS
+from .artifacts import COMMIT, RESERVED, SUCCESS
 from .schema import day_file_names
 
 ATTEMPT_PREFIX = ".attempt-"
@@ -279,27 +280,59 @@ def _write(fs, path: str, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def publish_by_copy(fs, staging: str, final: str) -> bool:
-    """Make the folder `staging` visible whole as the new folder `final` on `fs` without renaming a
-    folder: its files are copied in, `_SUCCESS` last, then `staging` is deleted. For a reader that
-    takes a folder as complete by its `_SUCCESS` (the model repository's versions, which Triton
-    reads in place). A `final` already there (taken meanwhile) is left alone: staging is deleted
-    and False returned. On a local disk `final` is claimed by mkdir, which only one writer wins; on
-    an object store a `final` holding any object counts as taken (two writers checking at the same
-    moment both go on: the version-number race of the model repository, not settled here).
-    """
-    staging, final = staging.rstrip("/"), final.rstrip("/")
+def reserve_folder(fs, folder: str, owner: dict | None = None) -> bool:
+    """Claim the new folder `folder` on `fs` for this writer alone, before anything is written in it;
+    False when another writer holds it (take the next name). The claim is a create-only write of
+    `<folder>/_RESERVED` ({owner..., "token", "reserved_at"}): on an object store one upload with
+    ifGenerationMatch=0 (gcsfs' `mode="create"`: the store answers 412 to every writer but the first,
+    gcsfs raises FileExistsError), on a local disk os.mkdir of the folder, which only one writer wins.
+    A folder that already holds objects and no marker (written before reservations) counts as taken.
+    The marker stays: it says who wrote the folder and since when, so a claim whose writer died (no
+    `_SUCCESS` ever comes) can be told from one still being written."""
+    folder = folder.rstrip("/")
+    token = uuid.uuid4().hex
+    marker = f"{folder}/{RESERVED}"
+    data = json.dumps({**(owner or {}), "token": token,
+                       "reserved_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                       "reserved_at_s": int(time.time())}, sort_keys=True).encode()
     if is_local(fs):
         try:
-            os.mkdir(final)
-            taken = False
+            os.mkdir(folder)
         except FileExistsError:
-            taken = True
-    else:
-        # The objects under `final`, not fs.exists(final): an object store has no folders, and some
-        # fsspec versions (2022.5, Merlin's) answer False for a prefix that holds only objects.
-        taken = bool(fs.find(final))
-    if taken:
+            return False
+        _write(fs, marker, data)
+        return True
+    # The objects under `folder`, not fs.exists(folder): an object store has no folders, and some
+    # fsspec versions (2022.5, Merlin's) answer False for a prefix that holds only objects.
+    if fs.find(folder):
+        return False
+    try:
+        fs.pipe_file(marker, data, mode="create")
+    except FileExistsError:
+        # 412: another writer's marker, or ours when gcsfs retried an upload whose answer was lost
+        try:
+            return json.loads(fs.cat_file(marker)).get("token") == token
+        except (FileNotFoundError, ValueError):
+            return False
+    return True
+
+
+def reservation(fs, folder: str) -> dict | None:
+    """The `_RESERVED` marker of `folder` (`reserve_folder`), None when it has none."""
+    try:
+        return json.loads(fs.cat_file(f"{folder.rstrip('/')}/{RESERVED}"))
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def publish_by_copy(fs, staging: str, final: str, owner: dict | None = None) -> bool:
+    """Make the folder `staging` visible whole as the new folder `final` on `fs` without renaming a
+    folder: `final` is claimed (`reserve_folder`), `staging`'s files are copied in, `_SUCCESS` last,
+    then `staging` is deleted. For a reader that takes a folder as complete by its `_SUCCESS`. A
+    `final` another writer claimed is left alone: staging is deleted and False returned.
+    """
+    staging, final = staging.rstrip("/"), final.rstrip("/")
+    if not reserve_folder(fs, final, owner):
         fs.rm(staging, recursive=True)
         return False
     for src in sorted(fs.find(staging)):
