@@ -40,7 +40,7 @@ def test_the_api_v2_a_pull_reads_and_the_bandwidth_it_keeps():
         started = time.monotonic()
         assert get(f"{base}/criteo/merlin/blobs/{digest}").read() == layer
         took = time.monotonic() - started
-        assert 0.3 <= took < 5, took   # ~0.4 s at 1 MB/s; unthrottled it is milliseconds
+        assert took >= 0.3, took   # ~0.4 s at 1 MB/s; unthrottled it is milliseconds (no upper bound: a busy machine)
         assert registry.transfer_of(digest).sent == len(layer)
 
         resumed = get(f"{base}/criteo/merlin/blobs/{digest}", Range="bytes=100000-")
