@@ -23,7 +23,7 @@ the time from its file being published to the monitor's /metrics counting its ro
 (criteo_requests_logged_total) and, for labels, joining them (criteo_labels_joined_total) p50/p99;
 the rows/s actually written; the monitor's peak RSS (VmHWM).
 
-    .venv/bin/python bench/bench_load.py --airflow [--days 30 --rows 2000 --max-wait-s 1100]
+    .venv/bin/python bench/bench_load.py --airflow [--days 30 --rows 2000 --max-wait-s 900]
     .venv/bin/python bench/bench_load.py --monitor [--seconds 40 --rounds 2]
     .venv/bin/python bench/bench_load.py           # both
 """
@@ -216,7 +216,8 @@ def _drive(a, af) -> float:
           f"{max(waits, default=float('nan')):.2f} s over {len(waits)} task instances (last try of each)")
     grow = size1 - size0
     print(f"  metadata DB (SQLite)     {size0 / 2**20:.2f} MiB -> {size1 / 2**20:.2f} MiB: +{grow / 2**20:.2f} MiB, "
-          f"{grow / max(len(runs), 1) / 1024:.0f} KiB per run ({len(runs)} runs)")
+          f"{grow / max(len(finished), 1) / 1024:.0f} KiB per finished run ({len(finished)} finished, "
+          f"{len(runs)} created)")
     ratio = drain / (per_run * a.days) if active else float("nan")
     print(f"bench_load: ratio {ratio:.3f} (the {a.days}-run backfill's drain time over {a.days} x the median run's "
           f"own time, plan -> end)", flush=True)
@@ -423,7 +424,7 @@ def main() -> None:
     p.add_argument("--days", type=int, default=30, help="daily runs in the backfill")
     p.add_argument("--rows", type=int, default=2000, help="rows per synthetic day")
     p.add_argument("--auc-floor", type=float, default=0.0, help="the blessing gate's floor (small days: 0)")
-    p.add_argument("--max-wait-s", type=float, default=1100, help="stop waiting for the drain after this")
+    p.add_argument("--max-wait-s", type=float, default=900, help="stop waiting for the drain after this")
     p.add_argument("--base", default=None, help="work folder of part 1 (default: a temporary one)")
     p.add_argument("--factors", default="1,10", help="traffic multiples of the replay's rate, alternated")
     p.add_argument("--seconds", type=float, default=40, help="seconds of traffic per round")
