@@ -219,6 +219,7 @@ bench: setup .venv-bench/.installed
 	.venv/bin/python bench/bench_daily_run.py
 	.venv/bin/python bench/bench_serving.py
 	.venv/bin/python bench/bench_autoscale.py
+	.venv/bin/python bench/bench_load.py
 
 # Re-resolve the locks (needs the registries); commit the result.
 # An image's lock: requirements/NAME.in resolved for its base's Python against its base's versions

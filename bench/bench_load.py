@@ -24,7 +24,7 @@ the time from its file being published to the monitor's /metrics counting its ro
 the rows/s actually written; the monitor's peak RSS (VmHWM).
 
     .venv/bin/python bench/bench_load.py --airflow [--days 30 --rows 2000 --max-wait-s 900]
-    .venv/bin/python bench/bench_load.py --monitor [--seconds 40 --rounds 2]
+    .venv/bin/python bench/bench_load.py --monitor [--seconds 20 --rounds 2]
     .venv/bin/python bench/bench_load.py           # both
 """
 from __future__ import annotations
@@ -427,7 +427,7 @@ def main() -> None:
     p.add_argument("--max-wait-s", type=float, default=900, help="stop waiting for the drain after this")
     p.add_argument("--base", default=None, help="work folder of part 1 (default: a temporary one)")
     p.add_argument("--factors", default="1,10", help="traffic multiples of the replay's rate, alternated")
-    p.add_argument("--seconds", type=float, default=40, help="seconds of traffic per round")
+    p.add_argument("--seconds", type=float, default=20, help="seconds of traffic per round")
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--tick-s", type=float, default=1.0, help="seconds between part files")
     p.add_argument("--interval-s", type=float, default=1.0,
