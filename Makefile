@@ -235,6 +235,8 @@ bench: setup .venv-bench/.installed
 	.venv/bin/python bench/bench_serving.py
 	.venv/bin/python bench/bench_autoscale.py
 	.venv/bin/python bench/bench_promotion.py
+	.venv/bin/python bench/bench_deploy_race.py --repeat 20
+	.venv/bin/python bench/bench_load.py
 
 # Re-resolve the locks (needs the registries); commit the result.
 # An image's lock: requirements/NAME.in resolved for its base's Python against its base's versions
