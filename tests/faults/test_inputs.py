@@ -132,14 +132,17 @@ def production(world: World) -> dict:
 
     config = world.model_dir / "config.pbtxt"
     return {"config": config.read_text() if config.exists() else None,
-            "versions": sorted(int(p.name) for p in world.model_dir.iterdir() if p.name.isdigit()),
+            "versions": sorted(int(p.name) for p in world.model_dir.iterdir()
+                               if p.name.isdigit() and (p / "_SUCCESS").exists()),
             "served": TritonHook(world.triton_url).ready_versions(MODEL)}
 
 
 def assert_nothing_half_visible(world: World) -> None:
     for p in world.model_dir.iterdir():
-        if p.name.isdigit():
-            assert (p / "_SUCCESS").exists() or (p / "_REJECTED").exists(), f"version {p.name} is half there"
+        if p.name.isdigit() and not (p / "_SUCCESS").exists():
+            # not a version: rejected, superseded, or a claim whose copy broke off (never listed or loaded)
+            marks = [m for m in ("_REJECTED", "_SUPERSEDED", "_RESERVED") if (p / m).exists()]
+            assert marks, f"version {p.name} is half there with no mark saying why"
     partitions = [*(world.base / "work" / "extracted").glob("day=*"),
                   *(world.base / "work" / "processed").glob("*/day=*")]
     for part in partitions:  # visible = committed; a committed attempt is complete
@@ -398,8 +401,9 @@ def test_a_bucket_that_turns_read_only_mid_publish(world, monkeypatch, capsys, f
     assert "Read-only file system" in message and "production stays at version" in message
     assert production(world) == before
     assert_nothing_half_visible(world)
-    fault_table("the bucket turns read-only mid-publish (deploy)", "deploy fails after its retries; the staged "
-                f"files stay hidden; version {before['versions'][-1]} still serves", message)
+    fault_table("the bucket turns read-only mid-publish (deploy)", "deploy fails after its retries; the copied "
+                "files stay in an incomplete claim, never listed or loaded; "
+                f"version {before['versions'][-1]} still serves", message)
 
 
 # -- processes killed ------------------------------------------------------------------------------
