@@ -99,8 +99,11 @@ def test_every_command_names_a_real_entry_point(config):
             if name == "volume-init":  # as root: the volumes owned by Airflow's user, group-writable
                 assert service["user"] == "0:0" and "chown 50000:0 /data/bucket " in command[-1]
                 assert "/opt/airflow/auth" in command[-1] and "mkdir -p /data/bucket/model_repository" in command[-1]
-            elif command[0] == "bash":
-                assert "exec airflow db migrate" in command[-1], name
+            elif command[0] == "bash":   # airflow-init: the database, then the deploy pool in it
+                assert "airflow db migrate && exec python -m operators.deploy create-pool" in command[-1], name
+                usage = subprocess.run([sys.executable, "-m", "operators.deploy"], cwd=REPO, capture_output=True,
+                                       text=True, timeout=120)
+                assert usage.returncode == 1 and "create-pool" in usage.stderr, usage.stderr
             else:
                 assert command[0] == "airflow" and command[1] in airflow, (name, command)
         elif image.startswith("criteo-monitoring:"):
