@@ -110,9 +110,9 @@ lint: .tools/ruff.ok
 # of the 2 cores busy), each lane on an Airflow home of its own; the lanes take about the same time.
 # Lane c is the container layer: its tests mostly wait on containers, so it runs beside the other
 # two. The images (lanes b and c use them) are built, and imported into the nodes, before the lanes.
-TEST_LANE_A := test-steps test-unit test-integration test-live
-TEST_LANE_B := test-kubernetes test-e2e test-faults-data
-TEST_LANE_C := test-containers test-faults-airflow
+TEST_LANE_A := test-unit test-integration test-live
+TEST_LANE_B := test-kubernetes test-e2e test-steps
+TEST_LANE_C := test-containers test-faults-airflow test-faults-data
 LANE_A_HOME := $(CURDIR)/.airflow-lane-a
 LANE_C_HOME := $(CURDIR)/.airflow-lane-c
 test: setup kube-build node-images .tools/chromium.ok $(LANE_A_HOME)/airflow.db $(LANE_C_HOME)/airflow.db
