@@ -178,6 +178,7 @@ def _drive(a, af) -> float:
     deadline = time.monotonic() + a.max_wait_s
     polled_running = 0
     while True:
+        af.revive(say=lambda line: print(line, flush=True))      # a restart policy, as production has
         runs = backfill_runs()
         states = [r["state"] for r in runs]
         polled_running = max(polled_running, states.count("running"))
@@ -209,6 +210,8 @@ def _drive(a, af) -> float:
     print(f"\nbackfill of {a.days} daily runs ({a.rows:,}-row days, MLP {SMALL_MODEL['mlp_dims']}, LocalExecutor "
           f"parallelism 4, SQLite):")
     print(f"  runs finished            {len(finished)} of {a.days}" + (f" (failed: {failed})" if failed else ""))
+    print(f"  components restarted     {len(af.restarts)}" + "".join(
+        f"; {name} (exit {code}) at +{t - created.timestamp():.0f} s" for t, name, code in af.restarts))
     print(f"  runs running at once     {max_overlap(intervals)} (max overlap of the runs' start..end; "
           f"{polled_running} seen in state running at one poll)")
     print(f"  runs past wait_for_previous_day at once  {max_overlap(working)} (plan start..run end)")

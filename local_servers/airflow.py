@@ -53,6 +53,8 @@ class LocalAirflow:
         self.env = {**env, **self.settings(dags_folder, parallelism)}
         self.processes: list[ServerProcess] = []
         self.token: str | None = None
+        self.exited_groups: list[int] = []      # process groups of components that died: stop() ends them
+        self.restarts: list[tuple[float, str, int | None]] = []      # (time, component, its exit code)
 
     def _stored_password(self) -> str:
         try:
@@ -157,6 +159,38 @@ class LocalAirflow:
     def stop(self) -> None:
         for proc in reversed(self.processes):
             proc.stop()
+        for pgid in self.exited_groups:       # what a dead leader left running (a kill -9 orphans its workers)
+            try:
+                os.killpg(pgid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def revive(self, say=print, crash_loop: tuple[int, float] = (5, 600.0)) -> list[str]:
+        """Start again each component that has exited, as compose's `restart: unless-stopped` and a
+        Deployment's pods do in production. Airflow's components exit on errors they do not handle;
+        Airflow 3.3.2's scheduler, for one, ended its loop on SQLAlchemy's ObjectDeletedError when a
+        backfill was created while it scheduled (SQLite), and every run then waited for a scheduler.
+        Returns the components started again. Raises RuntimeError, quoting the log, once one has
+        exited `crash_loop[0]` times within `crash_loop[1]` seconds: a crash loop is not healed by
+        restarting it."""
+        revived = []
+        for proc in self.processes:
+            if proc.running or proc.proc is None:
+                continue
+            code, now = proc.proc.returncode, time.time()
+            self.exited_groups.append(proc.proc.pid)      # each ServerProcess leads a session of its own
+            self.restarts.append((now, proc.name, code))
+            limit, window_s = crash_loop
+            recent = [t for t, name, _ in self.restarts if name == proc.name and now - t < window_s]
+            if len(recent) >= limit:
+                raise RuntimeError(f"Airflow's {proc.name} exited {len(recent)} times within {window_s:.0f}s "
+                                   f"(last exit code {code}); not starting it again. Last lines of "
+                                   f"{proc.log_path}:\n{proc.tail(40)}")
+            say(f"Airflow's {proc.name} exited (code {code}); starting it again, as a restart policy would "
+                f"(its log: {proc.log_path})")
+            proc.start(timeout_s=180)
+            revived.append(proc.name)
+        return revived
 
     @property
     def running(self) -> bool:
@@ -278,8 +312,14 @@ def serve(paths: Paths, port: int, days: int, rows: int) -> int:
                 f"export PATH='{Path(AIRFLOW).parent}':\"$PATH\"\n")
             paths.ready.write_text(json.dumps(info, indent=2))
             print("ready", flush=True)
-            stopped = serve_until_stopped(airflow)
-            print("stopping" if stopped else f"an Airflow process died:\n{airflow.logs()}", flush=True)
+            while not (stopped := serve_until_stopped(airflow)):
+                try:
+                    airflow.revive(say=lambda line: print(line, flush=True))
+                except RuntimeError as exc:
+                    print(f"{exc}\n{airflow.logs()}", flush=True)
+                    break
+            if stopped:
+                print("stopping", flush=True)
             paths.ready.unlink(missing_ok=True)
             return 0 if stopped else 1
 

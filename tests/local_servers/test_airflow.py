@@ -80,3 +80,31 @@ def test_ready_waits_for_every_dag_and_a_timeout_names_the_missing_ones(tmp_path
     with pytest.raises(RuntimeError, match=r"(?s)did not list b within 0s .*import error: b.py: NameError: x"
                                            r".*see the DAG processor's log: .*dag-processor.log"):
         af.wait_for_dags(timeout_s=0)
+
+
+def test_revive_starts_an_exited_component_again_and_stops_a_crash_loop(tmp_path):
+    """revive() on real processes standing in for the components: one that exits is started again with
+    the same command and its exit recorded; one that keeps exiting is given up on, naming its log."""
+    from local_servers.process import ServerProcess
+
+    airflow = local_airflow.LocalAirflow(tmp_path / "home", env=dict(os.environ), password="x")
+    lasting = ServerProcess("api-server", ["sleep", "60"], tmp_path / "api.log")
+    crash = "import sys, time; print('boom'); time.sleep(0.3); sys.exit(3)"
+    crashing = ServerProcess("scheduler", [sys.executable, "-c", crash], tmp_path / "scheduler.log", ready=lambda: True)
+    airflow.processes = [lasting.start(), crashing]
+    try:
+        crashing.proc = subprocess.Popen([sys.executable, "-c", "import sys; sys.exit(3)"])
+        crashing.proc.wait()
+        said = []
+        assert airflow.revive(say=said.append, crash_loop=(3, 600)) == ["scheduler"]
+        assert [(name, code) for _, name, code in airflow.restarts] == [("scheduler", 3)]
+        assert "scheduler exited (code 3); starting it again" in said[0] and str(tmp_path / "scheduler.log") in said[0]
+        crashing.proc.wait(timeout=30)
+        assert airflow.revive(say=said.append, crash_loop=(3, 600)) == ["scheduler"]
+        crashing.proc.wait(timeout=30)
+        with pytest.raises(RuntimeError, match=r"(?s)scheduler exited 3 times within 600s \(last exit code 3\).*boom"):
+            airflow.revive(say=said.append, crash_loop=(3, 600))
+        assert lasting.running and len(airflow.exited_groups) == 3
+    finally:
+        airflow.stop()
+    assert not lasting.running
