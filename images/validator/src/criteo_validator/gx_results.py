@@ -158,7 +158,8 @@ class Aggregate:
         nonmissing = self.element_count - self.missing_count
         if mostly is None or nonmissing == 0:
             return self.unexpected_count == 0
-        return (nonmissing - self.unexpected_count) / nonmissing >= float(mostly)
+        return (self.unexpected_count <= noise_values(self.config)
+                or (nonmissing - self.unexpected_count) / nonmissing >= float(mostly))
 
     def result_dict(self) -> dict:
         if not self.is_map:
@@ -186,6 +187,11 @@ class Aggregate:
                                            exception_info=exc)
 
 
+def noise_values(cfg) -> int:
+    """How many unexpected values are noise whatever the share (suites.py: `meta.noise_values`)."""
+    return int((getattr(cfg, "meta", None) or {}).get("noise_values") or 0)
+
+
 def exp_key(cfg, position: int) -> str:
     """An expectation's identity across chunks and column groups: its id, else its definition."""
     kw = {k: v for k, v in (cfg.kwargs or {}).items() if k != "batch_id"}
@@ -201,7 +207,9 @@ def describe_rule(cfg) -> str:
     kw = {k: v for k, v in (cfg.kwargs or {}).items() if k not in ("batch_id", "result_format")}
     t = cfg.type
     mostly = kw.get("mostly")
-    tail = f" (for at least {mostly * 100:.4g}% of present values)" if mostly is not None else ""
+    noise = noise_values(cfg)
+    tail = (f" (for at least {mostly * 100:.4g}% of present values" + (f", or all but {noise}" if noise else "") + ")"
+            if mostly is not None else "")
     if t == "expect_column_values_to_be_in_set":
         return f"values in {kw.get('value_set')}{tail}"
     if t == "expect_column_values_to_not_be_in_set":
