@@ -9,7 +9,8 @@ Every `--interval-s` it reads the part files that appeared since the last scan (
 `--lookback-hours` of the newest partition; a restart rebuilds its windows from there), joins
 labels to requests on (request_id, row), and updates each version's rolling windows
 (criteo_monitoring.metrics). A request waits for its label as long as it takes, up to
-`--max-pending-rows` unlabelled rows (then the oldest are dropped, and counted).
+`--max-pending-rows` unlabelled rows (then the oldest are dropped, and counted); a label waits for
+its request up to as many (then the first read are dropped, and counted).
 
 Metrics (`/metrics`), labels `model`, `version`:
 
@@ -21,7 +22,8 @@ Metrics (`/metrics`), labels `model`, `version`:
     criteo_requests_logged_total, criteo_labels_joined_total
     criteo_reference_profile_loaded                  1 when the version's reference profile was found
     criteo_monitor_files_read_total{kind}, criteo_monitor_bad_files, criteo_monitor_pending_rows{kind},
-    criteo_monitor_unlabelled_dropped_total, criteo_monitor_scan_errors_total,
+    criteo_monitor_unlabelled_dropped_total, criteo_monitor_unjoined_labels_dropped_total,
+    criteo_monitor_scan_errors_total,
     criteo_monitor_last_scan_timestamp_seconds, criteo_monitor_scan_duration_seconds
 
 and, label `model` only, from `--retrain-log` (criteo_kernel.retrain_log, written by model_monitoring):
@@ -357,6 +359,8 @@ class RequestLogMonitor:
         if extra > 0:  # labels of requests outside the lookback
             self.pending_labels = self.pending_labels.slice(extra)
             self.dropped_labels += extra
+            log.warning("dropped the %d labels read first that still wait for their request (more than %d "
+                        "pending)", extra, self.max_pending_rows)
 
     def _window(self, model: str, version: int) -> VersionWindow:
         key = (str(model), int(version))
@@ -424,7 +428,8 @@ class RequestLogMonitor:
             return {"versions": versions, "retrains": retrains, "files_read": dict(self.files_read),
                     "bad_files": len(self.bad),
                     "pending": {"requests": len(self.pending_requests), "labels": len(self.pending_labels)},
-                    "dropped": self.dropped, "scan_errors": self.scan_errors, "last_scan": self.last_scan,
+                    "dropped": self.dropped, "dropped_labels": self.dropped_labels,
+                    "scan_errors": self.scan_errors, "last_scan": self.last_scan,
                     "last_scan_seconds": self.last_scan_seconds}
 
     def collect(self):
