@@ -29,12 +29,13 @@ FILES_READ = "criteo_monitor_files_read"      # counter {kind}
 BAD_FILES = "criteo_monitor_bad_files"
 PENDING_ROWS = "criteo_monitor_pending_rows"  # {kind}
 UNLABELLED_DROPPED = "criteo_monitor_unlabelled_dropped"  # counter
+UNJOINED_LABELS_DROPPED = "criteo_monitor_unjoined_labels_dropped"  # counter
 SCAN_ERRORS = "criteo_monitor_scan_errors"    # counter
 LAST_SCAN = "criteo_monitor_last_scan_timestamp_seconds"
 SCAN_DURATION = "criteo_monitor_scan_duration_seconds"
 
 COUNTERS = frozenset({REQUESTS_LOGGED, LABELS_JOINED, RETRAINS_TRIGGERED, FILES_READ, UNLABELLED_DROPPED,
-                      SCAN_ERRORS})
+                      UNJOINED_LABELS_DROPPED, SCAN_ERRORS})
 ALL = frozenset(value for name, value in dict(globals()).items()
                 if name.isupper() and isinstance(value, str) and value.startswith("criteo_"))
 

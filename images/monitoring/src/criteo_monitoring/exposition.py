@@ -73,6 +73,8 @@ def families(snap: dict):
     yield pending
     yield CounterMetricFamily(M.UNLABELLED_DROPPED, "Requests dropped while waiting for a label",
                               value=snap["dropped"])
+    yield CounterMetricFamily(M.UNJOINED_LABELS_DROPPED, "Labels dropped while waiting for their request "
+                              "(more than --max-pending-rows pending)", value=snap["dropped_labels"])
     yield CounterMetricFamily(M.SCAN_ERRORS, "Scans of the request log that failed",
                               value=snap["scan_errors"])
     if snap["last_scan"] is not None:

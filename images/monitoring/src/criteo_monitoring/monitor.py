@@ -9,7 +9,8 @@ Every `--interval-s` it reads the part files that appeared since the last scan (
 `--lookback-hours` of the newest partition; a restart rebuilds its windows from there), joins
 labels to requests on (request_id, row), and updates each version's rolling windows
 (criteo_monitoring.metrics). A request waits for its label as long as it takes, up to
-`--max-pending-rows` unlabelled rows (then the oldest are dropped, and counted).
+`--max-pending-rows` unlabelled rows (then the oldest are dropped, and counted); a label waits for
+its request up to as many (then the first read are dropped, and counted).
 
 Metrics (`/metrics`), labels `model`, `version`:
 
@@ -21,7 +22,8 @@ Metrics (`/metrics`), labels `model`, `version`:
     criteo_requests_logged_total, criteo_labels_joined_total
     criteo_reference_profile_loaded                  1 when the version's reference profile was found
     criteo_monitor_files_read_total{kind}, criteo_monitor_bad_files, criteo_monitor_pending_rows{kind},
-    criteo_monitor_unlabelled_dropped_total, criteo_monitor_scan_errors_total,
+    criteo_monitor_unlabelled_dropped_total, criteo_monitor_unjoined_labels_dropped_total,
+    criteo_monitor_scan_errors_total,
     criteo_monitor_last_scan_timestamp_seconds, criteo_monitor_scan_duration_seconds
 
 and, label `model` only, from `--retrain-log` (criteo_kernel.retrain_log, written by model_monitoring):
@@ -61,14 +63,71 @@ log = logging.getLogger("criteo_monitoring.monitor")
 REFERENCE_RETRY_S = 30.0
 
 
-def _append(frame, new):
-    import pandas as pd
-
-    return new.reset_index(drop=True) if frame.empty else pd.concat([frame, new], ignore_index=True)
+CHUNK_ROWS = 1_000_000   # rows one scan reads before it joins them: what a backlog (a restart) holds at once
 
 
 def _hour(partition: tuple[str, str]) -> datetime:
     return datetime.fromisoformat(f"{partition[0]}T{partition[1]}:00:00")
+
+
+def _pending_schemas():
+    import pyarrow as pa
+
+    requests = pa.schema([("request_id", pa.string()), ("row", pa.int32()), ("event_time", pa.int64()),
+                          ("model", pa.string()), ("version", pa.int32()), ("prediction", pa.float32())])
+    labels = pa.schema([("request_id", pa.string()), ("row", pa.int32()), ("label", pa.int8())])
+    return requests, labels
+
+
+def _codes(array) -> tuple[np.ndarray, np.ndarray]:
+    """(code of each value, rank of each code in the values' sort order) of a string column: the
+    join and the (event_time, request_id, row) order work on integers, not on Python strings."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks() if array.num_chunks != 1 else array.chunk(0)
+    encoded = pc.dictionary_encode(array)
+    codes = pc.fill_null(encoded.indices, -1).to_numpy().astype(np.int64)
+    rank = np.empty(len(encoded.dictionary) + 1, np.int64)
+    rank[pc.sort_indices(encoded.dictionary).to_numpy()] = np.arange(len(encoded.dictionary))
+    rank[-1] = -1   # a null sorts first (code -1 reads the last slot)
+    return codes, rank
+
+
+def _keys(codes: np.ndarray, rows) -> np.ndarray:
+    """(request_id, row) as one int64: the request id's code in the high half, the row in the low."""
+    return (codes << 32) | (rows.fill_null(-1).to_numpy().astype(np.int64) & 0xFFFFFFFF)
+
+
+def _keep_last(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(mask of the last occurrence of each key, positions of those rows in key order)."""
+    order = np.argsort(keys, kind="stable")
+    ordered = keys[order]
+    last = np.ones(len(keys), bool)
+    last[:-1] = ordered[:-1] != ordered[1:]
+    kept = order[last]
+    keep = np.zeros(len(keys), bool)
+    keep[kept] = True
+    return keep, kept
+
+
+def _groups(models, versions: np.ndarray, rows: np.ndarray):
+    """[(model, version, positions in `rows`)] of the (model, version) pairs among `rows`, sorted."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if isinstance(models, pa.ChunkedArray):
+        models = models.combine_chunks() if models.num_chunks != 1 else models.chunk(0)
+    encoded = pc.dictionary_encode(models)
+    names = encoded.dictionary.to_pylist()
+    codes = pc.fill_null(encoded.indices, -1).to_numpy().astype(np.int64)[rows]
+    pair = codes * (1 << 33) + versions[rows].astype(np.int64)
+    out = []
+    for value in np.unique(pair):
+        sel = np.flatnonzero(pair == value)
+        out.append((names[codes[sel[0]]], int(versions[rows[sel[0]]]), sel))
+    return sorted(out, key=lambda g: (g[0], g[1]))
 
 
 class RequestLogMonitor:
@@ -77,8 +136,6 @@ class RequestLogMonitor:
     def __init__(self, request_log: str, model_repository: str | None = None, model: str | None = None,
                  window_rows: int = 5000, min_rows: int = 500, lookback_hours: float = 48,
                  max_pending_rows: int = 2_000_000, retrain_log_url: str | None = None):
-        import pandas as pd
-
         self.request_log = request_log.rstrip("/")
         self.model_repository = model_repository.rstrip("/") if model_repository else None
         self.model = model
@@ -95,22 +152,34 @@ class RequestLogMonitor:
         self.seen: dict[str, int] = {}          # path -> size when read
         self.bad: dict[str, tuple[int, str]] = {}  # path -> (its size then, why it was skipped)
         self.references: dict[tuple[str, int], tuple[dict | None, float]] = {}
-        self.pending_requests = pd.DataFrame()  # requests still waiting for their label
-        self.pending_labels = pd.DataFrame()    # labels whose request has not been read yet
+        requests, labels = _pending_schemas()
+        self.pending_requests = requests.empty_table()  # requests still waiting for their label
+        self.pending_labels = labels.empty_table()      # labels whose request has not been read yet
         self.dropped = 0
+        self.dropped_labels = 0
         self.scan_errors = 0
         self.last_scan = None
         self.last_scan_seconds = None
         self.lock = threading.Lock()
 
     # -- reading the log ------------------------------------------------------------------------
-    def _new_files(self, fs, kind: str) -> list[str]:
-        parts = list_parts(self.request_log, kind)
+    def _new_files(self, fs, kind: str) -> list[tuple[str, int]]:
+        parts = list_parts(self.request_log, kind, None, True)
         if parts and self.lookback_hours:
-            newest = _hour(part_partition(parts[-1]))
+            newest = _hour(part_partition(parts[-1][0]))
             oldest = newest - timedelta(hours=self.lookback_hours)
-            parts = [p for p in parts if _hour(part_partition(p)) >= oldest]
-        return self._changed(fs, parts)
+            parts = [(p, size) for p, size in parts if _hour(part_partition(p)) >= oldest]
+        self._forget(fs, kind, {p for p, _ in parts})
+        return [(p, size) for p, size in parts
+                if self.seen.get(p) != size and self.bad.get(p, (None,))[0] != size]
+
+    def _forget(self, fs, kind: str, listed: set[str]) -> None:
+        """Drop what is remembered of the kind's files no longer listed (past the lookback): they are
+        not read again, and a log of one file per second would otherwise grow this without bound."""
+        _, root = fs_root(self.request_log)
+        prefix = f"{root}/{kind}/"
+        for p in [p for p in self.seen if p.startswith(prefix) and p not in listed]:
+            del self.seen[p]
 
     def _changed(self, fs, paths) -> list[tuple[str, int]]:
         """(path, size) of the files not read yet, or changed since they were read or skipped."""
@@ -131,46 +200,63 @@ class RequestLogMonitor:
         self.seen[path] = size
         self.bad.pop(path, None)
 
-    def _read(self, fs, kind: str, files) -> list:
-        tables = []
-        for path, size in files:
-            try:
-                tables.append(read_part(fs, path, kind))
-            except RequestLogError as exc:
-                self._skipped(path, size, str(exc))
-                continue
-            self._taken(path, size)
-            self.files_read[kind] += 1
-        return tables
+    def _read(self, fs, kind: str, path: str, size: int):
+        try:
+            table = read_part(fs, path, kind)
+        except RequestLogError as exc:
+            self._skipped(path, size, str(exc))
+            return None
+        self._taken(path, size)
+        self.files_read[kind] += 1
+        return table
 
     def scan(self) -> dict:
-        """Read what is new in the request log and update the windows; returns what it read."""
-        import pyarrow as pa
+        """Read what is new in the request log and update the windows; returns what it read.
 
+        The new part files of both kinds are read in the order they were written (partition, then
+        name: part-<ms>-...), up to CHUNK_ROWS rows at a time, each chunk joined before the next is
+        read: a backlog (a restart's lookback) is never held whole."""
         t0 = time.monotonic()
         fs, _ = fs_root(self.request_log)
-        new_requests = self._read(fs, REQUESTS, self._new_files(fs, REQUESTS))
-        new_labels = self._read(fs, LABELS, self._new_files(fs, LABELS))
+        files = [(p, size, kind) for kind in (REQUESTS, LABELS) for p, size in self._new_files(fs, kind)]
+        files.sort(key=lambda f: (part_partition(f[0]), f[0].rsplit("/", 1)[-1], f[2]))
         new_retrains = self._read_retrains()
+        out = {"request_rows": 0, "label_rows": 0, "joined": 0, "request_files": 0, "label_files": 0,
+               "retrains": len(new_retrains)}
         with self.lock:
             self.retrains.update(new_retrains)
-            n_req = n_lab = 0
-            if new_requests:
-                table = pa.concat_tables(new_requests)
-                if self.model:
-                    table = table.filter(pa.compute.equal(table.column("model"), self.model))
-                table = table.sort_by([("event_time", "ascending"), ("request_id", "ascending"), ("row", "ascending")])
-                n_req = table.num_rows
-                self._add_requests(table)
-            if new_labels:
-                labels = pa.concat_tables(new_labels).select([*KEY, "label"]).to_pandas()
-                n_lab = len(labels)
-                self.pending_labels = _append(self.pending_labels, labels)
-            matched = self._join()
+        chunk: dict[str, list] = {REQUESTS: [], LABELS: []}
+        rows = 0
+        for i, (path, size, kind) in enumerate(files):
+            table = self._read(fs, kind, path, size)
+            if table is not None:
+                chunk[kind].append(table)
+                rows += table.num_rows
+            if chunk[REQUESTS] or chunk[LABELS]:
+                if rows >= CHUNK_ROWS or i == len(files) - 1:
+                    self._take_in(chunk, out)
+                    chunk, rows = {REQUESTS: [], LABELS: []}, 0
+        if chunk[REQUESTS] or chunk[LABELS]:
+            self._take_in(chunk, out)
+        with self.lock:
             self.last_scan = time.time()
             self.last_scan_seconds = time.monotonic() - t0
-        return {"request_rows": n_req, "label_rows": n_lab, "joined": matched,
-                "request_files": len(new_requests), "label_files": len(new_labels), "retrains": len(new_retrains)}
+        return out
+
+    def _take_in(self, chunk: dict[str, list], out: dict) -> None:
+        """Add one chunk's requests to their windows, queue its labels, join what now matches."""
+        import pyarrow as pa
+
+        with self.lock:
+            if chunk[REQUESTS]:
+                out["request_rows"] += self._add_requests(pa.concat_tables(chunk[REQUESTS]))
+                out["request_files"] += len(chunk[REQUESTS])
+            if chunk[LABELS]:
+                labels = pa.concat_tables([t.select([*KEY, "label"]) for t in chunk[LABELS]])
+                out["label_rows"] += labels.num_rows
+                out["label_files"] += len(chunk[LABELS])
+                self.pending_labels = pa.concat_tables([self.pending_labels, labels])
+            out["joined"] += self._join()
 
     def _read_retrains(self) -> dict[str, retrain_log.RetrainRecord]:
         """The retrain records that appeared (or changed) since the last scan."""
@@ -191,49 +277,90 @@ class RequestLogMonitor:
                      out[path].run_id, ", ".join(out[path].triggers) or "none")
         return out
 
-    def _add_requests(self, table) -> None:
-        models = table.column("model").to_numpy(zero_copy_only=False)
+    def _add_requests(self, table) -> int:
+        """Count the requests (of --model), put the last --window-rows of each version (in event_time,
+        request_id, row order) in its drift window, and queue them all for their labels in that
+        order; returns how many. Only the rows a window keeps are binned: the rest would be pushed
+        out of it by the same call. The wide table is never copied whole: only row positions move."""
+        import pyarrow as pa
+
+        codes, rank = _codes(table.column("request_id"))
+        row = table.column("row")
+        event_ms = table.column("event_time").cast(pa.int64()).fill_null(np.iinfo(np.int64).min).to_numpy()
+        order = np.lexsort((row.fill_null(-1).to_numpy(), rank[codes], event_ms))
         versions = table.column("version").to_numpy()
-        ints = np.stack([table.column(c).to_numpy(zero_copy_only=False).astype(np.float64) for c in INT_COLUMNS], 1)
-        cats = np.stack([table.column(c).fill_null(-1).to_numpy() for c in CAT_COLUMNS], 1)
-        bins = feature_bins(ints, cats)
-        for model, version in sorted(set(zip(models, versions.tolist(), strict=True))):
-            sel = (models == model) & (versions == version)
-            self._window(model, version).add_requests(bins[sel])
-            self.logged[(model, int(version))] += int(sel.sum())
-        frame = table.select([*KEY, "event_time", "model", "version", "prediction"]).to_pandas()
-        self.pending_requests = _append(self.pending_requests, frame)
+        groups = _groups(table.column("model"), versions, order)
+        if self.model:
+            keep = np.zeros(len(order), bool)
+            for model, _, sel in groups:
+                keep[sel] = model == self.model
+            order = order[keep]
+            groups = _groups(table.column("model"), versions, order)
+        for model, version, sel in groups:
+            tail = table.select([*INT_COLUMNS, *CAT_COLUMNS]).take(order[sel[-self.window_rows:]])
+            ints = np.stack([tail.column(c).to_numpy(zero_copy_only=False).astype(np.float64)
+                             for c in INT_COLUMNS], 1)
+            cats = np.stack([tail.column(c).fill_null(-1).to_numpy() for c in CAT_COLUMNS], 1)
+            self._window(model, version).add_requests(feature_bins(ints, cats))
+            self.logged[(model, version)] += len(sel)
+        narrow = table.select(["request_id", "row", "event_time", "model", "version", "prediction"]).take(order)
+        narrow = narrow.set_column(2, "event_time", narrow.column("event_time").cast(pa.int64()))
+        self.pending_requests = pa.concat_tables([self.pending_requests, narrow.cast(self.pending_requests.schema)])
+        return len(order)
 
     def _join(self) -> int:
-        """Move labelled requests from pending into their windows, oldest first."""
+        """Move labelled requests from pending into their windows, oldest first.
+
+        A request logged twice (a rerun) counts once, and so does a label: the last read of each
+        (request_id, row) is kept. Keys are integers (codes of the request ids), joined by sorting."""
+        import pyarrow as pa
+
         req, lab = self.pending_requests, self.pending_labels
-        if req.empty or lab.empty:
+        if not req.num_rows or not lab.num_rows:
             self._bound_pending()
             return 0
-        req = req.drop_duplicates(KEY, keep="last")  # a request logged twice (a rerun) counts once
-        lab = lab.drop_duplicates(KEY, keep="last")
-        merged = req.merge(lab, on=KEY, how="left", indicator=True)
-        hit = (merged["_merge"] == "both").to_numpy()
-        done = merged[hit].sort_values(["event_time", "request_id", "row"], kind="stable")
-        for (model, version), group in done.groupby(["model", "version"], sort=True):
-            self._window(model, int(version)).add_labelled(group["prediction"].to_numpy(np.float32),
-                                                          group["label"].to_numpy(np.int8))
-            self.joined[(model, int(version))] += len(group)
-        self.pending_requests = merged.loc[~hit, req.columns].reset_index(drop=True)
-        used = lab.merge(done[KEY], on=KEY, how="left", indicator=True)["_merge"].to_numpy() == "both"
-        self.pending_labels = lab[~used].reset_index(drop=True)
+        n = req.num_rows
+        codes, rank = _codes(pa.chunked_array(req.column("request_id").chunks + lab.column("request_id").chunks,
+                                              pa.string()))
+        keys = _keys(codes, pa.chunked_array(req.column("row").chunks + lab.column("row").chunks, pa.int32()))
+        req_keys = keys[:n]
+        req_kept, _ = _keep_last(req_keys)
+        lab_kept, by_key = _keep_last(keys[n:])
+        lab_keys = keys[n:][by_key]
+        at = np.minimum(np.searchsorted(lab_keys, req_keys), max(len(lab_keys) - 1, 0))
+        hit = req_kept & (lab_keys[at] == req_keys)
+        done = np.flatnonzero(hit)
+        label_of = by_key[at[done]]   # the label row of each joined request
+        event_ms = req.column("event_time").to_numpy()
+        order = np.lexsort((req.column("row").fill_null(-1).to_numpy()[done], rank[codes[:n][done]], event_ms[done]))
+        done, label_of = done[order], label_of[order]
+        predictions = req.column("prediction").to_numpy()
+        labels = lab.column("label").to_numpy()
+        for model, version, sel in _groups(req.column("model"), req.column("version").to_numpy(), done):
+            self._window(model, version).add_labelled(predictions[done[sel]].astype(np.float32),
+                                                      labels[label_of[sel]].astype(np.int8))
+            self.joined[(model, version)] += len(sel)
+        used = np.zeros(lab.num_rows, bool)
+        used[label_of] = True
+        self.pending_requests = req.take(np.flatnonzero(req_kept & ~hit))
+        self.pending_labels = lab.take(np.flatnonzero(lab_kept & ~used))
         self._bound_pending()
-        return int(hit.sum())
+        return len(done)
 
     def _bound_pending(self) -> None:
-        extra = len(self.pending_requests) - self.max_pending_rows
+        extra = self.pending_requests.num_rows - self.max_pending_rows
         if extra > 0:
-            self.pending_requests = self.pending_requests.sort_values("event_time").iloc[extra:].reset_index(drop=True)
+            event_ms = self.pending_requests.column("event_time").to_numpy()
+            self.pending_requests = self.pending_requests.take(np.argsort(event_ms, kind="stable")[extra:])
             self.dropped += extra
             log.warning("dropped the %d oldest requests still waiting for a label (more than %d pending)",
                         extra, self.max_pending_rows)
-        if len(self.pending_labels) > self.max_pending_rows:  # labels of requests outside the lookback
-            self.pending_labels = self.pending_labels.iloc[-self.max_pending_rows:].reset_index(drop=True)
+        extra = self.pending_labels.num_rows - self.max_pending_rows
+        if extra > 0:  # labels of requests outside the lookback
+            self.pending_labels = self.pending_labels.slice(extra)
+            self.dropped_labels += extra
+            log.warning("dropped the %d labels read first that still wait for their request (more than %d "
+                        "pending)", extra, self.max_pending_rows)
 
     def _window(self, model: str, version: int) -> VersionWindow:
         key = (str(model), int(version))
@@ -301,7 +428,8 @@ class RequestLogMonitor:
             return {"versions": versions, "retrains": retrains, "files_read": dict(self.files_read),
                     "bad_files": len(self.bad),
                     "pending": {"requests": len(self.pending_requests), "labels": len(self.pending_labels)},
-                    "dropped": self.dropped, "scan_errors": self.scan_errors, "last_scan": self.last_scan,
+                    "dropped": self.dropped, "dropped_labels": self.dropped_labels,
+                    "scan_errors": self.scan_errors, "last_scan": self.last_scan,
                     "last_scan_seconds": self.last_scan_seconds}
 
     def collect(self):

@@ -99,14 +99,17 @@ class RequestLogWriter:
         return path
 
 
-def list_parts(url: str, kind: str, date: str | None = None) -> list[str]:
-    """Published part files of `kind`, oldest partition first (optionally one `date=` only)."""
+def list_parts(url: str, kind: str, date: str | None = None, sizes: bool = False) -> list:
+    """Published part files of `kind`, oldest partition first (optionally one `date=` only); with
+    `sizes`, (path, size) pairs from the same listing (one call, not a stat per file)."""
     fs, root = fs_root(url)
     base = f"{root}/{kind}" + (f"/date={date}" if date else "")
     if not fs.exists(base):
         return []
-    found = [p for p in fs.find(base) if _PART.search(p) and not os.path.basename(p).startswith(".")]
-    return sorted(found, key=lambda p: (_PART.search(p).groups(), p))
+    listed = fs.find(base, detail=True)
+    found = sorted((p for p in listed if _PART.search(p) and not os.path.basename(p).startswith(".")),
+                   key=lambda p: (_PART.search(p).groups(), p))
+    return [(p, int(listed[p]["size"])) for p in found] if sizes else found
 
 
 def part_partition(path: str) -> tuple[str, str]:
