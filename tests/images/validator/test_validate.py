@@ -385,6 +385,33 @@ def test_reference_bounds_are_learned_and_severity_decides(tmp_path, capsys):
 
 
 @pytest.mark.unit
+def test_a_handful_of_values_past_the_hard_range_is_a_heavy_tail_more_is_a_broken_column(tmp_path, capsys):
+    """suites.HARD_RANGE_NOISE: on a 3,000-row day one value outside is 0.03%, past "1 in 10,000";
+    up to 5 outside warn (soft range), the 6th fails the day naming the column and the rule."""
+    from criteo_validator import profile
+    from criteo_validator.suites import HARD_RANGE_NOISE
+
+    ref_day = write_partition(tmp_path / "ref", clean_rows(3000, seed=1))
+    ref_path = tmp_path / "reference.json"
+    profiles.save(profile.merge([json.loads(_profile_of(tmp_path, capsys, ref_day, "ref").read_text())]),
+                  str(ref_path))
+    j = COLUMNS.index("I5")
+    for outside, code in ((HARD_RANGE_NOISE, 0), (HARD_RANGE_NOISE + 1, 1)):
+        rows = clean_rows(3000, seed=4)
+        for r in rows[:outside]:
+            r[j] = "60000"     # the reference's max is under 5,000: its hard max under 50,000
+        part = write_partition(tmp_path / f"tail{outside}", rows)
+        rc, result, out = run_main(tmp_path, part, capsys, "--min-rows", "100", "--reference", str(ref_path))
+        assert rc == code, result["summary"]
+        if code:
+            f = failed_by_column(result)["I5"]
+            assert f"(for at least 99.99% of present values, or all but {HARD_RANGE_NOISE})" in f["rule"]
+            assert f"{outside} of" in f["observed"] and "60000" in f["observed"]
+        else:
+            assert "I5" in [w["column"] for w in result["warnings"]]
+
+
+@pytest.mark.unit
 def test_missing_reference_is_noted_not_fatal(tmp_path, capsys):
     part = write_partition(tmp_path / "d", clean_rows(1500))
     rc, result, out = run_main(tmp_path, part, capsys, "--reference", str(tmp_path / "nope.json"), "--suite", "drift")
