@@ -43,9 +43,11 @@ os.environ["CRITEO_RETRY_DELAY_S"] = "1"
 # Real model versions, a real Triton and the GCS emulator, shared by the serving tests of the
 # hooks, deploy and the inference client (built on first use only). The container engine, the
 # built images and the compose stack: registered here, once, so that the stack is one per session
-# for tests/containers and the database-restart fault in tests/faults.
+# for tests/containers and the database-restart fault in tests/faults. The fault table's fixture and
+# the hooks that merge its rows: once, for every layer that records rows (faults, containers, kubernetes).
 from .fixtures.compose import compose_stack  # noqa: E402,F401
 from .fixtures.engine import engine, images  # noqa: E402,F401
+from .fixtures.fault_table import fault_table, pytest_runtest_makereport, pytest_sessionfinish  # noqa: E402,F401
 from .fixtures.prometheus import prom  # noqa: E402,F401
 from .fixtures.serving import gcs, local_repo, packages, triton  # noqa: E402,F401
 

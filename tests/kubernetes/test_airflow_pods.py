@@ -7,12 +7,16 @@ and task logs through the REST API.
 - an image that cannot be pulled fails within the startup deadline, naming the image;
 - an unreachable API server fails the task saying so;
 - a pod evicted mid-step: the retry runs the step again and writes the same output;
-- a task killed while its pod runs (its state set to failed through the REST API) deletes the pod.
+- a task killed while its pod runs (its state set to failed through the REST API) deletes the pod;
+- the triggerer killed (`kill -9`) while a step pod's task is deferred, then started again: the
+  restarted triggerer takes the trigger over and the task resumes once (one pod, one try, the
+  step's result read once); its row goes into the fault table (tests/fixtures/fault_table.py).
 
 Settings that differ between tests are Airflow Variables set through the REST API.
 """
 import json
 import os
+import threading
 import time
 
 import pytest
@@ -178,6 +182,139 @@ def test_an_evicted_pod_is_retried_and_writes_the_same_output(af_pods, tmp_path)
     assert digest[0] == digest[1]
     # no partial file left: the day and its landing manifest (criteo_kernel.landing)
     assert sorted(p.name for p in (af.bucket / "retry").iterdir()) == ["day_0", "day_0.manifest.json"]
+
+
+class PodEvents(threading.Thread):
+    """Every event of the pods a label selector matches, from `resource_version` on, as the API server's
+    watch sends them: a pod created and deleted between two polls is still seen."""
+
+    def __init__(self, kube, selector: str, resource_version: str):
+        super().__init__(daemon=True)
+        self.kube, self.selector, self.resource_version = kube, selector, resource_version
+        self.events: list[tuple[str, object]] = []
+        self.error: BaseException | None = None
+        self._ended = threading.Event()
+
+    def run(self):
+        from kubernetes import watch
+
+        try:
+            while not self._ended.is_set():
+                for event in watch.Watch().stream(self.kube.core.list_namespaced_pod, NAMESPACE,
+                                                  label_selector=self.selector, timeout_seconds=2,
+                                                  resource_version=self.resource_version):
+                    self.events.append((event["type"], event["object"]))
+                    self.resource_version = event["object"].metadata.resource_version
+        except BaseException as exc:   # read by the test: a watch that broke off saw nothing after
+            self.error = exc
+
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._ended.set()
+        self.join(timeout=10)
+
+    def created(self) -> list[str]:
+        """The uids of the pods created since `resource_version`, once the watch has ended."""
+        assert self.error is None and not self.is_alive(), self.error
+        return sorted({pod.metadata.uid for kind, pod in self.events if kind == "ADDED"})
+
+
+def test_a_triggerer_killed_while_a_pod_task_is_deferred_resumes_it_once(af_pods, fault_table):
+    """kill -9 of the triggerer (with its trigger runner, as its container's death) while a step pod
+    runs and its task waits deferred; started again 3 s later. The pod is the kubelet's, not the
+    triggerer's: it runs on. The trigger stays in the database; a triggerer takes over the triggers
+    of one whose heartbeat is older than triggerer_health_check_threshold (30 s; airflow/models/
+    trigger.py `Trigger.assign_unassigned`), so the restarted one takes it about 30 s after the kill
+    and runs it again from its serialized state (pod name, namespace): it finds the same pod (here
+    usually ended by then) and fires once."""
+    from airflow.providers.cncf.kubernetes.pod_generator import make_safe_label_value
+
+    af, kube = af_pods
+    settings(af, criteo_pod_deferrable="true")
+    since = kube.core.list_namespaced_pod(NAMESPACE).metadata.resource_version
+    # about 10 s of work: running when the triggerer dies. The takeover waits 30 s whatever the pod
+    # does; a longer step would only make the test longer.
+    rows = 1_000_000
+    run_id = trigger(af, "pod_step_synth", {"rows": rows})
+    selector = f"dag_id=pod_step_synth,task_id=synth,run_id={make_safe_label_value(run_id)}"
+    folder = af.home / "logs" / "dag_id=pod_step_synth" / f"run_id={run_id}" / "task_id=synth"
+    with PodEvents(kube, selector, since) as events:
+        pod, seen = _kill_the_triggerer_while_deferred(af, kube, run_id, selector, folder)
+        run = af.finished_run("pod_step_synth", run_id, timeout_s=240)
+    assert run["state"] == "success", (af.task_states("pod_step_synth", run_id), af.logs())
+    tries = af.tries("pod_step_synth", run_id, "synth")
+    assert [(t["try_number"], t["state"]) for t in tries] == [(1, "success")], tries
+    assert events.created() == [pod.metadata.uid], [(kind, p.metadata.name) for kind, p in events.events]
+    last = [p for _, p in events.events if p.status and p.status.container_statuses][-1]
+    (status,) = last.status.container_statuses
+    assert status.restart_count == 0 and status.state.terminated and status.state.terminated.exit_code == 0, status
+    assert not kube.core.list_namespaced_pod(NAMESPACE, label_selector=selector).items   # deleted once read
+    result = af.call("GET", f"/api/v2/dags/pod_step_synth/dagRuns/{run_id}/taskInstances/synth/xcomEntries/"
+                            "return_value")["value"]
+    result = json.loads(result) if isinstance(result, str) else result
+    assert result["days"][0]["rows"] == rows
+    log = af.task_log("pod_step_synth", run_id, "synth")
+    assert log.count("STEP_RESULT {") == 1, log[-3000:]   # the pod's log read once, after the one resume
+    fired = {p.name: p.read_text(errors="replace").count('"Trigger fired event"')
+             for p in folder.glob("attempt=1.log.trigger.*.log")}
+    assert fired == {**{name: 0 for name in fired}, seen["log"]: 1}, fired   # only in the new triggerer, once
+    ended_s = (status.state.terminated.finished_at - seen["killed_at"]).total_seconds()
+    assert ended_s > 0, ended_s   # the step ran on, in its pod, with no triggerer
+    fault_table(
+        "triggerer kill -9 while a pod task is deferred (Kubernetes)",
+        "run succeeded; one pod, one try, the step's result read once",
+        f"the pod ran on and ended {ended_s:.0f}s after the kill; the triggerer, restarted 3 s after it, took the "
+        f"trigger over {seen['taken_s']:.0f}s after the kill (a dead one's triggers after 30 s), "
+        f"{'after' if ended_s < seen['taken_s'] else 'before'} the step ended, and fired once: 1 pod, 1 try, "
+        f"1 result read")
+
+
+def _kill_the_triggerer_while_deferred(af, kube, run_id: str, selector: str, folder):
+    """Once the task is deferred and its pod runs on the node: kill -9 the triggerer, start it again
+    3 s later, and wait for it to start the trigger (its trigger log, in `folder`, says so). Returns
+    the pod and what was seen: when the kill was, the seconds from it to the takeover, the new
+    triggerer's trigger log."""
+    from datetime import UTC, datetime
+
+    from tests.fixtures.airflow import when
+
+    def synth():
+        return af.task_instances("pod_step_synth", run_id)["synth"]
+
+    def deferred_and_running():
+        ti = synth()
+        pods = kube.core.list_namespaced_pod(NAMESPACE, label_selector=selector).items
+        if ti["state"] != "deferred" or not (ti["trigger"] or {}).get("triggerer_id") or len(pods) != 1:
+            return None
+        return (ti, pods[0]) if pods[0].status.phase == "Running" else None
+
+    ti, pod = af.wait("the task deferred and its pod running", deferred_and_running, timeout_s=180, every_s=0.5)
+    pid = kube.container_pid(pod)
+    assert pid and os.path.exists(f"/proc/{pid}")   # the step's process, in its container on the node
+    old_log = f"attempt=1.log.trigger.{ti['trigger']['triggerer_id']}.log"
+    af.kill("triggerer", group=True)
+    killed_at = datetime.now(UTC)
+    time.sleep(3)
+    assert synth()["state"] == "deferred", synth()
+    af.restart("triggerer")
+
+    def started():
+        for path in folder.glob("attempt=1.log.trigger.*.log"):
+            if path.name != old_log:
+                for line in path.read_text(errors="replace").splitlines():
+                    try:
+                        record = json.loads(line)
+                    except ValueError:      # a line still being written
+                        continue
+                    if str(record.get("event", "")).endswith(" starting"):
+                        return path.name, when(record["timestamp"])
+        return None
+
+    log, at = af.wait("the restarted triggerer to start the trigger", started, timeout_s=120, every_s=0.5)
+    return pod, {"killed_at": killed_at, "taken_s": (at - killed_at).total_seconds(), "log": log}
 
 
 @pytest.fixture
