@@ -74,7 +74,7 @@ $(UV):
 	.venv/bin/python -m operators.links.data_docs_assets check --dest .tools/data-docs-assets
 	touch $@
 
-# An Airflow home's database: the dev one ($(AIRFLOW_HOME)) and make test's lane A's.
+# An Airflow home's database: the dev one ($(AIRFLOW_HOME)), the demos' and make test's lanes'.
 %/airflow.db: .venv/.installed
 	mkdir -p $*
 	AIRFLOW_HOME=$* .venv/bin/airflow db migrate > $*/db-migrate.log 2>&1 || (cat $*/db-migrate.log; exit 1)
@@ -89,12 +89,15 @@ airflow: setup
 airflow-stop:
 	@if [ -x .venv/bin/python ]; then .venv/bin/python -m local_servers.airflow stop; else echo "nothing to stop"; fi
 
-demo: setup
-	.venv/bin/python scripts/demo.py $(DEMO_ARGS)
+# The demos keep an Airflow home of their own: the runs `make test` or a developer leave in
+# $(AIRFLOW_HOME) (a day failed on purpose, say) would hold the demo's days at wait_for_previous_day.
+DEMO_HOME := $(CURDIR)/.data/demo-airflow
+demo: setup $(DEMO_HOME)/airflow.db
+	AIRFLOW_HOME=$(DEMO_HOME) .venv/bin/python scripts/demo.py $(DEMO_ARGS)
 
 # The closed loop: serve with Triton, monitor, drift, sensor, full retrain, recovery.
-demo-loop: setup
-	.venv/bin/python scripts/demo_loop.py $(DEMO_ARGS)
+demo-loop: setup $(DEMO_HOME)/airflow.db
+	AIRFLOW_HOME=$(DEMO_HOME) .venv/bin/python scripts/demo_loop.py $(DEMO_ARGS)
 
 # ruff, with Airflow's rules (configured in pyproject.toml); CI runs it before the tests.
 lint: .tools/ruff.ok
