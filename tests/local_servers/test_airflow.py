@@ -3,6 +3,7 @@ run by tests/live/test_make_airflow.py)."""
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -108,3 +109,44 @@ def test_revive_starts_an_exited_component_again_and_stops_a_crash_loop(tmp_path
     finally:
         airflow.stop()
     assert not lasting.running
+
+
+SCHEDULER_EXIT = Path(__file__).parent / "data" / "scheduler_exit_airflow_3.3.2_sqlite_backfill.log"
+
+
+def test_the_known_scheduler_exit_is_recognised_from_its_log_and_nothing_else_is():
+    """The end of a real scheduler log (CI's live layer, Airflow 3.3.2 on SQLite) and lookalikes."""
+    tail = SCHEDULER_EXIT.read_text()
+    assert "SQLite" in local_airflow.known_exit("scheduler", tail)
+    assert local_airflow.known_exit("triggerer", tail) is None
+    assert local_airflow.known_exit("scheduler", tail.replace("_schedule_all_dag_runs", "_do_scheduling")) is None
+    assert local_airflow.known_exit("scheduler", "sqlalchemy.exc.OperationalError: database is locked") is None
+
+
+def test_revive_in_tests_restarts_only_known_exits_and_leaves_components_held_down(tmp_path):
+    """With only_known (the tests' Airflow.wait), a scheduler that exited as the known defect does is
+    started again and said why; an exit with another log raises naming it; a held component stays down."""
+    from local_servers.process import ServerProcess
+
+    airflow = local_airflow.LocalAirflow(tmp_path / "home", env=dict(os.environ), password="x")
+    log = tmp_path / "scheduler.log"
+    log.write_text(SCHEDULER_EXIT.read_text())
+    scheduler = ServerProcess("scheduler", ["sleep", "60"], log)
+    triggerer = ServerProcess("triggerer", ["sleep", "60"], tmp_path / "triggerer.log")
+    airflow.processes = [scheduler, triggerer]
+    try:
+        for proc in airflow.processes:
+            proc.proc = subprocess.Popen([sys.executable, "-c", "import sys; sys.exit(1)"])
+            proc.proc.wait()
+        airflow.held.add("triggerer")
+        said = []
+        assert airflow.revive(say=said.append, only_known=True) == ["scheduler"]
+        assert "a failed `backfill create` deleted runs the scheduler was scheduling" in said[0]
+        assert scheduler.running and not triggerer.running
+
+        airflow.held.discard("triggerer")
+        with pytest.raises(RuntimeError, match=r"triggerer exited \(code 1\), and not for a known Airflow defect"):
+            airflow.revive(say=said.append, only_known=True)
+        assert not triggerer.running and [name for _, name, _ in airflow.restarts] == ["scheduler"]
+    finally:
+        airflow.stop()
