@@ -196,7 +196,7 @@ class LocalAirflow:
         for proc in self.processes:
             if proc.running or proc.proc is None or proc.name in self.held:
                 continue
-            code, now, tail = proc.proc.returncode, time.time(), proc.tail(200)
+            code, now, tail = proc.proc.returncode, time.time(), proc.tail(200, this_start=True)
             known = known_exit(proc.name, tail)
             if only_known and known is None:
                 raise RuntimeError(f"Airflow's {proc.name} exited (code {code}), and not for a known Airflow "

@@ -95,6 +95,7 @@ class ServerProcess:
         self.ready = ready or (lambda: True)
         self.cwd = cwd
         self.proc: subprocess.Popen | None = None
+        self.log_offset = 0         # where this start's output begins in the log (a restart appends)
 
     def start(self, timeout_s: float = 60, crash_retries: int = 0) -> ServerProcess:
         """Start the process and wait until `ready()`. `crash_retries`: start again that many times
@@ -113,6 +114,7 @@ class ServerProcess:
     def _start(self, timeout_s: float) -> ServerProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log_fh = open(self.log_path, "ab")
+        self.log_offset = log_fh.tell()
         log.info("starting %s: %s (log %s)", self.name, " ".join(self.argv), self.log_path)
         self.proc = subprocess.Popen(self.argv, stdout=log_fh, stderr=subprocess.STDOUT, env=self.env,
                                      cwd=self.cwd, preexec_fn=_die_with_parent)
@@ -153,9 +155,13 @@ class ServerProcess:
             pass
         log.info("stopped %s", self.name)
 
-    def tail(self, lines: int = 30) -> str:
+    def tail(self, lines: int = 30, this_start: bool = False) -> str:
+        """The log's last `lines`; with `this_start`, only what the latest start wrote."""
         try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+            with open(self.log_path, "rb") as fh:
+                fh.seek(self.log_offset if this_start else 0)
+                text = fh.read().decode(errors="replace")
+            return "\n".join(text.splitlines()[-lines:])
         except OSError:
             return "(no log)"
 

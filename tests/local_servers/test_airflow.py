@@ -148,5 +148,12 @@ def test_revive_in_tests_restarts_only_known_exits_and_leaves_components_held_do
         with pytest.raises(RuntimeError, match=r"triggerer exited \(code 1\), and not for a known Airflow defect"):
             airflow.revive(say=said.append, only_known=True)
         assert not triggerer.running and [name for _, name, _ in airflow.restarts] == ["scheduler"]
+
+        # the restarted scheduler dies with nothing new in its log: the old exit above it is not its cause
+        airflow.held.add("triggerer")
+        scheduler.proc.kill()
+        scheduler.proc.wait(timeout=30)
+        with pytest.raises(RuntimeError, match=r"scheduler exited \(code -9\), and not for a known Airflow defect"):
+            airflow.revive(say=said.append, only_known=True)
     finally:
         airflow.stop()

@@ -48,3 +48,15 @@ def test_an_exit_code_of_its_own_is_not_retried(tmp_path):
     with pytest.raises(ExitedBeforeReady, match="exited with code 2 before it was ready") as err:
         proc.start(timeout_s=30, crash_retries=3)
     assert err.value.returncode == 2 and proc.tail().count("unknown flag") == 1  # started once
+
+
+def test_tail_of_this_start_leaves_out_what_earlier_starts_wrote(tmp_path):
+    from local_servers.process import ServerProcess
+
+    say = "import time; print({!r}); time.sleep(0.3)"       # alive past start()'s first look
+    proc = ServerProcess("echo", [sys.executable, "-c", say.format("first")], tmp_path / "echo.log")
+    proc.start(timeout_s=30).proc.wait(timeout=30)
+    proc.argv = [sys.executable, "-c", say.format("second")]
+    proc.start(timeout_s=30).proc.wait(timeout=30)
+    assert proc.tail() == "first\nsecond"
+    assert proc.tail(this_start=True) == "second"
